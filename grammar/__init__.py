@@ -1,0 +1,1 @@
+"""The query language grammar (kql.lark), shipped inside the wheel."""

@@ -1,0 +1,1 @@
+"""CUDA sources for the GPU backend, shipped inside the wheel."""

@@ -1,0 +1,111 @@
+"""The backend interface: run any Graph (a whole model, a fused segment or a single operator) on
+a batch of any size. Heavy imports happen inside the backend that needs them."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from kryptondb.errors import BackendError, ShapeError
+from kryptondb.model.ir import Graph, Op
+
+
+class Backend:
+    name = "abstract"
+
+    def run(self, graph: Graph, feeds: Mapping[str, np.ndarray],
+            outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Evaluate ``graph`` on batched ``feeds`` (one array per INPUT node)."""
+        raise NotImplementedError
+
+
+def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every graph input fed, with a leading batch axis and the right per-sample shape."""
+    out = {}
+    for name in graph.inputs:
+        if name not in feeds:
+            raise ShapeError(f"graph {graph.name!r}: no value fed for input {name!r}")
+        arr = np.asarray(feeds[name], dtype=np.float32)
+        want = graph[name].shape
+        if arr.shape[1:] != want:
+            raise ShapeError(f"graph {graph.name!r}: input {name!r} must be N x "
+                             f"{' x '.join(map(str, want))}, got {' x '.join(map(str, arr.shape))}")
+        out[name] = np.ascontiguousarray(arr)
+    return out
+
+
+class NumpyBackend(Backend):
+    """The reference: each node by its NumPy kernel, freeing values once all users ran."""
+
+    name = "numpy"
+
+    def run(self, graph, feeds, outputs=None):
+        from kryptondb.engine.numpy_ops import KERNELS
+
+        outputs = tuple(outputs or graph.outputs)
+        values = check_feeds(graph, feeds)
+        remaining = {k: len(v) for k, v in graph.consumers().items()}
+        for node in graph.nodes:
+            if node.op is Op.INPUT:
+                continue
+            xs = [values[i] for i in node.inputs]
+            values[node.name] = np.asarray(KERNELS[node.op](node, graph, xs), dtype=np.float32)
+            for i in node.inputs:
+                remaining[i] -= 1
+                if remaining[i] == 0 and i not in outputs:
+                    del values[i]
+        return {k: values[k] for k in outputs}
+
+
+class OnnxRuntimeBackend(Backend):
+    """Exports each graph once to an ONNX model with a symbolic batch axis and keeps one
+    onnxruntime session per (graph, outputs); later calls only feed arrays."""
+
+    name = "onnxruntime"
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+        self._sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def session(self, graph: Graph, outputs: tuple[str, ...]):
+        per_graph = self._sessions.setdefault(graph, {})
+        if outputs not in per_graph:
+            per_graph[outputs] = self._make_session(graph, outputs)
+        return per_graph[outputs]
+
+    def _make_session(self, graph, outputs):
+        import onnxruntime as ort
+
+        from kryptondb.model.onnx_export import to_onnx
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        proto = to_onnx(graph, outputs).SerializeToString()
+        return ort.InferenceSession(proto, opts, providers=["CPUExecutionProvider"])
+
+    def run(self, graph, feeds, outputs=None):
+        outputs = tuple(outputs or graph.outputs)
+        values = check_feeds(graph, feeds)
+        result = self.session(graph, outputs).run(list(outputs), values)
+        return dict(zip(outputs, result))
+
+
+_BACKENDS = {"numpy": NumpyBackend, "onnxruntime": OnnxRuntimeBackend}
+_ALIASES = {"ort": "onnxruntime", "cpu": "onnxruntime", "reference": "numpy"}
+_INSTANCES: dict[str, Backend] = {}
+
+
+def get_backend(name: str | Backend = "onnxruntime") -> Backend:
+    """A shared backend instance by name ('numpy', 'onnxruntime'; aliases 'ort', 'cpu')."""
+    if isinstance(name, Backend):
+        return name
+    key = _ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in _BACKENDS:
+        raise BackendError(f"no backend {name!r}; known: {', '.join(sorted(_BACKENDS))}")
+    if key not in _INSTANCES:
+        _INSTANCES[key] = _BACKENDS[key]()
+    return _INSTANCES[key]

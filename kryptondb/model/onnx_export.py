@@ -1,0 +1,136 @@
+"""Graph -> ONNX, so onnxruntime can run a whole model, a segment or one operator.
+
+The exported model has a symbolic batch axis ``N``; weights become initializers.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from kryptondb.model.ir import Graph, Node, Op
+
+OPSET = 17
+IR_VERSION = 8  # onnxruntime 1.31 accepts IR <= 13; 8 is the IR of opset 17
+
+
+class _Emitter:
+    def __init__(self, graph: Graph):
+        self.graph, self.nodes, self.inits, self.seen = graph, [], [], set()
+
+    def const(self, name: str, value) -> str:
+        if name not in self.seen:
+            self.seen.add(name)
+            self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def weight(self, key: str, shape=None) -> str:
+        arr = self.graph.weights[key]
+        tag = f"{key}" if shape is None else f"{key}::{'x'.join(map(str, shape))}"
+        return self.const(tag, arr if shape is None else arr.reshape(shape))
+
+    def emit(self, op: str, inputs, output: str, **attrs) -> str:
+        self.nodes.append(helper.make_node(op, list(inputs), [output], **attrs))
+        return output
+
+
+def _window_attrs(node: Node) -> dict:
+    return dict(kernel_shape=list(node.attr("kernel")), strides=list(node.attr("stride")),
+                pads=_onnx_pads(node.attr("pads")))
+
+
+def _onnx_pads(pads):
+    pt, pl, pb, pr = pads
+    return [pt, pl, pb, pr]
+
+
+def _emit_node(e: _Emitter, n: Node) -> None:
+    x, out = list(n.inputs), n.name
+    if n.op is Op.CONV:
+        e.emit("Conv", [x[0], e.weight(n.params[0]), e.weight(n.params[1])], out,
+               dilations=list(n.attr("dilation", (1, 1))), group=n.attr("groups", 1),
+               **_window_attrs(n))
+    elif n.op is Op.BATCHNORM:
+        c = e.graph.weights[n.params[0]].shape[0]
+        mid = e.emit("Mul", [x[0], e.weight(n.params[0], (c, 1, 1))], out + "::scaled")
+        e.emit("Add", [mid, e.weight(n.params[1], (c, 1, 1))], out)
+    elif n.op is Op.CLIP:
+        lo = e.const(f"{out}::min", np.float32(n.attr("min")))
+        hi = e.const(f"{out}::max", np.float32(n.attr("max")))
+        e.emit("Clip", [x[0], lo, hi], out)
+    elif n.op in (Op.ADD, Op.MUL):
+        terms = x + [e.weight(p) for p in n.params]
+        acc = terms[0]
+        for k, t in enumerate(terms[1:]):
+            acc = e.emit(n.op.value, [acc, t], out if k == len(terms) - 2 else f"{out}::{k}")
+    elif n.op is Op.MAXPOOL:
+        e.emit("MaxPool", x, out, ceil_mode=n.attr("ceil_mode", 0),
+               dilations=list(n.attr("dilation", (1, 1))), **_window_attrs(n))
+    elif n.op is Op.AVGPOOL:
+        e.emit("AveragePool", x, out, ceil_mode=n.attr("ceil_mode", 0),
+               count_include_pad=n.attr("count_include_pad", 0), **_window_attrs(n))
+    else:
+        _emit_simple(e, n, x, out)
+
+
+def _emit_simple(e: _Emitter, n: Node, x, out) -> None:
+    if n.op is Op.GEMM:
+        e.emit("Gemm", [x[0], e.weight(n.params[0]), e.weight(n.params[1])], out, transB=1)
+    elif n.op is Op.LEAKY_RELU:
+        e.emit("LeakyRelu", x, out, alpha=float(n.attr("alpha")))
+    elif n.op is Op.HARD_SIGMOID:
+        e.emit("HardSigmoid", x, out, alpha=float(n.attr("alpha")), beta=float(n.attr("beta")))
+    elif n.op is Op.LRN:
+        e.emit("LRN", x, out, size=n.attr("size"), alpha=float(n.attr("alpha")),
+               beta=float(n.attr("beta")), bias=float(n.attr("bias")))
+    elif n.op is Op.CONCAT:
+        e.emit("Concat", x, out, axis=n.attr("axis") + 1)
+    elif n.op is Op.SOFTMAX:
+        e.emit("Softmax", x, out, axis=n.attr("axis") + 1)
+    elif n.op is Op.FLATTEN:
+        e.emit("Flatten", x, out, axis=1)
+    elif n.op is Op.RESHAPE:
+        e.emit("Reshape", [x[0], e.const(f"{out}::shape", np.array([0, *n.shape], np.int64))], out)
+    elif n.op is Op.PAD:
+        pt, pl, pb, pr = n.attr("pads")
+        pads = e.const(f"{out}::pads", np.array([0, 0, pt, pl, 0, 0, pb, pr], np.int64))
+        val = e.const(f"{out}::value", np.float32(n.attr("value", 0.0)))
+        e.emit("Pad", [x[0], pads, val], out)
+    elif n.op is Op.CHANNEL_SHUFFLE:
+        _emit_shuffle(e, n, x[0], out)
+    else:  # Relu, Sigmoid, HardSwish, GlobalAveragePool: no attributes
+        e.emit(n.op.value, x, out)
+
+
+def _emit_shuffle(e: _Emitter, n: Node, x: str, out: str) -> None:
+    c, h, w = e.graph[x].shape
+    g = n.attr("groups")
+    split = e.const(f"{out}::split", np.array([0, g, c // g, h, w], np.int64))
+    back = e.const(f"{out}::back", np.array([0, c, h, w], np.int64))
+    a = e.emit("Reshape", [x, split], f"{out}::5d")
+    b = e.emit("Transpose", [a], f"{out}::t", perm=[0, 2, 1, 3, 4])
+    e.emit("Reshape", [b, back], out)
+
+
+def _value_info(name: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape])
+
+
+def to_onnx(graph: Graph, outputs: Sequence[str] | None = None) -> onnx.ModelProto:
+    """An ONNX model computing ``outputs`` (default: the graph's) with a batch axis ``N``."""
+    e = _Emitter(graph)
+    for n in graph.nodes:
+        if n.op is not Op.INPUT:
+            _emit_node(e, n)
+    outs = list(outputs or graph.outputs)
+    g = helper.make_graph(
+        e.nodes, graph.name or "kryptondb",
+        [_value_info(i, graph[i].shape) for i in graph.inputs],
+        [_value_info(o, graph[o].shape) for o in outs], e.inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="kryptondb")
+    model.ir_version = IR_VERSION
+    return model

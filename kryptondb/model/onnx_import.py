@@ -1,0 +1,497 @@
+"""ONNX -> Graph. Constant sub-expressions are folded, placeholders (ConstantOfShape weights, as
+in the ``light_*`` graphs) get seeded values, BatchNorm is folded into the conv before it."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kryptondb.errors import FileError, ModelImportError, ShapeError, UnsupportedOpError
+from kryptondb.model.fold import bn_scale_shift, drop_dead, fold_batchnorm
+from kryptondb.model.ir import Graph, Node, Op, input_node, make_node
+from kryptondb.model.shapes import infer_shape
+
+# ops evaluated at import time when all their inputs are constants
+_CONST_OPS = {"Constant", "ConstantOfShape", "Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast",
+              "Transpose", "Shape", "Gather"}
+
+
+@dataclass
+class _Ctx:
+    proto: object
+    consts: dict = field(default_factory=dict)     # tensor name -> ndarray (folded constants)
+    shapes: dict = field(default_factory=dict)     # activation name -> per-sample shape
+    alias: dict = field(default_factory=dict)      # onnx name -> IR node name (Dropout etc.)
+    nodes: list = field(default_factory=list)
+    weights: dict = field(default_factory=dict)
+    placeholders: dict = field(default_factory=dict)  # name -> shape of seeded stand-ins
+    users: dict = field(default_factory=dict)      # onnx name -> [onnx nodes reading it]
+    opset: int = 13
+
+    def name(self, t: str) -> str:
+        return self.alias.get(t, t)
+
+    def is_const(self, t: str) -> bool:
+        return t in self.consts
+
+    def add(self, node: Node) -> None:
+        shape = infer_shape(node, [self.shapes[i] for i in node.inputs], self.weights)
+        self.shapes[node.name] = tuple(int(d) for d in shape)
+        self.nodes.append(node)
+
+    def weight(self, key: str, value) -> str:
+        self.weights[key] = np.ascontiguousarray(value, dtype=np.float32)
+        return key
+
+
+@dataclass(frozen=True)
+class Imported:
+    graph: Graph
+    placeholders: tuple[str, ...]  # weights that the file left as placeholders and we seeded
+    seeded: dict                   # name -> the seeded array, to feed other engines
+
+
+def load_onnx_proto(path):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileError(f"ONNX file {path!r} does not exist")
+    try:
+        return onnx.load(path)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise ModelImportError(
+            f"{path!r} is not a readable ONNX model (truncated or corrupt?): {exc}") from None
+
+
+def import_onnx(path, seed: int = 0, name: str | None = None) -> Imported:
+    """Read an ONNX CNN from ``path``; placeholders get values from ``seed``."""
+    proto = load_onnx_proto(path)
+    label = name or os.path.splitext(os.path.basename(os.fspath(path)))[0]
+    try:
+        return _convert(proto, seed, label, os.fspath(path))
+    except (ModelImportError, ShapeError) as exc:
+        if os.fspath(path) in str(exc):
+            raise
+        raise type(exc)(f"{os.fspath(path)}: {exc}") from None
+
+
+def _convert(proto, seed, label, path) -> Imported:
+    from onnx import numpy_helper
+
+    ctx = _Ctx(proto)
+    ctx.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    for init in proto.graph.initializer:
+        ctx.consts[init.name] = numpy_helper.to_array(init)
+    for n in proto.graph.node:
+        for t in n.input:
+            ctx.users.setdefault(t, []).append(n)
+    data = _data_input(ctx, seed)
+    ctx.nodes.append(input_node(data, ctx.shapes[data]))
+    rng = np.random.default_rng(seed)
+    for n in proto.graph.node:
+        _convert_node(ctx, n, rng)
+    outputs = [ctx.name(o.name) for o in proto.graph.output]
+    for o in outputs:
+        if o not in ctx.shapes:
+            raise ModelImportError(f"graph output {o!r} is a constant, not computed from the input")
+    nodes = drop_dead(fold_batchnorm(ctx.nodes, ctx.weights, keep=outputs), outputs)
+    graph = Graph.build(label, nodes, outputs, ctx.weights)
+    seeded = {k: ctx.consts[k] for k in ctx.placeholders}
+    return Imported(graph, tuple(ctx.placeholders), seeded)
+
+
+def _data_input(ctx: _Ctx, seed: int) -> str:
+    """The one image input; other non-initializer inputs are weight placeholders."""
+    produced = {o for n in ctx.proto.graph.node for o in n.output}
+    images = []
+    for vi in ctx.proto.graph.input:
+        if vi.name in ctx.consts or vi.name in produced:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1
+                for d in vi.type.tensor_type.shape.dim]
+        if len(dims) == 4 and all(d > 0 for d in dims[1:]):
+            images.append((vi.name, tuple(dims[1:])))
+        else:
+            ctx.placeholders[vi.name] = tuple(max(d, 1) for d in dims)
+    if len(images) != 1:
+        raise ModelImportError(f"expected one N x C x H x W image input with fixed C, H, W; "
+                               f"found {[i[0] for i in images] or 'none'}")
+    ctx.shapes[images[0][0]] = images[0][1]
+    rng = np.random.default_rng(seed + 7919)
+    for name, shape in ctx.placeholders.items():
+        ctx.consts[name] = _seeded(ctx, name, shape, rng)
+    return images[0][0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Constants and placeholders
+
+
+def _role(ctx: _Ctx, tensor: str, depth: int = 0):
+    """(consumer op, input index, consumer node), looking through constant reshaping ops."""
+    for user in ctx.users.get(tensor, []):
+        idx = list(user.input).index(tensor)
+        if user.op_type in ("Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast") and depth < 4 \
+                and idx == 0 and all(i in ctx.consts or i == tensor for i in user.input):
+            return _role(ctx, user.output[0], depth + 1)
+        return user.op_type, idx, user
+    return None, None, None
+
+
+def _seeded(ctx: _Ctx, name: str, shape, rng) -> np.ndarray:
+    """A stand-in weight whose scale keeps a deep random network's activations O(1)."""
+    op, idx, user = _role(ctx, name)
+    shape = tuple(int(s) for s in shape)
+    size = max(1, math.prod(shape))
+    if op == "Conv" and idx == 1:
+        std = math.sqrt(2.0 / max(1, math.prod(shape[1:])))
+    elif op in ("Gemm", "MatMul") and idx == 1:
+        trans = op == "Gemm" and _attrs(user).get("transB", 0)
+        std = math.sqrt(1.0 / max(1, shape[1] if trans else shape[0]))
+    elif op == "BatchNormalization" and idx in (1, 4):
+        return rng.uniform(0.5, 1.0 if idx == 1 else 1.5, shape).astype(np.float32)
+    elif op == "Mul":
+        return rng.uniform(0.5, 1.0, shape).astype(np.float32)
+    else:
+        std = 0.01 if op in ("Conv", "Gemm") else 0.1
+    return (rng.standard_normal(size) * std).reshape(shape).astype(np.float32)
+
+
+def _fold_const(ctx: _Ctx, n, rng) -> bool:
+    from onnx import numpy_helper
+
+    ins = [t for t in n.input if t]
+    if n.op_type not in _CONST_OPS or not all(ctx.is_const(t) for t in ins):
+        return False
+    a, val = _attrs(n), [ctx.consts[t] for t in ins]
+    out = n.output[0]
+    if n.op_type == "Constant":
+        res = numpy_helper.to_array(n.attribute[0].t) if n.attribute[0].t.ByteSize() else \
+            np.asarray(a.get("value_float", a.get("value_int", 0.0)))
+    elif n.op_type == "ConstantOfShape":
+        ctx.placeholders[out] = tuple(int(s) for s in val[0])
+        res = _seeded(ctx, out, ctx.placeholders[out], rng)
+    elif n.op_type == "Unsqueeze":
+        res = np.expand_dims(val[0], tuple(a["axes"] if "axes" in a else val[1].tolist()))
+    elif n.op_type == "Squeeze":
+        axes = a.get("axes", val[1].tolist() if len(val) > 1 else None)
+        res = np.squeeze(val[0], tuple(axes) if axes is not None else None)
+    elif n.op_type == "Reshape":
+        res = val[0].reshape([d if d else val[0].shape[i] for i, d in enumerate(val[1].tolist())])
+    elif n.op_type == "Transpose":
+        res = np.transpose(val[0], a.get("perm"))
+    elif n.op_type == "Shape":
+        res = np.asarray(val[0].shape, np.int64)
+    elif n.op_type == "Gather":
+        res = np.take(val[0], val[1], axis=a.get("axis", 0))
+    else:  # Identity, Cast
+        res = val[0]
+    ctx.consts[out] = np.asarray(res)
+    return True
+
+
+def _attrs(n) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in n.attribute}
+
+
+# ---------------------------------------------------------------------------------------------
+# Operators
+
+
+def _convert_node(ctx: _Ctx, n, rng) -> None:
+    if _fold_const(ctx, n, rng):
+        return
+    conv = _CONVERTERS.get(n.op_type)
+    if conv is None:
+        raise UnsupportedOpError(
+            f"unsupported op {n.op_type!r} at node {n.name or n.output[0]!r}; supported: "
+            f"{', '.join(sorted(set(_CONVERTERS) | _CONST_OPS))}")
+    try:
+        conv(ctx, n, _attrs(n))
+    except ShapeError as exc:
+        raise ShapeError(f"node {n.name or n.output[0]!r} ({n.op_type}): {exc}") from None
+
+
+def _x(ctx, n, i=0) -> str:
+    t = n.input[i]
+    if ctx.is_const(t):
+        raise UnsupportedOpError(f"{n.op_type} node {n.name or n.output[0]!r}: input {i} must be "
+                                 "computed from the image, not a constant")
+    name = ctx.name(t)
+    if name not in ctx.shapes:
+        raise ModelImportError(f"node {n.name or n.output[0]!r} reads {t!r}, never computed")
+    return name
+
+
+def _pads(ctx, n, a, kernel, stride, dil, hw):
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = []
+        for size, k, s, d in zip(hw, kernel, stride, dil):
+            total = max(0, (math.ceil(size / s) - 1) * s + d * (k - 1) + 1 - size)
+            lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            pads.append((lo, total - lo))
+        return (pads[0][0], pads[1][0], pads[0][1], pads[1][1])
+    p = list(a.get("pads", [0, 0, 0, 0]))
+    return (p[0], p[1], p[2], p[3])
+
+
+def _window(ctx, n, a, kernel):
+    x = _x(ctx, n)
+    stride = tuple(a.get("strides", (1, 1)))
+    dil = tuple(a.get("dilations", (1, 1)))
+    if len(kernel) != 2:
+        raise UnsupportedOpError(f"{n.op_type} {n.name!r}: only 2-D windows are supported")
+    pads = _pads(ctx, n, a, kernel, stride, dil, ctx.shapes[x][1:])
+    return x, dict(kernel=tuple(kernel), stride=stride, pads=pads, dilation=dil)
+
+
+def _conv(ctx, n, a):
+    w = ctx.consts[n.input[1]]
+    out = n.output[0]
+    b = ctx.consts[n.input[2]] if len(n.input) > 2 and n.input[2] else np.zeros(w.shape[0])
+    x, win = _window(ctx, n, a, tuple(a.get("kernel_shape", w.shape[2:])))
+    params = (ctx.weight(f"{out}.weight", w), ctx.weight(f"{out}.bias", b))
+    ctx.add(make_node(out, Op.CONV, [x], params, groups=a.get("group", 1), **win))
+
+
+def _bn(ctx, n, a):
+    gamma, beta, mean, var = (ctx.consts[t] for t in n.input[1:5])
+    scale, shift = bn_scale_shift(gamma, beta, mean, var, a.get("epsilon", 1e-5))
+    out = n.output[0]
+    params = (ctx.weight(f"{out}.scale", scale), ctx.weight(f"{out}.shift", shift))
+    ctx.add(make_node(out, Op.BATCHNORM, [_x(ctx, n)], params))
+
+
+def _pool(op):
+    def convert(ctx, n, a):
+        if len([o for o in n.output if o]) > 1:
+            raise UnsupportedOpError(f"MaxPool {n.name!r} with an indices output is not supported")
+        x, win = _window(ctx, n, a, tuple(a["kernel_shape"]))
+        extra = {"count_include_pad": a.get("count_include_pad", 0)} if op is Op.AVGPOOL else {}
+        if op is Op.AVGPOOL and win["dilation"] != (1, 1):
+            raise UnsupportedOpError(f"AveragePool {n.name!r}: dilation is not supported")
+        ctx.add(make_node(n.output[0], op, [x], ceil_mode=a.get("ceil_mode", 0), **win, **extra))
+    return convert
+
+
+def _unary(op, **defaults):
+    def convert(ctx, n, a):
+        attrs = {k: float(a.get(k, v)) for k, v in defaults.items()}
+        ctx.add(make_node(n.output[0], op, [_x(ctx, n)], **attrs))
+    return convert
+
+
+def _clip(ctx, n, a):
+    lo, hi = a.get("min", -np.inf), a.get("max", np.inf)
+    if len(n.input) > 1 and n.input[1]:
+        lo = float(ctx.consts[n.input[1]])
+    if len(n.input) > 2 and n.input[2]:
+        hi = float(ctx.consts[n.input[2]])
+    ctx.add(make_node(n.output[0], Op.CLIP, [_x(ctx, n)], min=float(lo), max=float(hi)))
+
+
+def _per_sample_const(ctx, t: str, rank: int) -> np.ndarray:
+    c = np.asarray(ctx.consts[t], np.float32)
+    if c.ndim > rank:  # drop the batch axis of a full-rank constant
+        if c.shape[0] != 1:
+            raise ShapeError(f"constant {t!r} of shape {list(c.shape)} varies along the batch")
+        c = c[0]
+    return c
+
+
+def _arith(kind):
+    def convert(ctx, n, a):
+        xs = [_x(ctx, n, i) for i, t in enumerate(n.input) if not ctx.is_const(t)]
+        if not xs:
+            raise UnsupportedOpError(f"{n.op_type} {n.name!r} has only constant inputs")
+        rank = len(ctx.shapes[xs[0]])
+        consts = [_per_sample_const(ctx, t, rank) for t in n.input if ctx.is_const(t)]
+        if kind in ("Sub", "Div") and (ctx.is_const(n.input[0]) or len(xs) != 1):
+            raise UnsupportedOpError(f"{kind} {n.name!r}: only activation {kind} constant is "
+                                     "supported")
+        if kind == "Sub":
+            consts = [-c for c in consts]
+        if kind == "Div":
+            consts = [1.0 / c for c in consts]
+        op = Op.MUL if kind in ("Mul", "Div") else Op.ADD
+        out = n.output[0]
+        params = [ctx.weight(f"{out}.const{i}", c) for i, c in enumerate(consts)]
+        ctx.add(make_node(out, op, xs, params))
+    return convert
+
+
+def _concat(ctx, n, a):
+    xs = [_x(ctx, n, i) for i in range(len(n.input))]
+    axis = a.get("axis", 1)
+    axis = axis + len(ctx.shapes[xs[0]]) + 1 if axis < 0 else axis
+    if axis == 0:
+        raise UnsupportedOpError(f"Concat {n.name!r} along the batch axis is not supported")
+    ctx.add(make_node(n.output[0], Op.CONCAT, xs, axis=axis - 1))
+
+
+def _gemm(ctx, n, a):
+    if a.get("transA", 0):
+        raise UnsupportedOpError(f"Gemm {n.name!r} with transA=1 is not supported")
+    b = np.asarray(ctx.consts[n.input[1]], np.float32) * a.get("alpha", 1.0)
+    w = b if a.get("transB", 0) else b.T
+    c = ctx.consts[n.input[2]] if len(n.input) > 2 and n.input[2] else np.zeros(w.shape[0])
+    bias = np.broadcast_to(np.asarray(c, np.float32).reshape(-1) * a.get("beta", 1.0), w.shape[:1])
+    out = n.output[0]
+    params = (ctx.weight(f"{out}.weight", w), ctx.weight(f"{out}.bias", bias))
+    ctx.add(make_node(out, Op.GEMM, [_flat_input(ctx, n)], params))
+
+
+def _flat_input(ctx, n) -> str:
+    x = _x(ctx, n)
+    if len(ctx.shapes[x]) == 1:
+        return x
+    if math.prod(ctx.shapes[x][1:]) != 1:
+        raise ShapeError(f"{n.op_type} {n.name!r} needs a flat input, got {list(ctx.shapes[x])}")
+    flat = f"{x}::flat"
+    if flat not in ctx.shapes:
+        ctx.add(make_node(flat, Op.FLATTEN, [x]))
+    return flat
+
+
+def _matmul(ctx, n, a):
+    w = np.asarray(ctx.consts[n.input[1]], np.float32).T
+    out = n.output[0]
+    params = (ctx.weight(f"{out}.weight", w), ctx.weight(f"{out}.bias", np.zeros(w.shape[0])))
+    ctx.add(make_node(out, Op.GEMM, [_flat_input(ctx, n)], params))
+
+
+def _flatten(ctx, n, a):
+    if a.get("axis", 1) != 1:
+        raise UnsupportedOpError(f"Flatten {n.name!r}: only axis=1 is supported")
+    ctx.add(make_node(n.output[0], Op.FLATTEN, [_x(ctx, n)]))
+
+
+def _reshape(ctx, n, a):
+    x = _x(ctx, n)
+    shape = ctx.shapes[x]
+    target = [int(d) for d in ctx.consts[n.input[1]]]
+    per = [shape[i] if d == 0 and i < len(shape) else d for i, d in enumerate(target[1:])]
+    if -1 in per:
+        known = math.prod(d for d in per if d != -1)
+        per[per.index(-1)] = math.prod(shape) // max(known, 1)
+    if target[0] == -1 and math.prod(per) != math.prod(shape):
+        raise UnsupportedOpError(f"Reshape {n.name!r} folds the batch axis into features")
+    per = tuple(per)
+    if per == shape:
+        ctx.alias[n.output[0]] = x
+    elif len(per) == 1:
+        ctx.add(make_node(n.output[0], Op.FLATTEN, [x]))
+    else:
+        ctx.add(make_node(n.output[0], Op.RESHAPE, [x], shape=per))
+
+
+def _transpose(ctx, n, a):
+    """Only the channel shuffle Reshape(N,g,C/g,H,W) -> Transpose -> Reshape(N,C,H,W)."""
+    x = _x(ctx, n)
+    src = next((m for m in ctx.nodes if m.name == x), None)
+    perm = list(a.get("perm", []))
+    if src is None or src.op is not Op.RESHAPE or perm != [0, 2, 1, 3, 4]:
+        raise UnsupportedOpError(f"Transpose {n.name or n.output[0]!r}: only the channel-shuffle "
+                                 "pattern (Reshape, Transpose 0,2,1,3,4, Reshape) is supported")
+    base = src.inputs[0]
+    groups = ctx.shapes[x][0]
+    # the shuffle yields the C x H x W layout directly; the Reshape after it becomes a no-op
+    ctx.add(make_node(n.output[0], Op.CHANNEL_SHUFFLE, [base], groups=groups))
+    for user in ctx.users.get(n.output[0], []):
+        if user.op_type != "Reshape":
+            raise UnsupportedOpError(f"Transpose {n.name!r}: expected a Reshape after the shuffle")
+
+
+def _softmax(ctx, n, a):
+    x = _x(ctx, n)
+    shape = ctx.shapes[x]
+    axis = a.get("axis", 1 if ctx.opset < 13 else -1)
+    axis = axis + len(shape) + 1 if axis < 0 else axis
+    per = axis - 1
+    if ctx.opset < 13:  # softmax over the flattened trailing dims: fine when only one is > 1
+        big = [i for i in range(per, len(shape)) if shape[i] > 1]
+        if len(big) > 1:
+            raise UnsupportedOpError(f"Softmax {n.name!r} over several axes is not supported")
+        per = big[0] if big else per
+    ctx.add(make_node(n.output[0], Op.SOFTMAX, [x], axis=per))
+
+
+def _pad(ctx, n, a):
+    mode = a.get("mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        raise UnsupportedOpError(f"Pad {n.name!r}: only constant padding is supported")
+    pads = list(a["pads"]) if "pads" in a else ctx.consts[n.input[1]].tolist()
+    value = a.get("value", 0.0)
+    if len(n.input) > 2 and n.input[2]:
+        value = float(ctx.consts[n.input[2]])
+    if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)):
+        raise UnsupportedOpError(f"Pad {n.name!r}: only spatial padding of NCHW is supported")
+    ctx.add(make_node(n.output[0], Op.PAD, [_x(ctx, n)], pads=(pads[2], pads[3], pads[6],
+                      pads[7]), value=float(value)))
+
+
+def _identity(ctx, n, a):
+    ctx.alias[n.output[0]] = _x(ctx, n)
+
+
+_CONVERTERS = {
+    "Conv": _conv,
+    "BatchNormalization": _bn,
+    "Relu": _unary(Op.RELU),
+    "Sigmoid": _unary(Op.SIGMOID),
+    "LeakyRelu": _unary(Op.LEAKY_RELU, alpha=0.01),
+    "HardSigmoid": _unary(Op.HARD_SIGMOID, alpha=0.2, beta=0.5),
+    "HardSwish": _unary(Op.HARD_SWISH),
+    "Clip": _clip,
+    "Mul": _arith("Mul"),
+    "Add": _arith("Add"),
+    "Sum": _arith("Add"),
+    "Sub": _arith("Sub"),
+    "Div": _arith("Div"),
+    "MaxPool": _pool(Op.MAXPOOL),
+    "AveragePool": _pool(Op.AVGPOOL),
+    "GlobalAveragePool": _unary(Op.GLOBAL_AVGPOOL),
+    "LRN": lambda ctx, n, a: ctx.add(make_node(
+        n.output[0], Op.LRN, [_x(ctx, n)], size=int(a["size"]), alpha=float(a.get("alpha", 1e-4)),
+        beta=float(a.get("beta", 0.75)), bias=float(a.get("bias", 1.0)))),
+    "Concat": _concat,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Transpose": _transpose,
+    "Softmax": _softmax,
+    "Pad": _pad,
+    "Dropout": _identity,
+    "Identity": _identity,
+}
+
+
+def with_seeded_weights(proto, seeded: dict):
+    """A copy of ``proto`` whose placeholders are initializers holding ``seeded``: the same
+    weights KryptonDB runs, for feeding onnxruntime the original graph."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    g = model.graph
+    keep = [n for n in g.node if not (n.op_type == "ConstantOfShape" and n.output[0] in seeded)]
+    del g.node[:]
+    g.node.extend(keep)
+    inputs = [i for i in g.input if i.name not in seeded]
+    del g.input[:]
+    g.input.extend(inputs)
+    g.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k)
+                         for k, v in seeded.items())
+    model.ir_version = min(model.ir_version, 8)
+    return model
