@@ -82,6 +82,7 @@ class OnnxRuntimeBackend(Backend):
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # opset-17 shape inference warns on ceil-mode pools; harmless
         if self.threads:
             opts.intra_op_num_threads = self.threads
         proto = to_onnx(graph, outputs).SerializeToString()

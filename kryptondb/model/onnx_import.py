@@ -211,22 +211,27 @@ def _convert_node(ctx: _Ctx, n, rng) -> None:
     conv = _CONVERTERS.get(n.op_type)
     if conv is None:
         raise UnsupportedOpError(
-            f"unsupported op {n.op_type!r} at node {n.name or n.output[0]!r}; supported: "
+            f"unsupported op {n.op_type!r} at node {_label(n)!r}; supported: "
             f"{', '.join(sorted(set(_CONVERTERS) | _CONST_OPS))}")
     try:
         conv(ctx, n, _attrs(n))
     except ShapeError as exc:
-        raise ShapeError(f"node {n.name or n.output[0]!r} ({n.op_type}): {exc}") from None
+        raise ShapeError(f"node {_label(n)!r} ({n.op_type}): {exc}") from None
+
+
+def _label(n) -> str:
+    """A node's name for messages; unnamed ONNX nodes go by their first output."""
+    return n.name or n.output[0]
 
 
 def _x(ctx, n, i=0) -> str:
     t = n.input[i]
     if ctx.is_const(t):
-        raise UnsupportedOpError(f"{n.op_type} node {n.name or n.output[0]!r}: input {i} must be "
+        raise UnsupportedOpError(f"{n.op_type} node {_label(n)!r}: input {i} must be "
                                  "computed from the image, not a constant")
     name = ctx.name(t)
     if name not in ctx.shapes:
-        raise ModelImportError(f"node {n.name or n.output[0]!r} reads {t!r}, never computed")
+        raise ModelImportError(f"node {_label(n)!r} reads {t!r}, never computed")
     return name
 
 
@@ -249,7 +254,7 @@ def _window(ctx, n, a, kernel):
     stride = tuple(a.get("strides", (1, 1)))
     dil = tuple(a.get("dilations", (1, 1)))
     if len(kernel) != 2:
-        raise UnsupportedOpError(f"{n.op_type} {n.name!r}: only 2-D windows are supported")
+        raise UnsupportedOpError(f"{n.op_type} {_label(n)!r}: only 2-D windows are supported")
     pads = _pads(ctx, n, a, kernel, stride, dil, ctx.shapes[x][1:])
     return x, dict(kernel=tuple(kernel), stride=stride, pads=pads, dilation=dil)
 
@@ -274,11 +279,11 @@ def _bn(ctx, n, a):
 def _pool(op):
     def convert(ctx, n, a):
         if len([o for o in n.output if o]) > 1:
-            raise UnsupportedOpError(f"MaxPool {n.name!r} with an indices output is not supported")
+            raise UnsupportedOpError(f"MaxPool {_label(n)!r} with an indices output is not supported")
         x, win = _window(ctx, n, a, tuple(a["kernel_shape"]))
         extra = {"count_include_pad": a.get("count_include_pad", 0)} if op is Op.AVGPOOL else {}
         if op is Op.AVGPOOL and win["dilation"] != (1, 1):
-            raise UnsupportedOpError(f"AveragePool {n.name!r}: dilation is not supported")
+            raise UnsupportedOpError(f"AveragePool {_label(n)!r}: dilation is not supported")
         ctx.add(make_node(n.output[0], op, [x], ceil_mode=a.get("ceil_mode", 0), **win, **extra))
     return convert
 
@@ -312,11 +317,11 @@ def _arith(kind):
     def convert(ctx, n, a):
         xs = [_x(ctx, n, i) for i, t in enumerate(n.input) if not ctx.is_const(t)]
         if not xs:
-            raise UnsupportedOpError(f"{n.op_type} {n.name!r} has only constant inputs")
+            raise UnsupportedOpError(f"{n.op_type} {_label(n)!r} has only constant inputs")
         rank = len(ctx.shapes[xs[0]])
         consts = [_per_sample_const(ctx, t, rank) for t in n.input if ctx.is_const(t)]
         if kind in ("Sub", "Div") and (ctx.is_const(n.input[0]) or len(xs) != 1):
-            raise UnsupportedOpError(f"{kind} {n.name!r}: only activation {kind} constant is "
+            raise UnsupportedOpError(f"{kind} {_label(n)!r}: only activation {kind} constant is "
                                      "supported")
         if kind == "Sub":
             consts = [-c for c in consts]
@@ -334,13 +339,13 @@ def _concat(ctx, n, a):
     axis = a.get("axis", 1)
     axis = axis + len(ctx.shapes[xs[0]]) + 1 if axis < 0 else axis
     if axis == 0:
-        raise UnsupportedOpError(f"Concat {n.name!r} along the batch axis is not supported")
+        raise UnsupportedOpError(f"Concat {_label(n)!r} along the batch axis is not supported")
     ctx.add(make_node(n.output[0], Op.CONCAT, xs, axis=axis - 1))
 
 
 def _gemm(ctx, n, a):
     if a.get("transA", 0):
-        raise UnsupportedOpError(f"Gemm {n.name!r} with transA=1 is not supported")
+        raise UnsupportedOpError(f"Gemm {_label(n)!r} with transA=1 is not supported")
     b = np.asarray(ctx.consts[n.input[1]], np.float32) * a.get("alpha", 1.0)
     w = b if a.get("transB", 0) else b.T
     c = ctx.consts[n.input[2]] if len(n.input) > 2 and n.input[2] else np.zeros(w.shape[0])
@@ -355,7 +360,7 @@ def _flat_input(ctx, n) -> str:
     if len(ctx.shapes[x]) == 1:
         return x
     if math.prod(ctx.shapes[x][1:]) != 1:
-        raise ShapeError(f"{n.op_type} {n.name!r} needs a flat input, got {list(ctx.shapes[x])}")
+        raise ShapeError(f"{n.op_type} {_label(n)!r} needs a flat input, got {list(ctx.shapes[x])}")
     flat = f"{x}::flat"
     if flat not in ctx.shapes:
         ctx.add(make_node(flat, Op.FLATTEN, [x]))
@@ -371,7 +376,7 @@ def _matmul(ctx, n, a):
 
 def _flatten(ctx, n, a):
     if a.get("axis", 1) != 1:
-        raise UnsupportedOpError(f"Flatten {n.name!r}: only axis=1 is supported")
+        raise UnsupportedOpError(f"Flatten {_label(n)!r}: only axis=1 is supported")
     ctx.add(make_node(n.output[0], Op.FLATTEN, [_x(ctx, n)]))
 
 
@@ -384,7 +389,7 @@ def _reshape(ctx, n, a):
         known = math.prod(d for d in per if d != -1)
         per[per.index(-1)] = math.prod(shape) // max(known, 1)
     if target[0] == -1 and math.prod(per) != math.prod(shape):
-        raise UnsupportedOpError(f"Reshape {n.name!r} folds the batch axis into features")
+        raise UnsupportedOpError(f"Reshape {_label(n)!r} folds the batch axis into features")
     per = tuple(per)
     if per == shape:
         ctx.alias[n.output[0]] = x
@@ -400,7 +405,7 @@ def _transpose(ctx, n, a):
     src = next((m for m in ctx.nodes if m.name == x), None)
     perm = list(a.get("perm", []))
     if src is None or src.op is not Op.RESHAPE or perm != [0, 2, 1, 3, 4]:
-        raise UnsupportedOpError(f"Transpose {n.name or n.output[0]!r}: only the channel-shuffle "
+        raise UnsupportedOpError(f"Transpose {_label(n)!r}: only the channel-shuffle "
                                  "pattern (Reshape, Transpose 0,2,1,3,4, Reshape) is supported")
     base = src.inputs[0]
     groups = ctx.shapes[x][0]
@@ -408,7 +413,7 @@ def _transpose(ctx, n, a):
     ctx.add(make_node(n.output[0], Op.CHANNEL_SHUFFLE, [base], groups=groups))
     for user in ctx.users.get(n.output[0], []):
         if user.op_type != "Reshape":
-            raise UnsupportedOpError(f"Transpose {n.name!r}: expected a Reshape after the shuffle")
+            raise UnsupportedOpError(f"Transpose {_label(n)!r}: expected a Reshape after the shuffle")
 
 
 def _softmax(ctx, n, a):
@@ -420,7 +425,7 @@ def _softmax(ctx, n, a):
     if ctx.opset < 13:  # softmax over the flattened trailing dims: fine when only one is > 1
         big = [i for i in range(per, len(shape)) if shape[i] > 1]
         if len(big) > 1:
-            raise UnsupportedOpError(f"Softmax {n.name!r} over several axes is not supported")
+            raise UnsupportedOpError(f"Softmax {_label(n)!r} over several axes is not supported")
         per = big[0] if big else per
     ctx.add(make_node(n.output[0], Op.SOFTMAX, [x], axis=per))
 
@@ -428,13 +433,16 @@ def _softmax(ctx, n, a):
 def _pad(ctx, n, a):
     mode = a.get("mode", b"constant")
     if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
-        raise UnsupportedOpError(f"Pad {n.name!r}: only constant padding is supported")
+        raise UnsupportedOpError(f"Pad {_label(n)!r}: only constant padding is supported")
     pads = list(a["pads"]) if "pads" in a else ctx.consts[n.input[1]].tolist()
     value = a.get("value", 0.0)
     if len(n.input) > 2 and n.input[2]:
         value = float(ctx.consts[n.input[2]])
     if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)):
-        raise UnsupportedOpError(f"Pad {n.name!r}: only spatial padding of NCHW is supported")
+        raise UnsupportedOpError(f"Pad {_label(n)!r}: only spatial padding of NCHW is supported")
+    if any(p < 0 for p in pads):  # ONNX crops there; the PAD op and its kernels only grow
+        raise UnsupportedOpError(f"Pad {_label(n)!r}: negative (cropping) pads {pads} are not "
+                                 "supported")
     ctx.add(make_node(n.output[0], Op.PAD, [_x(ctx, n)], pads=(pads[2], pads[3], pads[6],
                       pads[7]), value=float(value)))
 

@@ -1,0 +1,51 @@
+"""Shared fixtures: the relative error every numeric test uses, and a table of the largest errors
+measured in this run, printed after the test summary (so a review sees how close, not only that
+it passed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+_MEASURED: dict[str, float] = {}  # label -> largest relative error seen under that label
+
+
+def relative_error(ours, ref) -> float:
+    """max |ours - ref| / max |ref|: one number per tensor, insensitive to a tensor's scale."""
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    assert ours.shape == ref.shape, f"shape {ours.shape} != reference {ref.shape}"
+    scale = np.abs(ref).max()
+    return float(np.abs(ours - ref).max() / scale) if scale else float(np.abs(ours).max())
+
+
+def _log(label: str, ours, ref) -> float:
+    err = relative_error(ours, ref)
+    _MEASURED[label] = max(err, _MEASURED.get(label, 0.0))
+    return err
+
+
+@pytest.fixture(scope="session")
+def log_error():
+    """log_error(label, ours, ref) -> relative error; safe inside hypothesis tests."""
+    return _log
+
+
+@pytest.fixture
+def measure(record_property):
+    """Like log_error, and also recorded as a property of the test (for junit XML)."""
+
+    def record(label: str, ours, ref) -> float:
+        err = _log(label, ours, ref)
+        record_property(label, err)
+        return err
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _MEASURED:
+        return
+    terminalreporter.write_sep("-", "largest relative errors (max|ours - ref| / max|ref|)")
+    width = max(len(label) for label in _MEASURED)
+    for label, err in _MEASURED.items():
+        terminalreporter.write_line(f"{label.ljust(width)}  {err:.2e}")

@@ -1,0 +1,176 @@
+"""Malformed inputs: each raises a KryptonError subclass whose message names the problem and where
+it is, never a bare ValueError or a protobuf/PIL/numpy exception."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import kryptondb
+from kryptondb.engine.backends import get_backend
+from kryptondb.errors import (BackendError, CheckpointError, FileError, ImageError, KryptonError,
+                              ModelImportError, ShapeError, UnsafeCheckpointError,
+                              UnsupportedOpError)
+from kryptondb.model import architectures
+from kryptondb.model.checkpoint import load_checkpoint
+from kryptondb.model.onnx_import import import_onnx
+from kryptondb.model.zoo import ZOO
+
+LIGHT_SQUEEZENET = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data",
+                                "light", "light_squeezenet.onnx")
+
+
+def test_every_error_is_a_krypton_error():
+    for cls in (BackendError, CheckpointError, FileError, ImageError, ModelImportError,
+                ShapeError, UnsafeCheckpointError, UnsupportedOpError):
+        assert issubclass(cls, KryptonError)
+
+
+# -- ONNX files --------------------------------------------------------------------------------
+
+
+def _save(tmp_path, nodes, inits=None, name="m.onnx", opset=17):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    tensors = [numpy_helper.from_array(v, k) for k, v in (inits or {}).items()]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], tensors),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 0.75])
+def test_truncated_onnx_file_names_the_path(tmp_path, fraction):
+    data = open(LIGHT_SQUEEZENET, "rb").read()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(ModelImportError, match="cut.onnx"):
+        import_onnx(path)
+
+
+def test_random_bytes_are_not_an_onnx_model(tmp_path):
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ModelImportError, match="garbage.onnx"):
+        import_onnx(path)
+
+
+@pytest.mark.parametrize("op", ["Tan", "Floor"])
+def test_unsupported_op_names_op_node_and_supported_set(tmp_path, op):
+    w = np.ones((4, 3, 3, 3), np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv0"),
+             helper.make_node(op, ["c"], ["y"], name="odd_one")]
+    path = _save(tmp_path, nodes, {"w": w})
+    with pytest.raises(UnsupportedOpError) as info:
+        import_onnx(path)
+    message = str(info.value)
+    assert repr(op) in message and "odd_one" in message
+    assert "supported:" in message and "Conv" in message and "MaxPool" in message
+
+
+def test_negative_pads_are_refused_not_crashed_on(tmp_path):
+    pads = np.array([0, 0, -1, 1, 0, 0, 1, -1], np.int64)  # ONNX lets Pad crop; we do not
+    path = _save(tmp_path, [helper.make_node("Pad", ["x", "p"], ["y"], name="crop")], {"p": pads})
+    with pytest.raises(UnsupportedOpError, match="negative"):
+        import_onnx(path)
+
+
+def test_missing_onnx_file_is_a_file_error(tmp_path):
+    missing = tmp_path / "nowhere.onnx"
+    with pytest.raises(FileError, match="nowhere.onnx"):
+        import_onnx(missing)
+    with pytest.raises(FileError, match="nowhere.onnx"):
+        kryptondb.load_model(str(missing))
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_malicious_checkpoint_is_refused_before_running(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    with pytest.raises(UnsafeCheckpointError, match="system"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_checkpoint_for_another_architecture_names_a_missing_key():
+    path = ZOO["mobilenet_v2"].checkpoint_path()
+    if path is None:
+        pytest.skip("the MobileNetV2 weights package is not installed")
+    with pytest.raises(CheckpointError, match="resnet18 lacks 'conv1.weight'"):
+        architectures.resnet18(state=load_checkpoint(path))
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    return kryptondb.load_model("mobilenet_v2")
+
+
+def test_missing_image_names_the_path(tmp_path, mobilenet):
+    missing = str(tmp_path / "no_such_cat.png")
+    with pytest.raises(ImageError, match="no_such_cat.png"):
+        kryptondb.load_image(missing)
+    with pytest.raises(ImageError, match="no_such_cat.png"):
+        mobilenet.predict(missing)
+
+
+def test_text_file_named_png_is_not_an_image(tmp_path, mobilenet):
+    path = tmp_path / "x.png"
+    path.write_text("definitely not a PNG\n")
+    with pytest.raises(ImageError, match="x.png.*not a readable image"):
+        kryptondb.load_image(path)
+    with pytest.raises(ImageError, match="x.png"):
+        mobilenet.predict(str(path))
+
+
+def test_directory_is_not_an_image(tmp_path, mobilenet):
+    with pytest.raises(ImageError, match="directory"):
+        kryptondb.load_image(tmp_path)
+    with pytest.raises(ImageError, match="directory"):
+        mobilenet.predict(str(tmp_path))
+
+
+# -- shapes and backends -----------------------------------------------------------------------
+
+
+def test_wrong_input_shape_is_a_shape_error(mobilenet):
+    with pytest.raises(ShapeError, match="N x 3 x 224 x 224.*got 1 x 3 x 100 x 100"):
+        mobilenet.predict(np.zeros((3, 100, 100), np.float32))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_backend_checks_feed_shape(backend, mobilenet):
+    g = mobilenet.graph
+    with pytest.raises(ShapeError, match="must be N x 3 x 224 x 224"):
+        get_backend(backend).run(g, {g.inputs[0]: np.zeros((1, 224, 224, 3), np.float32)})
+
+
+def test_backend_reports_an_unfed_input(mobilenet):
+    with pytest.raises(ShapeError, match="no value fed"):
+        get_backend("numpy").run(mobilenet.graph, {})
+
+
+def test_unknown_backend_lists_known_ones(mobilenet):
+    with pytest.raises(BackendError, match="tensorrt.*known: numpy, onnxruntime"):
+        get_backend("tensorrt")
+    with pytest.raises(BackendError, match="known: numpy, onnxruntime"):
+        mobilenet.predict(np.zeros((1, 3, 224, 224), np.float32), backend="tpu")
