@@ -36,14 +36,62 @@ class ShapeError(KryptonError):
     """A tensor whose shape does not fit where it is used."""
 
 
+def render_caret(text: str, line: int, column: int, length: int = 1) -> str:
+    """The query line at ``line`` with a caret under columns [column, column + length)."""
+    lines = text.split("\n") or [""]
+    src = lines[min(max(line, 1), len(lines)) - 1]
+    return f"  {src}\n  {' ' * (column - 1)}{'^' * max(1, length)}"
+
+
+class QueryError(KryptonError):
+    """An error at a place in a query: the message shows the line with a caret under it."""
+
+    def __init__(self, message: str, text: str = "", line: int = 1, column: int = 1,
+                 length: int = 1, expected: tuple[str, ...] = ()):
+        self.message, self.text, self.line, self.column = message, text, line, column
+        self.length, self.expected = length, tuple(expected)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        out = f"{self.message} at line {self.line}, column {self.column}"
+        if self.text:
+            out += "\n" + render_caret(self.text, self.line, self.column, self.length)
+        if self.expected:
+            out += "\nexpected: " + ", ".join(self.expected)
+        return out
+
+
+class QuerySyntaxError(QueryError):
+    """A query that does not parse."""
+
+
+class PlanError(QueryError):
+    """A query that parses but cannot be planned (bad option value, unsupported combination)."""
+
+
 class UnknownNameError(KryptonError):
     """A name (model, layer, table) that is not known; the message lists the known ones."""
 
-    def __init__(self, kind: str, name: str, known: list[str] | tuple[str, ...]):
+    def __init__(self, kind: str, name: str, known: list[str] | tuple[str, ...],
+                 text: str = "", span=None):
         self.kind, self.name, self.known = kind, name, tuple(known)
         shown = ", ".join(sorted(self.known)) or "(none)"
-        super().__init__(f"no {kind} {name!r}; known: {shown}")
+        msg = f"no {kind} {name!r}; known: {shown}"
+        if text and span is not None:
+            msg += f" (line {span.line}, column {span.column})\n"
+            msg += render_caret(text, span.line, span.column, span.length)
+        super().__init__(msg)
 
 
 class BackendError(KryptonError):
     """A backend that is unknown or cannot run here (e.g. no GPU)."""
+
+
+class StorageError(FileError):
+    """A database file (catalog.json, a table's Arrow file, the directory itself) that is missing,
+    corrupt or not KryptonDB's; the message names the path and says what was left unchanged."""
+
+
+class CatalogError(KryptonError):
+    """A catalog change that breaks a rule (bad or reserved name, name already taken, unknown
+    kind); the message names the rule."""

@@ -1,0 +1,133 @@
+"""Typed AST for KQL statements: frozen dataclasses, each with the source span it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Where a piece of a query is: 1-based line/column of its start, and its length."""
+
+    line: int = 1
+    column: int = 1
+    length: int = 1
+    start: int = 0  # character offset in the query text
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A name or a quoted path, as written (images, videos)."""
+
+    value: str
+    quoted: bool
+    span: Span = field(default_factory=Span, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    value: str
+    span: Span = field(default_factory=Span, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Approximate:
+    tau: float | None = None
+    drilldown: float | None = None
+    target: float | None = None
+    ssim: float | None = None
+    within: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """Occlusion fill: a constant pixel value in [0, 1], or 'mean', 'blur', 'gray', 'black'."""
+
+    kind: str = "gray"
+    value: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    span: Span = field(default_factory=Span, compare=False, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainOcclusion(Statement):
+    image: Ref
+    model: Name
+    target_class: int | str | None = None
+    patch: int | None = None
+    stride: int | None = None
+    fill: Fill | None = None
+    approximate: Approximate | None = None
+    batch: int | None = None
+    memory_mb: int | None = None
+    top: int | None = None
+    device: Name | None = None
+    into: Name | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecognizeObjects(Statement):
+    video: Ref
+    model: Name
+    top: int | None = None
+    frames: tuple[int, int] | None = None
+    every: int | None = None
+    threshold: float | None = None
+    approximate: Approximate | None = None
+    device: Name | None = None
+    into: Name | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Predict(Statement):
+    image: Ref
+    model: Name
+    top: int | None = None
+    device: Name | None = None
+    into: Name | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateModel(Statement):
+    name: Name
+    path: Ref
+
+
+@dataclass(frozen=True, slots=True)
+class LoadMedia(Statement):
+    kind: str  # 'image' | 'video'
+    path: Ref
+    name: Name
+
+
+@dataclass(frozen=True, slots=True)
+class Show(Statement):
+    what: str  # models | images | videos | views | tables
+
+
+@dataclass(frozen=True, slots=True)
+class Describe(Statement):
+    model: Name
+
+
+@dataclass(frozen=True, slots=True)
+class Drop(Statement):
+    kind: str  # model | image | video | view | table
+    name: Name
+    if_exists: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainPlan(Statement):
+    statement: Statement
+    analyze: bool = False
+    verbose: bool = False
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Select(Statement):
+    sql: str
