@@ -10,6 +10,35 @@ from kryptondb.errors import KryptonError
 from kryptondb.images import Preprocess, bundled_image, load_image
 from kryptondb.model.model import Model, Prediction, load_model
 
-__all__ = ["KryptonError", "Model", "Prediction", "Preprocess", "bundled_image", "load_image",
-           "load_model"]
+__all__ = ["KryptonError", "Model", "Prediction", "Preprocess", "bundled_image", "connect",
+           "execute", "explain", "load_image", "load_model"]
 __version__ = "0.1.0"
+
+_default = None
+
+
+def connect(path=None, progress=None):
+    """A connection to the database at ``path`` (a directory; created if missing), or to a
+    fresh in-memory database when ``path`` is None."""
+    from kryptondb.connection import Connection
+
+    return Connection(path, progress)
+
+
+def execute(query: str):
+    """Run a query on the process-wide in-memory database and return its Result.
+
+    >>> import kryptondb
+    >>> r = kryptondb.execute("PREDICT IMAGE '" + kryptondb.bundled_image() + "' USING MODEL mobilenet_v2 TOP 1")
+    >>> r.to_arrow().column("label").to_pylist()
+    ['Egyptian cat']
+    """
+    global _default
+    if _default is None:
+        _default = connect()
+    return _default.execute(query)
+
+
+def explain(query: str) -> str:
+    """The EXPLAIN PLAN text of a query, without running it."""
+    return execute(f"EXPLAIN PLAN FOR {query}").message

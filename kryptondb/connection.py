@@ -1,0 +1,106 @@
+"""A connection to a KryptonDB database: the whole query pipeline in one place.
+
+text -> parse -> bind (catalog) -> logical plan -> rewrite rules -> physical DAG -> execute
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from kryptondb.engine.executor import ExecContext, run
+from kryptondb.explain import Explained
+from kryptondb.lang import ast, parse
+from kryptondb.lang.parser import split_statements
+from kryptondb.plan.binder import bind
+from kryptondb.plan.physical import lower
+from kryptondb.result import Heatmap, Result
+from kryptondb.rewrite import RuleContext, rewrite
+
+
+class Connection:
+    """``Connection(path)`` opens (or creates) an on-disk database; ``None`` keeps it in memory.
+
+    >>> import kryptondb
+    >>> con = kryptondb.connect()
+    >>> print(con.execute("SHOW MODELS"))
+    name  kind  source
+    ----  ----  ------
+    (0 rows)
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, progress=None):
+        from kryptondb.catalog import Database
+
+        self.db = Database(os.fspath(path) if path is not None else None)
+        self.progress = progress
+        self._ctx_models: dict = {}
+
+    def execute(self, text: str) -> Result:
+        """Run one statement (or several separated by ';'; the last one's result is returned)."""
+        parts = split_statements(text)
+        if len(parts) > 1:
+            for part in parts[:-1]:
+                self.execute(part)
+            text = parts[-1]
+        stmt = parse(text)
+        if isinstance(stmt, ast.ExplainPlan):
+            return self._explain(stmt, text)
+        explained = self.plan(stmt, text)
+        value = run(explained.dag, self._context(text))
+        return _result(value, explained)
+
+    def plan(self, stmt: ast.Statement, text: str = "") -> Explained:
+        logical, options = bind(self.db, stmt, text)
+        ctx = RuleContext(options, self._context(text).model)
+        rewritten, steps = rewrite(logical, ctx)
+        return Explained(logical, rewritten, tuple(r for r, _ in steps), steps, lower(rewritten))
+
+    def _explain(self, stmt: ast.ExplainPlan, text: str) -> Result:
+        from kryptondb.viz import render
+
+        explained = self.plan(stmt.statement, text)
+        if stmt.analyze:
+            run(explained.dag, self._context(text, analyze=True))
+        plan_text = explained.text(stmt.analyze, stmt.verbose)
+        if stmt.format == "text":
+            return Result("plan", message=plan_text, plan=explained)
+        body = render(explained.dag, stmt.format, title=_title(stmt.statement),
+                      plan_text=plan_text)
+        return Result("plan", message=body, plan=explained, extra={"format": stmt.format})
+
+    def _context(self, text: str, analyze: bool = False) -> ExecContext:
+        return ExecContext(self.db, text, analyze, self.progress, self._ctx_models)
+
+    def close(self) -> None:
+        self._ctx_models.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _title(stmt) -> str:
+    return type(stmt).__name__
+
+
+def _result(value, explained: Explained) -> Result:
+    if isinstance(value, Result):
+        value.plan = explained
+        return value
+    if isinstance(value, Heatmap):
+        msg = (f"heatmap {value.probability.shape[0]}x{value.probability.shape[1]} for class "
+               f"{value.class_id} ({value.label!r}, p={value.base_probability:.3f}); "
+               f"largest drop {float(value.drop.max()):.3f}")
+        return Result("heatmap", table=value.to_arrow(), heatmap=value, message=msg,
+                      plan=explained)
+    return Result("table", table=value, plan=explained)
+
+
+def terminal_progress(total: int, label: str):
+    """A progress bar on stderr, shown only for work that lasts more than a second."""
+    from kryptondb.progress import ProgressBar
+
+    return ProgressBar(total, label, stream=sys.stderr)

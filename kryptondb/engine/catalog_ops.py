@@ -1,0 +1,124 @@
+"""Operators of catalog statements and of plain SQL over result tables."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+
+from kryptondb.errors import QuerySyntaxError, UnknownNameError
+from kryptondb.result import Result
+
+RELATIONS = ("models", "images", "videos", "tables", "views")
+
+
+def create_model(node, inputs, ctx) -> Result:
+    from kryptondb.model.model import load_model
+
+    path = os.path.abspath(os.path.expanduser(node.arg("path")))
+    model = load_model(path)  # validates: missing, corrupt or unsupported files fail here
+    ctx.db.register_model(node.arg("name"), path, "onnx")
+    return Result("message", message=f"created model {node.arg('name')} "
+                  f"({len(model.graph.nodes)} layers, input {model.input_shape}, {model.weights})")
+
+
+def load_media(node, inputs, ctx) -> Result:
+    kind, name = node.arg("kind"), node.arg("name")
+    path = os.path.abspath(os.path.expanduser(node.arg("path")))
+    if kind == "image":
+        from kryptondb.images import load_image
+
+        img = load_image(path)
+        info = {"width": img.size[0], "height": img.size[1]}
+    else:
+        from kryptondb.media.video import probe
+
+        info = probe(path)
+    ctx.db.add_media(name, kind, path, info)
+    size = f"{info['width']}x{info['height']}"
+    return Result("message", message=f"loaded {kind} {name} ({size}) from {path}")
+
+
+def show_catalog(node, inputs, ctx) -> Result:
+    return Result("table", table=ctx.db.relation(node.arg("what")))
+
+
+def describe_model(node, inputs, ctx) -> Result:
+    model = ctx.model(node.arg("model"))
+    d = model.describe()
+    table = pa.table({
+        "layer": [r.layer for r in d.rows], "op": [r.op for r in d.rows],
+        "shape": ["x".join(map(str, r.shape)) for r in d.rows],
+        "params": pa.array([r.params for r in d.rows], pa.int64()),
+        "flops": pa.array([r.flops for r in d.rows], pa.int64()),
+    })
+    msg = (f"model {model.name}: {d.total_params:,} parameters, {d.total_flops / 1e9:.2f} GFLOPs "
+           f"per image, input {'x'.join(map(str, model.input_shape))}; weights: {model.weights}")
+    return Result("table", table=table, message=msg)
+
+
+def drop(node, inputs, ctx) -> Result:
+    kind, name = node.arg("kind"), node.arg("name")
+    existed = name in ctx.db.names(kind)
+    ctx.db.drop(kind, name, if_exists=node.arg("if_exists"))
+    return Result("message", message=f"dropped {kind} {name}" if existed else
+                  f"no {kind} {name}; nothing dropped")
+
+
+# -- SQL ------------------------------------------------------------------------------------------
+
+
+def sql(node, inputs, ctx) -> Result:
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.executor import execute
+
+    text = _quote_reserved(node.arg("sql"))
+    try:
+        tree = sqlglot.parse_one(text)
+    except sqlglot.errors.ParseError as exc:
+        raise _sql_error(exc, ctx.text, node.arg("sql")) from None
+    tables = {}
+    for t in tree.find_all(exp.Table):
+        tables[t.name] = _relation(ctx, t.name)
+    result = execute(text, tables={k: v.to_pylist() for k, v in tables.items()})
+    rows = [dict(zip(result.columns, r)) for r in result.rows]
+    table = pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in result.columns})
+    node.stats.update(rows=table.num_rows)
+    return Result("table", table=table)
+
+
+def _relation(ctx, name: str) -> pa.Table:
+    if name.lower() in RELATIONS:
+        return ctx.db.relation(name.lower())
+    for kind in ("table", "view"):
+        if name in ctx.db.names(kind):
+            return ctx.db.get_table(name, kind)
+    known = list(RELATIONS) + ctx.db.names("table") + ctx.db.names("view")
+    raise UnknownNameError("table", name, known)
+
+
+def _quote_reserved(sql_text: str) -> str:
+    """``drop`` is a heatmap column but a SQL keyword: quote it where it stands as a name."""
+    import sqlglot
+    from sqlglot.tokens import TokenType
+
+    toks = [t for t in sqlglot.Dialect.get_or_raise(None).tokenize(sql_text)
+            if t.token_type == TokenType.DROP]
+    for t in reversed(toks):
+        sql_text = sql_text[:t.start] + '"drop"' + sql_text[t.end + 1:]
+    return sql_text
+
+
+def _sql_error(exc, text: str, sql_text: str) -> QuerySyntaxError:
+    err = exc.errors[0] if exc.errors else {}
+    offset = text.find(sql_text) if text else -1
+    line, col = err.get("line", 1), err.get("col", 1) - len(err.get("highlight", "") or "") + 1
+    if offset > 0:  # position of the SQL inside the whole statement (e.g. EXPLAIN PLAN FOR ...)
+        before = text[:offset]
+        line += before.count("\n")
+        if err.get("line", 1) == 1:
+            col += len(before) - (before.rfind("\n") + 1)
+    desc = err.get("description", str(exc)).split(". Line")[0]
+    return QuerySyntaxError(f"SQL: {desc}", text or sql_text, line, max(1, col),
+                            max(1, len(err.get("highlight", "") or "x")))

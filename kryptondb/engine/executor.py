@@ -1,0 +1,90 @@
+"""Run a physical DAG: each node's operator on its inputs' values, in topological order.
+
+With ``analyze`` on, each node's stats (wall time, FLOPs, bytes, batches, rows) are recorded in
+its ``stats`` dict. Operators that stream (video) return iterators; their time is measured
+inside each ``next`` and attributed exclusively (upstream time subtracted).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from kryptondb.plan.nodes import Dag
+
+
+@dataclass
+class ExecContext:
+    db: object
+    text: str = ""
+    analyze: bool = False
+    progress: Callable | None = None  # (total, label) -> bar with update(n) and close()
+    models: dict = field(default_factory=dict)
+
+    def model(self, name: str):
+        if name not in self.models:
+            from kryptondb.model.model import load_model
+
+            entries = self.db.models()
+            self.models[name] = load_model(entries[name].source if name in entries else name)
+        return self.models[name]
+
+    def bar(self, total: int, label: str):
+        return self.progress(total, label) if self.progress else _NoBar()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Timed:
+    """An iterator wrapper that adds the time spent in ``next`` to a stats dict."""
+
+    def __init__(self, it: Iterator, stats: dict):
+        self.it, self.stats = it, stats
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t = time.perf_counter()
+        try:
+            return next(self.it)
+        finally:
+            self.stats["inclusive_s"] = self.stats.get("inclusive_s", 0.0) + (
+                time.perf_counter() - t)
+
+
+def run(dag: Dag, ctx: ExecContext):
+    """The root node's value."""
+    from kryptondb.engine.operators import OPERATORS
+
+    values: list = []
+    for n in dag.nodes:
+        n.stats.clear()
+        inputs = [values[i] for i in n.inputs]
+        t = time.perf_counter()
+        value = OPERATORS[n.op](n, inputs, ctx)
+        n.stats["time_s"] = time.perf_counter() - t
+        if isinstance(value, Iterator):
+            value = _Timed(value, n.stats)
+        values.append(value)
+    _exclusive_times(dag)
+    return values[-1]
+
+
+def _exclusive_times(dag: Dag) -> None:
+    """Streaming operators: own time = time inside next() minus their streaming inputs'."""
+    inclusive = {n.id: n.stats.pop("inclusive_s") for n in dag.nodes if "inclusive_s" in n.stats}
+    for n in dag.nodes:
+        if n.id in inclusive:
+            upstream = sum(inclusive.get(i, 0.0) for i in n.inputs)
+            n.stats["time_s"] += max(0.0, inclusive[n.id] - upstream)
+    total = sum(n.stats.get("time_s", 0.0) for n in dag.nodes) or 1.0
+    for n in dag.nodes:
+        n.stats["share"] = n.stats.get("time_s", 0.0) / total

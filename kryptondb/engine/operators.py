@@ -1,0 +1,250 @@
+"""Physical operators: ``fn(node, inputs, ctx) -> value``, one per DAG op name."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from kryptondb.engine.backends import get_backend
+from kryptondb.model.shapes import node_flops
+from kryptondb.result import Heatmap
+
+VIDEO_CHUNK = 16
+
+
+def _media_path(ctx, node, kind: str) -> str:
+    source = node.arg("source")
+    if node.arg("catalog"):
+        return ctx.db.lookup(kind, source).path
+    return os.path.abspath(os.path.expanduser(source))
+
+
+def model_flops(model) -> int:
+    g = model.graph
+    return sum(node_flops(n, [g[i].shape for i in n.inputs], g.weights) for n in g.nodes)
+
+
+# -- sources ------------------------------------------------------------------------------------
+
+
+def load_image(node, inputs, ctx):
+    from kryptondb.images import load_image as load
+
+    img = load(_media_path(ctx, node, "image"))
+    node.stats.update(rows=1, bytes=img.size[0] * img.size[1] * 3)
+    return img
+
+
+def video_scan(node, inputs, ctx) -> Iterator:
+    from kryptondb.media.video import frames
+
+    path = _media_path(ctx, node, "video")
+    it = frames(path, node.arg("first") or 0, node.arg("last"), node.arg("every") or 1)
+
+    def chunks():
+        batch = []
+        for item in it:
+            batch.append(item)
+            if len(batch) == VIDEO_CHUNK:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    return chunks()
+
+
+# -- preprocessing and inference -------------------------------------------------------------------
+
+
+def preprocess(node, inputs, ctx):
+    model = ctx.model(node.arg("model"))
+    (src,) = inputs
+    if isinstance(src, Iterator):
+        return ((b, model.inputs([img for _, _, img in b])) for b in src)
+    x = model.inputs(src)
+    node.stats.update(rows=1, bytes=x.nbytes)
+    return x
+
+
+def full_inference(node, inputs, ctx):
+    model = ctx.model(node.arg("model"))
+    backend = get_backend(node.arg("backend") or "onnxruntime")
+    (src,) = inputs
+    per_item = model_flops(model)
+    if isinstance(src, Iterator):
+        return _stream_inference(node, model, backend, src, per_item)
+    probs = model.predict(src, backend=backend, batch_size=node.arg("batch") or 16)
+    node.stats.update(flops=per_item * len(src), batches=math.ceil(len(src) / 16),
+                      rows=len(src), bytes=src.nbytes)
+    return probs
+
+
+def _stream_inference(node, model, backend, src, per_item):
+    for frames_meta, x in src:
+        probs = model.predict(x, backend=backend, batch_size=node.arg("batch") or len(x))
+        node.stats["flops"] = node.stats.get("flops", 0) + per_item * len(x)
+        node.stats["batches"] = node.stats.get("batches", 0) + 1
+        node.stats["rows"] = node.stats.get("rows", 0) + len(x)
+        yield frames_meta, probs
+
+
+def pick_class(node, inputs, ctx) -> int:
+    (probs,) = inputs
+    target = node.arg("target")
+    return int(np.argmax(probs[0])) if target == "top1" else int(target)
+
+
+# -- occlusion -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Scan:
+    """An occlusion scan's output: the class probability at every grid position."""
+
+    probability: np.ndarray  # (rows, cols)
+    model: str
+    patch: int
+    stride: int
+    x: np.ndarray  # the unoccluded input (1, C, H, W)
+
+
+def occlusion_scan(node, inputs, ctx) -> Scan:
+    """The naive plan: every position's occluded image through the full model, in batches."""
+    from kryptondb.obe.occlusion import Grid, fill_tensor, occluded_batch
+
+    x, cls = inputs
+    model = ctx.model(node.arg("model"))
+    backend = get_backend(node.arg("backend") or "onnxruntime")
+    patch, stride, batch = node.arg("patch"), node.arg("stride"), node.arg("batch")
+    grid = Grid(x.shape[2], x.shape[3], patch, stride)
+    fill_x = fill_tensor(x[0], _fill_arg(node.arg("fill")), model.preprocess, patch)
+    corners, g = grid.corners(), model.graph
+    out = np.empty(grid.count, np.float32)
+    bar = ctx.bar(grid.count, f"occlusion {grid.rows}x{grid.cols}")
+    try:
+        for s in range(0, grid.count, batch):
+            xb = occluded_batch(x[0], fill_x, corners[s:s + batch], patch)
+            res = backend.run(g, {g.inputs[0]: xb})[g.output].reshape(len(xb), -1)
+            out[s:s + batch] = _class_prob(res, cls, g)
+            bar.update(len(xb))
+    finally:
+        bar.close()
+    node.stats.update(flops=model_flops(model) * grid.count, rows=grid.count,
+                      batches=math.ceil(grid.count / batch), bytes=grid.count * x[0].nbytes)
+    return Scan(out.reshape(grid.rows, grid.cols), model.name, patch, stride, x)
+
+
+def _fill_arg(text: str):
+    from kryptondb.lang.ast import Fill
+
+    if text in ("gray", "black", "mean", "blur"):
+        return Fill(text, 0.0 if text == "black" else 0.5)
+    return Fill("constant", float(text))
+
+
+def _class_prob(scores: np.ndarray, cls: int, graph) -> np.ndarray:
+    from kryptondb.model.ir import Op
+
+    if graph[graph.output].op is not Op.SOFTMAX:
+        e = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores = e / e.sum(axis=1, keepdims=True)
+    return scores[:, cls]
+
+
+def heatmap(node, inputs, ctx) -> Heatmap:
+    scan, base, cls = inputs
+    model = ctx.model(scan.model)
+    node.stats.update(rows=scan.probability.size)
+    return Heatmap(scan.probability, float(base[0, cls]), cls, model.label(cls), scan.patch,
+                   scan.stride, display_image(scan.x[0], model.preprocess), model.name)
+
+
+def display_image(x: np.ndarray, pre) -> np.ndarray:
+    """A model input (C, H, W) back to an (H, W, 3) picture in [0, 1]."""
+    img = x
+    if pre is not None and x.shape[0] == len(pre.mean):
+        img = x * np.asarray(pre.std, np.float32)[:, None, None] + \
+            np.asarray(pre.mean, np.float32)[:, None, None]
+    img = img[:3] if img.shape[0] >= 3 else np.repeat(img[:1], 3, axis=0)
+    return np.clip(img.transpose(1, 2, 0), 0.0, 1.0)
+
+
+# -- tables ----------------------------------------------------------------------------------------
+
+
+def top_k(node, inputs, ctx):
+    (probs,) = inputs
+    k = node.arg("k")
+    model = ctx.model(node.arg("model"))
+    if isinstance(probs, Iterator):
+        return ((meta, _topk_rows(p, k, model)) for meta, p in probs)
+    table = pa.table(_topk_rows(probs, k, model)[0])
+    node.stats.update(rows=table.num_rows)
+    return table
+
+
+def _topk_rows(probs: np.ndarray, k: int, model) -> list[dict]:
+    out = []
+    for p in probs:
+        order = np.argsort(-p)[:k]
+        out.append({"rank": pa.array(np.arange(1, len(order) + 1), pa.int32()),
+                    "class": pa.array(order.astype(np.int32)),
+                    "label": [model.label(int(c)) for c in order],
+                    "probability": pa.array(p[order].astype(np.float32))})
+    return out
+
+
+def frame_labels(node, inputs, ctx) -> pa.Table:
+    (stream,) = inputs
+    cols: dict[str, list] = {"frame": [], "timestamp": [], "rank": [], "class": [], "label": [],
+                             "probability": []}
+    bar = ctx.bar(0, "frames")
+    for meta, per_frame in stream:
+        for (index, t, _), rows in zip(meta, per_frame):
+            n = len(rows["label"])
+            cols["frame"] += [index] * n
+            cols["timestamp"] += [t] * n
+            cols["rank"] += rows["rank"].to_pylist()
+            cols["class"] += rows["class"].to_pylist()
+            cols["label"] += rows["label"]
+            cols["probability"] += rows["probability"].to_pylist()
+        bar.update(len(meta))
+    bar.close()
+    table = pa.table({"frame": pa.array(cols["frame"], pa.int32()),
+                      "timestamp": pa.array(cols["timestamp"], pa.float64()),
+                      "rank": pa.array(cols["rank"], pa.int32()),
+                      "class": pa.array(cols["class"], pa.int32()),
+                      "label": pa.array(cols["label"], pa.string()),
+                      "probability": pa.array(cols["probability"], pa.float32())})
+    node.stats.update(rows=table.num_rows)
+    return table
+
+
+def store(node, inputs, ctx):
+    (value,) = inputs
+    table = value.to_arrow() if isinstance(value, Heatmap) else value
+    ctx.db.put_table(node.arg("table"), table)
+    node.stats.update(rows=table.num_rows, bytes=table.nbytes)
+    return value
+
+
+def _operators() -> dict:
+    from kryptondb.engine import catalog_ops as c
+
+    return {
+        "LoadImage": load_image, "VideoScan": video_scan, "Preprocess": preprocess,
+        "FullInference": full_inference, "PickClass": pick_class,
+        "OcclusionScan": occlusion_scan, "Heatmap": heatmap, "TopK": top_k,
+        "FrameLabels": frame_labels, "StoreTable": store,
+        "CreateModel": c.create_model, "LoadMedia": c.load_media, "ShowCatalog": c.show_catalog,
+        "DescribeModel": c.describe_model, "Drop": c.drop, "Sql": c.sql,
+    }
+
+
+OPERATORS = _operators()

@@ -1,0 +1,1 @@
+"""Reading media: video frames through PyAV."""

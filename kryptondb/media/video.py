@@ -1,0 +1,61 @@
+"""Video frames through PyAV, streamed: memory does not grow with the video's length."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from kryptondb.errors import FileError
+
+
+def _open(path: str):
+    import av
+
+    if not os.path.exists(path):
+        raise FileError(f"video file {path!r} does not exist")
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise FileError(f"{path!r} is not a readable video ({exc})") from None
+    if not container.streams.video:
+        container.close()
+        raise FileError(f"{path!r} has no video stream")
+    return container
+
+
+def probe(path: str) -> dict:
+    """Size, frame count (when the container says) and frame rate."""
+    container = _open(path)
+    try:
+        s = container.streams.video[0]
+        rate = float(s.average_rate) if s.average_rate else None
+        return {"width": s.codec_context.width, "height": s.codec_context.height,
+                "frames": int(s.frames or 0), "fps": rate}
+    finally:
+        container.close()
+
+
+def frames(path: str, first: int = 0, last: int | None = None,
+           every: int = 1) -> Iterator[tuple[int, float, "PIL.Image.Image"]]:  # noqa: F821
+    """(index, timestamp in seconds, RGB image) for frames first..last (inclusive), every n-th.
+
+    A file that breaks off mid-way yields the frames decoded before the damage and then raises
+    FileError naming the frame where decoding failed.
+    """
+    import av
+
+    container = _open(path)
+    index = -1
+    try:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            index += 1
+            if last is not None and index > last:
+                break
+            if index >= first and (index - first) % every == 0:
+                t = float(frame.time) if frame.time is not None else float("nan")
+                yield index, t, frame.to_image().convert("RGB")
+    except av.error.FFmpegError as exc:
+        raise FileError(f"{path!r}: decoding failed after frame {index} ({exc})") from None
+    finally:
+        container.close()

@@ -1,0 +1,1 @@
+"""Occlusion-based explanation: positions, fills, occluded batches and heatmaps."""

@@ -1,0 +1,51 @@
+"""Heatmap pictures: the image, and the probability drop over it with a colour bar."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from kryptondb.errors import FileError
+
+
+def upsample(heatmap) -> np.ndarray:
+    """The drop grid on the image's pixels: each pixel gets the mean drop of the patch
+    positions covering it (Captum's layout); pixels no patch covers get 0."""
+    h, w = heatmap.image.shape[:2]
+    total = np.zeros((h, w), np.float64)
+    count = np.zeros((h, w), np.float64)
+    p, s = heatmap.patch, heatmap.stride
+    drop = heatmap.drop
+    for i in range(drop.shape[0]):
+        for j in range(drop.shape[1]):
+            total[i * s:i * s + p, j * s:j * s + p] += drop[i, j]
+            count[i * s:i * s + p, j * s:j * s + p] += 1
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+
+
+def save_heatmap_png(heatmap, path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileError(f"cannot write {path!r}: folder {folder!r} does not exist")
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)
+    ax0.imshow(heatmap.image)
+    ax0.set_title(f"input ({heatmap.model})")
+    drop = upsample(heatmap)
+    lim = max(float(np.abs(drop).max()), 1e-6)
+    ax1.imshow(heatmap.image)
+    im = ax1.imshow(drop, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.6)
+    ax1.set_title(f"occlusion: {heatmap.label!r} p={heatmap.base_probability:.2f}\n"
+                  f"patch {heatmap.patch}, stride {heatmap.stride}")
+    for ax in (ax0, ax1):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=ax1, label="probability drop when occluded", shrink=0.9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

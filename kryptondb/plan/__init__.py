@@ -1,0 +1,1 @@
+"""Planning: AST -> bound logical plan -> rewrite rules -> physical DAG."""

@@ -1,0 +1,208 @@
+"""Bind a statement against the catalog and build its logical plan.
+
+Binding resolves names (models, images, videos, tables), checks option values, and fills in
+defaults, so every later stage sees explicit, valid arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from kryptondb.errors import PlanError, UnknownNameError
+from kryptondb.lang import ast
+from kryptondb.plan.nodes import PlanNode, node
+
+DEFAULT_PATCH, DEFAULT_STRIDE, DEFAULT_TOP = 16, 4, 5
+DEFAULT_MEMORY_MB = 512
+DEVICES = {"cpu": "onnxruntime", "onnxruntime": "onnxruntime", "ort": "onnxruntime",
+           "numpy": "numpy", "gpu": "cupy", "cupy": "cupy"}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Statement-wide settings the rewrite rules read."""
+
+    backend: str = "onnxruntime"
+    memory_mb: int = DEFAULT_MEMORY_MB
+    batch: int | None = None
+
+
+@dataclass
+class Binder:
+    db: object  # kryptondb.catalog.Database
+    text: str = ""
+
+    # -- errors ---------------------------------------------------------------------------
+    def fail(self, message: str, span: ast.Span | None, expected=()) -> PlanError:
+        span = span or ast.Span()
+        return PlanError(message, self.text, span.line, span.column, span.length, tuple(expected))
+
+    # -- names ----------------------------------------------------------------------------
+    def model(self, name: ast.Name):
+        """The Model a name refers to: a registered model first, then the zoo."""
+        from kryptondb.model.model import load_model
+        from kryptondb.model.zoo import ZOO
+
+        models = self.db.models()
+        if name.value in models:
+            return load_model(models[name.value].source)
+        if name.value.lower() in ZOO:
+            return load_model(name.value.lower())
+        raise UnknownNameError("model", name.value, sorted(set(models) | set(ZOO)), self.text,
+                               name.span)
+
+    def media_path(self, ref: ast.Ref, kind: str) -> str:
+        if ref.quoted:
+            path = os.path.abspath(os.path.expanduser(ref.value))
+            if not os.path.exists(path):
+                raise self.fail(f"{kind} file {ref.value!r} does not exist", ref.span)
+            return path
+        media = self.db.media(kind)
+        if ref.value not in media:
+            raise UnknownNameError(kind, ref.value, sorted(media), self.text, ref.span)
+        return media[ref.value].path
+
+    def options(self, stmt) -> Options:
+        device = getattr(stmt, "device", None)
+        backend = "onnxruntime"
+        if device is not None:
+            if device.value not in DEVICES:
+                raise self.fail(f"unknown device {device.value!r}", device.span,
+                                ("CPU", "GPU", "NUMPY", "ONNXRUNTIME"))
+            backend = DEVICES[device.value]
+        memory = getattr(stmt, "memory_mb", None) or DEFAULT_MEMORY_MB
+        return Options(backend, memory, getattr(stmt, "batch", None))
+
+
+# ---------------------------------------------------------------------------------------------
+# Statement -> logical plan
+
+
+def _positive(binder: Binder, value, what: str, span) -> None:
+    if value is not None and value <= 0:
+        raise binder.fail(f"{what} must be a positive integer, got {value}", span)
+
+
+def plan_occlusion(b: Binder, s: ast.ExplainOcclusion) -> tuple[PlanNode, Options]:
+    model = b.model(s.model)
+    path = b.media_path(s.image, "image")
+    patch, stride = s.patch or DEFAULT_PATCH, s.stride or DEFAULT_STRIDE
+    for value, what in ((s.patch, "PATCH"), (s.stride, "STRIDE"), (s.batch, "BATCH"),
+                        (s.memory_mb, "MEMORY")):
+        _positive(b, value, what, s.span)
+    _, h, w = model.input_shape
+    if patch > min(h, w):
+        raise b.fail(f"PATCH {patch} is larger than the model's {h}x{w} input", s.span)
+    if s.approximate is not None:
+        raise b.fail("APPROXIMATE occlusion is not available yet; use EXACT (the default)",
+                     s.span)
+    fill = s.fill or ast.Fill()
+    if fill.kind not in ("constant", "gray", "black", "mean", "blur"):
+        raise b.fail(f"unknown FILL {fill.kind.upper()!r}", s.span,
+                     ("a number in [0, 1]", "GRAY", "BLACK", "MEAN", "BLUR"))
+    img = node("ImageScan", **_scan_args(s.image))
+    pre = node("Preprocess", img, model=model.name, shape=_shape(model.input_shape))
+    base = node("Inference", pre, model=model.name)
+    cls = node("ChooseClass", base, target=_target(b, model, s))
+    rows, cols = (h - patch) // stride + 1, (w - patch) // stride + 1
+    occ = node("Occlude", pre, patch=patch, stride=stride, fill=_fill_text(fill),
+               positions=f"{rows}x{cols}")
+    prob = node("ClassProbability", node("Inference", occ, model=model.name), cls)
+    root = node("Heatmap", prob, base, cls, rows=rows, cols=cols)
+    return _into(b, s, root), b.options(s)
+
+
+def _target(b: Binder, model, s: ast.ExplainOcclusion):
+    t = s.target_class
+    if t is None:
+        return "top1"
+    if isinstance(t, int):
+        if model.labels is not None and not 0 <= t < len(model.labels):
+            raise b.fail(f"class {t} is out of range: {model.name} has {len(model.labels)} "
+                         "classes (0-based)", s.span)
+        return t
+    labels = [lab.lower() for lab in model.labels or ()]
+    if t.lower() in labels:
+        return labels.index(t.lower())
+    close = [lab for lab in model.labels or () if t.lower() in lab.lower()][:8]
+    raise b.fail(f"no class labelled {t!r} in {model.name}", s.span,
+                 tuple(close) or ("a class id",))
+
+
+def _fill_text(fill: ast.Fill) -> str:
+    return f"{fill.value:g}" if fill.kind == "constant" else fill.kind
+
+
+def _shape(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _scan_args(ref: ast.Ref) -> dict:
+    """How a scan names its media in plans: as written (stable across machines)."""
+    return {"source": ref.value, "catalog": not ref.quoted}
+
+
+def _into(b: Binder, s, root: PlanNode) -> PlanNode:
+    if s.into is None:
+        return root
+    name = s.into.value
+    if name.lower() in ("models", "images", "videos", "tables", "views"):
+        raise b.fail(f"{name!r} is the name of a catalog relation; choose another table name",
+                     s.into.span)
+    return node("Store", root, table=name)
+
+
+def plan_predict(b: Binder, s: ast.Predict) -> tuple[PlanNode, Options]:
+    model = b.model(s.model)
+    _positive(b, s.top, "TOP", s.span)
+    img = node("ImageScan", **_scan_args(s.image))
+    pre = node("Preprocess", img, model=model.name, shape=_shape(model.input_shape))
+    top = node("TopK", node("Inference", pre, model=model.name), k=s.top or DEFAULT_TOP,
+               model=model.name)
+    return _into(b, s, top), b.options(s)
+
+
+def plan_recognize(b: Binder, s: ast.RecognizeObjects) -> tuple[PlanNode, Options]:
+    model = b.model(s.model)
+    b.media_path(s.video, "video")
+    _positive(b, s.top, "TOP", s.span)
+    _positive(b, s.every, "EVERY", s.span)
+    if s.frames is not None and s.frames[1] < s.frames[0]:
+        raise b.fail(f"FRAMES {s.frames[0]} TO {s.frames[1]}: the range is empty", s.span)
+    if s.approximate is not None or s.threshold:
+        raise b.fail("approximate video recognition is not available yet", s.span)
+    first, last = s.frames or (0, None)
+    scan = node("VideoScan", **_scan_args(s.video), first=first, last=last, every=s.every or 1)
+    pre = node("Preprocess", scan, model=model.name, shape=_shape(model.input_shape))
+    top = node("TopK", node("Inference", pre, model=model.name), k=s.top or DEFAULT_TOP,
+               model=model.name)
+    return _into(b, s, node("FrameLabels", top)), b.options(s)
+
+
+def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
+    if isinstance(s, ast.CreateModel):
+        return node("CreateModel", name=s.name.value, path=s.path.value), Options()
+    if isinstance(s, ast.LoadMedia):
+        return node("LoadMedia", kind=s.kind, path=s.path.value, name=s.name.value), Options()
+    if isinstance(s, ast.Show):
+        return node("ShowCatalog", what=s.what), Options()
+    if isinstance(s, ast.Describe):
+        b.model(s.model)
+        return node("DescribeModel", model=s.model.value), Options()
+    if isinstance(s, ast.Drop):
+        return node("Drop", kind=s.kind, name=s.name.value, if_exists=s.if_exists), Options()
+    assert isinstance(s, ast.Select)
+    return node("Sql", sql=s.sql), Options()
+
+
+def bind(db, stmt: ast.Statement, text: str = "") -> tuple[PlanNode, Options]:
+    """The logical plan of ``stmt`` and its options."""
+    b = Binder(db, text)
+    if isinstance(stmt, ast.ExplainOcclusion):
+        return plan_occlusion(b, stmt)
+    if isinstance(stmt, ast.Predict):
+        return plan_predict(b, stmt)
+    if isinstance(stmt, ast.RecognizeObjects):
+        return plan_recognize(b, stmt)
+    return plan_catalog(b, stmt)

@@ -1,0 +1,42 @@
+"""A dependency-free progress bar for long statements: silent for the first second, then a
+bar with rate and ETA on a terminal (plain periodic lines when not a terminal)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class ProgressBar:
+    def __init__(self, total: int, label: str, stream=None, delay: float = 1.0):
+        self.total, self.label = max(0, int(total)), label
+        self.stream = stream or sys.stderr
+        self.delay, self.start, self.done = delay, time.perf_counter(), 0
+        self.shown, self._last = False, 0.0
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.start < self.delay or now - self._last < (0.1 if self.tty else 5.0):
+            return
+        self._last, self.shown = now, True
+        self.stream.write(("\r" if self.tty else "") + self._line(now) + ("" if self.tty else "\n"))
+        self.stream.flush()
+
+    def _line(self, now: float) -> str:
+        elapsed = now - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        if not self.total:
+            return f"{self.label}: {self.done} done, {rate:.1f}/s, {elapsed:.0f}s"
+        frac = min(1.0, self.done / self.total)
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        eta = (self.total - self.done) / rate if rate > 0 else 0.0
+        return (f"{self.label} [{bar}] {self.done}/{self.total} {100 * frac:3.0f}% "
+                f"{rate:.1f}/s eta {eta:.0f}s")
+
+    def close(self) -> None:
+        if self.shown:
+            end = self._line(time.perf_counter())
+            self.stream.write(("\r" + end + "\n") if self.tty else end + "\n")
+            self.stream.flush()

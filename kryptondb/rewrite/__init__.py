@@ -1,0 +1,39 @@
+"""Rewrite rules: each module holds one pure ``plan -> plan`` rule of the same name; ``RULES``
+is their order. ``rewrite`` applies them and reports which changed the plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from kryptondb.plan.nodes import PlanNode
+from kryptondb.rewrite.batch_queries import batch_queries
+from kryptondb.rewrite.choose_backend import choose_backend
+from kryptondb.rewrite.fuse_occlusion_scan import fuse_occlusion_scan
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What rules may read besides the plan: statement options and a model resolver."""
+
+    options: object  # kryptondb.plan.binder.Options
+    model: Callable[[str], object]  # name -> kryptondb.Model
+
+
+RULES: tuple[Callable[[PlanNode, RuleContext], PlanNode], ...] = (
+    choose_backend,
+    batch_queries,
+    fuse_occlusion_scan,
+)
+
+
+def rewrite(plan: PlanNode, ctx: RuleContext) -> tuple[PlanNode, tuple[tuple[str, PlanNode], ...]]:
+    """Apply RULES in order; return the new plan and (rule, plan after it) for each rule that
+    changed the plan."""
+    steps = []
+    for rule in RULES:
+        new = rule(plan, ctx)
+        if new != plan:
+            steps.append((rule.__name__, new))
+        plan = new
+    return plan, tuple(steps)

@@ -1,0 +1,24 @@
+"""fuse_occlusion_scan: Occlude -> Inference -> ClassProbability becomes one OcclusionScan that
+streams batches of occluded inputs through the model without materialising all of them.
+
+This is the naive plan (one full inference per position). maintain_views, next, turns it into
+incremental inference over materialized views.
+"""
+
+from __future__ import annotations
+
+from kryptondb.plan.nodes import PlanNode, node, transform
+
+
+def fuse_occlusion_scan(plan: PlanNode, ctx) -> PlanNode:
+    def visit(n: PlanNode) -> PlanNode:
+        if n.op != "ClassProbability":
+            return n
+        inf, cls = n.children
+        if inf.op != "Inference" or inf.children[0].op != "Occlude":
+            return n
+        occ = inf.children[0]
+        args = dict(occ.args) | {k: v for k, v in inf.args} | {"mode": "naive"}
+        return node("OcclusionScan", occ.children[0], cls, **args)
+
+    return transform(plan, visit)
