@@ -68,20 +68,26 @@ def drop(node, inputs, ctx) -> Result:
 # -- SQL ------------------------------------------------------------------------------------------
 
 
-def sql(node, inputs, ctx) -> Result:
+def parse_sql(sql_text: str, statement: str = ""):
+    """sqlglot's tree of a SELECT; its syntax errors become QuerySyntaxErrors with carets."""
     import sqlglot
-    from sqlglot import exp
+
+    try:
+        return sqlglot.parse_one(_quote_reserved(sql_text))
+    except sqlglot.errors.ParseError as exc:
+        raise _sql_error(exc, statement, sql_text) from None
+
+
+def relation_names(db) -> list[str]:
+    return list(RELATIONS) + db.names("table") + db.names("view")
+
+
+def sql(node, inputs, ctx) -> Result:
     from sqlglot.executor import execute
 
-    text = _quote_reserved(node.arg("sql"))
-    try:
-        tree = sqlglot.parse_one(text)
-    except sqlglot.errors.ParseError as exc:
-        raise _sql_error(exc, ctx.text, node.arg("sql")) from None
-    tables = {}
-    for t in tree.find_all(exp.Table):
-        tables[t.name] = _relation(ctx, t.name)
-    result = execute(text, tables={k: v.to_pylist() for k, v in tables.items()})
+    tables = {name: _relation(ctx, name) for name in node.arg("tables").split()}
+    result = execute(_quote_reserved(node.arg("sql")),
+                     tables={k: v.to_pylist() for k, v in tables.items()})
     rows = [dict(zip(result.columns, r)) for r in result.rows]
     table = pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in result.columns})
     node.stats.update(rows=table.num_rows)
@@ -94,8 +100,7 @@ def _relation(ctx, name: str) -> pa.Table:
     for kind in ("table", "view"):
         if name in ctx.db.names(kind):
             return ctx.db.get_table(name, kind)
-    known = list(RELATIONS) + ctx.db.names("table") + ctx.db.names("view")
-    raise UnknownNameError("table", name, known)
+    raise UnknownNameError("table", name, relation_names(ctx.db))
 
 
 def _quote_reserved(sql_text: str) -> str:
@@ -119,6 +124,15 @@ def _sql_error(exc, text: str, sql_text: str) -> QuerySyntaxError:
         line += before.count("\n")
         if err.get("line", 1) == 1:
             col += len(before) - (before.rfind("\n") + 1)
-    desc = err.get("description", str(exc)).split(". Line")[0]
+    desc = _plain(err.get("description", str(exc)).split(". Line")[0])
     return QuerySyntaxError(f"SQL: {desc}", text or sql_text, line, max(1, col),
                             max(1, len(err.get("highlight", "") or "x")))
+
+
+def _plain(desc: str) -> str:
+    """sqlglot's messages name its internal classes; say it in SQL terms."""
+    import re
+
+    desc = re.sub(r"<Token token_type: [^,]+, text: ([^,]*),[^>]*>", r"'\1'", desc)
+    return re.sub(r"Required keyword: '\w+' missing for <class '[\w.]*\.(\w+)'>",
+                  lambda m: f"incomplete {m.group(1).upper()} clause", desc)

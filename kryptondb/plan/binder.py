@@ -6,6 +6,7 @@ defaults, so every later stage sees explicit, valid arguments.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -118,9 +119,10 @@ def _target(b: Binder, model, s: ast.ExplainOcclusion):
     if t is None:
         return "top1"
     if isinstance(t, int):
-        if model.labels is not None and not 0 <= t < len(model.labels):
-            raise b.fail(f"class {t} is out of range: {model.name} has {len(model.labels)} "
-                         "classes (0-based)", s.span)
+        classes = math.prod(model.graph[model.graph.output].shape)
+        if not 0 <= t < classes:
+            raise b.fail(f"class {t} is out of range: {model.name} has {classes} classes "
+                         "(numbered from 0)", s.span)
         return t
     labels = [lab.lower() for lab in model.labels or ()]
     if t.lower() in labels:
@@ -193,7 +195,20 @@ def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
     if isinstance(s, ast.Drop):
         return node("Drop", kind=s.kind, name=s.name.value, if_exists=s.if_exists), Options()
     assert isinstance(s, ast.Select)
-    return node("Sql", sql=s.sql), Options()
+    return node("Sql", sql=s.sql, tables=" ".join(_sql_tables(b, s.sql))), Options()
+
+
+def _sql_tables(b: Binder, sql_text: str) -> list[str]:
+    """The relations a SELECT reads, each checked against the catalog."""
+    from kryptondb.engine.catalog_ops import parse_sql, relation_names
+
+    names = []
+    for t in parse_sql(sql_text, b.text).find_all(__import__("sqlglot").exp.Table):
+        known = relation_names(b.db)
+        if t.name not in known and t.name.lower() not in known:
+            raise UnknownNameError("table", t.name, known)
+        names.append(t.name)
+    return sorted(set(names))
 
 
 def bind(db, stmt: ast.Statement, text: str = "") -> tuple[PlanNode, Options]:
