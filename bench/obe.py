@@ -1,0 +1,183 @@
+"""Occlusion-based explanation (OBE): KryptonDB's plans against a hand-written batched
+onnxruntime loop (and Captum's Occlusion when torch, captum and onnx2torch are installed),
+on the same weights, image, patch, stride and fill, in one run.
+
+Each (model, engine) is measured in its own child process so its peak RSS is its own.
+Target (issue 3): the naive plan on the onnxruntime backend within 1.3x of the onnxruntime loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+ENGINES = ("onnxruntime-loop", "kryptondb-naive", "captum")
+DEFAULT_MODELS = ("resnet18", "mobilenet_v2")
+
+
+def _setup(spec):
+    import kryptondb
+
+    model = kryptondb.load_model(spec["model"])
+    x = model.inputs(kryptondb.bundled_image())
+    return kryptondb, model, x
+
+
+def _ort_loop(spec) -> dict:
+    """The baseline: occlude in batches with NumPy, run onnxruntime's own session on an ONNX
+    file, keep the class probability. No KryptonDB code in the timed region."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from kryptondb.model.onnx_export import to_onnx
+
+    _, model, x = _setup(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        path.write_bytes(to_onnx(model.graph).SerializeToString())
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    p, s, batch = spec["patch"], spec["stride"], spec["batch"]
+    mean, std = np.asarray(model.preprocess.mean, np.float32), np.asarray(model.preprocess.std,
+                                                                          np.float32)
+    fill = ((0.5 - mean) / std).astype(np.float32)[:, None, None]
+    _, _, h, w = x.shape
+    corners = [(i, j) for i in range(0, h - p + 1, s) for j in range(0, w - p + 1, s)]
+    cls = int(sess.run(None, {name: x})[0].argmax())
+
+    def heatmap():
+        out = np.empty(len(corners), np.float32)
+        for k in range(0, len(corners), batch):
+            chunk = corners[k:k + batch]
+            xb = np.repeat(x, len(chunk), axis=0)
+            for n, (i, j) in enumerate(chunk):
+                xb[n, :, i:i + p, j:j + p] = fill
+            out[k:k + len(chunk)] = sess.run(None, {name: xb})[0].reshape(len(chunk), -1)[:, cls]
+        return out
+
+    times, out = C.time_reps(heatmap, spec["reps"], warmup=1)
+    return {"times": times, "heatmap": out.tolist(), "positions": len(corners)}
+
+
+def _krypton(spec) -> dict:
+    kryptondb, model, _ = _setup(spec)
+    con = kryptondb.connect()
+    con.execute(f"LOAD IMAGE '{kryptondb.bundled_image()}' AS img")
+    q = (f"EXPLAIN OCCLUSION OF IMAGE img USING MODEL {spec['model']} PATCH {spec['patch']} "
+         f"STRIDE {spec['stride']} BATCH {spec['batch']} ON cpu")
+    times, r = C.time_reps(lambda: con.execute(q), spec["reps"], warmup=1)
+    scan = next(n for n in r.plan.dag.nodes if n.op == "OcclusionScan")
+    return {"times": times, "heatmap": r.heatmap.probability.ravel().tolist(),
+            "plan": dict(scan.args), "positions": int(r.heatmap.probability.size)}
+
+
+def _captum(spec) -> dict:
+    try:
+        import torch
+        from captum.attr import Occlusion
+    except ImportError as exc:
+        return {"skipped": f"not installed ({exc.name})"}
+    from torch_graph import TorchGraph
+
+    _, model, x = _setup(spec)
+    net = TorchGraph(model.graph).eval()
+    xt = torch.from_numpy(x)
+    cls = int(net(xt).argmax())
+    occ = Occlusion(net)
+    p, s = spec["patch"], spec["stride"]
+    fill = float((0.5 - model.preprocess.mean[0]) / model.preprocess.std[0])
+
+    def run():
+        with torch.no_grad():
+            return occ.attribute(xt, sliding_window_shapes=(3, p, p), strides=(3, s, s),
+                                 target=cls, baselines=fill, perturbations_per_eval=spec["batch"])
+
+    times, _ = C.time_reps(run, spec["reps"], warmup=1)
+    return {"times": times, "note": "Captum returns an input-sized map (its layout)"}
+
+
+MEASURE = {"onnxruntime-loop": _ort_loop, "kryptondb-naive": _krypton, "captum": _captum}
+
+
+def _child(spec: dict) -> dict:
+    t = time.perf_counter()
+    out = MEASURE[spec["engine"]](spec)
+    out["child_wall_s"] = time.perf_counter() - t
+    return out
+
+
+def _args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
+                   help="zoo models (default: resnet18 mobilenet_v2)")
+    p.add_argument("--patch", type=int, default=16)
+    p.add_argument("--stride", type=int, default=4)
+    p.add_argument("--batch", type=int, default=64, help="positions per inference batch (all "
+                   "engines use the same)")
+    p.add_argument("--reps", type=int, default=3, help="heatmaps per engine; the median is shown")
+    p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    p.add_argument("--json", default=str(C.RESULTS_DIR / "obe.json"), help="where to write JSON")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _args(argv)
+    results, rows = [], []
+    for model in args.models:
+        base = None
+        for engine in args.engines:
+            C.progress(f"{model}: {engine}")
+            spec = dict(model=model, engine=engine, patch=args.patch, stride=args.stride,
+                        batch=args.batch, reps=args.reps)
+            r = C.run_child(__file__, spec, timeout=3600)
+            r.update(model=model, engine=engine)
+            results.append(r)
+            base = base or (r if engine == "onnxruntime-loop" and "times" in r else None)
+            rows.append(_row(r, base))
+    _print(args, rows, results)
+    C.write_json(args.json, {"benchmark": "obe", "args": vars(args), "machine":
+                             C.machine_info(), "results": results})
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+def _row(r: dict, base: dict | None) -> list:
+    import numpy as np
+
+    if "times" not in r:
+        return [r["model"], r["engine"], "-", "-", "-", "-", r.get("skipped") or r.get("error")]
+    med = C.median(r["times"])
+    ratio = med / C.median(base["times"]) if base else None
+    check, diff = "", None
+    if base and "heatmap" in r and r is not base:
+        diff = float(np.abs(np.asarray(r["heatmap"]) - np.asarray(base["heatmap"])).max())
+        check = f"max |diff| {diff:.1e}"
+    if r["engine"] == "kryptondb-naive" and ratio is not None:
+        check += "  target <= 1.3x: " + ("PASS" if ratio <= 1.3 else "FAIL")
+    r.update(median_s=med, ratio_vs_loop=ratio, max_abs_diff_vs_loop=diff)
+    return [r["model"], r["engine"], f"{med:.2f}", f"{ratio:.2f}x" if ratio else "-",
+            f"{1e3 * med / r.get('positions', 1):.2f}" if r.get("positions") else "-",
+            f"{r.get('peak_rss_mib', 0):.0f}", check]
+
+
+def _print(args, rows, results) -> None:
+    print(f"\nOcclusion heatmap, bundled chelsea.png, patch {args.patch}, stride {args.stride}, "
+          f"batch {args.batch}, gray fill, median of {args.reps}")
+    print("baseline: hand-written NumPy occlusion + onnxruntime InferenceSession, batched\n")
+    print(C.format_table(["model", "engine", "s/heatmap", "x loop", "ms/position",
+                          "peak RSS MiB", "check"], rows,
+                         [False, False, True, True, True, True, False]))
+
+
+if __name__ == "__main__":
+    if C.CHILD_FLAG in sys.argv:
+        C.child_main(sys.argv, _child)
+    else:
+        sys.exit(main())
