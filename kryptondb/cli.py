@@ -1,24 +1,78 @@
-"""The ``kryptondb`` command."""
+"""The ``kryptondb`` command: the interactive shell, scripts (-c, -f), and a few subcommands."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
 from kryptondb.errors import KryptonError
 
+USAGE = """\
+kryptondb [--db PATH] [-c STATEMENTS | -f FILE] [--outdir DIR]
+       kryptondb {demo,predict,describe,models} [options]
+       kryptondb --help | --version"""
+
+DESCRIPTION = """\
+KryptonDB is a query engine for CNN inference that re-runs a network on slightly different
+inputs fast: occlusion-based explanations (slide a patch over an image and re-run the CNN at
+every position) and object recognition in video. Queries are written in KQL, a small SQL-like
+language; results are tables, heatmaps (saved as PNG) and plans.
+
+modes:
+  kryptondb                   interactive shell (REPL) on an in-memory database
+  kryptondb --db PATH         the shell on the on-disk database in directory PATH (created if
+                              missing); combines with -c and -f
+  kryptondb -c "STATEMENTS"   run statements separated by ';' and exit
+  kryptondb -f FILE.kql       run a script and exit ('-' reads standard input)
+  kryptondb COMMAND ...       demo, predict, describe, models (kryptondb COMMAND --help)
+
+-c and -f stop at the first error and exit with status 1, the error on stderr. Heatmaps are
+saved as heatmap_<n>.png (or <table>.png with INTO <table>) in --outdir; EXPLAIN PLAN FORMAT
+SVG/HTML likewise as plan_<n>.svg/html."""
+
+EPILOG = """\
+example queries:
+  PREDICT IMAGE 'cat.jpg' USING MODEL mobilenet_v2 TOP 3;
+  EXPLAIN OCCLUSION OF IMAGE 'cat.jpg' USING MODEL mobilenet_v2 PATCH 16 STRIDE 8 INTO heat;
+  SELECT y, x, drop FROM heat ORDER BY drop DESC LIMIT 5;
+  EXPLAIN PLAN ANALYZE FOR PREDICT IMAGE 'cat.jpg' USING MODEL resnet18;
+
+examples:
+  kryptondb demo                      explain the bundled cat photo (heatmap.png)
+  kryptondb --db mydb -c "LOAD IMAGE 'cat.jpg' AS cat; SHOW IMAGES"
+  kryptondb -f explain.kql --outdir figures
+  kryptondb predict photo.jpg -m efficientnet_lite0 -k 3
+  kryptondb models                    the model zoo and where its weights come from
+
+documentation: docs/language.md (KQL reference) and docs/README.md in the source tree;
+in the shell, type .help."""
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="kryptondb",
-        description="KryptonDB: fast incremental and approximate CNN re-inference.",
-        epilog="Examples:\n  kryptondb demo\n  kryptondb predict photo.jpg --model efficientnet_lite0"
-               "\n  kryptondb describe resnet18\n  kryptondb models",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    import kryptondb
+
+    p = argparse.ArgumentParser(prog="kryptondb", usage=USAGE, description=DESCRIPTION,
+                                epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"kryptondb {kryptondb.__version__}")
+    p.add_argument("--db", metavar="PATH", help="database directory (default: in memory)")
+    run = p.add_mutually_exclusive_group()
+    run.add_argument("-c", metavar="STATEMENTS", dest="statements",
+                     help="run these statements and exit")
+    run.add_argument("-f", metavar="FILE", dest="file", help="run this KQL script and exit")
+    p.add_argument("--outdir", metavar="DIR", default=".",
+                   help="where heatmap PNGs and plan SVG/HTML files go (default: .)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="classify the bundled cat photo with real MobileNetV2 weights")
+    demo = sub.add_parser("demo", help="explain the bundled cat photo: top-5 classes and an "
+                                       "occlusion heatmap PNG")
     _model_args(demo, default_model="mobilenet_v2")
+    demo.add_argument("--image", help="image to explain (default: the bundled cat photo)")
+    demo.add_argument("--patch", type=int, default=16, help="occluding patch side (default 16)")
+    demo.add_argument("--stride", type=int, default=8, help="step between patches (default 8)")
+    demo.add_argument("--output", "-o", default="heatmap.png",
+                      help="where the heatmap PNG goes (default: heatmap.png)")
     pred = sub.add_parser("predict", help="top-k ImageNet classes of one or more images")
     pred.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     _model_args(pred, default_model="mobilenet_v2")
@@ -50,7 +104,35 @@ def _predict(model_name, images, k, backend) -> None:
     print(f"\n{len(images)} image(s) in {time.perf_counter() - t:.2f} s on {backend}")
 
 
-def _models() -> None:
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _demo(args) -> int:
+    """Top-5 classes of the image, then the occlusion query that explains the top one."""
+    import kryptondb
+    from kryptondb.connection import terminal_progress
+    from kryptondb.model.zoo import ZOO
+
+    image = args.image or kryptondb.bundled_image()
+    _predict(args.model, [image], args.top, args.backend)
+    con = kryptondb.connect(progress=terminal_progress)
+    model = args.model
+    if model not in ZOO and os.path.exists(model):  # an .onnx file: register it first
+        con.execute(f"CREATE MODEL demo_model FROM {_quote(model)}")
+        model = "demo_model"
+    query = (f"EXPLAIN OCCLUSION OF IMAGE {_quote(image)} USING MODEL {model} "
+             f"PATCH {args.patch} STRIDE {args.stride}"
+             + (f" ON {args.backend}" if args.backend != "onnxruntime" else ""))
+    print(f"\nkryptondb> {query};", flush=True)
+    result = con.execute(query)
+    print(result.message)
+    print(f"heatmap saved to {result.save_png(args.output)}")
+    print("\nrun `kryptondb` for the interactive shell (.help lists the statements)")
+    return 0
+
+
+def _models(args) -> int:
     from kryptondb.model.zoo import ZOO
 
     print(f"{'model':<20}{'input':<12}weights")
@@ -59,28 +141,59 @@ def _models() -> None:
         where = f"ImageNet, from pip package {e.pip_name}" if e.has_real_weights \
             else "seeded random weights (not trained): for speed/exactness, not explanations"
         print(f"{e.name:<20}{size:<12}{where}")
+    return 0
+
+
+def _describe(args) -> int:
+    import kryptondb
+
+    print(kryptondb.load_model(args.model).describe())
+    return 0
+
+
+def _queries(args) -> int:
+    """The shell, or -c / -f: statements on the database (--db, else in memory)."""
+    import kryptondb
+    from kryptondb.connection import terminal_progress
+    from kryptondb.repl import run_repl, run_script
+
+    con = kryptondb.connect(args.db, progress=terminal_progress)
+    if args.statements is not None:
+        return run_script(con, args.statements, output_dir=args.outdir)
+    if args.file is not None:
+        return run_script(con, _read_script(args.file), output_dir=args.outdir,
+                          source=args.file)
+    return run_repl(con, stderr=sys.stderr, output_dir=args.outdir)
+
+
+def _read_script(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KryptonError(f"cannot read script {path}: {exc}") from None
+
+
+COMMANDS = {
+    "demo": _demo,
+    "predict": lambda a: _predict(a.model, a.images, a.top, a.backend) or 0,
+    "describe": _describe,
+    "models": _models,
+}
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command in (None, "demo"):
-            import kryptondb
-
-            args = args if args.command else _parser().parse_args(["demo"])
-            _predict(args.model, [kryptondb.bundled_image()], args.top, args.backend)
-        elif args.command == "predict":
-            _predict(args.model, args.images, args.top, args.backend)
-        elif args.command == "describe":
-            import kryptondb
-
-            print(kryptondb.load_model(args.model).describe())
-        elif args.command == "models":
-            _models()
+        return COMMANDS[args.command](args) if args.command else _queries(args)
     except KryptonError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import os
 import sys
 
 from kryptondb.engine.executor import ExecContext, run
-from kryptondb.explain import Explained
+from kryptondb.plan.explain import Explained
 from kryptondb.lang import ast, parse
 from kryptondb.lang.parser import split_statements
 from kryptondb.plan.binder import bind

@@ -53,7 +53,7 @@ class Result:
     table: pa.Table | None = None
     heatmap: Heatmap | None = None
     message: str = ""
-    plan: object = None  # kryptondb.explain.Explained for EXPLAIN PLAN, else the executed plan
+    plan: object = None  # kryptondb.plan.explain.Explained for EXPLAIN PLAN, else the executed plan
     extra: dict = field(default_factory=dict)
 
     def to_arrow(self) -> pa.Table:
