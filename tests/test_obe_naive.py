@@ -1,4 +1,5 @@
-"""The naive OBE plan equals a hand-written loop of single full inferences, on both backends."""
+"""OBE heatmaps equal a hand-written loop of single full inferences, on both backends, for the
+naive plan (NAIVE) and the incremental one (EXACT, the default)."""
 
 import numpy as np
 import pytest
@@ -48,11 +49,14 @@ def _hand_loop(model, x, cls, patch, stride, fill_pixel, backend):
     return out
 
 
+@pytest.mark.parametrize("mode", ["NAIVE", "EXACT"])
 @pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
 @pytest.mark.parametrize("patch, stride", [(8, 4), (5, 3), (32, 1)])
-def test_naive_heatmap_equals_hand_loop(con, backend, patch, stride):
+def test_heatmap_equals_hand_loop(con, backend, patch, stride, mode):
     r = con.execute(f"EXPLAIN OCCLUSION OF IMAGE cat USING MODEL tiny PATCH {patch} "
-                    f"STRIDE {stride} ON {backend} BATCH 7")
+                    f"STRIDE {stride} ON {backend} BATCH 7 {mode}")
+    scan = next(n for n in r.plan.dag.nodes if n.op == "OcclusionScan")
+    assert scan.arg("mode") == ("naive" if mode == "NAIVE" else "incremental")
     model = kryptondb.load_model(con.db.models()["tiny"].source)
     x = model.inputs(kryptondb.bundled_image())[0]
     cls = r.heatmap.class_id

@@ -87,16 +87,22 @@ def maxpool(node: Node, x: np.ndarray, out_shape) -> np.ndarray:
 
 
 def avgpool(node: Node, x: np.ndarray, out_shape) -> np.ndarray:
-    pt, pl, pb, pr = node.attr("pads")
-    h, w = x.shape[2:]
-    ones = np.zeros((1, 1, h, w), np.float32) + 1.0
-    xp, cnt = pad2d(x, (pt, pl, pb, pr)), pad2d(ones, (pt, pl, pb, pr))
-    if node.attr("count_include_pad", 0):
-        cnt = pad2d(ones, (pt, pl, pb, pr), 1.0)
+    xp = pad2d(x, node.attr("pads"))
     eh, ew = _ceil_extra(xp, node, out_shape[1:])
-    xp, cnt = pad2d(xp, (0, 0, eh, ew)), pad2d(cnt, (0, 0, eh, ew))
+    xp = pad2d(xp, (0, 0, eh, ew))
     args = (node.attr("kernel"), node.attr("stride"), (1, 1), out_shape[1:])
-    return windows(xp, *args).sum(axis=(2, 3)) / windows(cnt, *args).sum(axis=(2, 3))
+    return windows(xp, *args).sum(axis=(2, 3)) / avgpool_divisor(node, x.shape[2:], out_shape)
+
+
+def avgpool_divisor(node: Node, in_hw, out_shape) -> np.ndarray:
+    """(1, 1, Ho, Wo): how many elements each window averages (padding counted or not)."""
+    pt, pl, pb, pr = node.attr("pads")
+    ones = np.ones((1, 1) + tuple(in_hw), np.float32)
+    cnt = pad2d(ones, (pt, pl, pb, pr), 1.0 if node.attr("count_include_pad", 0) else 0.0)
+    eh, ew = _ceil_extra(cnt, node, out_shape[1:])
+    cnt = pad2d(cnt, (0, 0, eh, ew))
+    args = (node.attr("kernel"), node.attr("stride"), (1, 1), out_shape[1:])
+    return windows(cnt, *args).sum(axis=(2, 3))
 
 
 def lrn(node: Node, x: np.ndarray) -> np.ndarray:

@@ -118,12 +118,16 @@ def occlusion_scan(node, inputs, ctx) -> Scan:
     """The naive plan: every position's occluded image through the full model, in batches."""
     from kryptondb.obe.occlusion import Grid, fill_tensor, occluded_batch
 
-    x, cls = inputs
+    x, cls = inputs[:2]
     model = ctx.model(node.arg("model"))
     backend = get_backend(node.arg("backend") or "onnxruntime")
     patch, stride, batch = node.arg("patch"), node.arg("stride"), node.arg("batch")
     grid = Grid(x.shape[2], x.shape[3], patch, stride)
     fill_x = fill_tensor(x[0], _fill_arg(node.arg("fill")), model.preprocess, patch)
+    if node.arg("mode") == "incremental":
+        out = incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend)
+        node.stats.update(rows=grid.count, batches=math.ceil(grid.count / batch))
+        return Scan(out.reshape(grid.rows, grid.cols), model.name, patch, stride, x)
     corners, g = grid.corners(), model.graph
     out = np.empty(grid.count, np.float32)
     bar = ctx.bar(grid.count, f"occlusion {grid.rows}x{grid.cols}")
@@ -155,6 +159,51 @@ def _class_prob(scores: np.ndarray, cls: int, graph) -> np.ndarray:
         e = np.exp(scores - scores.max(axis=1, keepdims=True))
         scores = e / e.sum(axis=1, keepdims=True)
     return scores[:, cls]
+
+
+def materialize_views(node, inputs, ctx) -> dict:
+    """The base input's output of every incremental layer, stored as an Arrow view table in
+    the catalog and reused by later queries on the same model and image."""
+    from kryptondb.ivm import views as V
+    from kryptondb.ivm.incremental import base_views
+
+    (x,) = inputs
+    model = ctx.model(node.arg("model"))
+    name = V.view_name(model.name, x)
+    if name in ctx.db.names("view"):
+        node.stats.update(reused=1)
+        return V.from_arrow(ctx.db.get_table(name, "view"))
+    views = base_views(model.graph, x[0], get_backend(node.arg("backend") or "onnxruntime"))
+    table = V.to_arrow(views, [n.name for n in model.graph.nodes])
+    ctx.db.put_table(name, table, kind="view", info={"model": model.name, "layers": len(views)})
+    node.stats.update(flops=model_flops(model), bytes=table.nbytes, rows=table.num_rows)
+    return V.from_arrow(ctx.db.get_table(name, "view"))
+
+
+def incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend) -> np.ndarray:
+    """Every position through incremental inference over the materialized views."""
+    from kryptondb.ivm.incremental import IncrementalPlan
+
+    views = inputs[2]
+    corners, patch, batch = grid.corners(), grid.patch, node.arg("batch")
+    plan = IncrementalPlan(model.graph, corners, patch, views)
+    out = np.empty(grid.count, np.float32)
+    stats: dict = {}
+    rows = corners[:, 0][:, None] + np.arange(patch)
+    cols = corners[:, 1][:, None] + np.arange(patch)
+    bar = ctx.bar(grid.count, f"occlusion {grid.rows}x{grid.cols} (incremental)")
+    try:
+        for s in range(0, grid.count, batch):
+            idx = np.arange(s, min(s + batch, grid.count))
+            pv = fill_x[:, rows[idx][:, :, None], cols[idx][:, None, :]].transpose(1, 0, 2, 3)
+            res = plan.run(idx, np.ascontiguousarray(pv), backend, stats)
+            out[idx] = _class_prob(res.reshape(len(idx), -1), cls, model.graph)
+            bar.update(len(idx))
+    finally:
+        bar.close()
+    node.stats.update(gather_s=stats.get("gather_s", 0.0), compute_s=stats.get("compute_s", 0.0),
+                      flops=int(node.arg("flops_incremental") or 0) * grid.count)
+    return out
 
 
 def heatmap(node, inputs, ctx) -> Heatmap:
@@ -240,7 +289,8 @@ def _operators() -> dict:
     return {
         "LoadImage": load_image, "VideoScan": video_scan, "Preprocess": preprocess,
         "FullInference": full_inference, "PickClass": pick_class,
-        "OcclusionScan": occlusion_scan, "Heatmap": heatmap, "TopK": top_k,
+        "OcclusionScan": occlusion_scan, "MaterializeViews": materialize_views,
+        "Heatmap": heatmap, "TopK": top_k,
         "FrameLabels": frame_labels, "StoreTable": store,
         "CreateModel": c.create_model, "LoadMedia": c.load_media, "ShowCatalog": c.show_catalog,
         "DescribeModel": c.describe_model, "Drop": c.drop, "Sql": c.sql,

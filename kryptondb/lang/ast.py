@@ -61,6 +61,7 @@ class ExplainOcclusion(Statement):
     stride: int | None = None
     fill: Fill | None = None
     approximate: Approximate | None = None
+    naive: bool = False  # one full inference per position (no incremental view maintenance)
     batch: int | None = None
     memory_mb: int | None = None
     top: int | None = None

@@ -87,6 +87,9 @@ class _Build(Transformer):
     def exact(self):
         return ("approximate", None)
 
+    def naive(self):
+        return ("naive", True)
+
     def approximate(self, *opts):
         kw: dict = {}
         for key, value in opts:

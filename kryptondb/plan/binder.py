@@ -27,6 +27,7 @@ class Options:
     backend: str = "onnxruntime"
     memory_mb: int = DEFAULT_MEMORY_MB
     batch: int | None = None
+    incremental: bool = True  # NAIVE turns incremental view maintenance off
 
 
 @dataclass
@@ -73,7 +74,8 @@ class Binder:
                                 ("CPU", "GPU", "NUMPY", "ONNXRUNTIME"))
             backend = DEVICES[device.value]
         memory = getattr(stmt, "memory_mb", None) or DEFAULT_MEMORY_MB
-        return Options(backend, memory, getattr(stmt, "batch", None))
+        return Options(backend, memory, getattr(stmt, "batch", None),
+                       not getattr(stmt, "naive", False))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from kryptondb.plan.nodes import PlanNode
 from kryptondb.rewrite.batch_queries import batch_queries
 from kryptondb.rewrite.choose_backend import choose_backend
 from kryptondb.rewrite.fuse_occlusion_scan import fuse_occlusion_scan
+from kryptondb.rewrite.maintain_views import maintain_views
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,9 @@ class RuleContext:
 
 RULES: tuple[Callable[[PlanNode, RuleContext], PlanNode], ...] = (
     choose_backend,
-    batch_queries,
     fuse_occlusion_scan,
+    maintain_views,
+    batch_queries,
 )
 
 

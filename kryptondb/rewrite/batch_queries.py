@@ -1,9 +1,16 @@
 """batch_queries: the many re-inferences of one query run in batches whose size the planner
-picks from the memory budget (MEMORY <n> MB), unless the query fixed it (BATCH <n>)."""
+picks from the memory budget (MEMORY <n> MB), unless the query fixed it (BATCH <n>).
+
+A batch item's working set depends on the plan: a full inference holds the whole input and the
+two largest activations; an incremental one holds each layer's read-in context and new region,
+plus full copies of the maps where the network turns global.
+"""
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from kryptondb.plan.nodes import PlanNode, transform
 
@@ -11,30 +18,48 @@ MAX_BATCH = 256
 
 
 def item_bytes(graph) -> int:
-    """Working memory of one input in a full inference: the input, the two largest live
-    activations (a layer's input and output) and the occluded copy the scan builds."""
+    """One input in a full inference: the input, its occluded copy, the two largest activations."""
     sizes = sorted((4 * math.prod(n.shape) for n in graph.nodes), reverse=True)
     return 2 * 4 * math.prod(graph.input_shape) + sum(sizes[:2])
 
 
-def batch_size(graph, memory_mb: int, positions: int) -> int:
-    fit = (memory_mb << 20) // max(1, item_bytes(graph))
+def incremental_item_bytes(graph, patch: int) -> int:
+    """One position in an incremental scan: the largest read-in context plus new region, and
+    the full maps handed to the global part of the network."""
+    from kryptondb.ivm.cost import patch_regions, prefix
+    from kryptondb.ivm.regions import fix
+
+    _, h, w = graph.input_shape
+    corner = np.array([[(h - patch) // 2, (w - patch) // 2]])
+    regions = patch_regions(graph, corner, patch)
+    largest = 0
+    for name, r in regions.items():
+        f = fix(r, graph[name].shape)
+        largest = max(largest, 4 * graph[name].shape[0] * f.h * f.w)
+    inc = set(prefix(graph))
+    frontier = {i for n in graph.nodes if n.name not in inc for i in n.inputs if i in inc}
+    return 3 * largest + sum(4 * math.prod(graph[f].shape) for f in frontier) + \
+        sum(sorted((4 * math.prod(n.shape) for n in graph.nodes if n.name not in inc),
+                   reverse=True)[:2])
+
+
+def batch_size(per_item: int, memory_mb: int, positions: int) -> int:
+    fit = (memory_mb << 20) // max(1, per_item)
     return int(max(1, min(MAX_BATCH, fit, positions)))
 
 
 def batch_queries(plan: PlanNode, ctx) -> PlanNode:
     def visit(n: PlanNode) -> PlanNode:
-        if n.op != "Inference" or not n.children or n.children[0].op not in ("Occlude",
-                                                                              "Preprocess"):
+        if n.op == "Inference" and n.arg("batch") is None:
+            video = n.children[0].children and n.children[0].children[0].op == "VideoScan"
+            return n.with_args(batch=16 if video else 1)
+        if n.op != "OcclusionScan" or n.arg("batch") is not None:
             return n
-        if n.arg("batch") is not None:
-            return n
-        src = n.children[0]
-        if src.op == "Preprocess" and src.children[0].op != "VideoScan":
-            return n.with_args(batch=1)  # one image: nothing to batch
-        rows, cols = (int(v) for v in src.arg("positions", "1x1").split("x"))
+        rows, cols = (int(v) for v in n.arg("positions").split("x"))
         graph = ctx.model(n.arg("model")).graph
-        chosen = ctx.options.batch or batch_size(graph, ctx.options.memory_mb, rows * cols)
+        per_item = incremental_item_bytes(graph, n.arg("patch")) \
+            if n.arg("mode") == "incremental" else item_bytes(graph)
+        chosen = ctx.options.batch or batch_size(per_item, ctx.options.memory_mb, rows * cols)
         return n.with_args(batch=chosen, memory_mb=ctx.options.memory_mb)
 
     return transform(plan, visit)

@@ -18,7 +18,7 @@ def fuse_occlusion_scan(plan: PlanNode, ctx) -> PlanNode:
         if inf.op != "Inference" or inf.children[0].op != "Occlude":
             return n
         occ = inf.children[0]
-        args = dict(occ.args) | {k: v for k, v in inf.args} | {"mode": "naive"}
+        args = dict(occ.args) | {k: v for k, v in inf.args if k != "batch"} | {"mode": "naive"}
         return node("OcclusionScan", occ.children[0], cls, **args)
 
     return transform(plan, visit)

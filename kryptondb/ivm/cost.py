@@ -1,0 +1,68 @@
+"""The static cost model: FLOPs of full vs incremental inference for a patch, and their ratio
+(the theoretical speedup), computed with the same region algebra the executor uses."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from kryptondb.ivm.regions import Interval, Region, fix, node_region
+from kryptondb.model.ir import Graph, Op
+from kryptondb.model.shapes import node_flops
+
+
+def prefix(graph: Graph) -> list[str]:
+    """Nodes computable incrementally: not global, and fed only by such nodes."""
+    from kryptondb.model.ir import GLOBAL
+
+    ok: set[str] = set()
+    for n in graph.nodes:
+        if n.op not in GLOBAL and all(i in ok for i in n.inputs) and len(n.shape) == 3:
+            ok.add(n.name)
+    return [n.name for n in graph.nodes if n.name in ok]
+
+
+def patch_regions(graph: Graph, corners: np.ndarray, patch: int) -> dict[str, Region]:
+    """Tight changed region of every incremental node, for patches at ``corners`` (n, 2)."""
+    names = prefix(graph)
+    y, x = corners[:, 0].astype(np.int64), corners[:, 1].astype(np.int64)
+    regions = {graph.inputs[0]: Region(Interval(y, y + patch), Interval(x, x + patch))}
+    for name in names:
+        n = graph[name]
+        if n.op is Op.INPUT:
+            continue
+        regions[name] = node_region(n, [regions[i] for i in n.inputs], n.shape)
+    return regions
+
+
+@dataclass(frozen=True)
+class Cost:
+    full_flops: int
+    incremental_flops: int
+
+    @property
+    def speedup(self) -> float:
+        return self.full_flops / max(1, self.incremental_flops)
+
+
+def theoretical(graph: Graph, patch: int, stride: int = 1) -> Cost:
+    """FLOPs per position with the patch at the centre (the worst case), full vs incremental.
+
+    Each incremental layer pays its FLOPs scaled by the share of its output map it recomputes;
+    layers from the first global one on run in full on every position.
+    """
+    _, h, w = graph.input_shape
+    corner = np.array([[(h - patch) // 2, (w - patch) // 2]])
+    regions = patch_regions(graph, corner, patch)
+    full = incr = 0
+    for n in graph.nodes:
+        f = node_flops(n, [graph[i].shape for i in n.inputs], graph.weights)
+        full += f
+        if n.name in regions and n.op is not Op.INPUT:
+            r = fix(regions[n.name], n.shape)
+            incr += f * (r.h * r.w) / (n.shape[1] * n.shape[2])
+        elif n.op is not Op.INPUT:
+            incr += f
+    return Cost(int(full), int(math.ceil(incr)))

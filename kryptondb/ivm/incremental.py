@@ -1,0 +1,185 @@
+"""Incremental inference for many queries that each change one small region of the input.
+
+Built once per (graph, query set): the region every layer recomputes (fixed size, per-query
+start), and per layer a small graph that applies the layer to a gathered read-in context with
+padding 0. Run per batch of queries: layer by layer, gather contexts from the materialized views
+with the batch's new values written in, apply the layer to the whole batch in one backend call,
+keep the new output regions; before the first global layer, write the regions into copies of
+the stored view and run the rest of the network in full.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kryptondb.ivm.cost import patch_regions, prefix
+from kryptondb.ivm.gather import PaddedView, gather, margins, overlay
+from kryptondb.ivm.regions import FixedRegion, fix, read_in
+from kryptondb.model.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node
+
+
+def _is_pointwise(n: Node) -> bool:
+    return n.op in POINTWISE or (n.op in (Op.ADD, Op.MUL) and len(n.inputs) == 1)
+
+
+@dataclass
+class Step:
+    """One backend call per batch: a windowed or merging op plus the pointwise ops fused after it."""
+
+    name: str                      # the node whose new region this step produces
+    head: Node                     # the op that reads the gathered contexts
+    inputs: tuple[str, ...]
+    region: FixedRegion
+    segment: Graph | None          # None for Pad (the gather is the whole op)
+    contexts: list = field(default_factory=list)  # per input: (rh, rw, ys, xs, PaddedView)
+    divisor: np.ndarray | None = None  # AveragePool whose padding the gather cannot mimic
+
+
+class IncrementalPlan:
+    def __init__(self, graph: Graph, corners: np.ndarray, patch: int,
+                 views: dict[str, np.ndarray]):
+        self.graph, self.patch, self.corners = graph, patch, corners
+        self.views = views
+        tight = patch_regions(graph, corners, patch)
+        self.incremental = set(prefix(graph)) | {graph.inputs[0]}
+        self.regions = {k: fix(r, graph[k].shape) for k, r in tight.items()}
+        self.steps = self._steps()
+        self.frontier = [n for n in self.incremental
+                         if n in self._used_outside() or n in graph.outputs]
+        rest = [n.name for n in graph.nodes if n.name not in self.incremental]
+        self.suffix = graph.segment(rest, graph.outputs) if rest else None
+
+    def _used_outside(self) -> set[str]:
+        return {i for n in self.graph.nodes if n.name not in self.incremental for i in n.inputs}
+
+    # -- building ---------------------------------------------------------------------------
+    def _steps(self) -> list[Step]:
+        g, users = self.graph, self.graph.consumers()
+        steps, fused = [], set()
+        for n in g.nodes:
+            if n.name not in self.incremental or n.op is Op.INPUT or n.name in fused:
+                continue
+            chain = [n]
+            while True:
+                nxt = users[chain[-1].name]
+                if len(nxt) != 1 or nxt[0] not in self.incremental:
+                    break
+                cand = g[nxt[0]]
+                if not _is_pointwise(cand) or cand.name in g.outputs:
+                    break
+                chain.append(cand)
+            if len(chain) > 1 and chain[0].op is Op.PAD:
+                chain = chain[:1]
+            fused.update(c.name for c in chain[1:])
+            steps.append(self._step(chain))
+        return steps
+
+    def _step(self, chain: list[Node]) -> Step:
+        head, last = chain[0], chain[-1]
+        region = self.regions[last.name]
+        step = Step(last.name, head, head.inputs, region, None)
+        if head.op in WINDOWED or head.op is Op.PAD:
+            rh, rw, ys, xs = read_in(head, self.regions[head.name])
+            src = head.inputs[0]
+            view = self.views[src]
+            value = -np.inf if head.op is Op.MAXPOOL else float(head.attr("value", 0.0))
+            pv = PaddedView(view, margins(view.shape, ys, xs, rh, rw), value)
+            step.contexts = [(rh, rw, ys, xs, pv)]
+            shapes = [(view.shape[0], rh, rw)]
+            if head.op is Op.AVGPOOL:
+                step.divisor = self._divisor(head)
+        else:  # pointwise on one input or a merge: contexts are the output region itself
+            for src in head.inputs:
+                view = self.views[src]
+                step.contexts.append((region.h, region.w, region.y, region.x,
+                                      PaddedView(view, (0, 0, 0, 0), 0.0)))
+            shapes = [(self.views[s].shape[0], region.h, region.w) for s in head.inputs]
+        step.segment = None if head.op is Op.PAD else self._segment(chain, shapes)
+        return step
+
+    def _divisor(self, node: Node) -> PaddedView:
+        from kryptondb.engine.numpy_ops import avgpool_divisor
+
+        d = avgpool_divisor(node, self.graph[node.inputs[0]].shape[1:], node.shape)[0]
+        return PaddedView(d.astype(np.float32), (0, 0, 0, 0), 1.0)
+
+    def _segment(self, chain: list[Node], shapes) -> Graph:
+        head = chain[0]
+        ins = [f"{head.name}::in{k}" for k in range(len(head.inputs))]
+        first = head
+        if head.op in WINDOWED:
+            first = head.with_attrs(pads=(0, 0, 0, 0), ceil_mode=0)
+            if head.op is Op.AVGPOOL:
+                first = first.with_attrs(count_include_pad=1)
+        from dataclasses import replace
+
+        nodes = [input_node(i, s) for i, s in zip(ins, shapes)]
+        nodes += [replace(first, inputs=tuple(ins))] + chain[1:]
+        used = {p for n in chain for p in n.params}
+        return Graph.build(f"{self.graph.name}:{head.name}", nodes, chain[-1].name,
+                           {k: self.graph.weights[k] for k in used})
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self, idx: np.ndarray, patch_values: np.ndarray, backend, stats: dict) -> np.ndarray:
+        """Graph output for the queries ``idx`` whose input patches hold ``patch_values``."""
+        g = self.graph
+        inp = self.regions[g.inputs[0]]
+        new = {g.inputs[0]: (patch_values, inp.y[idx], inp.x[idx])}
+        for step in self.steps:
+            new[step.name] = self._run_step(step, idx, new, backend, stats)
+        return self._finish(idx, new, backend, stats)
+
+    def _run_step(self, step: Step, idx, new, backend, stats):
+        t = time.perf_counter()
+        bufs = []
+        for src, (rh, rw, ys, xs, pv) in zip(step.inputs, step.contexts):
+            vals, ny, nx = new[src]
+            bufs.append(gather(pv, ys[idx], xs[idx], rh, rw, vals, ny, nx))
+        t2 = time.perf_counter()
+        stats["gather_s"] = stats.get("gather_s", 0.0) + (t2 - t)
+        if step.segment is None:
+            out = bufs[0]
+        else:
+            feeds = dict(zip(step.segment.inputs, bufs))
+            out = backend.run(step.segment, feeds)[step.segment.output]
+        if step.divisor is not None:
+            kh, kw = step.head.attr("kernel")
+            out = out * (kh * kw) / self._div(step, idx)
+        stats["compute_s"] = stats.get("compute_s", 0.0) + (time.perf_counter() - t2)
+        return out, step.region.y[idx], step.region.x[idx]
+
+    def _div(self, step: Step, idx) -> np.ndarray:
+        r = step.region
+        rows = r.y[idx][:, None] + np.arange(r.h)
+        cols = r.x[idx][:, None] + np.arange(r.w)
+        return step.divisor.data[0][rows[:, :, None], cols[:, None, :]][:, None]  # (B,1,h,w)
+
+    def _finish(self, idx, new, backend, stats) -> np.ndarray:
+        t = time.perf_counter()
+        feeds = {}
+        for f in self.frontier:
+            vals, ny, nx = new[f]
+            full = np.repeat(self.views[f][None], len(idx), axis=0)
+            overlay(full, vals, ny, nx)
+            feeds[f] = full
+        t2 = time.perf_counter()
+        stats["gather_s"] = stats.get("gather_s", 0.0) + (t2 - t)
+        g = self.graph
+        if self.suffix is None:
+            out = feeds[g.output]
+        else:
+            out = backend.run(self.suffix, {k: feeds[k] for k in self.suffix.inputs})[g.output]
+        stats["compute_s"] = stats.get("compute_s", 0.0) + (time.perf_counter() - t2)
+        return out
+
+
+def base_views(graph: Graph, x: np.ndarray, backend) -> dict[str, np.ndarray]:
+    """The materialized views: every incremental layer's output for the base input (C, H, W)."""
+    names = [n for n in prefix(graph) if graph[n].op is not Op.INPUT]
+    out = backend.run(graph, {graph.inputs[0]: x[None]}, names) if names else {}
+    views = {k: np.ascontiguousarray(v[0]) for k, v in out.items()}
+    views[graph.inputs[0]] = np.ascontiguousarray(x)
+    return views

@@ -1,0 +1,37 @@
+"""Materialized views as Arrow tables: one row per layer (layer, shape, dtype, tensor), the
+tensor's bytes in a large_binary cell that NumPy reads without copying."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+
+
+def to_arrow(views: dict[str, np.ndarray], order: list[str]) -> pa.Table:
+    names = [n for n in order if n in views]
+    return pa.table({
+        "layer": pa.array(names, pa.string()),
+        "shape": pa.array([list(views[n].shape) for n in names], pa.list_(pa.int32())),
+        "dtype": pa.array([str(views[n].dtype) for n in names], pa.string()),
+        "tensor": pa.array([np.ascontiguousarray(views[n]).tobytes() for n in names],
+                           pa.large_binary()),
+    })
+
+
+def from_arrow(table: pa.Table) -> dict[str, np.ndarray]:
+    """Zero-copy: each array is a read-only view of the Arrow buffer."""
+    out = {}
+    shapes, dtypes, tensors = table.column("shape"), table.column("dtype"), table.column("tensor")
+    for i, name in enumerate(table.column("layer").to_pylist()):
+        buf = tensors[i].as_buffer()
+        arr = np.frombuffer(buf, dtype=dtypes[i].as_py()).reshape(shapes[i].as_py())
+        out[name] = arr
+    return out
+
+
+def view_name(model: str, x: np.ndarray) -> str:
+    """Views are keyed by model and input content, so any query on the same image reuses them."""
+    digest = hashlib.sha1(np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()[:12]
+    return f"views_{model}_{digest}"
