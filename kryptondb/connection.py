@@ -24,9 +24,15 @@ class Connection:
     >>> import kryptondb
     >>> con = kryptondb.connect()
     >>> print(con.execute("SHOW MODELS"))
-    name  kind  source
-    ----  ----  ------
-    (0 rows)
+    name                kind  source
+    ------------------  ----  ------------------
+    resnet18            zoo   resnet18
+    resnet50            zoo   resnet50
+    vgg16               zoo   vgg16
+    inception3          zoo   inception3
+    mobilenet_v2        zoo   mobilenet_v2
+    efficientnet_lite0  zoo   efficientnet_lite0
+    (6 rows)
     """
 
     def __init__(self, path: str | os.PathLike | None = None, progress=None):

@@ -69,7 +69,7 @@ def run_repl(connection, stdin=sys.stdin, stdout=sys.stdout, interactive=None, s
     shell = Shell(connection, stdout, stderr or stdout, output_dir=output_dir)
     if interactive:
         shell.say(BANNER)
-    read = _terminal_reader(stdin, stdout) if interactive else _pipe_reader(stdin)
+    read = _reader(stdin, stdout, interactive)
     with _line_editing(shell, enabled=interactive and stdin is sys.stdin):
         while not shell.done:
             try:
@@ -230,7 +230,7 @@ class Shell:
     # -- dot-commands ----------------------------------------------------------------------
 
     def command(self, line: str) -> None:
-        name, _, arg = line.partition(" ")
+        name, arg = (line.split(None, 1) + [""])[:2]
         handler = getattr(self, "cmd_" + name[1:], None) if name[1:].isidentifier() else None
         if handler is None:
             self.fail(f"error: unknown command {name!r}; try .help")
@@ -336,23 +336,19 @@ def _isatty(stream) -> bool:
         return False
 
 
-def _pipe_reader(stdin):
+def _reader(stdin, stdout, interactive: bool):
+    """read(prompt) -> the next line, or None at the end of input. Prompts only on a terminal,
+    through input() when it is the process's own (so readline edits the line)."""
     def read(prompt: str) -> str | None:
-        return stdin.readline() or None
-
-    return read
-
-
-def _terminal_reader(stdin, stdout):
-    def read(prompt: str) -> str | None:
-        try:
-            if stdin is sys.stdin and stdout is sys.stdout:
-                return input(prompt) + "\n"  # readline edits the line when it is loaded
+        if interactive and stdin is sys.stdin and stdout is sys.stdout:
+            try:
+                return input(prompt) + "\n"
+            except EOFError:
+                return None
+        if interactive:
             stdout.write(prompt)
             stdout.flush()
-            return stdin.readline() or None
-        except EOFError:
-            return None
+        return stdin.readline() or None
 
     return read
 

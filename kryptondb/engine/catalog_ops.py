@@ -40,7 +40,19 @@ def load_media(node, inputs, ctx) -> Result:
 
 
 def show_catalog(node, inputs, ctx) -> Result:
-    return Result("table", table=ctx.db.relation(node.arg("what")))
+    return Result("table", table=catalog_relation(ctx.db, node.arg("what")))
+
+
+def catalog_relation(db, what: str) -> pa.Table:
+    """A catalog relation; ``models`` also lists the zoo, usable without registration."""
+    table = db.relation(what)
+    if what != "models":
+        return table
+    from kryptondb.model.zoo import ZOO
+
+    registered = set(table.column("name").to_pylist())
+    zoo = [{"name": n, "kind": "zoo", "source": n} for n in ZOO if n not in registered]
+    return pa.concat_tables([table, pa.Table.from_pylist(zoo, schema=table.schema)])
 
 
 def describe_model(node, inputs, ctx) -> Result:
@@ -96,7 +108,7 @@ def sql(node, inputs, ctx) -> Result:
 
 def _relation(ctx, name: str) -> pa.Table:
     if name.lower() in RELATIONS:
-        return ctx.db.relation(name.lower())
+        return catalog_relation(ctx.db, name.lower())
     for kind in ("table", "view"):
         if name in ctx.db.names(kind):
             return ctx.db.get_table(name, kind)

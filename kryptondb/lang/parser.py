@@ -213,6 +213,10 @@ def split_statements(text: str) -> list[str]:
     while i < len(text):
         ch = text[i]
         if quote:
+            if ch == "\\" and i + 1 < len(text):  # an escaped character never ends the string
+                cur.append(text[i:i + 2])
+                i += 2
+                continue
             quote = None if ch == quote else quote
         elif ch in "'\"":
             quote = ch

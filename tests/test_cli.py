@@ -1,0 +1,117 @@
+"""The `kryptondb` command as a user runs it: --help, -c, -f, --db, and the subcommands."""
+
+from __future__ import annotations
+
+import re
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kryptondb
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = kryptondb.bundled_image()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    env.pop("KRYPTON_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "kryptondb", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL, timeout=120)
+
+
+def test_help_explains_the_modes_and_shows_queries(tmp_path):
+    r = cli("--help", cwd=tmp_path)
+    assert r.returncode == 0
+    for text in ("query engine for CNN inference", "REPL", "-c \"STATEMENTS\"", "-f FILE.kql",
+                 "--db PATH", "demo", "predict", "describe", "models",
+                 "EXPLAIN OCCLUSION OF IMAGE", "docs/language.md", ".help"):
+        assert text in r.stdout, text
+
+
+def test_version(tmp_path):
+    r = cli("--version", cwd=tmp_path)
+    assert (r.returncode, r.stdout.strip()) == (0, f"kryptondb {kryptondb.__version__}")
+
+
+def test_c_runs_statements_and_exits(tmp_path):
+    r = cli("-c", f"SHOW MODELS; PREDICT IMAGE '{IMAGE}' USING MODEL mobilenet_v2 TOP 1",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^name +kind +source", r.stdout, re.M)
+    assert "   1    285  Egyptian cat" in r.stdout
+
+
+def test_c_stops_at_a_syntax_error_with_status_1(tmp_path):
+    r = cli("-c", "SHOW MODELS; SHOW MODLES; SHOW IMAGES", cwd=tmp_path)
+    assert r.returncode == 1
+    assert re.search(r"^name +kind +source", r.stdout, re.M) and "width" not in r.stdout
+    assert r.stderr.splitlines()[:3] == ["error: unexpected 'MODLES' at line 1, column 6",
+                                         "  SHOW MODLES", "       ^^^^^^"]
+
+
+def test_db_persists_across_invocations(tmp_path):
+    db = tmp_path / "db"
+    first = cli("--db", str(db), "-c", f"LOAD IMAGE '{IMAGE}' AS cat;", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = cli("--db", str(db), "-c", "SHOW IMAGES", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    row = next(line for line in second.stdout.splitlines() if line.startswith("cat "))
+    assert IMAGE in row and row.split()[-2:] == ["451", "300"]
+
+
+def test_f_runs_a_script_and_names_the_failing_line(tmp_path):
+    good = tmp_path / "good.kql"
+    good.write_text("-- a script\nSHOW\n  MODELS;\nSHOW IMAGES;\n")
+    r = cli("-f", str(good), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^name +kind +source", r.stdout, re.M) and "width" in r.stdout
+    bad = tmp_path / "bad.kql"
+    bad.write_text("SHOW MODELS;\n\nPREDICT IMAGE nope\n  USING MODEL resnet18;\nSHOW IMAGES;\n")
+    r = cli("-f", str(bad), cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"error: {bad}, statement at line 3: no image 'nope'")
+    assert "width" not in r.stdout
+    missing = cli("-f", str(tmp_path / "missing.kql"), cwd=tmp_path)
+    assert missing.returncode == 1 and "cannot read script" in missing.stderr
+
+
+def test_heatmaps_from_c_go_to_outdir(tmp_path):
+    r = cli("--outdir", "figs", "-c", f"EXPLAIN OCCLUSION OF IMAGE '{IMAGE}' USING MODEL "
+            "mobilenet_v2 PATCH 56 STRIDE 56", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"heatmap saved to {os.path.join('figs', 'heatmap_1.png')}" in r.stdout
+    assert (tmp_path / "figs" / "heatmap_1.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_demo_predicts_then_explains_and_writes_the_png(tmp_path):
+    out = tmp_path / "heat.png"
+    r = cli("demo", "--output", str(out), "--stride", "28", "--patch", "28", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    order = ["1. Egyptian cat", "kryptondb> EXPLAIN OCCLUSION OF IMAGE", "PATCH 28 STRIDE 28;",
+             "heatmap 8x8 for class 285", f"heatmap saved to {out}"]
+    positions = [r.stdout.index(text) for text in order]
+    assert positions == sorted(positions)
+    assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_subcommands_still_work(tmp_path):
+    models = cli("models", cwd=tmp_path)
+    assert models.returncode == 0
+    assert "mobilenet_v2" in models.stdout and "seeded random weights" in models.stdout
+    pred = cli("predict", IMAGE, "-k", "2", cwd=tmp_path)
+    assert pred.returncode == 0 and "1. Egyptian cat" in pred.stdout
+    desc = cli("describe", "resnet18", cwd=tmp_path)
+    assert desc.returncode == 0 and desc.stdout.rstrip().splitlines()[-1].startswith("total")
+    bad = cli("describe", "resnt18", cwd=tmp_path)
+    assert bad.returncode == 1 and "error: " in bad.stderr and "resnet18" in bad.stderr
+
+
+def test_no_arguments_opens_the_shell(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "kryptondb"], input="SHOW TABLES;\n.quit\n",
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert r.returncode == 0 and "name  rows  columns  created" in r.stdout
