@@ -21,6 +21,7 @@ class ProgressBar:
         if now - self.start < self.delay or now - self._last < (0.1 if self.tty else 5.0):
             return
         self._last, self.shown = now, True
+        self._finished = self.total and self.done >= self.total
         self.stream.write(("\r" if self.tty else "") + self._line(now) + ("" if self.tty else "\n"))
         self.stream.flush()
 
@@ -36,6 +37,8 @@ class ProgressBar:
                 f"{rate:.1f}/s eta {eta:.0f}s")
 
     def close(self) -> None:
+        if self.shown and not self.tty and getattr(self, "_finished", False):
+            return  # the last line already said 100%
         if self.shown:
             end = self._line(time.perf_counter())
             self.stream.write(("\r" + end + "\n") if self.tty else end + "\n")

@@ -82,6 +82,10 @@ class OnnxRuntimeBackend(Backend):
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if any(n.op is Op.PAD for n in graph.nodes):
+            # onnxruntime folds a Pad into the pool after it, changing the result (MaxPool pads
+            # with -inf, not the Pad's value; ceil-mode sizes shift): keep the graph as written
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         opts.log_severity_level = 3  # opset-17 shape inference warns on ceil-mode pools; harmless
         if self.threads:
             opts.intra_op_num_threads = self.threads
