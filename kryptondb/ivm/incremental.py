@@ -125,7 +125,7 @@ class IncrementalPlan:
     # -- running ----------------------------------------------------------------------------
     def run(self, idx: np.ndarray, patch_values: np.ndarray, backend, stats: dict) -> np.ndarray:
         """Graph output for the queries ``idx`` whose input patches hold ``patch_values``."""
-        g = self.graph
+        g, backend = self.graph, backend.for_segments()
         inp = self.regions[g.inputs[0]]
         new = {g.inputs[0]: (patch_values, inp.y[idx], inp.x[idx])}
         for step in self.steps:
