@@ -104,6 +104,7 @@ class OnnxRuntimeBackend(Backend):
             opts.intra_op_num_threads = self.threads
         if not self.spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.enable_cpu_mem_arena = False  # dozens of idle per-layer arenas add up
         proto = to_onnx(graph, outputs).SerializeToString()
         return ort.InferenceSession(proto, opts, providers=["CPUExecutionProvider"])
 

@@ -15,6 +15,7 @@ import numpy as np
 from kryptondb.plan.nodes import PlanNode, transform
 
 MAX_BATCH = 256
+MAX_INCREMENTAL_BATCH = 64  # larger batches of small contexts gained nothing, cost memory
 
 
 def item_bytes(graph) -> int:
@@ -60,6 +61,8 @@ def batch_queries(plan: PlanNode, ctx) -> PlanNode:
         per_item = incremental_item_bytes(graph, n.arg("patch")) \
             if n.arg("mode") == "incremental" else item_bytes(graph)
         chosen = ctx.options.batch or batch_size(per_item, ctx.options.memory_mb, rows * cols)
+        if n.arg("mode") == "incremental" and not ctx.options.batch:
+            chosen = min(chosen, MAX_INCREMENTAL_BATCH)
         return n.with_args(batch=chosen, memory_mb=ctx.options.memory_mb)
 
     return transform(plan, visit)
