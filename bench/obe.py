@@ -71,7 +71,7 @@ def _krypton(spec) -> dict:
     kryptondb, model, _ = _setup(spec)
     con = kryptondb.connect()
     con.execute(f"LOAD IMAGE '{kryptondb.bundled_image()}' AS img")
-    mode = "NAIVE" if spec["engine"] == "kryptondb-naive" else "EXACT"
+    mode = "NAIVE" if spec["engine"] == "kryptondb-naive" else "INCREMENTAL"
     batch = f"BATCH {spec['batch']}" if mode == "NAIVE" else ""  # exact: the planner's choice
     q = (f"EXPLAIN OCCLUSION OF IMAGE img USING MODEL {spec['model']} PATCH {spec['patch']} "
          f"STRIDE {spec['stride']} {batch} ON cpu {mode}")

@@ -1,5 +1,5 @@
 """OBE heatmaps equal a hand-written loop of single full inferences, on both backends, for the
-naive plan (NAIVE) and the incremental one (EXACT, the default)."""
+naive plan (NAIVE) and the incremental one (INCREMENTAL)."""
 
 import numpy as np
 import pytest
@@ -49,7 +49,7 @@ def _hand_loop(model, x, cls, patch, stride, fill_pixel, backend):
     return out
 
 
-@pytest.mark.parametrize("mode", ["NAIVE", "EXACT"])
+@pytest.mark.parametrize("mode", ["NAIVE", "INCREMENTAL"])
 @pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
 @pytest.mark.parametrize("patch, stride", [(8, 4), (5, 3), (32, 1)])
 def test_heatmap_equals_hand_loop(con, backend, patch, stride, mode):

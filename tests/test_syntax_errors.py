@@ -14,7 +14,7 @@ CASES = [
         "unexpected 'PATH' at line 1, column 63\n"
         "  EXPLAIN OCCLUSION OF IMAGE 'cat.png' USING MODEL mobilenet_v2 PATH 16\n"
         "                                                                ^^^^\n"
-        "expected: end of statement, APPROXIMATE, BATCH, EXACT, FILL, FOR, INTO, MEMORY, NAIVE, ON, "
+        "expected: end of statement, APPROXIMATE, BATCH, EXACT, FILL, FOR, INCREMENTAL, INTO, MEMORY, NAIVE, ON, "
         "PATCH, ';', STRIDE, TOP",
     ),
     (
@@ -43,7 +43,7 @@ CASES = [
         "unexpected '.5' at line 3, column 25\n"
         "    USING MODEL m STRIDE 4.5\n"
         "                          ^^\n"
-        "expected: end of statement, APPROXIMATE, BATCH, EXACT, FILL, FOR, INTO, MEMORY, NAIVE, ON, "
+        "expected: end of statement, APPROXIMATE, BATCH, EXACT, FILL, FOR, INCREMENTAL, INTO, MEMORY, NAIVE, ON, "
         "PATCH, ';', STRIDE, TOP",
     ),
     (

@@ -61,7 +61,9 @@ class ExplainOcclusion(Statement):
     stride: int | None = None
     fill: Fill | None = None
     approximate: Approximate | None = None
-    naive: bool = False  # one full inference per position (no incremental view maintenance)
+    # None: the planner decides (cost model); False: NAIVE, one full inference per position;
+    # True: INCREMENTAL, view maintenance forced
+    incremental: bool | None = None
     batch: int | None = None
     memory_mb: int | None = None
     top: int | None = None

@@ -88,7 +88,10 @@ class _Build(Transformer):
         return ("approximate", None)
 
     def naive(self):
-        return ("naive", True)
+        return ("incremental", False)
+
+    def incremental(self):
+        return ("incremental", True)
 
     def approximate(self, *opts):
         kw: dict = {}

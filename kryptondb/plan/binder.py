@@ -27,7 +27,7 @@ class Options:
     backend: str = "onnxruntime"
     memory_mb: int = DEFAULT_MEMORY_MB
     batch: int | None = None
-    incremental: bool = True  # NAIVE turns incremental view maintenance off
+    incremental: bool | None = None  # NAIVE: False, INCREMENTAL: True, None: cost model decides
 
 
 @dataclass
@@ -75,7 +75,7 @@ class Binder:
             backend = DEVICES[device.value]
         memory = getattr(stmt, "memory_mb", None) or DEFAULT_MEMORY_MB
         return Options(backend, memory, getattr(stmt, "batch", None),
-                       not getattr(stmt, "naive", False))
+                       getattr(stmt, "incremental", None))
 
 
 # ---------------------------------------------------------------------------------------------
