@@ -71,6 +71,8 @@ def format_dag(dag: Dag, analyze: bool = False) -> str:
             for key in ("batches", "rows"):
                 if s.get(key):
                     parts.append(f"{s[key]} {key}")
+            if s.get("gather_s") is not None and s.get("time_s"):
+                parts.append(f"gather {100 * s['gather_s'] / s['time_s']:.0f}% of its time")
             line += "  [" + ", ".join(parts) + "]"
         lines.append(line.rstrip())
     return "\n".join(lines)
