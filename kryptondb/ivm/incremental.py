@@ -21,6 +21,9 @@ from kryptondb.ivm.regions import FixedRegion, fix, read_in
 from kryptondb.model.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node
 
 
+SATURATED = 0.85  # share of a map above which a layer is recomputed in full
+
+
 def _is_pointwise(n: Node) -> bool:
     """Ops whose changed output region is exactly their input's: fused after the op before them
     and fed its new values directly, with no gather."""
@@ -49,13 +52,26 @@ class IncrementalPlan:
         self.graph, self.patch, self.corners = graph, patch, corners
         self.views = views
         tight = patch_regions(graph, corners, patch)
-        self.incremental = set(prefix(graph)) | {graph.inputs[0]}
         self.regions = {k: fix(r, graph[k].shape) for k, r in tight.items()}
+        self.incremental = self._unsaturated(graph)
         self.steps = self._steps()
         self.frontier = [n for n in self.incremental
                          if n in self._used_outside() or n in graph.outputs]
         rest = [n.name for n in graph.nodes if n.name not in self.incremental]
         self.suffix = graph.segment(rest, graph.outputs) if rest else None
+
+    def _unsaturated(self, graph: Graph) -> set[str]:
+        """Layers worth maintaining: from the first layer whose recomputed region covers nearly
+        its whole map, nothing is saved, so it and everything after it run in full, as one
+        backend call (fewer gathers and per-layer calls)."""
+        keep = {graph.inputs[0]}
+        for name in prefix(graph):
+            n, r = graph[name], self.regions.get(name)
+            if n.op is Op.INPUT or r is None or not all(i in keep for i in n.inputs):
+                continue
+            if r.h * r.w < SATURATED * n.shape[1] * n.shape[2]:
+                keep.add(name)
+        return keep
 
     def _used_outside(self) -> set[str]:
         return {i for n in self.graph.nodes if n.name not in self.incremental for i in n.inputs}
@@ -102,7 +118,10 @@ class IncrementalPlan:
                 step.contexts.append((region.h, region.w, region.y, region.x,
                                       PaddedView(view, (0, 0, 0, 0), 0.0)))
             shapes = [(self.views[s].shape[0], region.h, region.w) for s in head.inputs]
-        step.segment = None if head.op is Op.PAD else self._segment(chain, shapes)
+        cheap = len(chain) == 1 and head.op in (Op.ADD, Op.CONCAT) and not head.params
+        # Pad is the gather itself; a lone Add or Concat of gathered buffers is cheaper in NumPy
+        # than a backend call with its layout conversions.
+        step.segment = None if head.op is Op.PAD or cheap else self._segment(chain, shapes)
         return step
 
     def _divisor(self, node: Node) -> PaddedView:
@@ -130,11 +149,11 @@ class IncrementalPlan:
     # -- running ----------------------------------------------------------------------------
     def run(self, idx: np.ndarray, patch_values: np.ndarray, backend, stats: dict) -> np.ndarray:
         """Graph output for the queries ``idx`` whose input patches hold ``patch_values``."""
-        g, backend = self.graph, backend.for_segments()
+        g, segments = self.graph, backend.for_segments()
         inp = self.regions[g.inputs[0]]
         new = {g.inputs[0]: (patch_values, inp.y[idx], inp.x[idx])}
         for step in self.steps:
-            new[step.name] = self._run_step(step, idx, new, backend, stats)
+            new[step.name] = self._run_step(step, idx, new, segments, stats)
         return self._finish(idx, new, backend, stats)
 
     def _run_step(self, step: Step, idx, new, backend, stats):
@@ -149,7 +168,7 @@ class IncrementalPlan:
         t2 = time.perf_counter()
         stats["gather_s"] = stats.get("gather_s", 0.0) + (t2 - t)
         if step.segment is None:
-            out = bufs[0]
+            out = _merge(step.head, bufs)
         else:
             feeds = dict(zip(step.segment.inputs, bufs))
             out = backend.run(step.segment, feeds)[step.segment.output]
@@ -182,6 +201,17 @@ class IncrementalPlan:
             out = backend.run(self.suffix, {k: feeds[k] for k in self.suffix.inputs})[g.output]
         stats["compute_s"] = stats.get("compute_s", 0.0) + (time.perf_counter() - t2)
         return out
+
+
+def _merge(head: Node, bufs: list[np.ndarray]) -> np.ndarray:
+    if head.op is Op.ADD:
+        out = bufs[0] + bufs[1]
+        for b in bufs[2:]:
+            out += b
+        return out
+    if head.op is Op.CONCAT:
+        return np.concatenate(bufs, axis=head.attr("axis") + 1)
+    return bufs[0]  # Pad: the gathered context is the padded map
 
 
 def base_views(graph: Graph, x: np.ndarray, backend) -> dict[str, np.ndarray]:
