@@ -11,6 +11,7 @@ the stored view and run the rest of the network in full.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ from kryptondb.model.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node
 
 
 SATURATED = 0.85  # share of a map above which a layer is recomputed in full
+_SEGMENTS: "weakref.WeakKeyDictionary[Graph, dict]" = weakref.WeakKeyDictionary()
 
 
 def _is_pointwise(n: Node) -> bool:
@@ -131,6 +133,15 @@ class IncrementalPlan:
         return PaddedView(d.astype(np.float32), (0, 0, 0, 0), 1.0)
 
     def _segment(self, chain: list[Node], shapes) -> Graph:
+        """The per-layer graph, shared by every plan on the same model and context shapes, so
+        backends compile it once (onnxruntime sessions are cached per graph object)."""
+        per_model = _SEGMENTS.setdefault(self.graph, {})
+        key = (tuple(n.name for n in chain), tuple(shapes))
+        if key not in per_model:
+            per_model[key] = self._build_segment(chain, shapes)
+        return per_model[key]
+
+    def _build_segment(self, chain: list[Node], shapes) -> Graph:
         head = chain[0]
         ins = [f"{head.name}::in{k}" for k in range(len(head.inputs))]
         first = head
