@@ -37,3 +37,16 @@ def test_explain_analyze_reports_the_gather_share():
                        "INCREMENTAL").message
     scan = next(line for line in text.splitlines() if "OcclusionScan(" in line)
     assert "mode=incremental" in scan and "gather" in scan and "% of its time" in scan
+
+
+def test_views_are_stored_on_disk_and_reused(tmp_path):
+    query = (f"EXPLAIN OCCLUSION OF IMAGE '{kryptondb.bundled_image()}' USING MODEL resnet18 "
+             "PATCH 56 STRIDE 56 INCREMENTAL")
+    first = kryptondb.connect(tmp_path / "db").execute(query)
+    con = kryptondb.connect(tmp_path / "db")  # a new connection: views come from disk
+    views = con.execute("SELECT name, rows FROM views").to_arrow().to_pylist()
+    assert len(views) == 1 and views[0]["name"].startswith("views_resnet18_")
+    again = con.execute(query)
+    mat = next(n for n in again.plan.dag.nodes if n.op == "MaterializeViews")
+    assert mat.stats.get("reused") == 1
+    np.testing.assert_array_equal(first.heatmap.probability, again.heatmap.probability)
