@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from kryptondb.engine.backends import get_backend
 from kryptondb.model.shapes import node_flops
+from kryptondb.lang.ast import Fill
 from kryptondb.result import Heatmap
 
 VIDEO_CHUNK = 16
@@ -123,7 +124,7 @@ def occlusion_scan(node, inputs, ctx) -> Scan:
     backend = get_backend(node.arg("backend") or "onnxruntime")
     patch, stride, batch = node.arg("patch"), node.arg("stride"), node.arg("batch")
     grid = Grid(x.shape[2], x.shape[3], patch, stride)
-    fill_x = fill_tensor(x[0], _fill_arg(node.arg("fill")), model.preprocess, patch)
+    fill_x = fill_tensor(x[0], Fill.parse(node.arg("fill")), model.preprocess, patch)
     if node.arg("mode") == "incremental":
         out = incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend)
         node.stats.update(rows=grid.count, batches=math.ceil(grid.count / batch))
@@ -135,7 +136,7 @@ def occlusion_scan(node, inputs, ctx) -> Scan:
         for s in range(0, grid.count, batch):
             xb = occluded_batch(x[0], fill_x, corners[s:s + batch], patch)
             res = backend.run(g, {g.inputs[0]: xb})[g.output].reshape(len(xb), -1)
-            out[s:s + batch] = _class_prob(res, cls, g)
+            out[s:s + batch] = model.probabilities(res)[:, cls]
             bar.update(len(xb))
     finally:
         bar.close()
@@ -144,21 +145,8 @@ def occlusion_scan(node, inputs, ctx) -> Scan:
     return Scan(out.reshape(grid.rows, grid.cols), model.name, patch, stride, x)
 
 
-def _fill_arg(text: str):
-    from kryptondb.lang.ast import Fill
-
-    if text in ("gray", "black", "mean", "blur"):
-        return Fill(text, 0.0 if text == "black" else 0.5)
-    return Fill("constant", float(text))
 
 
-def _class_prob(scores: np.ndarray, cls: int, graph) -> np.ndarray:
-    from kryptondb.model.ir import Op
-
-    if graph[graph.output].op is not Op.SOFTMAX:
-        e = np.exp(scores - scores.max(axis=1, keepdims=True))
-        scores = e / e.sum(axis=1, keepdims=True)
-    return scores[:, cls]
 
 
 def materialize_views(node, inputs, ctx) -> dict:
@@ -182,6 +170,7 @@ def materialize_views(node, inputs, ctx) -> dict:
 
 def incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend) -> np.ndarray:
     """Every position through incremental inference over the materialized views."""
+    from kryptondb.ivm.gather import PaddedView, gather
     from kryptondb.ivm.incremental import IncrementalPlan
 
     views = inputs[2]
@@ -189,15 +178,14 @@ def incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend) ->
     plan = IncrementalPlan(model.graph, corners, patch, views)
     out = np.empty(grid.count, np.float32)
     stats: dict = {}
-    rows = corners[:, 0][:, None] + np.arange(patch)
-    cols = corners[:, 1][:, None] + np.arange(patch)
+    fills = PaddedView(fill_x, (0, 0, 0, 0), 0.0)
     bar = ctx.bar(grid.count, f"occlusion {grid.rows}x{grid.cols} (incremental)")
     try:
         for s in range(0, grid.count, batch):
             idx = np.arange(s, min(s + batch, grid.count))
-            pv = fill_x[:, rows[idx][:, :, None], cols[idx][:, None, :]].transpose(1, 0, 2, 3)
-            res = plan.run(idx, np.ascontiguousarray(pv), backend, stats)
-            out[idx] = _class_prob(res.reshape(len(idx), -1), cls, model.graph)
+            pv = gather(fills, corners[idx, 0], corners[idx, 1], patch, patch)
+            res = plan.run(idx, pv, backend, stats)
+            out[idx] = model.probabilities(res.reshape(len(idx), -1))[:, cls]
             bar.update(len(idx))
     finally:
         bar.close()

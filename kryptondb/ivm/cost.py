@@ -37,6 +37,12 @@ def patch_regions(graph: Graph, corners: np.ndarray, patch: int) -> dict[str, Re
     return regions
 
 
+def centre_regions(graph: Graph, patch: int) -> dict[str, Region]:
+    """Changed regions for the patch at the centre of the input (the cost model's worst case)."""
+    _, h, w = graph.input_shape
+    return patch_regions(graph, np.array([[(h - patch) // 2, (w - patch) // 2]]), patch)
+
+
 @dataclass(frozen=True)
 class Cost:
     full_flops: int
@@ -47,15 +53,13 @@ class Cost:
         return self.full_flops / max(1, self.incremental_flops)
 
 
-def theoretical(graph: Graph, patch: int, stride: int = 1) -> Cost:
+def theoretical(graph: Graph, patch: int) -> Cost:
     """FLOPs per position with the patch at the centre (the worst case), full vs incremental.
 
     Each incremental layer pays its FLOPs scaled by the share of its output map it recomputes;
     layers from the first global one on run in full on every position.
     """
-    _, h, w = graph.input_shape
-    corner = np.array([[(h - patch) // 2, (w - patch) // 2]])
-    regions = patch_regions(graph, corner, patch)
+    regions = centre_regions(graph, patch)
     full = incr = 0
     for n in graph.nodes:
         f = node_flops(n, [graph[i].shape for i in n.inputs], graph.weights)

@@ -129,7 +129,7 @@ class IncrementalPlan:
     def _divisor(self, node: Node) -> PaddedView:
         from kryptondb.engine.numpy_ops import avgpool_divisor
 
-        d = avgpool_divisor(node, self.graph[node.inputs[0]].shape[1:], node.shape)[0]
+        d = avgpool_divisor(node, self.graph[node.inputs[0]].shape[1:], node.shape)[0]  # 1xHxW
         return PaddedView(d.astype(np.float32), (0, 0, 0, 0), 1.0)
 
     def _segment(self, chain: list[Node], shapes) -> Graph:
@@ -185,15 +185,10 @@ class IncrementalPlan:
             out = backend.run(step.segment, feeds)[step.segment.output]
         if step.divisor is not None:
             kh, kw = step.head.attr("kernel")
-            out = out * (kh * kw) / self._div(step, idx)
+            r = step.region
+            out = out * (kh * kw) / gather(step.divisor, r.y[idx], r.x[idx], r.h, r.w)
         stats["compute_s"] = stats.get("compute_s", 0.0) + (time.perf_counter() - t2)
         return out, step.region.y[idx], step.region.x[idx]
-
-    def _div(self, step: Step, idx) -> np.ndarray:
-        r = step.region
-        rows = r.y[idx][:, None] + np.arange(r.h)
-        cols = r.x[idx][:, None] + np.arange(r.w)
-        return step.divisor.data[0][rows[:, :, None], cols[:, None, :]][:, None]  # (B,1,h,w)
 
     def _finish(self, idx, new, backend, stats) -> np.ndarray:
         t = time.perf_counter()

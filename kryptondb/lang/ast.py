@@ -46,6 +46,22 @@ class Fill:
     kind: str = "gray"
     value: float = 0.5
 
+    @staticmethod
+    def named(name: str) -> "Fill":
+        name = name.lower()
+        return Fill(name, 0.0 if name == "black" else 0.5)
+
+    @staticmethod
+    def parse(text: str) -> "Fill":
+        """Inverse of ``text``: plans carry fills as text."""
+        if text in ("gray", "black", "mean", "blur"):
+            return Fill.named(text)
+        return Fill("constant", float(text))
+
+    @property
+    def text(self) -> str:
+        return f"{self.value:g}" if self.kind == "constant" else self.kind
+
 
 @dataclass(frozen=True, slots=True)
 class Statement:

@@ -12,16 +12,14 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from kryptondb.errors import QuerySyntaxError
 from kryptondb.lang import ast
 
-_GRAMMAR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "grammar")
-
-
 def _grammar_path() -> str:
     try:
-        import kryptondb.grammar as g  # installed wheel: grammar/ is the package kryptondb.grammar
+        import kryptondb.grammar as g  # installed: grammar/ is the package kryptondb.grammar
 
         return os.path.join(os.path.dirname(g.__file__), "kql.lark")
-    except ImportError:  # pragma: no cover - source checkout without install
-        return os.path.join(os.path.dirname(_GRAMMAR), "..", "grammar", "kql.lark")
+    except ImportError:  # a source checkout used without installing: grammar/ is beside us
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        return os.path.join(root, "grammar", "kql.lark")
 
 
 @functools.cache
@@ -82,7 +80,7 @@ class _Build(Transformer):
         return ast.Fill("constant", float(value))
 
     def fill_named(self, tok):
-        return ast.Fill(str(tok).lower(), 0.0 if str(tok).lower() == "black" else 0.5)
+        return ast.Fill.named(str(tok))
 
     def exact(self):
         return ("approximate", None)
@@ -140,13 +138,13 @@ class _Build(Transformer):
 
     # -- statements -----------------------------------------------------------------------
     def explain_occlusion(self, image, model, *opts):
-        return ast.ExplainOcclusion(image, model, **_options(opts))
+        return ast.ExplainOcclusion(image, model, **dict(opts))
 
     def recognize(self, video, model, *opts):
-        return ast.RecognizeObjects(video, model, **_options(opts))
+        return ast.RecognizeObjects(video, model, **dict(opts))
 
     def predict(self, image, model, *opts):
-        return ast.Predict(image, model, **_options(opts))
+        return ast.Predict(image, model, **dict(opts))
 
     def create_model(self, name, path):
         return ast.CreateModel(ast.Name(str(name), _span(name)),
@@ -183,10 +181,6 @@ class _Build(Transformer):
 
     def select(self, tok):
         return ast.Select(str(tok).strip())
-
-
-def _options(opts) -> dict:
-    return dict(opts)
 
 
 def parse(text: str) -> ast.Statement:

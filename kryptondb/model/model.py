@@ -73,11 +73,14 @@ class Model:
         x, be = self.inputs(images), get_backend(backend)
         out = [be.run(self.graph, {self.graph.inputs[0]: x[i:i + batch_size]})[self.graph.output]
                for i in range(0, len(x), batch_size)]
-        scores = np.concatenate(out).reshape(len(x), -1)
-        if self.graph[self.graph.output].op is not Op.SOFTMAX:
-            e = np.exp(scores - scores.max(axis=1, keepdims=True))
-            scores = e / e.sum(axis=1, keepdims=True)
-        return scores
+        return self.probabilities(np.concatenate(out).reshape(len(x), -1))
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """The graph's (N, classes) outputs as probabilities: softmax unless it ends in one."""
+        if self.graph[self.graph.output].op is Op.SOFTMAX:
+            return scores
+        e = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
 
     def top(self, images, k: int = 5, backend: str = "onnxruntime") -> list[list[Prediction]]:
         """The k most probable classes per image, with labels."""

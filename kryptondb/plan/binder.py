@@ -89,7 +89,7 @@ def _positive(binder: Binder, value, what: str, span) -> None:
 
 def plan_occlusion(b: Binder, s: ast.ExplainOcclusion) -> tuple[PlanNode, Options]:
     model = b.model(s.model)
-    path = b.media_path(s.image, "image")
+    b.media_path(s.image, "image")  # the image must exist before anything is planned
     patch, stride = s.patch or DEFAULT_PATCH, s.stride or DEFAULT_STRIDE
     for value, what in ((s.patch, "PATCH"), (s.stride, "STRIDE"), (s.batch, "BATCH"),
                         (s.memory_mb, "MEMORY")):
@@ -109,7 +109,7 @@ def plan_occlusion(b: Binder, s: ast.ExplainOcclusion) -> tuple[PlanNode, Option
     base = node("Inference", pre, model=model.name)
     cls = node("ChooseClass", base, target=_target(b, model, s))
     rows, cols = (h - patch) // stride + 1, (w - patch) // stride + 1
-    occ = node("Occlude", pre, patch=patch, stride=stride, fill=_fill_text(fill),
+    occ = node("Occlude", pre, patch=patch, stride=stride, fill=fill.text,
                positions=f"{rows}x{cols}")
     prob = node("ClassProbability", node("Inference", occ, model=model.name), cls)
     root = node("Heatmap", prob, base, cls, rows=rows, cols=cols)
@@ -132,10 +132,6 @@ def _target(b: Binder, model, s: ast.ExplainOcclusion):
     close = [lab for lab in model.labels or () if t.lower() in lab.lower()][:8]
     raise b.fail(f"no class labelled {t!r} in {model.name}", s.span,
                  tuple(close) or ("a class id",))
-
-
-def _fill_text(fill: ast.Fill) -> str:
-    return f"{fill.value:g}" if fill.kind == "constant" else fill.kind
 
 
 def _shape(shape) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from kryptondb.plan.nodes import PlanNode, transform
 
@@ -27,12 +26,10 @@ def item_bytes(graph) -> int:
 def incremental_item_bytes(graph, patch: int) -> int:
     """One position in an incremental scan: the largest read-in context plus new region, and
     the full maps handed to the global part of the network."""
-    from kryptondb.ivm.cost import patch_regions, prefix
+    from kryptondb.ivm.cost import centre_regions, prefix
     from kryptondb.ivm.regions import fix
 
-    _, h, w = graph.input_shape
-    corner = np.array([[(h - patch) // 2, (w - patch) // 2]])
-    regions = patch_regions(graph, corner, patch)
+    regions = centre_regions(graph, patch)
     largest = 0
     for name, r in regions.items():
         f = fix(r, graph[name].shape)

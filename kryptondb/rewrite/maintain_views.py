@@ -29,7 +29,7 @@ def maintain_views(plan: PlanNode, ctx) -> PlanNode:
 
         pre, cls = n.children
         model = n.arg("model")
-        cost = theoretical(ctx.model(model).graph, n.arg("patch"), n.arg("stride"))
+        cost = theoretical(ctx.model(model).graph, n.arg("patch"))
         if ctx.options.incremental is None and cost.speedup < MIN_SPEEDUP:
             return n.with_args(theoretical_speedup=round(cost.speedup, 2),
                                why=f"theoretical speedup below {MIN_SPEEDUP:g}")
