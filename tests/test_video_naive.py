@@ -1,0 +1,46 @@
+"""RECOGNIZE OBJECTS runs full inference per decoded frame (the naive plan), and a broken video
+is a clear FileError."""
+
+import av
+import numpy as np
+import pytest
+
+import kryptondb
+from kryptondb.errors import FileError
+from kryptondb.media.video import frames
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("v") / "noise.mp4"
+    out = av.open(str(path), "w")
+    stream = out.add_stream("mpeg4", rate=10)
+    stream.width = stream.height = 64
+    stream.pix_fmt = "yuv420p"
+    for i in range(12):
+        img = (np.random.default_rng(i).random((64, 64, 3)) * 255).astype(np.uint8)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    return path
+
+
+def test_frame_labels_equal_per_frame_inference(video):
+    r = kryptondb.connect().execute(f"RECOGNIZE OBJECTS IN VIDEO '{video}' USING MODEL "
+                                    "mobilenet_v2 TOP 2 FRAMES 2 TO 9 EVERY 3")
+    t = r.to_arrow()
+    assert t.column("frame").to_pylist() == [2, 2, 5, 5, 8, 8]
+    model = kryptondb.load_model("mobilenet_v2")
+    decoded = [img for i, _, img in frames(str(video), 2, 9, 3)]
+    probs = model.predict(decoded)
+    top = np.sort(probs, axis=1)[:, ::-1][:, :2].ravel()
+    np.testing.assert_allclose(np.asarray(t.column("probability")), top, atol=1e-6)
+
+
+def test_broken_video_is_a_clear_error(video, tmp_path):
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes(video.read_bytes()[:300])
+    with pytest.raises(FileError, match="cut.mp4"):
+        kryptondb.connect().execute(f"LOAD VIDEO '{bad}' AS v")
