@@ -59,8 +59,9 @@ class IncrementalPlan:
         self.steps = self._steps()
         self.frontier = [n for n in self.incremental
                          if n in self._used_outside() or n in graph.outputs]
-        rest = [n.name for n in graph.nodes if n.name not in self.incremental]
-        self.suffix = graph.segment(rest, graph.outputs) if rest else None
+        rest = tuple(n.name for n in graph.nodes if n.name not in self.incremental)
+        self.suffix = self._cached(("suffix", rest),
+                                   lambda: graph.segment(list(rest), graph.outputs)) if rest else None
 
     def _unsaturated(self, graph: Graph) -> set[str]:
         """Layers worth maintaining: from the first layer whose recomputed region covers nearly
@@ -133,12 +134,17 @@ class IncrementalPlan:
         return PaddedView(d.astype(np.float32), (0, 0, 0, 0), 1.0)
 
     def _segment(self, chain: list[Node], shapes) -> Graph:
-        """The per-layer graph, shared by every plan on the same model and context shapes, so
-        backends compile it once (onnxruntime sessions are cached per graph object)."""
-        per_model = _SEGMENTS.setdefault(self.graph, {})
+        """The per-layer graph for a fused chain reading contexts of the given shapes."""
         key = (tuple(n.name for n in chain), tuple(shapes))
+        return self._cached(key, lambda: self._build_segment(chain, shapes))
+
+    def _cached(self, key, build) -> Graph:
+        """Segments (per-layer graphs and the global suffix) are shared by every plan on the same
+        model, so a backend compiles each once: a new suffix session for VGG16 re-exports and
+        re-loads its 500 MB of classifier weights (seconds per query)."""
+        per_model = _SEGMENTS.setdefault(self.graph, {})
         if key not in per_model:
-            per_model[key] = self._build_segment(chain, shapes)
+            per_model[key] = build()
         return per_model[key]
 
     def _build_segment(self, chain: list[Node], shapes) -> Graph:
