@@ -41,6 +41,7 @@ class Connection:
         self.db = Database(os.fspath(path) if path is not None else None)
         self.progress = progress
         self._ctx_models: dict = {}
+        self._memo: dict = {}  # exact heatmaps of this session, to score approximate ones
 
     def execute(self, text: str) -> Result:
         """Run one statement (or several separated by ';'; the last one's result is returned)."""
@@ -58,7 +59,11 @@ class Connection:
 
     def plan(self, stmt: ast.Statement, text: str = "") -> Explained:
         logical, options = bind(self.db, stmt, text)
-        ctx = RuleContext(options, self._context(text).model)
+        from functools import partial
+
+        from kryptondb.approx.tuning import lookup
+
+        ctx = RuleContext(options, self._context(text).model, partial(lookup, self.db))
         rewritten, steps = rewrite(logical, ctx)
         return Explained(logical, rewritten, tuple(r for r, _ in steps), steps, lower(rewritten))
 
@@ -76,10 +81,11 @@ class Connection:
         return Result("plan", message=body, plan=explained, extra={"format": stmt.format})
 
     def _context(self, text: str, analyze: bool = False) -> ExecContext:
-        return ExecContext(self.db, text, analyze, self.progress, self._ctx_models)
+        return ExecContext(self.db, text, analyze, self.progress, self._ctx_models, self._memo)
 
     def close(self) -> None:
         self._ctx_models.clear()
+        self._memo.clear()
 
     def __enter__(self):
         return self
@@ -100,6 +106,12 @@ def _result(value, explained: Explained) -> Result:
         msg = (f"heatmap {value.probability.shape[0]}x{value.probability.shape[1]} for class "
                f"{value.class_id} ({value.label!r}, p={value.base_probability:.3f}); "
                f"largest drop {float(value.drop.max()):.3f}")
+        if value.approximate:
+            settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                 for k, v in value.approximate.items())
+            msg += f"\napproximate ({settings})"
+            msg += f"; SSIM {value.ssim:.3f} against the exact heatmap" if value.ssim is not None \
+                else "; no exact heatmap at hand to score it against"
         return Result("heatmap", table=value.to_arrow(), heatmap=value, message=msg,
                       plan=explained)
     return Result("table", table=value, plan=explained)

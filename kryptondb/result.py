@@ -23,6 +23,8 @@ class Heatmap:
     stride: int
     image: np.ndarray  # (H, W, 3) in [0, 1]: the model's input, for overlays
     model: str = ""
+    approximate: dict | None = None  # tau, drill-down, predicted SSIM ... of an approximate plan
+    ssim: float | None = None  # against the exact heatmap, when one was at hand
 
     @property
     def drop(self) -> np.ndarray:
@@ -33,7 +35,8 @@ class Heatmap:
         ii, jj = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         meta = {"kind": "heatmap", "rows": rows, "cols": cols, "patch": self.patch,
                 "stride": self.stride, "class_id": self.class_id, "label": self.label,
-                "base_probability": self.base_probability, "model": self.model}
+                "base_probability": self.base_probability, "model": self.model,
+                "approximate": self.approximate, "ssim": self.ssim}
         table = pa.table({
             "y": pa.array((ii * self.stride).ravel(), pa.int32()),
             "x": pa.array((jj * self.stride).ravel(), pa.int32()),

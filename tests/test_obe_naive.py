@@ -23,14 +23,19 @@ def _tiny_graph():
     return b.build(b.softmax(b.linear(x, "fc", 10)))
 
 
-@pytest.fixture(scope="module")
-def con(tmp_path_factory):
-    path = tmp_path_factory.mktemp("m") / "tiny.onnx"
+def tiny_connection(folder, db=None):
+    """A connection with the tiny model registered as ``tiny`` and the bundled image as ``cat``."""
+    path = folder / "tiny.onnx"
     path.write_bytes(to_onnx(_tiny_graph()).SerializeToString())
-    c = kryptondb.connect()
+    c = kryptondb.connect(db)
     c.execute(f"CREATE MODEL tiny FROM '{path}'")
     c.execute(f"LOAD IMAGE '{kryptondb.bundled_image()}' AS cat")
     return c
+
+
+@pytest.fixture(scope="module")
+def con(tmp_path_factory):
+    return tiny_connection(tmp_path_factory.mktemp("m"))
 
 
 def _hand_loop(model, x, cls, patch, stride, fill_pixel, backend):

@@ -39,6 +39,23 @@ def load_media(node, inputs, ctx) -> Result:
     return Result("message", message=f"loaded {kind} {name} ({size}) from {path}")
 
 
+def tune(node, inputs, ctx) -> Result:
+    """Tune approximate occlusion for a model on sample images; the result is a catalog table."""
+    from kryptondb.approx.tuning import table_name, tune as run_tuning
+
+    images = node.arg("images").split("\n")
+    t = run_tuning(ctx.db, node.arg("model"), images, node.arg("patch"), node.arg("stride"),
+                   node.arg("fill"), progress=ctx.progress)
+    name = table_name(t.model, t.patch, t.stride)
+    lines = [f"tuned {t.model} at patch {t.patch}, stride {t.stride} on {len(images)} image(s); "
+             f"stored as table {name}"]
+    for q in (0.95, 0.9, 0.8):
+        c = t.for_ssim(q)
+        lines.append(f"  SSIM >= {q:g}: {c.why}")
+    node.stats.update(rows=len(images))
+    return Result("message", message="\n".join(lines))
+
+
 def show_catalog(node, inputs, ctx) -> Result:
     return Result("table", table=catalog_relation(ctx.db, node.arg("what")))
 

@@ -21,6 +21,7 @@ class ExecContext:
     analyze: bool = False
     progress: Callable | None = None  # (total, label) -> bar with update(n) and close()
     models: dict = field(default_factory=dict)
+    memo: dict = field(default_factory=dict)  # exact occlusion maps by query key (this session)
 
     def model(self, name: str):
         if name not in self.models:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
@@ -113,6 +113,8 @@ class Scan:
     patch: int
     stride: int
     x: np.ndarray  # the unoccluded input (1, C, H, W)
+    approximate: dict | None = None
+    ssim: float | None = None
 
 
 def occlusion_scan(node, inputs, ctx) -> Scan:
@@ -128,7 +130,8 @@ def occlusion_scan(node, inputs, ctx) -> Scan:
     if node.arg("mode") == "incremental":
         out = incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend)
         node.stats.update(rows=grid.count, batches=math.ceil(grid.count / batch))
-        return Scan(out.reshape(grid.rows, grid.cols), model.name, patch, stride, x)
+        return _remember(node, ctx, Scan(out.reshape(grid.rows, grid.cols), model.name, patch,
+                                         stride, x), cls)
     corners, g = grid.corners(), model.graph
     out = np.empty(grid.count, np.float32)
     bar = ctx.bar(grid.count, f"occlusion {grid.rows}x{grid.cols}")
@@ -142,7 +145,32 @@ def occlusion_scan(node, inputs, ctx) -> Scan:
         bar.close()
     node.stats.update(flops=model_flops(model) * grid.count, rows=grid.count,
                       batches=math.ceil(grid.count / batch), bytes=grid.count * x[0].nbytes)
-    return Scan(out.reshape(grid.rows, grid.cols), model.name, patch, stride, x)
+    return _remember(node, ctx, Scan(out.reshape(grid.rows, grid.cols), model.name, patch, stride,
+                                     x), cls)
+
+
+APPROXIMATE_ARGS = ("tau", "drilldown", "coarse_stride", "predicted_ssim")
+
+
+def _remember(node, ctx, scan: Scan, cls: int) -> Scan:
+    """Exact maps are kept for the session; an approximate one is scored (SSIM) against the
+    exact map of the same query when there is one."""
+    import hashlib
+
+    key = (scan.model, hashlib.sha1(scan.x.tobytes()).hexdigest(), scan.patch, scan.stride,
+           node.arg("fill"), cls)
+    settings = {k: node.arg(k) for k in APPROXIMATE_ARGS if node.arg(k) is not None}
+    if not settings:
+        ctx.memo[key] = scan.probability
+        return scan
+    exact = ctx.memo.get(key)
+    score = None
+    if exact is not None:
+        from kryptondb.approx.quality import ssim
+
+        score = ssim(exact, scan.probability)
+        node.stats.update(ssim=score)
+    return replace(scan, approximate=settings, ssim=score)
 
 
 
@@ -169,28 +197,56 @@ def materialize_views(node, inputs, ctx) -> dict:
 
 
 def incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend) -> np.ndarray:
-    """Every position through incremental inference over the materialized views."""
+    """Every position through incremental inference over the materialized views; with a
+    projective field threshold (tau) each layer's recomputed region is capped; with drill-down,
+    a coarse stage over the whole map and the requested stride only where drops are largest."""
+    from kryptondb.approx import drilldown as D
+    from kryptondb.obe.occlusion import Grid
+
+    stats: dict = {}
+
+    def scan(corners, label):
+        return _incremental_positions(node, ctx, inputs[2], corners, grid.patch, cls, model,
+                                      fill_x, backend, stats, label)
+
+    ratio, coarse = node.arg("drilldown"), node.arg("coarse_stride")
+    if ratio is None:
+        out = scan(grid.corners(), f"occlusion {grid.rows}x{grid.cols}")
+        computed = grid.count
+    else:
+        first = Grid(grid.height, grid.width, grid.patch, coarse)
+        rough = scan(first.corners(), f"drill-down stage 1: {first.rows}x{first.cols}")
+        fine = grid.corners()
+        out = D.upsample(rough.reshape(first.rows, first.cols), coarse, fine)
+        pick = D.select(out, ratio)
+        out[pick] = scan(fine[pick], f"drill-down stage 2: {len(pick)} of {grid.count}")
+        computed = first.count + len(pick)
+        node.stats.update(stage1=first.count, stage2=len(pick))
+    node.stats.update(gather_s=stats.get("gather_s", 0.0), compute_s=stats.get("compute_s", 0.0),
+                      flops=int(node.arg("flops_incremental") or 0) * computed)
+    return out
+
+
+def _incremental_positions(node, ctx, views, corners, patch, cls, model, fill_x, backend,
+                           stats, label) -> np.ndarray:
     from kryptondb.ivm.gather import PaddedView, gather
     from kryptondb.ivm.incremental import IncrementalPlan
 
-    views = inputs[2]
-    corners, patch, batch = grid.corners(), grid.patch, node.arg("batch")
-    plan = IncrementalPlan(model.graph, corners, patch, views)
-    out = np.empty(grid.count, np.float32)
-    stats: dict = {}
+    batch = node.arg("batch")
+    plan = IncrementalPlan(model.graph, corners, patch, views, node.arg("tau"))
+    out = np.empty(len(corners), np.float32)
     fills = PaddedView(fill_x, (0, 0, 0, 0), 0.0)
-    bar = ctx.bar(grid.count, f"occlusion {grid.rows}x{grid.cols} (incremental)")
+    bar = ctx.bar(len(corners), label + (" (incremental)" if node.arg("tau") is None else
+                                         f" (tau {node.arg('tau'):g})"))
     try:
-        for s in range(0, grid.count, batch):
-            idx = np.arange(s, min(s + batch, grid.count))
+        for s in range(0, len(corners), batch):
+            idx = np.arange(s, min(s + batch, len(corners)))
             pv = gather(fills, corners[idx, 0], corners[idx, 1], patch, patch)
             res = plan.run(idx, pv, backend, stats)
             out[idx] = model.probabilities(res.reshape(len(idx), -1))[:, cls]
             bar.update(len(idx))
     finally:
         bar.close()
-    node.stats.update(gather_s=stats.get("gather_s", 0.0), compute_s=stats.get("compute_s", 0.0),
-                      flops=int(node.arg("flops_incremental") or 0) * grid.count)
     return out
 
 
@@ -199,7 +255,8 @@ def heatmap(node, inputs, ctx) -> Heatmap:
     model = ctx.model(scan.model)
     node.stats.update(rows=scan.probability.size)
     return Heatmap(scan.probability, float(base[0, cls]), cls, model.label(cls), scan.patch,
-                   scan.stride, display_image(scan.x[0], model.preprocess), model.name)
+                   scan.stride, display_image(scan.x[0], model.preprocess), model.name,
+                   scan.approximate, scan.ssim)
 
 
 def display_image(x: np.ndarray, pre) -> np.ndarray:
@@ -281,6 +338,7 @@ def _operators() -> dict:
         "Heatmap": heatmap, "TopK": top_k,
         "FrameLabels": frame_labels, "StoreTable": store,
         "CreateModel": c.create_model, "LoadMedia": c.load_media, "ShowCatalog": c.show_catalog,
+        "Tune": c.tune,
         "DescribeModel": c.describe_model, "Drop": c.drop, "Sql": c.sql,
     }
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kryptondb.ivm.regions import Interval, Region, fix, node_region
+from kryptondb.ivm.regions import Interval, Region, cap, fix, node_region
 from kryptondb.model.ir import Graph, Op
 from kryptondb.model.shapes import node_flops
 
@@ -24,8 +24,10 @@ def prefix(graph: Graph) -> list[str]:
     return [n.name for n in graph.nodes if n.name in ok]
 
 
-def patch_regions(graph: Graph, corners: np.ndarray, patch: int) -> dict[str, Region]:
-    """Tight changed region of every incremental node, for patches at ``corners`` (n, 2)."""
+def patch_regions(graph: Graph, corners: np.ndarray, patch: int,
+                  tau: float | None = None) -> dict[str, Region]:
+    """Changed region of every incremental node, for patches at ``corners`` (n, 2): tight, or
+    capped at ``tau`` of each map (projective field thresholding, approximate)."""
     names = prefix(graph)
     y, x = corners[:, 0].astype(np.int64), corners[:, 1].astype(np.int64)
     regions = {graph.inputs[0]: Region(Interval(y, y + patch), Interval(x, x + patch))}
@@ -33,14 +35,14 @@ def patch_regions(graph: Graph, corners: np.ndarray, patch: int) -> dict[str, Re
         n = graph[name]
         if n.op is Op.INPUT:
             continue
-        regions[name] = node_region(n, [regions[i] for i in n.inputs], n.shape)
+        regions[name] = cap(node_region(n, [regions[i] for i in n.inputs], n.shape), n.shape, tau)
     return regions
 
 
-def centre_regions(graph: Graph, patch: int) -> dict[str, Region]:
+def centre_regions(graph: Graph, patch: int, tau: float | None = None) -> dict[str, Region]:
     """Changed regions for the patch at the centre of the input (the cost model's worst case)."""
     _, h, w = graph.input_shape
-    return patch_regions(graph, np.array([[(h - patch) // 2, (w - patch) // 2]]), patch)
+    return patch_regions(graph, np.array([[(h - patch) // 2, (w - patch) // 2]]), patch, tau)
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,14 @@ class Cost:
         return self.full_flops / max(1, self.incremental_flops)
 
 
-def theoretical(graph: Graph, patch: int) -> Cost:
-    """FLOPs per position with the patch at the centre (the worst case), full vs incremental.
+def theoretical(graph: Graph, patch: int, tau: float | None = None) -> Cost:
+    """FLOPs per position with the patch at the centre (the worst case), full vs incremental
+    (with projective field threshold ``tau`` when given).
 
     Each incremental layer pays its FLOPs scaled by the share of its output map it recomputes;
     layers from the first global one on run in full on every position.
     """
-    regions = centre_regions(graph, patch)
+    regions = centre_regions(graph, patch, tau)
     full = incr = 0
     for n in graph.nodes:
         f = node_flops(n, [graph[i].shape for i in n.inputs], graph.weights)

@@ -50,11 +50,12 @@ class Step:
 
 class IncrementalPlan:
     def __init__(self, graph: Graph, corners: np.ndarray, patch: int,
-                 views: dict[str, np.ndarray]):
-        self.graph, self.patch, self.corners = graph, patch, corners
+                 views: dict[str, np.ndarray], tau: float | None = None):
+        """``tau``: projective field threshold (approximate); None recomputes every change."""
+        self.graph, self.patch, self.corners, self.tau = graph, patch, corners, tau
         self.views = views
-        tight = patch_regions(graph, corners, patch)
-        self.regions = {k: fix(r, graph[k].shape) for k, r in tight.items()}
+        changed = patch_regions(graph, corners, patch, tau)
+        self.regions = {k: fix(r, graph[k].shape) for k, r in changed.items()}
         self.incremental = self._unsaturated(graph)
         self.steps = self._steps()
         self.frontier = [n for n in self.incremental

@@ -79,6 +79,22 @@ def node_region(node: Node, inputs: list[Region], out_shape) -> Region | None:
     return out
 
 
+def cap_axis(iv: Interval, size: int, tau: float) -> Interval:
+    """Projective field thresholding on one axis: an interval wider than round(tau * size) is
+    narrowed to that width, keeping its centre (changes outside it are dropped: approximate)."""
+    limit = max(1, int(round(tau * size)))
+    width = iv.width
+    lo = np.where(width > limit, iv.lo + (width - limit) // 2, iv.lo)
+    return Interval(lo, np.where(width > limit, lo + limit, iv.hi))
+
+
+def cap(region: Region, out_shape, tau: float | None) -> Region:
+    """The region a layer recomputes under projective field threshold ``tau`` (None or 1: all)."""
+    if tau is None or tau >= 1:
+        return region
+    return Region(cap_axis(region.rows, out_shape[1], tau), cap_axis(region.cols, out_shape[2], tau))
+
+
 @dataclass(frozen=True)
 class FixedRegion:
     """One size for all queries of a layer, and per-query starts that contain the tight region."""

@@ -32,11 +32,21 @@ class Name:
 
 @dataclass(frozen=True, slots=True)
 class Approximate:
+    """APPROXIMATE [TAU t] [DRILLDOWN r [TARGET s]] [WITH SSIM >= q] [WITHIN n SECONDS]."""
+
     tau: float | None = None
     drilldown: float | None = None
     target: float | None = None
     ssim: float | None = None
     within: float | None = None
+    spans: dict = field(default_factory=dict, compare=False)  # option -> Span, for errors
+    span: Span = field(default_factory=Span, compare=False)
+
+    @property
+    def wants_target(self) -> bool:
+        """Settings come from a target (WITH SSIM, WITHIN, or a bare APPROXIMATE = SSIM 0.9)."""
+        return self.ssim is not None or self.within is not None or (
+            self.tau is None and self.drilldown is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +147,17 @@ class Drop(Statement):
     kind: str  # model | image | video | view | table
     name: Name
     if_exists: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tune(Statement):
+    """TUNE MODEL m [PATCH p] [STRIDE s] [FILL f] ON IMAGES 'a.jpg', img2, 'dir/*.png'."""
+
+    model: Name
+    images: tuple[Ref, ...]
+    patch: int | None = None
+    stride: int | None = None
+    fill: Fill | None = None
 
 
 @dataclass(frozen=True, slots=True)

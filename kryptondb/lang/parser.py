@@ -32,6 +32,12 @@ def _span(tok) -> ast.Span:
     return ast.Span(tok.line, tok.column, max(1, len(str(tok))), tok.start_pos)
 
 
+def _meta_span(meta) -> ast.Span:
+    if getattr(meta, "empty", True):
+        return ast.Span()
+    return ast.Span(meta.line, meta.column, max(1, meta.end_pos - meta.start_pos), meta.start_pos)
+
+
 def _unquote(tok: Token) -> str:
     s = str(tok)
     q = s[0]
@@ -91,26 +97,33 @@ class _Build(Transformer):
     def incremental(self):
         return ("incremental", True)
 
-    def approximate(self, *opts):
-        kw: dict = {}
-        for key, value in opts:
+    @v_args(meta=True)
+    def approximate(self, meta, opts):
+        kw: dict = {"spans": {}}
+        for key, value, span in opts:
             if key == "drilldown":
                 kw["drilldown"], kw["target"] = value
             else:
                 kw[key] = value
-        return ("approximate", ast.Approximate(**kw))
+            kw["spans"][key] = span
+        return ("approximate", ast.Approximate(**kw, span=_meta_span(meta)))
 
-    def tau(self, v):
-        return ("tau", float(v))
+    @v_args(meta=True)
+    def tau(self, meta, v):
+        return ("tau", float(v[0]), _meta_span(meta))
 
-    def drilldown(self, r, target=None):
-        return ("drilldown", (float(r), None if target is None else float(target)))
+    @v_args(meta=True)
+    def drilldown(self, meta, v):
+        target = float(v[1]) if len(v) > 1 else None
+        return ("drilldown", (float(v[0]), target), _meta_span(meta))
 
-    def ssim(self, v):
-        return ("ssim", float(v))
+    @v_args(meta=True)
+    def ssim(self, meta, v):
+        return ("ssim", float(v[0]), _meta_span(meta))
 
-    def within(self, v, *_):
-        return ("within", float(v))
+    @v_args(meta=True)
+    def within(self, meta, v):
+        return ("within", float(v[0]), _meta_span(meta))
 
     def batch(self, tok):
         return ("batch", int(tok))
@@ -145,6 +158,15 @@ class _Build(Transformer):
 
     def predict(self, image, model, *opts):
         return ast.Predict(image, model, **dict(opts))
+
+    def tune_image(self, tok):
+        return ast.Ref(_unquote(tok) if tok.type == "STRING" else str(tok), tok.type == "STRING",
+                       _span(tok))
+
+    def tune(self, name, *rest):
+        opts = dict(r for r in rest if isinstance(r, tuple))
+        images = tuple(r for r in rest if isinstance(r, ast.Ref))
+        return ast.Tune(ast.Name(str(name), _span(name)), images, **opts)
 
     def create_model(self, name, path):
         return ast.CreateModel(ast.Name(str(name), _span(name)),

@@ -28,6 +28,7 @@ class Options:
     memory_mb: int = DEFAULT_MEMORY_MB
     batch: int | None = None
     incremental: bool | None = None  # NAIVE: False, INCREMENTAL: True, None: cost model decides
+    approximate: ast.Approximate | None = None  # validated settings of APPROXIMATE
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Binder:
             backend = DEVICES[device.value]
         memory = getattr(stmt, "memory_mb", None) or DEFAULT_MEMORY_MB
         return Options(backend, memory, getattr(stmt, "batch", None),
-                       getattr(stmt, "incremental", None))
+                       getattr(stmt, "incremental", None), getattr(stmt, "approximate", None))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,8 +99,7 @@ def plan_occlusion(b: Binder, s: ast.ExplainOcclusion) -> tuple[PlanNode, Option
     if patch > min(h, w):
         raise b.fail(f"PATCH {patch} is larger than the model's {h}x{w} input", s.span)
     if s.approximate is not None:
-        raise b.fail("APPROXIMATE occlusion is not available yet; use EXACT (the default)",
-                     s.span)
+        _check_approximate(b, s, model.name, patch, stride, min(h, w))
     fill = s.fill or ast.Fill()
     if fill.kind not in ("constant", "gray", "black", "mean", "blur"):
         raise b.fail(f"unknown FILL {fill.kind.upper()!r}", s.span,
@@ -114,6 +114,49 @@ def plan_occlusion(b: Binder, s: ast.ExplainOcclusion) -> tuple[PlanNode, Option
     prob = node("ClassProbability", node("Inference", occ, model=model.name), cls)
     root = node("Heatmap", prob, base, cls, rows=rows, cols=cols)
     return _into(b, s, root), b.options(s)
+
+
+def _check_approximate(b: Binder, s: ast.ExplainOcclusion, model: str, patch: int,
+                       stride: int, side: int) -> None:
+    """Valid ranges for every approximate setting, and a tuning to read for accuracy targets."""
+    from kryptondb.approx import drilldown as D
+    from kryptondb.approx.tuning import lookup
+
+    a = s.approximate
+    where = a.spans.get
+    if s.incremental is False:
+        raise b.fail("NAIVE and APPROXIMATE exclude each other (approximate plans are "
+                     "incremental)", a.span)
+    if a.tau is not None and not 0 < a.tau <= 1:
+        raise b.fail(f"TAU must be in (0, 1], got {a.tau:g}", where("tau"))
+    if a.drilldown is not None:
+        if not 0 < a.drilldown < 1:
+            raise b.fail(f"DRILLDOWN fraction must be in (0, 1), got {a.drilldown:g}",
+                         where("drilldown"))
+        bound = 1 / a.drilldown
+        if a.target is not None and not 1 <= a.target < bound:
+            raise b.fail(f"TARGET speedup must be in [1, {bound:g}) for DRILLDOWN "
+                         f"{a.drilldown:g} (drill-down speedup stays below 1/r), got "
+                         f"{a.target:g}", where("drilldown"))
+        if D.coarse_stride(stride, a.drilldown, a.target or D.default_target(a.drilldown)) \
+                > side - patch:
+            raise b.fail("DRILLDOWN: the first stage's stride leaves a single position; use a "
+                         "smaller TARGET or a smaller PATCH", where("drilldown"))
+    if a.ssim is not None and not 0 < a.ssim <= 1:
+        raise b.fail(f"SSIM target must be in (0, 1], got {a.ssim:g}", where("ssim"))
+    if a.within is not None and a.within <= 0:
+        raise b.fail(f"WITHIN needs a positive number of seconds, got {a.within:g}",
+                     where("within"))
+    if a.tau is not None and (a.ssim is not None or a.within is not None):
+        raise b.fail("give either TAU or an accuracy/time target (WITH SSIM, WITHIN), not both: "
+                     "the planner picks tau for a target", where("tau"))
+    if a.ssim is not None and a.within is not None:
+        raise b.fail("give either WITH SSIM or WITHIN, not both", where("within"))
+    if a.wants_target and lookup(b.db, model, patch, stride) is None:
+        goal = "WITHIN" if a.within is not None else "an SSIM target"
+        raise b.fail(f"{goal} needs a tuning of {model} at PATCH {patch} STRIDE {stride}, and "
+                     f"there is none: run TUNE MODEL {model} PATCH {patch} STRIDE {stride} ON "
+                     "IMAGES '<image files>' first, or give TAU", a.span)
 
 
 def _target(b: Binder, model, s: ast.ExplainOcclusion):
@@ -180,6 +223,28 @@ def plan_recognize(b: Binder, s: ast.RecognizeObjects) -> tuple[PlanNode, Option
     return _into(b, s, node("FrameLabels", top)), b.options(s)
 
 
+def plan_tune(b: Binder, s: ast.Tune) -> tuple[PlanNode, Options]:
+    """TUNE: image references resolve now (catalog names, files, globs), so a typo fails here."""
+    import glob
+
+    model = b.model(s.model)
+    for value, what in ((s.patch, "PATCH"), (s.stride, "STRIDE")):
+        _positive(b, value, what, s.span)
+    paths: list[str] = []
+    for ref in s.images:
+        if ref.quoted and any(c in ref.value for c in "*?["):
+            found = sorted(glob.glob(os.path.expanduser(ref.value)))
+            if not found:
+                raise b.fail(f"no image file matches {ref.value!r}", ref.span)
+            paths += [os.path.abspath(f) for f in found]
+        else:
+            paths.append(b.media_path(ref, "image"))
+    fill = s.fill or ast.Fill()
+    return node("Tune", model=model.name, patch=s.patch or DEFAULT_PATCH,
+                stride=s.stride or DEFAULT_STRIDE, fill=fill.text,
+                images="\n".join(paths)), b.options(s)
+
+
 def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
     if isinstance(s, ast.CreateModel):
         return node("CreateModel", name=s.name.value, path=s.path.value), Options()
@@ -214,6 +279,8 @@ def bind(db, stmt: ast.Statement, text: str = "") -> tuple[PlanNode, Options]:
     b = Binder(db, text)
     if isinstance(stmt, ast.ExplainOcclusion):
         return plan_occlusion(b, stmt)
+    if isinstance(stmt, ast.Tune):
+        return plan_tune(b, stmt)
     if isinstance(stmt, ast.Predict):
         return plan_predict(b, stmt)
     if isinstance(stmt, ast.RecognizeObjects):

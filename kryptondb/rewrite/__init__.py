@@ -9,22 +9,30 @@ from typing import Callable
 from kryptondb.plan.nodes import PlanNode
 from kryptondb.rewrite.batch_queries import batch_queries
 from kryptondb.rewrite.choose_backend import choose_backend
+from kryptondb.rewrite.drill_down import drill_down
 from kryptondb.rewrite.fuse_occlusion_scan import fuse_occlusion_scan
 from kryptondb.rewrite.maintain_views import maintain_views
+from kryptondb.rewrite.meet_accuracy_target import meet_accuracy_target
+from kryptondb.rewrite.threshold_projective_field import threshold_projective_field
 
 
 @dataclass(frozen=True)
 class RuleContext:
-    """What rules may read besides the plan: statement options and a model resolver."""
+    """What rules may read besides the plan: statement options, a model resolver and the
+    catalog's tunings of approximate settings."""
 
     options: object  # kryptondb.plan.binder.Options
     model: Callable[[str], object]  # name -> kryptondb.Model
+    tuning: Callable[[str, int, int], object] = lambda model, patch, stride: None
 
 
 RULES: tuple[Callable[[PlanNode, RuleContext], PlanNode], ...] = (
     choose_backend,
     fuse_occlusion_scan,
+    meet_accuracy_target,
     maintain_views,
+    threshold_projective_field,
+    drill_down,
     batch_queries,
 )
 

@@ -1,0 +1,181 @@
+"""Tuning projective field thresholding for an accuracy target.
+
+On a sample of images, compute the exact heatmap and approximate ones over a grid of tau (with
+and without drill-down), score each with SSIM against the exact map, and time them. Per setting,
+fit a degree-2 polynomial of SSIM against tau: by default to the 10th percentile of the sample's
+scores at each tau (not the mean), so that about nine images in ten meet the target the fit
+predicts. The result is a table in the catalog, one per (model, patch, stride), that the planner
+reads to pick tau for ``APPROXIMATE WITH SSIM >= q`` or ``APPROXIMATE WITHIN <seconds>``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+TAUS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
+QUANTILE = 0.10  # the fit follows this quantile of the sample's SSIM at each tau
+FINE = np.round(np.arange(0.30, 1.0001, 0.01), 2)  # taus the planner may choose
+
+
+def table_name(model: str, patch: int, stride: int) -> str:
+    return f"tuning_{model}_p{patch}_s{stride}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    tau: float
+    drilldown: bool
+    predicted_ssim: float
+    predicted_seconds: float
+    why: str
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Measured SSIM and seconds per (image, tau, drilldown), and the fits derived from them."""
+
+    model: str
+    patch: int
+    stride: int
+    table: pa.Table  # image, tau, drilldown, ssim, seconds
+    exact_seconds: float
+
+    # -- fits -------------------------------------------------------------------------------
+    def _rows(self, drill: bool):
+        d = self.table.to_pydict()
+        return [(t, s, sec) for t, dd, s, sec in zip(d["tau"], d["drilldown"], d["ssim"],
+                                                      d["seconds"]) if dd == drill]
+
+    def curve(self, drill: bool) -> np.ndarray:
+        """Coefficients (highest power first) of the fitted SSIM(tau)."""
+        rows = self._rows(drill)
+        taus = sorted({t for t, _, _ in rows})
+        q = [float(np.quantile([s for t2, s, _ in rows if t2 == t], QUANTILE)) for t in taus]
+        return np.polyfit(taus, q, deg=min(2, len(taus) - 1))
+
+    def predicted_ssim(self, tau: float, drill: bool) -> float:
+        return float(min(1.0, np.polyval(self.curve(drill), tau)))
+
+    def predicted_seconds(self, tau: float, drill: bool) -> float:
+        """Median measured seconds per heatmap, linearly interpolated over tau."""
+        rows = self._rows(drill)
+        taus = sorted({t for t, _, _ in rows})
+        secs = [statistics.median(sec for t2, _, sec in rows if t2 == t) for t in taus]
+        return float(np.interp(tau, taus, secs))
+
+    # -- choices ----------------------------------------------------------------------------
+    def for_ssim(self, target: float, drill: bool | None = None) -> Choice:
+        """The fastest setting whose fitted SSIM meets ``target`` (the smallest such tau, with
+        or without drill-down, or only as ``drill`` says); exact (tau 1) when none does."""
+        best = None
+        for drill in _drills(drill):
+            ok = [t for t in FINE if self.predicted_ssim(t, drill) >= target]
+            if not ok:
+                continue
+            tau = float(min(ok))
+            c = Choice(tau, drill, self.predicted_ssim(tau, drill),
+                       self.predicted_seconds(tau, drill), "")
+            if best is None or c.predicted_seconds < best.predicted_seconds:
+                best = c
+        if best is None:
+            return Choice(1.0, False, 1.0, self.exact_seconds,
+                          f"no tuned setting is predicted to reach SSIM {target:g}: exact")
+        return _why(best, f"smallest tau predicted to reach SSIM >= {target:g}")
+
+    def for_seconds(self, budget: float, drill: bool | None = None) -> Choice:
+        """The most accurate setting predicted to finish within ``budget`` seconds; the
+        fastest one when none does."""
+        cands = [Choice(float(t), d, self.predicted_ssim(t, d), self.predicted_seconds(t, d), "")
+                 for d in _drills(drill) for t in FINE]
+        fits = [c for c in cands if c.predicted_seconds <= budget]
+        if fits:
+            best = max(fits, key=lambda c: (round(c.predicted_ssim, 4), -c.predicted_seconds))
+            return _why(best, f"most accurate setting predicted within {budget:g} s")
+        best = min(cands, key=lambda c: c.predicted_seconds)
+        return _why(best, f"nothing is predicted within {budget:g} s: the fastest setting")
+
+    # -- storage ----------------------------------------------------------------------------
+    def info(self) -> dict:
+        return {"kind": "tuning", "model": self.model, "patch": self.patch,
+                "stride": self.stride, "exact_seconds": self.exact_seconds,
+                "quantile": QUANTILE}
+
+    @classmethod
+    def from_table(cls, table: pa.Table, info: dict) -> "Tuning":
+        return cls(info["model"], int(info["patch"]), int(info["stride"]),
+                   table.select(["image", "tau", "drilldown", "ssim", "seconds"]),
+                   float(info["exact_seconds"]))
+
+
+def _drills(drill: bool | None) -> tuple[bool, ...]:
+    return (False, True) if drill is None else (drill,)
+
+
+def _why(c: Choice, reason: str) -> Choice:
+    drill = " with drill-down" if c.drilldown else ""
+    return Choice(c.tau, c.drilldown, c.predicted_ssim, c.predicted_seconds,
+                  f"{reason}: tau {c.tau:g}{drill}, predicted SSIM {c.predicted_ssim:.3f}, "
+                  f"predicted {c.predicted_seconds:.1f} s")
+
+
+def lookup(db, model: str, patch: int, stride: int) -> Tuning | None:
+    name = table_name(model, patch, stride)
+    if name not in db.names("table"):
+        return None
+    return Tuning.from_table(db.get_table(name), dict(db.lookup("table", name).info))
+
+
+def tune(db, model: str, images: list[str], patch: int = 16, stride: int = 4,
+         fill: str = "gray", taus=TAUS, progress=None) -> Tuning:
+    """Measure exact vs approximate heatmaps on ``images`` (paths) and store the tuning table in
+    ``db``. Runs in a scratch in-memory database so that no views are left behind."""
+    import kryptondb
+    from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET
+    from kryptondb.approx.quality import ssim
+
+    if not images:
+        raise ValueError("tuning needs at least one image")
+    scratch = kryptondb.connect(progress=progress)
+    registered = db.models()
+    if model in registered:  # the scratch database must resolve the name as ``db`` does
+        e = registered[model]
+        scratch.db.register_model(model, e.source, e.kind)
+    rows = {"image": [], "tau": [], "drilldown": [], "ssim": [], "seconds": []}
+    exact_times = []
+    base = f"USING MODEL {model} PATCH {patch} STRIDE {stride} FILL {fill}"
+
+    for path in images:
+        quoted = "'" + str(path).replace("'", "''") + "'"
+        t = time.perf_counter()
+        exact = scratch.execute(f"EXPLAIN OCCLUSION OF IMAGE {quoted} {base} INCREMENTAL")
+        exact_times.append(time.perf_counter() - t)
+        for tau in taus:
+            for drill in (False, True):
+                rows["image"].append(str(path))
+                rows["tau"].append(float(tau))
+                rows["drilldown"].append(drill)
+                if tau >= 1 and not drill:  # no cap, one stage: the exact plan itself
+                    rows["seconds"].append(exact_times[-1])
+                    rows["ssim"].append(1.0)
+                    continue
+                extra = f" DRILLDOWN {DEFAULT_RATIO} TARGET {DEFAULT_TARGET}" if drill else ""
+                t = time.perf_counter()
+                approx = scratch.execute(f"EXPLAIN OCCLUSION OF IMAGE {quoted} {base} "
+                                         f"APPROXIMATE TAU {tau}{extra}")
+                rows["seconds"].append(time.perf_counter() - t)
+                rows["ssim"].append(ssim(exact.heatmap.probability, approx.heatmap.probability))
+        for view in scratch.db.names("view"):  # one image's views are not needed again
+            scratch.db.drop("view", view)
+    table = pa.table({"image": pa.array(rows["image"], pa.string()),
+                      "tau": pa.array(rows["tau"], pa.float32()),
+                      "drilldown": pa.array(rows["drilldown"], pa.bool_()),
+                      "ssim": pa.array(rows["ssim"], pa.float32()),
+                      "seconds": pa.array(rows["seconds"], pa.float32())})
+    result = Tuning(model, patch, stride, table, float(statistics.median(exact_times)))
+    db.put_table(table_name(model, patch, stride), table, info=result.info())
+    return result
