@@ -95,3 +95,13 @@ def test_smaller_tau_means_fewer_flops():
     assert speedups[0] == theoretical(g, 16).speedup  # tau 1: the exact cost model
     assert all(a <= b for a, b in zip(speedups, speedups[1:])), speedups
     assert speedups[-1] > 2 * speedups[0]
+
+
+def test_tau_04_speedups_match_the_published_ones():
+    """Krypton reports theoretical speedups at patch 16, tau 0.4: VGG16 11.4, ResNet18 7.7,
+    Inception3 8.5 (KRYPTON.md section 3)."""
+    from kryptondb.model import architectures as A
+
+    for name, published in (("vgg16", 11.4), ("resnet18", 7.7), ("inception3", 8.5)):
+        ours = theoretical(getattr(A, name)(), 16, 0.4).speedup
+        assert abs(ours - published) / published < 0.05, (name, ours, published)

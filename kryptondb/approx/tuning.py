@@ -123,6 +123,11 @@ def _why(c: Choice, reason: str) -> Choice:
                   f"predicted {c.predicted_seconds:.1f} s")
 
 
+def speedup(t: "Tuning", c: Choice) -> float:
+    """Predicted speedup of a choice over the exact incremental plan, from measured times."""
+    return t.exact_seconds / max(1e-9, c.predicted_seconds)
+
+
 def lookup(db, model: str, patch: int, stride: int) -> Tuning | None:
     name = table_name(model, patch, stride)
     if name not in db.names("table"):

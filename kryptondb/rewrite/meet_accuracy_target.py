@@ -8,6 +8,7 @@ the most accurate one predicted to fit the time budget, and says why in the plan
 from __future__ import annotations
 
 from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET
+from kryptondb.approx.tuning import speedup
 from kryptondb.plan.nodes import PlanNode, transform
 
 DEFAULT_SSIM = 0.9
@@ -28,7 +29,8 @@ def meet_accuracy_target(plan: PlanNode, ctx) -> PlanNode:
         choice = tuning.for_seconds(a.within, drill) if a.within is not None else \
             tuning.for_ssim(a.ssim if a.ssim is not None else DEFAULT_SSIM, drill)
         args = dict(tau=choice.tau, predicted_ssim=round(choice.predicted_ssim, 3),
-                    predicted_seconds=round(choice.predicted_seconds, 1), why=choice.why)
+                    predicted_seconds=round(choice.predicted_seconds, 1),
+                    predicted_speedup_vs_exact=round(speedup(tuning, choice), 2), why=choice.why)
         if choice.drilldown and a.drilldown is None:
             args.update(drilldown=DEFAULT_RATIO, target=DEFAULT_TARGET)
         return n.with_args(**args)
