@@ -24,6 +24,8 @@ def _args(argv=None):
     p.add_argument("--patch", type=int, default=16)
     p.add_argument("--stride", type=int, default=4)
     p.add_argument("--target", type=float, default=0.9, help="SSIM target q")
+    p.add_argument("--db", default=str(C.RESULTS_DIR / "tuning.kdb"),
+                   help="database the tunings are stored in (bench/obe.py --approximate reads it)")
     p.add_argument("--json", default=str(C.RESULTS_DIR / "tuning.json"))
     return p.parse_args(argv)
 
@@ -31,22 +33,26 @@ def _args(argv=None):
 def main(argv=None) -> int:
     import kryptondb
     from kryptondb.approx import samples
-    from kryptondb.approx.tuning import lookup
+    from kryptondb.approx.tuning import lookup, table_name
 
     args = _args(argv)
     tune_set, miss1 = samples.paths(samples.TUNING)
     held, miss2 = samples.paths(samples.HELD_OUT)
     if miss1 or miss2:
         print(f"missing sample images (apt-get install opencv-doc?): {miss1 + miss2}")
+    store = kryptondb.connect(args.db)  # tunings only: evaluation views stay in memory
     con = kryptondb.connect()
     results, rows = [], []
     for model in args.models:
         C.progress(f"{model}: tuning on {len(tune_set)} images")
         t = time.perf_counter()
         listed = ", ".join("'" + p + "'" for p in tune_set)
-        con.execute(f"TUNE MODEL {model} PATCH {args.patch} STRIDE {args.stride} ON IMAGES {listed}")
+        store.execute(f"TUNE MODEL {model} PATCH {args.patch} STRIDE {args.stride} "
+                      f"ON IMAGES {listed}")
         tune_s = time.perf_counter() - t
-        tuning = lookup(con.db, model, args.patch, args.stride)
+        tuning = lookup(store.db, model, args.patch, args.stride)
+        con.db.put_table(table_name(model, args.patch, args.stride), tuning.table,
+                         info=tuning.info())
         choice = tuning.for_ssim(args.target)
         C.progress(f"{model}: {choice.why}; evaluating on {len(held)} held-out images")
         scores = []
