@@ -1,0 +1,96 @@
+"""Change detection: which pixels of a frame differ from the base frame, grouped into a few
+boxes that incremental inference recomputes.
+
+Differences are measured on the model's input tensor, in pixel units (the normalisation undone),
+so ``THRESHOLD 8/255`` means "eight grey levels on any channel". Threshold 0 marks every pixel
+that differs at all: the exact mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Box:
+    y0: int
+    x0: int
+    y1: int  # exclusive
+    x1: int
+
+    @property
+    def h(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def w(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def area(self) -> int:
+        return self.h * self.w
+
+    def union(self, o: "Box") -> "Box":
+        return Box(min(self.y0, o.y0), min(self.x0, o.x0), max(self.y1, o.y1), max(self.x1, o.x1))
+
+    def gap(self, o: "Box") -> int:
+        """Chebyshev distance between the boxes (0 when they touch or overlap)."""
+        dy = max(0, max(self.y0, o.y0) - min(self.y1, o.y1))
+        dx = max(0, max(self.x0, o.x0) - min(self.x1, o.x1))
+        return max(dy, dx)
+
+
+def changed(x: np.ndarray, base: np.ndarray, threshold: float, std=None) -> np.ndarray:
+    """(H, W) mask of pixels where any channel of ``x`` differs from ``base`` (both C x H x W,
+    normalised model inputs) by more than ``threshold`` pixel units (0: by anything)."""
+    diff = np.abs(x - base)
+    if std is not None and threshold > 0:
+        diff = diff * np.asarray(std, np.float32).reshape(-1, 1, 1)
+    return (diff > threshold).any(axis=0)
+
+
+def boxes(mask: np.ndarray, max_boxes: int = 4, merge_gap: int = 8) -> list[Box]:
+    """Bounding boxes of the changed pixels: connected regions, merged while two are closer
+    than ``merge_gap`` pixels, then (cheapest union first) until at most ``max_boxes`` remain.
+
+    >>> m = np.zeros((32, 32), bool); m[2:4, 2:5] = True; m[20:30, 20:22] = True
+    >>> boxes(m)
+    [Box(y0=2, x0=2, y1=4, x1=5), Box(y0=20, x0=20, y1=30, x1=22)]
+    >>> boxes(m, max_boxes=1)
+    [Box(y0=2, x0=2, y1=30, x1=22)]
+    """
+    from scipy import ndimage
+
+    if not mask.any():
+        return []
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    found = [Box(s[0].start, s[1].start, s[0].stop, s[1].stop)
+             for s in ndimage.find_objects(labels) if s is not None]
+    while len(found) > 1:
+        best = None
+        for i in range(len(found)):
+            for j in range(i + 1, len(found)):
+                a, b = found[i], found[j]
+                cost = a.union(b).area - a.area - b.area
+                close = a.gap(b) < merge_gap
+                key = (not close, cost)
+                if best is None or key < best[0]:
+                    best = (key, i, j)
+        (far, _), i, j = best
+        if far and len(found) <= max_boxes:
+            break
+        merged = found[i].union(found[j])
+        found = [b for k, b in enumerate(found) if k not in (i, j)] + [merged]
+    return sorted(found, key=lambda b: (b.y0, b.x0))
+
+
+def padded(box: Box, height: int, width: int, align: int = 16) -> Box:
+    """The box grown to a multiple of ``align`` per side (so boxes of similar sizes share one
+    batched shape), kept inside the image."""
+    h = min(height, -(-box.h // align) * align)
+    w = min(width, -(-box.w // align) * align)
+    y0 = min(max(0, box.y0 - (h - box.h) // 2), height - h)
+    x0 = min(max(0, box.x0 - (w - box.w) // 2), width - w)
+    return Box(y0, x0, y0 + h, x0 + w)
