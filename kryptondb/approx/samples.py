@@ -15,7 +15,7 @@ TUNING = ("skimage:astronaut.png", "skimage:rocket.jpg", "skimage:motorcycle_lef
           "opencv:basketball1.png")
 HELD_OUT = ("skimage:chelsea.png", "skimage:coffee.png", "opencv:squirrel_cls.jpg",
             "opencv:messi5.jpg", "opencv:fruits.jpg", "opencv:orange.jpg", "opencv:baboon.jpg",
-            "opencv:butterfly.jpg", "opencv:HappyFish.jpg", "opencv:lena.jpg", "opencv:aero3.jpg",
+            "opencv:butterfly.jpg", "opencv:HappyFish.jpg", "opencv:chicky_512.png", "opencv:aero3.jpg",
             "opencv:starry_night.jpg")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
 from typing import Iterator
 
@@ -111,7 +110,7 @@ def incremental_video_inference(node, inputs, ctx):
     (src,) = inputs
     per_item = model_flops(model)
     for frames_meta, x in src:
-        out, stats = ivm.window(x)
+        out, stats = ivm.window(x)  # a window: the decoder's chunk of frames
         probs = model.probabilities(out.reshape(len(x), -1))
         share = sum(st.flops_share for st in stats)
         node.stats["flops"] = node.stats.get("flops", 0) + int(per_item * share)

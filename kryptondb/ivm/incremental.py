@@ -259,10 +259,12 @@ def _merge(head: Node, bufs: list[np.ndarray]) -> np.ndarray:
     return bufs[0]  # Pad: the gathered context is the padded map
 
 
-def base_views(graph: Graph, x: np.ndarray, backend) -> dict[str, np.ndarray]:
-    """The materialized views: every incremental layer's output for the base input (C, H, W)."""
+def base_views(graph: Graph, x: np.ndarray, backend, with_output: bool = False):
+    """The materialized views: every incremental layer's output for the base input (C, H, W);
+    with ``with_output``, (views, the graph's output for x) from the same single pass."""
     names = [n for n in prefix(graph) if graph[n].op is not Op.INPUT]
-    out = backend.run(graph, {graph.inputs[0]: x[None]}, names) if names else {}
-    views = {k: np.ascontiguousarray(v[0]) for k, v in out.items()}
+    want = names + ([graph.output] if with_output and graph.output not in names else [])
+    out = backend.run(graph, {graph.inputs[0]: x[None]}, want) if want else {}
+    views = {k: np.ascontiguousarray(out[k][0]) for k in names}
     views[graph.inputs[0]] = np.ascontiguousarray(x)
-    return views
+    return (views, out[graph.output][0]) if with_output else views

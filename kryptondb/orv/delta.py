@@ -52,8 +52,8 @@ def changed(x: np.ndarray, base: np.ndarray, threshold: float, std=None) -> np.n
 
 
 def boxes(mask: np.ndarray, max_boxes: int = 4, merge_gap: int = 8) -> list[Box]:
-    """Bounding boxes of the changed pixels: connected regions, merged while two are closer
-    than ``merge_gap`` pixels, then (cheapest union first) until at most ``max_boxes`` remain.
+    """Bounding boxes of the changed pixels: regions of changes less than about ``merge_gap``
+    pixels apart, then merged (cheapest union first) until at most ``max_boxes`` remain.
 
     >>> m = np.zeros((32, 32), bool); m[2:4, 2:5] = True; m[20:30, 20:22] = True
     >>> boxes(m)
@@ -61,29 +61,41 @@ def boxes(mask: np.ndarray, max_boxes: int = 4, merge_gap: int = 8) -> list[Box]
     >>> boxes(m, max_boxes=1)
     [Box(y0=2, x0=2, y1=30, x1=22)]
     """
-    from scipy import ndimage
-
     if not mask.any():
         return []
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    found = [Box(s[0].start, s[1].start, s[0].stop, s[1].stop)
-             for s in ndimage.find_objects(labels) if s is not None]
-    while len(found) > 1:
+    cell = max(1, merge_gap)
+    found = _regions(mask, cell)
+    while len(found) > 32:  # scattered noise: coarser cells until a few dozen regions remain
+        cell *= 2
+        found = _regions(mask, cell)
+    while len(found) > max_boxes:  # merge the pair whose union adds the least area
         best = None
         for i in range(len(found)):
             for j in range(i + 1, len(found)):
                 a, b = found[i], found[j]
                 cost = a.union(b).area - a.area - b.area
-                close = a.gap(b) < merge_gap
-                key = (not close, cost)
-                if best is None or key < best[0]:
-                    best = (key, i, j)
-        (far, _), i, j = best
-        if far and len(found) <= max_boxes:
-            break
+                if best is None or cost < best[0]:
+                    best = (cost, i, j)
+        _, i, j = best
         merged = found[i].union(found[j])
         found = [b for k, b in enumerate(found) if k not in (i, j)] + [merged]
     return sorted(found, key=lambda b: (b.y0, b.x0))
+
+
+def _regions(mask: np.ndarray, cell: int) -> list[Box]:
+    """Tight boxes of the changed pixels, one per group of touching ``cell``-pixel cells that
+    hold a change (so changes less than about a cell apart join one box)."""
+    from scipy import ndimage
+
+    h, w = mask.shape
+    gh, gw = -(-h // cell), -(-w // cell)
+    grid = np.zeros((gh * cell, gw * cell), bool)
+    grid[:h, :w] = mask
+    cells = grid.reshape(gh, cell, gw, cell).any(axis=(1, 3))
+    labels, _ = ndimage.label(cells, structure=np.ones((3, 3), bool))
+    pixels = np.repeat(np.repeat(labels, cell, 0), cell, 1)[:h, :w] * mask
+    return [Box(sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
+            for sl in ndimage.find_objects(pixels) if sl is not None]
 
 
 def padded(box: Box, height: int, width: int, align: int = 16) -> Box:

@@ -72,6 +72,16 @@ class VideoIVM:
     stats: dict = field(default_factory=dict)  # gather_s, compute_s
     _speedups: dict = field(default_factory=dict)
 
+    def frames(self, x: np.ndarray, window: int) -> tuple[np.ndarray, list[FrameStat]]:
+        """``window`` at a time: 1 chains every frame to the one before (smallest changes);
+        more batches the boxes of that many frames against one base."""
+        outs, stats = [], []
+        for s in range(0, len(x), max(1, window)):
+            o, st = self.window(x[s:s + max(1, window)])
+            outs.append(o)
+            stats += st
+        return np.concatenate(outs), stats
+
     def window(self, x: np.ndarray) -> tuple[np.ndarray, list[FrameStat]]:
         """Model outputs (n, ...) for frames x (n, C, H, W), and per-frame stats."""
         g = self.model.graph
@@ -87,11 +97,13 @@ class VideoIVM:
             mask = changed(x[i], self.base.x, s.threshold, self._std())
             stats[i].changed = float(mask.mean())
             self.base.since_key += 1
-            due = s.keyframe_every is not None and self.base.since_key >= s.keyframe_every
-            if due or stats[i].changed > s.keyframe_area:
+            if s.keyframe_every is not None and self.base.since_key >= s.keyframe_every:
                 self._flush(x, pending, outs, stats)  # frames before the key frame: old base
                 pending = []
                 self._keyframe(x[i], outs, stats, i)
+                continue
+            if stats[i].changed > s.keyframe_area:  # most of the frame: full inference,
+                pending.append((i, None))            # batched with the window's others
                 continue
             found = boxes(mask, s.max_boxes)
             stats[i].boxes = len(found)
@@ -116,8 +128,7 @@ class VideoIVM:
 
     def _keyframe(self, xi, outs, stats, i):
         g = self.model.graph
-        views = base_views(g, xi, self.backend)
-        out = self.backend.run(g, {g.inputs[0]: xi[None]})[g.output][0]
+        views, out = base_views(g, xi, self.backend, with_output=True)
         self.base = _Base(xi.copy(), views, out)
         outs[i], stats[i].mode, stats[i].flops_share = out, "keyframe", 1.0
 
@@ -139,6 +150,9 @@ class VideoIVM:
         groups: dict[tuple[int, int], list] = {}
         full_frames = []
         for i, found in pending:
+            if found is None:
+                full_frames.append(i)
+                continue
             pads = [padded(b, height, width, self.settings.align) for b in found]
             shape = (max(b.h for b in pads), max(b.w for b in pads))
             stats[i].flops_share = self._share(shape, len(pads))
@@ -159,14 +173,14 @@ class VideoIVM:
             try:
                 res = self._run_group(x, shape, members, outs, last)
             except KeyError:  # a maintained base lacks a view this shape's plan reads
-                self.base.views = base_views(g, self.base.x, self.backend)
+                self.base.views, _ = base_views(g, self.base.x, self.backend, with_output=True)
                 res = self._run_group(x, shape, members, outs, last)
             kept = res if res is not None else kept
         if last in full_frames:  # the base moves to the last frame: its views in full
-            self.base = _Base(x[last].copy(), base_views(g, x[last], self.backend), outs[last],
-                              self.base.since_key)
-        elif kept is not None:
-            self.base = _Base(x[last].copy(), kept, outs[last], self.base.since_key)
+            views, _ = base_views(g, x[last], self.backend, with_output=True)
+            self.base = _Base(x[last].copy(), views, outs[last], self.base.since_key)
+        elif kept is not None:  # the input the views belong to: base pixels + the boxes
+            self.base = _Base(kept[g.inputs[0]], kept, outs[last], self.base.since_key)
 
     def _run_group(self, x, shape, members, outs, last):
         g = self.model.graph
