@@ -95,6 +95,33 @@ def _stream_inference(node, model, backend, src, per_item):
         yield frames_meta, probs
 
 
+def incremental_video_inference(node, inputs, ctx):
+    """Per frame, recompute only what changed since the base frame (kryptondb/orv): yields
+    (frames meta with each frame's FrameStat in place of its picture, probabilities)."""
+    from kryptondb.orv.incremental import Settings, VideoIVM
+
+    model = ctx.model(node.arg("model"))
+    backend = get_backend(node.arg("backend") or "onnxruntime")
+    settings = Settings(threshold=node.arg("threshold") or 0.0, tau=node.arg("tau"),
+                        keyframe_every=node.arg("keyframe_every"),
+                        keyframe_area=node.arg("keyframe_area") or Settings.keyframe_area,
+                        max_boxes=node.arg("max_boxes") or Settings.max_boxes,
+                        agreement=bool(node.arg("agreement")))
+    ivm = VideoIVM(model, backend, settings, stats=node.stats)
+    (src,) = inputs
+    per_item = model_flops(model)
+    for frames_meta, x in src:
+        out, stats = ivm.window(x)  # a window: the decoder's chunk of frames
+        probs = model.probabilities(out.reshape(len(x), -1))
+        share = sum(st.flops_share for st in stats)
+        node.stats["flops"] = node.stats.get("flops", 0) + int(per_item * share)
+        node.stats["rows"] = node.stats.get("rows", 0) + len(x)
+        node.stats["batches"] = node.stats.get("batches", 0) + 1
+        for st in stats:
+            node.stats[st.mode] = node.stats.get(st.mode, 0) + 1
+        yield [(i, t, st) for (i, t, _), st in zip(frames_meta, stats)], probs
+
+
 def pick_class(node, inputs, ctx) -> int:
     (probs,) = inputs
     target = node.arg("target")
@@ -295,12 +322,18 @@ def _topk_rows(probs: np.ndarray, k: int, model) -> list[dict]:
 
 
 def frame_labels(node, inputs, ctx) -> pa.Table:
+    """The relation (frame, timestamp, rank, class, label, probability), plus per-frame stats
+    columns when the frames ran incrementally (changed, boxes, flops_share, mode; agree and
+    max_abs_diff WITH AGREEMENT)."""
+    from kryptondb.orv.incremental import FrameStat
+
     (stream,) = inputs
     cols: dict[str, list] = {"frame": [], "timestamp": [], "rank": [], "class": [], "label": [],
                              "probability": []}
+    extra: dict[str, list] = {}
     bar = ctx.bar(0, "frames")
     for meta, per_frame in stream:
-        for (index, t, _), rows in zip(meta, per_frame):
+        for (index, t, info), rows in zip(meta, per_frame):
             n = len(rows["label"])
             cols["frame"] += [index] * n
             cols["timestamp"] += [t] * n
@@ -308,6 +341,10 @@ def frame_labels(node, inputs, ctx) -> pa.Table:
             cols["class"] += rows["class"].to_pylist()
             cols["label"] += rows["label"]
             cols["probability"] += rows["probability"].to_pylist()
+            if isinstance(info, FrameStat):
+                for key, value in vars(info).items():
+                    if value is not None:
+                        extra.setdefault(key, []).extend([value] * n)
         bar.update(len(meta))
     bar.close()
     table = pa.table({"frame": pa.array(cols["frame"], pa.int32()),
@@ -316,6 +353,9 @@ def frame_labels(node, inputs, ctx) -> pa.Table:
                       "class": pa.array(cols["class"], pa.int32()),
                       "label": pa.array(cols["label"], pa.string()),
                       "probability": pa.array(cols["probability"], pa.float32())})
+    for key, values in extra.items():
+        if len(values) == table.num_rows:
+            table = table.append_column(key, pa.array(values))
     node.stats.update(rows=table.num_rows)
     return table
 
@@ -334,6 +374,7 @@ def _operators() -> dict:
     return {
         "LoadImage": load_image, "VideoScan": video_scan, "Preprocess": preprocess,
         "FullInference": full_inference, "PickClass": pick_class,
+        "IncrementalVideoInference": incremental_video_inference,
         "OcclusionScan": occlusion_scan, "MaterializeViews": materialize_views,
         "Heatmap": heatmap, "TopK": top_k,
         "FrameLabels": frame_labels, "StoreTable": store,

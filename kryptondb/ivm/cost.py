@@ -24,13 +24,15 @@ def prefix(graph: Graph) -> list[str]:
     return [n.name for n in graph.nodes if n.name in ok]
 
 
-def patch_regions(graph: Graph, corners: np.ndarray, patch: int,
+def patch_regions(graph: Graph, corners: np.ndarray, patch: int | tuple[int, int],
                   tau: float | None = None) -> dict[str, Region]:
-    """Changed region of every incremental node, for patches at ``corners`` (n, 2): tight, or
-    capped at ``tau`` of each map (projective field thresholding, approximate)."""
+    """Changed region of every incremental node, for patches (square side, or (height, width)
+    boxes) at ``corners`` (n, 2): tight, or capped at ``tau`` of each map (projective field
+    thresholding, approximate)."""
     names = prefix(graph)
+    ph, pw = (patch, patch) if isinstance(patch, (int, np.integer)) else patch
     y, x = corners[:, 0].astype(np.int64), corners[:, 1].astype(np.int64)
-    regions = {graph.inputs[0]: Region(Interval(y, y + patch), Interval(x, x + patch))}
+    regions = {graph.inputs[0]: Region(Interval(y, y + ph), Interval(x, x + pw))}
     for name in names:
         n = graph[name]
         if n.op is Op.INPUT:
@@ -39,10 +41,12 @@ def patch_regions(graph: Graph, corners: np.ndarray, patch: int,
     return regions
 
 
-def centre_regions(graph: Graph, patch: int, tau: float | None = None) -> dict[str, Region]:
+def centre_regions(graph: Graph, patch: int | tuple[int, int],
+                   tau: float | None = None) -> dict[str, Region]:
     """Changed regions for the patch at the centre of the input (the cost model's worst case)."""
     _, h, w = graph.input_shape
-    return patch_regions(graph, np.array([[(h - patch) // 2, (w - patch) // 2]]), patch, tau)
+    ph, pw = (patch, patch) if isinstance(patch, (int, np.integer)) else patch
+    return patch_regions(graph, np.array([[(h - ph) // 2, (w - pw) // 2]]), (ph, pw), tau)
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class Cost:
         return self.full_flops / max(1, self.incremental_flops)
 
 
-def theoretical(graph: Graph, patch: int, tau: float | None = None) -> Cost:
+def theoretical(graph: Graph, patch: int | tuple[int, int], tau: float | None = None) -> Cost:
     """FLOPs per position with the patch at the centre (the worst case), full vs incremental
     (with projective field threshold ``tau`` when given).
 
@@ -73,3 +77,29 @@ def theoretical(graph: Graph, patch: int, tau: float | None = None) -> Cost:
         elif n.op is not Op.INPUT:
             incr += f
     return Cost(int(full), int(math.ceil(incr)))
+
+
+def boxes_share(graph: Graph, box: tuple[int, int], count: int, tau: float | None = None,
+                saturated: float = 0.85) -> float:
+    """Share of full-inference FLOPs an incremental plan spends on an input with ``count``
+    changed boxes of size ``box`` (the executor's rule: each box recomputes its own region per
+    layer, and from the first layer whose region covers ``saturated`` of its map, the network
+    runs in full)."""
+    regions = centre_regions(graph, box, tau)
+    keep = {graph.inputs[0]}
+    full = incr = 0.0
+    for n in graph.nodes:
+        if n.op is Op.INPUT:
+            continue
+        f = node_flops(n, [graph[i].shape for i in n.inputs], graph.weights)
+        full += f
+        r = regions.get(n.name)
+        if r is not None and all(i in keep for i in n.inputs):
+            fr = fix(r, n.shape)
+            share = fr.h * fr.w / (n.shape[1] * n.shape[2])
+            if share < saturated:
+                keep.add(n.name)
+                incr += f * min(1.0, count * share)
+                continue
+        incr += f
+    return incr / full if full else 1.0

@@ -39,9 +39,11 @@ def margins(view_shape, ys, xs, rh, rw) -> tuple[int, int, int, int]:
 
 def gather(padded: PaddedView, ys: np.ndarray, xs: np.ndarray, rh: int, rw: int,
            new: np.ndarray | None = None, ny: np.ndarray | None = None,
-           nx: np.ndarray | None = None) -> np.ndarray:
+           nx: np.ndarray | None = None, owners: np.ndarray | None = None) -> np.ndarray:
     """(B, C, rh, rw) contexts at starts (ys, xs) in map coordinates, with ``new`` (B, C, h, w)
-    written at (ny, nx) where it falls inside each context."""
+    written at (ny, nx) where it falls inside each context. With ``owners`` (B,), items that
+    share an owner are regions of one input (several changed boxes of one video frame): each
+    context gets the new values of every region of its owner."""
     t, l = padded.margin
     if (ys == ys[0]).all() and (xs == xs[0]).all():  # one window for all (e.g. the whole map)
         win = padded.data[:, ys[0] + t:ys[0] + t + rh, xs[0] + l:xs[0] + l + rw]
@@ -49,16 +51,34 @@ def gather(padded: PaddedView, ys: np.ndarray, xs: np.ndarray, rh: int, rw: int,
     else:
         buf = padded.windows(rh, rw)[ys + t, xs + l]  # one copy: (B, C, rh, rw), contiguous
     if new is not None:
-        overlay(buf, new, ny - ys, nx - xs)
+        if owners is None or len(np.unique(owners)) == len(owners):
+            overlay(buf, new, ny - ys, nx - xs)
+        else:
+            dst, src = pairs(owners)
+            overlay(buf, new, ny[src] - ys[dst], nx[src] - xs[dst], dst, src)
     return buf
 
 
-def overlay(buf: np.ndarray, new: np.ndarray, oy: np.ndarray, ox: np.ndarray) -> None:
-    """Write new[b] at offset (oy[b], ox[b]) into buf[b], clipped to buf's extent."""
+def pairs(owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dst, src) index pairs of items with one owner, each item's own pair last (so where
+    regions overlap, an item keeps its own values; they are equal anyway)."""
+    dst, src = np.nonzero(owners[:, None] == owners[None, :])
+    own = dst == src
+    order = np.lexsort((own, dst))
+    return dst[order], src[order]
+
+
+def overlay(buf: np.ndarray, new: np.ndarray, oy: np.ndarray, ox: np.ndarray,
+            dst: np.ndarray | None = None, src: np.ndarray | None = None) -> None:
+    """Write new[src[k]] at offset (oy[k], ox[k]) into buf[dst[k]] (default: new[b] into
+    buf[b]), clipped to buf's extent."""
     h, w = new.shape[2:]
     rh, rw = buf.shape[2:]
-    for b in range(len(new)):
-        y0, x0 = max(0, oy[b]), max(0, ox[b])
-        y1, x1 = min(rh, oy[b] + h), min(rw, ox[b] + w)
+    n = len(oy)
+    dst = range(n) if dst is None else dst
+    src = range(n) if src is None else src
+    for k, (d, s) in enumerate(zip(dst, src)):
+        y0, x0 = max(0, oy[k]), max(0, ox[k])
+        y1, x1 = min(rh, oy[k] + h), min(rw, ox[k] + w)
         if y1 > y0 and x1 > x0:
-            buf[b, :, y0:y1, x0:x1] = new[b, :, y0 - oy[b]:y1 - oy[b], x0 - ox[b]:x1 - ox[b]]
+            buf[d, :, y0:y1, x0:x1] = new[s, :, y0 - oy[k]:y1 - oy[k], x0 - ox[k]:x1 - ox[k]]

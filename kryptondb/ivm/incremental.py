@@ -49,9 +49,10 @@ class Step:
 
 
 class IncrementalPlan:
-    def __init__(self, graph: Graph, corners: np.ndarray, patch: int,
+    def __init__(self, graph: Graph, corners: np.ndarray, patch: int | tuple[int, int],
                  views: dict[str, np.ndarray], tau: float | None = None):
-        """``tau``: projective field threshold (approximate); None recomputes every change."""
+        """Queries change a ``patch`` (a square side or an (h, w) box) of the input at
+        ``corners``; ``tau``: projective field threshold (approximate), None: exact."""
         self.graph, self.patch, self.corners, self.tau = graph, patch, corners, tau
         self.views = views
         changed = patch_regions(graph, corners, patch, tau)
@@ -165,24 +166,33 @@ class IncrementalPlan:
                            {k: self.graph.weights[k] for k in used})
 
     # -- running ----------------------------------------------------------------------------
-    def run(self, idx: np.ndarray, patch_values: np.ndarray, backend, stats: dict) -> np.ndarray:
-        """Graph output for the queries ``idx`` whose input patches hold ``patch_values``."""
+    def run(self, idx: np.ndarray, patch_values: np.ndarray, backend, stats: dict,
+            owners: np.ndarray | None = None, keep: bool = False):
+        """Graph output for the queries ``idx`` whose input patches hold ``patch_values``.
+
+        ``owners`` (len(idx),): queries with one owner are several changed boxes of one input
+        (a video frame); the output then has one row per owner, in order of first appearance.
+        ``keep``: also return the last owner's maintained views (every layer's new full map).
+        """
         g, segments = self.graph, backend.for_segments()
+        if owners is not None and len(np.unique(owners)) == len(owners):
+            owners = None
         inp = self.regions[g.inputs[0]]
         new = {g.inputs[0]: (patch_values, inp.y[idx], inp.x[idx])}
         for step in self.steps:
-            new[step.name] = self._run_step(step, idx, new, segments, stats)
-        return self._finish(idx, new, backend, stats)
+            new[step.name] = self._run_step(step, idx, new, segments, stats, owners)
+        return self._finish(idx, new, backend, stats, owners, keep)
 
-    def _run_step(self, step: Step, idx, new, backend, stats):
+    def _run_step(self, step: Step, idx, new, backend, stats, owners=None):
         t = time.perf_counter()
         bufs = []
         for src, (rh, rw, ys, xs, pv) in zip(step.inputs, step.contexts):
             vals, ny, nx = new[src]
-            if vals.shape[2:] == (rh, rw) and (ny == ys[idx]).all() and (nx == xs[idx]).all():
+            if owners is None and vals.shape[2:] == (rh, rw) and (ny == ys[idx]).all() and \
+                    (nx == xs[idx]).all():
                 bufs.append(vals)  # the context is exactly the new region: nothing to gather
             else:
-                bufs.append(gather(pv, ys[idx], xs[idx], rh, rw, vals, ny, nx))
+                bufs.append(gather(pv, ys[idx], xs[idx], rh, rw, vals, ny, nx, owners))
         t2 = time.perf_counter()
         stats["gather_s"] = stats.get("gather_s", 0.0) + (t2 - t)
         if step.segment is None:
@@ -197,23 +207,45 @@ class IncrementalPlan:
         stats["compute_s"] = stats.get("compute_s", 0.0) + (time.perf_counter() - t2)
         return out, step.region.y[idx], step.region.x[idx]
 
-    def _finish(self, idx, new, backend, stats) -> np.ndarray:
+    def _full_maps(self, name, new, group, n_groups) -> np.ndarray:
+        """(n_groups, C, H, W): the view of ``name`` with each group's new regions written in."""
+        vals, ny, nx = new[name]
+        full = np.repeat(self.views[name][None], n_groups, axis=0)
+        overlay(full, vals, ny, nx, group, np.arange(len(group)))
+        return full
+
+    def _finish(self, idx, new, backend, stats, owners=None, keep=False):
         t = time.perf_counter()
-        feeds = {}
-        for f in self.frontier:
-            vals, ny, nx = new[f]
-            full = np.repeat(self.views[f][None], len(idx), axis=0)
-            overlay(full, vals, ny, nx)
-            feeds[f] = full
+        if owners is None:
+            group, n_groups = np.arange(len(idx)), len(idx)
+        else:
+            _, first, group = np.unique(owners, return_index=True, return_inverse=True)
+            rank = np.argsort(np.argsort(first))  # groups in order of first appearance
+            group, n_groups = rank[group], len(first)
+        feeds = {f: self._full_maps(f, new, group, n_groups) for f in self.frontier}
         t2 = time.perf_counter()
         stats["gather_s"] = stats.get("gather_s", 0.0) + (t2 - t)
         g = self.graph
+        kept = {}
         if self.suffix is None:
             out = feeds[g.output]
         else:
-            out = backend.run(self.suffix, {k: feeds[k] for k in self.suffix.inputs})[g.output]
+            extra = [n for n in self.views if n in self.suffix
+                     and n not in self.suffix.inputs] if keep else []
+            res = backend.run(self.suffix, {k: feeds[k] for k in self.suffix.inputs},
+                              [g.output, *extra])
+            out = res[g.output]
+            kept = {n: res[n][-1] for n in extra}
         stats["compute_s"] = stats.get("compute_s", 0.0) + (time.perf_counter() - t2)
-        return out
+        if not keep:
+            return out
+        last = group == n_groups - 1
+        for name, (vals, ny, nx) in new.items():
+            full = self.views[name].copy()
+            overlay(full[None], vals[last], ny[last], nx[last], np.zeros(last.sum(), int),
+                    np.arange(last.sum()))
+            kept[name] = full
+        return out, kept
 
 
 def _merge(head: Node, bufs: list[np.ndarray]) -> np.ndarray:
@@ -227,10 +259,12 @@ def _merge(head: Node, bufs: list[np.ndarray]) -> np.ndarray:
     return bufs[0]  # Pad: the gathered context is the padded map
 
 
-def base_views(graph: Graph, x: np.ndarray, backend) -> dict[str, np.ndarray]:
-    """The materialized views: every incremental layer's output for the base input (C, H, W)."""
+def base_views(graph: Graph, x: np.ndarray, backend, with_output: bool = False):
+    """The materialized views: every incremental layer's output for the base input (C, H, W);
+    with ``with_output``, (views, the graph's output for x) from the same single pass."""
     names = [n for n in prefix(graph) if graph[n].op is not Op.INPUT]
-    out = backend.run(graph, {graph.inputs[0]: x[None]}, names) if names else {}
-    views = {k: np.ascontiguousarray(v[0]) for k, v in out.items()}
+    want = names + ([graph.output] if with_output and graph.output not in names else [])
+    out = backend.run(graph, {graph.inputs[0]: x[None]}, want) if want else {}
+    views = {k: np.ascontiguousarray(out[k][0]) for k in names}
     views[graph.inputs[0]] = np.ascontiguousarray(x)
-    return views
+    return (views, out[graph.output][0]) if with_output else views

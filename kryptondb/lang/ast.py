@@ -104,8 +104,13 @@ class RecognizeObjects(Statement):
     top: int | None = None
     frames: tuple[int, int] | None = None
     every: int | None = None
-    threshold: float | None = None
+    threshold: float | None = None  # pixel units in [0, 1]; 0: exact
     approximate: Approximate | None = None
+    incremental: bool | None = None  # NAIVE: False; default: incremental over the last frame
+    keyframe_every: int | None = None
+    keyframe_area: float | None = None
+    max_boxes: int | None = None
+    agreement: bool = False
     device: Name | None = None
     into: Name | None = None
 

@@ -149,6 +149,18 @@ class _Build(Transformer):
     def threshold(self, v):
         return ("threshold", float(v))
 
+    def keyframe_every(self, tok):
+        return ("keyframe_every", int(tok))
+
+    def keyframe_area(self, v):
+        return ("keyframe_area", float(v))
+
+    def max_boxes(self, tok):
+        return ("max_boxes", int(tok))
+
+    def agreement(self):
+        return ("agreement", True)
+
     # -- statements -----------------------------------------------------------------------
     def explain_occlusion(self, image, model, *opts):
         return ast.ExplainOcclusion(image, model, **dict(opts))

@@ -213,14 +213,38 @@ def plan_recognize(b: Binder, s: ast.RecognizeObjects) -> tuple[PlanNode, Option
     _positive(b, s.every, "EVERY", s.span)
     if s.frames is not None and s.frames[1] < s.frames[0]:
         raise b.fail(f"FRAMES {s.frames[0]} TO {s.frames[1]}: the range is empty", s.span)
-    if s.approximate is not None or s.threshold:
-        raise b.fail("approximate video recognition is not available yet", s.span)
     first, last = s.frames or (0, None)
     scan = node("VideoScan", **_scan_args(s.video), first=first, last=last, every=s.every or 1)
     pre = node("Preprocess", scan, model=model.name, shape=_shape(model.input_shape))
-    top = node("TopK", node("Inference", pre, model=model.name), k=s.top or DEFAULT_TOP,
-               model=model.name)
+    inference = node("Inference", pre, model=model.name, **_video_settings(b, s))
+    top = node("TopK", inference, k=s.top or DEFAULT_TOP, model=model.name)
     return _into(b, s, node("FrameLabels", top)), b.options(s)
+
+
+def _video_settings(b: Binder, s: ast.RecognizeObjects) -> dict:
+    """Incremental video settings, checked: what the maintain_video_views rule reads."""
+    a = s.approximate
+    tau = a.tau if a is not None else None
+    if a is not None and (a.drilldown, a.ssim, a.within) != (None, None, None):
+        raise b.fail("video recognition takes APPROXIMATE TAU only", a.span)
+    if tau is not None and not 0 < tau <= 1:
+        raise b.fail(f"TAU must be in (0, 1], got {tau:g}", a.spans.get("tau"))
+    if s.threshold is not None and not 0 <= s.threshold <= 1:
+        raise b.fail(f"THRESHOLD is a pixel difference in [0, 1] (e.g. 0.03 for 8 grey levels), "
+                     f"got {s.threshold:g}", s.span)
+    if s.keyframe_area is not None and not 0 < s.keyframe_area <= 1:
+        raise b.fail(f"KEYFRAME AREA must be a share of the frame in (0, 1], got "
+                     f"{s.keyframe_area:g}", s.span)
+    for value, what in ((s.keyframe_every, "KEYFRAME EVERY"), (s.max_boxes, "BOXES")):
+        _positive(b, value, what, s.span)
+    settings = {"threshold": s.threshold, "tau": tau, "keyframe_every": s.keyframe_every,
+                "keyframe_area": s.keyframe_area, "max_boxes": s.max_boxes,
+                "agreement": s.agreement or None}
+    if s.incremental is False and any(v is not None for k, v in settings.items()
+                                      if k != "agreement"):
+        raise b.fail("NAIVE runs full inference per frame: THRESHOLD, APPROXIMATE, KEYFRAME and "
+                     "BOXES need the incremental plan", s.span)
+    return {k: v for k, v in settings.items() if v is not None}
 
 
 def plan_tune(b: Binder, s: ast.Tune) -> tuple[PlanNode, Options]:

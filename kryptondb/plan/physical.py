@@ -8,7 +8,7 @@ from kryptondb.plan.nodes import Dag, PlanNode, transform
 
 # logical operator -> physical operator (others keep their name)
 PHYSICAL = {"ImageScan": "LoadImage", "Inference": "FullInference", "ChooseClass": "PickClass",
-            "Store": "StoreTable"}
+            "Store": "StoreTable", "VideoIVM": "IncrementalVideoInference"}
 
 
 def lower(plan: PlanNode) -> Dag:

@@ -11,6 +11,7 @@ from kryptondb.rewrite.batch_queries import batch_queries
 from kryptondb.rewrite.choose_backend import choose_backend
 from kryptondb.rewrite.drill_down import drill_down
 from kryptondb.rewrite.fuse_occlusion_scan import fuse_occlusion_scan
+from kryptondb.rewrite.maintain_video_views import maintain_video_views
 from kryptondb.rewrite.maintain_views import maintain_views
 from kryptondb.rewrite.meet_accuracy_target import meet_accuracy_target
 from kryptondb.rewrite.threshold_projective_field import threshold_projective_field
@@ -31,6 +32,7 @@ RULES: tuple[Callable[[PlanNode, RuleContext], PlanNode], ...] = (
     fuse_occlusion_scan,
     meet_accuracy_target,
     maintain_views,
+    maintain_video_views,
     threshold_projective_field,
     drill_down,
     batch_queries,

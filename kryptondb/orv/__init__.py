@@ -1,0 +1,1 @@
+"""Object recognition in video: change detection between frames and incremental re-inference."""

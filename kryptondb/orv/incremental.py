@@ -1,0 +1,218 @@
+"""Incremental re-inference across video frames.
+
+Frames arrive in windows (chunks of the decoded stream). Every frame of a window is compared
+with the window's *base*: the last frame of the previous window, whose materialized views (every
+layer's output) were maintained incrementally. The pixels that changed are grouped into a few
+boxes; each frame recomputes only the regions its boxes reach, layer by layer, over the base's
+views. Frames of a window are independent given the base, so their boxes are batched together:
+frames are grouped by the padded shape of their boxes, and one incremental plan per shape runs
+all of a group's boxes in batched layer calls (several boxes of one frame see each other's new
+values). The last frame's maintained views become the next window's base.
+
+A frame whose boxes would save too little (theoretical speedup below ``MIN_SPEEDUP``) runs as a
+full inference, and so does a key frame (``KEYFRAME EVERY n`` frames since the last one, or when
+the changed area passes ``KEYFRAME AREA f``), whose full views then replace the base; with a
+pixel threshold or tau, key frames bound the drift.
+
+With threshold 0 and no tau, every frame's output equals full inference on its own pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kryptondb.ivm.cost import boxes_share
+from kryptondb.ivm.incremental import SATURATED, IncrementalPlan, base_views
+from kryptondb.orv.delta import Box, boxes, changed, padded
+
+MIN_SPEEDUP = 1.2
+ITEMS_PER_BATCH = 64
+
+
+@dataclass
+class Settings:
+    threshold: float = 0.0          # pixel units; 0: exact
+    tau: float | None = None        # projective field threshold
+    keyframe_every: int | None = None
+    keyframe_area: float = 0.5      # changed share of the frame that forces a key frame
+    max_boxes: int = 4
+    align: int = 16                 # box sides are padded to multiples of this
+    agreement: bool = False         # also run full inference and compare
+    min_speedup: float = MIN_SPEEDUP  # frames whose boxes save less run as full inference
+
+
+@dataclass
+class FrameStat:
+    changed: float = 0.0            # share of pixels over the threshold
+    boxes: int = 0
+    flops_share: float = 0.0        # recomputed FLOPs / full inference FLOPs (static estimate)
+    mode: str = "incremental"       # incremental | reuse | full | keyframe
+    agree: bool | None = None       # top-1 equal to full inference's (WITH AGREEMENT)
+    max_abs_diff: float | None = None
+
+
+@dataclass
+class _Base:
+    x: np.ndarray                   # (C, H, W) the base frame's input
+    views: dict
+    out: np.ndarray                 # (classes,) its model output
+    since_key: int = 0
+
+
+@dataclass
+class VideoIVM:
+    """Streaming state: feed windows of preprocessed frames with ``window``."""
+
+    model: object                   # kryptondb.Model
+    backend: object
+    settings: Settings = field(default_factory=Settings)
+    base: _Base | None = None
+    stats: dict = field(default_factory=dict)  # gather_s, compute_s
+    _speedups: dict = field(default_factory=dict)
+
+    def frames(self, x: np.ndarray, window: int) -> tuple[np.ndarray, list[FrameStat]]:
+        """``window`` at a time: 1 chains every frame to the one before (smallest changes);
+        more batches the boxes of that many frames against one base."""
+        outs, stats = [], []
+        for s in range(0, len(x), max(1, window)):
+            o, st = self.window(x[s:s + max(1, window)])
+            outs.append(o)
+            stats += st
+        return np.concatenate(outs), stats
+
+    def window(self, x: np.ndarray) -> tuple[np.ndarray, list[FrameStat]]:
+        """Model outputs (n, ...) for frames x (n, C, H, W), and per-frame stats."""
+        g = self.model.graph
+        s = self.settings
+        n = len(x)
+        outs: list = [None] * n
+        stats = [FrameStat() for _ in range(n)]
+        pending: list[tuple[int, list[Box]]] = []
+        for i in range(n):
+            if self.base is None:
+                self._keyframe(x[i], outs, stats, i)
+                continue
+            mask = changed(x[i], self.base.x, s.threshold, self._std())
+            stats[i].changed = float(mask.mean())
+            self.base.since_key += 1
+            if s.keyframe_every is not None and self.base.since_key >= s.keyframe_every:
+                self._flush(x, pending, outs, stats)  # frames before the key frame: old base
+                pending = []
+                self._keyframe(x[i], outs, stats, i)
+                continue
+            if stats[i].changed > s.keyframe_area:  # most of the frame: full inference,
+                pending.append((i, None))            # batched with the window's others
+                continue
+            found = boxes(mask, s.max_boxes)
+            stats[i].boxes = len(found)
+            if not found:
+                outs[i], stats[i].mode = self.base.out, "reuse"
+                continue
+            pending.append((i, found))
+        self._flush(x, pending, outs, stats)
+        out = np.stack(outs)
+        if s.agreement:
+            full = self.backend.run(g, {g.inputs[0]: x})[g.output].reshape(n, -1)
+            mine = out.reshape(n, -1)
+            for i in range(n):
+                stats[i].agree = bool(mine[i].argmax() == full[i].argmax())
+                stats[i].max_abs_diff = float(np.abs(mine[i] - full[i]).max())
+        return out, stats
+
+    # -- internals ------------------------------------------------------------------------
+    def _std(self):
+        pre = self.model.preprocess
+        return pre.std if pre is not None else None
+
+    def _keyframe(self, xi, outs, stats, i):
+        g = self.model.graph
+        views, out = base_views(g, xi, self.backend, with_output=True)
+        self.base = _Base(xi.copy(), views, out)
+        outs[i], stats[i].mode, stats[i].flops_share = out, "keyframe", 1.0
+
+    def _share(self, shape, count) -> float:
+        """Static FLOPs share of a frame with ``count`` boxes of ``shape`` (cached)."""
+        key = (shape, count)
+        if key not in self._speedups:
+            self._speedups[key] = boxes_share(self.model.graph, shape, count, self.settings.tau,
+                                              SATURATED)
+        return self._speedups[key]
+
+    def _flush(self, x, pending, outs, stats):
+        """Run the pending frames against the current base, grouped by padded box shape; the
+        last pending frame's maintained views become the base."""
+        if not pending:
+            return
+        g = self.model.graph
+        _, height, width = g.input_shape
+        groups: dict[tuple[int, int], list] = {}
+        full_frames = []
+        for i, found in pending:
+            if found is None:
+                full_frames.append(i)
+                continue
+            pads = [padded(b, height, width, self.settings.align) for b in found]
+            shape = (max(b.h for b in pads), max(b.w for b in pads))
+            stats[i].flops_share = self._share(shape, len(pads))
+            floor = self.settings.min_speedup
+            if floor > 0 and stats[i].flops_share > 1 / floor:
+                full_frames.append(i)
+                continue
+            corners = [(min(b.y0, height - shape[0]), min(b.x0, width - shape[1])) for b in pads]
+            groups.setdefault(shape, []).append((i, corners))
+        last = pending[-1][0]
+        if full_frames:
+            xb = x[full_frames]
+            res = self.backend.run(g, {g.inputs[0]: xb})[g.output]
+            for k, i in enumerate(full_frames):
+                outs[i], stats[i].mode, stats[i].flops_share = res[k], "full", 1.0
+        kept = None
+        for shape, members in groups.items():
+            try:
+                res = self._run_group(x, shape, members, outs, last)
+            except KeyError:  # a maintained base lacks a view this shape's plan reads
+                self.base.views, _ = base_views(g, self.base.x, self.backend, with_output=True)
+                res = self._run_group(x, shape, members, outs, last)
+            kept = res if res is not None else kept
+        if last in full_frames:  # the base moves to the last frame: its views in full
+            views, _ = base_views(g, x[last], self.backend, with_output=True)
+            self.base = _Base(x[last].copy(), views, outs[last], self.base.since_key)
+        elif kept is not None:  # the input the views belong to: base pixels + the boxes
+            self.base = _Base(kept[g.inputs[0]], kept, outs[last], self.base.since_key)
+
+    def _run_group(self, x, shape, members, outs, last):
+        g = self.model.graph
+        owners = np.array([i for i, corners in members for _ in corners])
+        corners = np.array([c for _, cs in members for c in cs], dtype=np.int64)
+        plan = IncrementalPlan(g, corners, shape, self.base.views, self.settings.tau)
+        h, w = shape
+        kept = None
+        # batches of whole frames (all boxes of a frame in one batch), the last frame alone
+        order = [i for i, _ in members if i != last] + ([last] if last in owners else [])
+        batch: list[int] = []
+        for pos, frame in enumerate(order):
+            batch.append(frame)
+            items = np.flatnonzero(np.isin(owners, batch))
+            if frame == last or len(items) >= ITEMS_PER_BATCH or pos == len(order) - 1:
+                if frame == last and len(batch) > 1:  # run the others first, then last alone
+                    self._run_items(plan, x, owners, corners, h, w, batch[:-1], outs)
+                    batch = [last]
+                keep = batch == [last]
+                res = self._run_items(plan, x, owners, corners, h, w, batch, outs, keep)
+                kept = res if keep else kept
+                batch = []
+        return kept
+
+    def _run_items(self, plan, x, owners, corners, h, w, frames, outs, keep=False):
+        items = np.flatnonzero(np.isin(owners, frames))
+        vals = np.stack([x[owners[k], :, corners[k, 0]:corners[k, 0] + h,
+                           corners[k, 1]:corners[k, 1] + w] for k in items])
+        res = plan.run(items, vals, self.backend, self.stats, owners[items], keep)
+        out, kept = res if keep else (res, None)
+        seen = list(dict.fromkeys(owners[items]))  # frames in order of first appearance
+        for row, frame in enumerate(seen):
+            outs[frame] = out[row]
+        return kept
+
