@@ -20,7 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 ENGINES = ("onnxruntime-loop", "kryptondb-naive", "kryptondb-exact", "captum")
+# approximate engines (--approximate): the query options each one adds
+APPROXIMATE = {
+    "tau0.5": "APPROXIMATE TAU 0.5",
+    "tau0.5+drill": "APPROXIMATE TAU 0.5 DRILLDOWN 0.25 TARGET 3",
+    "ssim0.9": "APPROXIMATE WITH SSIM >= 0.9",
+    "ssim0.9+drill": "APPROXIMATE WITH SSIM >= 0.9 DRILLDOWN 0.25 TARGET 3",
+}
+REAL_WEIGHTS = ("mobilenet_v2", "efficientnet_lite0")  # SSIM is meaningful for these only
 DEFAULT_MODELS = ("resnet18", "mobilenet_v2")
+APPROX_MODELS = ("vgg16", "resnet18", "inception3", "mobilenet_v2", "efficientnet_lite0")
 
 
 def _setup(spec):
@@ -72,6 +81,8 @@ def _krypton(spec) -> dict:
     kryptondb, model, _ = _setup(spec)
     con = kryptondb.connect()
     con.execute(f"LOAD IMAGE '{kryptondb.bundled_image()}' AS img")
+    if spec["engine"] in APPROXIMATE:
+        return _approximate(spec, kryptondb, con)
     mode = "NAIVE" if spec["engine"] == "kryptondb-naive" else "INCREMENTAL"
     batch = f"BATCH {spec['batch']}" if mode == "NAIVE" else ""  # exact: the planner's choice
     q = (f"EXPLAIN OCCLUSION OF IMAGE img USING MODEL {spec['model']} PATCH {spec['patch']} "
@@ -84,6 +95,32 @@ def _krypton(spec) -> dict:
     scan = next(n for n in r.plan.dag.nodes if n.op == "OcclusionScan")
     return {"times": times, "heatmap": r.heatmap.probability.ravel().tolist(),
             "plan": dict(scan.args), "positions": int(r.heatmap.probability.size)}
+
+
+def _approximate(spec, kryptondb, con) -> dict:
+    """An approximate plan, timed like the exact one; SSIM against the exact heatmap (computed
+    first, untimed, in the same connection). SSIM-target engines read the tuning that
+    bench/tuning.py stored in --tuning-db."""
+    from kryptondb.approx.tuning import lookup, table_name
+
+    opts = APPROXIMATE[spec["engine"]]
+    if "SSIM" in opts:
+        tuned = kryptondb.connect(spec["tuning_db"]) if Path(spec["tuning_db"]).exists() else None
+        t = tuned and lookup(tuned.db, spec["model"], spec["patch"], spec["stride"])
+        if not t:
+            return {"skipped": "no tuning (run bench/tuning.py" + (
+                ")" if spec["model"] in REAL_WEIGHTS else "; seeded weights: SSIM meaningless)")}
+        con.db.put_table(table_name(t.model, t.patch, t.stride), t.table, info=t.info())
+    q = (f"EXPLAIN OCCLUSION OF IMAGE img USING MODEL {spec['model']} PATCH {spec['patch']} "
+         f"STRIDE {spec['stride']} ON cpu ")
+    exact = con.execute(q + "INCREMENTAL")
+    con.execute(q + opts)  # warm-up
+    times, r = C.time_reps(lambda: con.execute(q + opts), spec["reps"], warmup=0)
+    scan = next(n for n in r.plan.dag.nodes if n.op == "OcclusionScan")
+    return {"times": times, "heatmap": r.heatmap.probability.ravel().tolist(),
+            "plan": dict(scan.args), "positions": int(r.heatmap.probability.size),
+            "ssim": r.heatmap.ssim, "settings": r.heatmap.approximate,
+            "exact_top1": exact.heatmap.label}
 
 
 def _warm_stride(spec) -> int:
@@ -121,7 +158,7 @@ def _captum(spec) -> dict:
 
 
 MEASURE = {"onnxruntime-loop": _ort_loop, "kryptondb-naive": _krypton,
-           "kryptondb-exact": _krypton, "captum": _captum}
+           "kryptondb-exact": _krypton, "captum": _captum} | {e: _krypton for e in APPROXIMATE}
 
 
 def _child(spec: dict) -> dict:
@@ -143,9 +180,25 @@ def _args(argv=None):
                    "engines use the same)")
     p.add_argument("--reps", type=int, default=3, help="heatmaps per engine; the median is shown")
     p.add_argument("--captum-reps", type=int, default=1, help="timed Captum runs (default 1)")
-    p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
-    p.add_argument("--json", default=str(C.RESULTS_DIR / "obe.json"), help="where to write JSON")
-    return p.parse_args(argv)
+    p.add_argument("--engines", nargs="+", default=None, choices=ENGINES + tuple(APPROXIMATE),
+                   help=f"default: {' '.join(ENGINES)}; with --approximate: onnxruntime-loop "
+                   f"kryptondb-exact {' '.join(APPROXIMATE)}")
+    p.add_argument("--approximate", action="store_true", help="approximate plans (tau 0.5, the "
+                   "tuned SSIM-0.9 setting, each with and without drill-down r 0.25 target 3) "
+                   f"on {' '.join(APPROX_MODELS)} unless --models is given")
+    p.add_argument("--tuning-db", default=str(C.RESULTS_DIR / "tuning.kdb"),
+                   help="database holding the tunings bench/tuning.py stored")
+    p.add_argument("--json", default=None, help="where to write JSON (default "
+                   "bench/results/obe.json, obe_approximate.json with --approximate)")
+    args = p.parse_args(argv)
+    if args.engines is None:
+        args.engines = ["onnxruntime-loop", "kryptondb-exact", *APPROXIMATE] \
+            if args.approximate else list(ENGINES)
+    if args.approximate and args.models == list(DEFAULT_MODELS):
+        args.models = list(APPROX_MODELS)
+    args.json = args.json or str(C.RESULTS_DIR / ("obe_approximate.json" if args.approximate
+                                                  else "obe.json"))
+    return args
 
 
 def main(argv=None) -> int:
@@ -156,7 +209,8 @@ def main(argv=None) -> int:
         for engine in args.engines:
             C.progress(f"{model}: {engine}")
             spec = dict(model=model, engine=engine, patch=args.patch, stride=args.stride,
-                        batch=args.batch, reps=args.reps, captum_reps=args.captum_reps)
+                        batch=args.batch, reps=args.reps, captum_reps=args.captum_reps,
+                        tuning_db=args.tuning_db)
             r = C.run_child(__file__, spec, timeout=3600)
             r.update(model=model, engine=engine)
             results.append(r)
@@ -167,6 +221,10 @@ def main(argv=None) -> int:
                              C.machine_info(), "results": results})
     print(f"\nJSON: {args.json}")
     return 0
+
+
+TARGETS = {("vgg16", "tau0.5+drill"): 10, ("resnet18", "tau0.5+drill"): 10,
+           ("mobilenet_v2", "ssim0.9"): 5, ("mobilenet_v2", "ssim0.9+drill"): 5}
 
 
 def _row(r: dict, base: dict | None) -> list:
@@ -190,6 +248,19 @@ def _row(r: dict, base: dict | None) -> list:
             ("PASS" if achieved >= 0.7 * theo else "FAIL") + " (>= 0.7)"
         rss = r.get("peak_rss_mib", 0) / max(1e-9, base.get("peak_rss_mib", 0))
         check += f", RSS {rss:.2f}x " + ("PASS" if rss <= 2 else "FAIL")
+    if r["engine"] in APPROXIMATE and ratio:
+        r.update(achieved=1 / ratio)
+        plan = r["plan"]
+        theo = plan.get("theoretical_speedup", 1) * plan.get("drilldown_speedup", 1)
+        r.update(theoretical=theo)
+        check = f"speedup {1 / ratio:.2f}x (theoretical {theo:.1f})  tau {plan.get('tau')}" + (
+            f" drill S1={plan['coarse_stride']}" if plan.get("drilldown") else "")
+        if r.get("ssim") is not None:
+            check += f"  SSIM {r['ssim']:.3f}" + ("" if r["model"] in REAL_WEIGHTS else
+                                                  " (seeded weights)")
+        target = TARGETS.get((r["model"], r["engine"]))
+        if target:
+            check += f"  target >= {target}x: " + ("PASS" if 1 / ratio >= target else "FAIL")
     r.update(median_s=med, ratio_vs_loop=ratio, max_abs_diff_vs_loop=diff)
     return [r["model"], r["engine"], f"{med:.2f}", f"{ratio:.2f}x" if ratio else "-",
             f"{1e3 * med / r.get('positions', 1):.2f}" if r.get("positions") else "-",

@@ -26,6 +26,8 @@ def _args(argv=None):
     p.add_argument("--target", type=float, default=0.9, help="SSIM target q")
     p.add_argument("--db", default=str(C.RESULTS_DIR / "tuning.kdb"),
                    help="database the tunings are stored in (bench/obe.py --approximate reads it)")
+    p.add_argument("--reuse", action="store_true", help="evaluate the tunings already in --db "
+                   "instead of tuning again")
     p.add_argument("--json", default=str(C.RESULTS_DIR / "tuning.json"))
     return p.parse_args(argv)
 
@@ -44,11 +46,12 @@ def main(argv=None) -> int:
     con = kryptondb.connect()
     results, rows = [], []
     for model in args.models:
-        C.progress(f"{model}: tuning on {len(tune_set)} images")
         t = time.perf_counter()
-        listed = ", ".join("'" + p + "'" for p in tune_set)
-        store.execute(f"TUNE MODEL {model} PATCH {args.patch} STRIDE {args.stride} "
-                      f"ON IMAGES {listed}")
+        if not (args.reuse and lookup(store.db, model, args.patch, args.stride)):
+            C.progress(f"{model}: tuning on {len(tune_set)} images")
+            listed = ", ".join("'" + p + "'" for p in tune_set)
+            store.execute(f"TUNE MODEL {model} PATCH {args.patch} STRIDE {args.stride} "
+                          f"ON IMAGES {listed}")
         tune_s = time.perf_counter() - t
         tuning = lookup(store.db, model, args.patch, args.stride)
         con.db.put_table(table_name(model, args.patch, args.stride), tuning.table,
