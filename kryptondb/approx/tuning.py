@@ -50,8 +50,8 @@ class Tuning:
     # -- fits -------------------------------------------------------------------------------
     def _rows(self, drill: bool):
         d = self.table.to_pydict()
-        return [(t, s, sec) for t, dd, s, sec in zip(d["tau"], d["drilldown"], d["ssim"],
-                                                      d["seconds"]) if dd == drill]
+        return [(round(float(t), 4), s, sec) for t, dd, s, sec in
+                zip(d["tau"], d["drilldown"], d["ssim"], d["seconds"]) if dd == drill]
 
     def curve(self, drill: bool) -> np.ndarray:
         """Coefficients (highest power first) of the fitted SSIM(tau)."""
@@ -74,7 +74,7 @@ class Tuning:
     def measured(self, drill: bool) -> list[tuple[float, float]]:
         """(tau, the sample's QUANTILE SSIM at tau) for every tuned tau, largest tau first."""
         rows = self._rows(drill)
-        taus = sorted({t for t, _, _ in rows}, reverse=True)
+        taus = sorted({round(float(t), 4) for t, _, _ in rows}, reverse=True)
         return [(t, float(np.quantile([s for t2, s, _ in rows if t2 == t], QUANTILE)))
                 for t in taus]
 
