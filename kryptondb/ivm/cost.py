@@ -8,9 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kryptondb.ivm.regions import Interval, Region, cap, fix, node_region
+from kryptondb.ivm.regions import FixedRegion, Interval, Region, cap, fix, node_region
 from kryptondb.model.ir import Graph, Op
 from kryptondb.model.shapes import node_flops
+
+
+SATURATED = 0.85  # share of a map from which a layer (and all after it) is recomputed in full
 
 
 def prefix(graph: Graph) -> list[str]:
@@ -39,6 +42,21 @@ def patch_regions(graph: Graph, corners: np.ndarray, patch: int | tuple[int, int
             continue
         regions[name] = cap(node_region(n, [regions[i] for i in n.inputs], n.shape), n.shape, tau)
     return regions
+
+
+def unsaturated(graph: Graph, regions: dict[str, FixedRegion],
+                saturated: float = SATURATED) -> set[str]:
+    """Layers worth maintaining: from the first layer whose recomputed region covers
+    ``saturated`` of its map, nothing is saved, so it and everything after it run in full, as
+    one backend call (fewer gathers and per-layer calls). The input is always kept."""
+    keep = {graph.inputs[0]}
+    for name in prefix(graph):
+        n, r = graph[name], regions.get(name)
+        if n.op is Op.INPUT or r is None or not all(i in keep for i in n.inputs):
+            continue
+        if r.h * r.w < saturated * n.shape[1] * n.shape[2]:
+            keep.add(name)
+    return keep
 
 
 def centre_regions(graph: Graph, patch: int | tuple[int, int],
@@ -79,27 +97,22 @@ def theoretical(graph: Graph, patch: int | tuple[int, int], tau: float | None = 
     return Cost(int(full), int(math.ceil(incr)))
 
 
-def boxes_share(graph: Graph, box: tuple[int, int], count: int, tau: float | None = None,
-                saturated: float = 0.85) -> float:
+def boxes_share(graph: Graph, box: tuple[int, int], count: int,
+                tau: float | None = None) -> float:
     """Share of full-inference FLOPs an incremental plan spends on an input with ``count``
-    changed boxes of size ``box`` (the executor's rule: each box recomputes its own region per
-    layer, and from the first layer whose region covers ``saturated`` of its map, the network
-    runs in full)."""
-    regions = centre_regions(graph, box, tau)
-    keep = {graph.inputs[0]}
+    changed boxes of size ``box``: each box recomputes its own region in the layers the plan
+    maintains (``unsaturated``), and the rest of the network runs in full."""
+    regions = {k: fix(r, graph[k].shape) for k, r in centre_regions(graph, box, tau).items()}
+    keep = unsaturated(graph, regions)
     full = incr = 0.0
     for n in graph.nodes:
         if n.op is Op.INPUT:
             continue
         f = node_flops(n, [graph[i].shape for i in n.inputs], graph.weights)
         full += f
-        r = regions.get(n.name)
-        if r is not None and all(i in keep for i in n.inputs):
-            fr = fix(r, n.shape)
-            share = fr.h * fr.w / (n.shape[1] * n.shape[2])
-            if share < saturated:
-                keep.add(n.name)
-                incr += f * min(1.0, count * share)
-                continue
-        incr += f
+        if n.name in keep:
+            r = regions[n.name]
+            incr += f * min(1.0, count * r.h * r.w / (n.shape[1] * n.shape[2]))
+        else:
+            incr += f
     return incr / full if full else 1.0

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kryptondb.ivm.cost import patch_regions, prefix
+from kryptondb.ivm.cost import patch_regions, prefix, unsaturated
 from kryptondb.ivm.gather import PaddedView, gather, margins, overlay
 from kryptondb.ivm.regions import FixedRegion, fix, read_in
 from kryptondb.model.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node
 
 
-SATURATED = 0.85  # share of a map above which a layer is recomputed in full
 _SEGMENTS: "weakref.WeakKeyDictionary[Graph, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -53,33 +52,17 @@ class IncrementalPlan:
                  views: dict[str, np.ndarray], tau: float | None = None):
         """Queries change a ``patch`` (a square side or an (h, w) box) of the input at
         ``corners``; ``tau``: projective field threshold (approximate), None: exact."""
-        self.graph, self.patch, self.corners, self.tau = graph, patch, corners, tau
-        self.views = views
+        self.graph, self.views = graph, views
         changed = patch_regions(graph, corners, patch, tau)
         self.regions = {k: fix(r, graph[k].shape) for k, r in changed.items()}
-        self.incremental = self._unsaturated(graph)
+        self.incremental = unsaturated(graph, self.regions)
         self.steps = self._steps()
-        self.frontier = [n for n in self.incremental
-                         if n in self._used_outside() or n in graph.outputs]
+        used_outside = {i for n in graph.nodes if n.name not in self.incremental
+                        for i in n.inputs}
+        self.frontier = [n for n in self.incremental if n in used_outside or n in graph.outputs]
         rest = tuple(n.name for n in graph.nodes if n.name not in self.incremental)
         self.suffix = self._cached(("suffix", rest),
                                    lambda: graph.segment(list(rest), graph.outputs)) if rest else None
-
-    def _unsaturated(self, graph: Graph) -> set[str]:
-        """Layers worth maintaining: from the first layer whose recomputed region covers nearly
-        its whole map, nothing is saved, so it and everything after it run in full, as one
-        backend call (fewer gathers and per-layer calls)."""
-        keep = {graph.inputs[0]}
-        for name in prefix(graph):
-            n, r = graph[name], self.regions.get(name)
-            if n.op is Op.INPUT or r is None or not all(i in keep for i in n.inputs):
-                continue
-            if r.h * r.w < SATURATED * n.shape[1] * n.shape[2]:
-                keep.add(name)
-        return keep
-
-    def _used_outside(self) -> set[str]:
-        return {i for n in self.graph.nodes if n.name not in self.incremental for i in n.inputs}
 
     # -- building ---------------------------------------------------------------------------
     def _steps(self) -> list[Step]:

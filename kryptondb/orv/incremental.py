@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kryptondb.ivm.cost import boxes_share
-from kryptondb.ivm.incremental import SATURATED, IncrementalPlan, base_views
+from kryptondb.ivm.incremental import IncrementalPlan, base_views
 from kryptondb.orv.delta import Box, boxes, changed, padded
 
 MIN_SPEEDUP = 1.2
@@ -136,8 +136,7 @@ class VideoIVM:
         """Static FLOPs share of a frame with ``count`` boxes of ``shape`` (cached)."""
         key = (shape, count)
         if key not in self._speedups:
-            self._speedups[key] = boxes_share(self.model.graph, shape, count, self.settings.tau,
-                                              SATURATED)
+            self._speedups[key] = boxes_share(self.model.graph, shape, count, self.settings.tau)
         return self._speedups[key]
 
     def _flush(self, x, pending, outs, stats):
