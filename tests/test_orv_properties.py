@@ -35,7 +35,7 @@ def sequences(draw):
         frames.append(f)
     window = draw(st.integers(1, 5))
     settings = Settings(max_boxes=draw(st.integers(1, 3)), align=draw(st.sampled_from([1, 4, 8])),
-                        keyframe_every=draw(st.sampled_from([None, 3])), keyframe_area=1.1,
+                        keyframe_every=draw(st.sampled_from([None, 3])), keyframe_area=draw(st.sampled_from([1.1, 0.3])),
                         min_speedup=draw(st.sampled_from([0.0, 0.0, 1.2])))
     return g, np.stack(frames), window, settings
 

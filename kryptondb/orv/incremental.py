@@ -70,17 +70,7 @@ class VideoIVM:
     settings: Settings = field(default_factory=Settings)
     base: _Base | None = None
     stats: dict = field(default_factory=dict)  # gather_s, compute_s
-    _speedups: dict = field(default_factory=dict)
-
-    def frames(self, x: np.ndarray, window: int) -> tuple[np.ndarray, list[FrameStat]]:
-        """``window`` at a time: 1 chains every frame to the one before (smallest changes);
-        more batches the boxes of that many frames against one base."""
-        outs, stats = [], []
-        for s in range(0, len(x), max(1, window)):
-            o, st = self.window(x[s:s + max(1, window)])
-            outs.append(o)
-            stats += st
-        return np.concatenate(outs), stats
+    _shares: dict = field(default_factory=dict)
 
     def window(self, x: np.ndarray) -> tuple[np.ndarray, list[FrameStat]]:
         """Model outputs (n, ...) for frames x (n, C, H, W), and per-frame stats."""
@@ -135,9 +125,9 @@ class VideoIVM:
     def _share(self, shape, count) -> float:
         """Static FLOPs share of a frame with ``count`` boxes of ``shape`` (cached)."""
         key = (shape, count)
-        if key not in self._speedups:
-            self._speedups[key] = boxes_share(self.model.graph, shape, count, self.settings.tau)
-        return self._speedups[key]
+        if key not in self._shares:
+            self._shares[key] = boxes_share(self.model.graph, shape, count, self.settings.tau)
+        return self._shares[key]
 
     def _flush(self, x, pending, outs, stats):
         """Run the pending frames against the current base, grouped by padded box shape; the
@@ -162,21 +152,22 @@ class VideoIVM:
             corners = [(min(b.y0, height - shape[0]), min(b.x0, width - shape[1])) for b in pads]
             groups.setdefault(shape, []).append((i, corners))
         last = pending[-1][0]
-        if full_frames:
-            xb = x[full_frames]
-            res = self.backend.run(g, {g.inputs[0]: xb})[g.output]
-            for k, i in enumerate(full_frames):
+        others = [i for i in full_frames if i != last]
+        if others:
+            res = self.backend.run(g, {g.inputs[0]: x[others]})[g.output]
+            for k, i in enumerate(others):
                 outs[i], stats[i].mode, stats[i].flops_share = res[k], "full", 1.0
         kept = None
-        for shape, members in groups.items():
+        for shape, members in groups.items():  # against the current base
             try:
                 res = self._run_group(x, shape, members, outs, last)
             except KeyError:  # a maintained base lacks a view this shape's plan reads
-                self.base.views, _ = base_views(g, self.base.x, self.backend, with_output=True)
+                self.base.views = base_views(g, self.base.x, self.backend)
                 res = self._run_group(x, shape, members, outs, last)
             kept = res if res is not None else kept
-        if last in full_frames:  # the base moves to the last frame: its views in full
-            views, _ = base_views(g, x[last], self.backend, with_output=True)
+        if last in full_frames:  # the base moves to it: its views and output in one pass
+            views, outs[last] = base_views(g, x[last], self.backend, with_output=True)
+            stats[last].mode, stats[last].flops_share = "full", 1.0
             self.base = _Base(x[last].copy(), views, outs[last], self.base.since_key)
         elif kept is not None:  # the input the views belong to: base pixels + the boxes
             self.base = _Base(kept[g.inputs[0]], kept, outs[last], self.base.since_key)
@@ -187,22 +178,19 @@ class VideoIVM:
         corners = np.array([c for _, cs in members for c in cs], dtype=np.int64)
         plan = IncrementalPlan(g, corners, shape, self.base.views, self.settings.tau)
         h, w = shape
-        kept = None
-        # batches of whole frames (all boxes of a frame in one batch), the last frame alone
-        order = [i for i, _ in members if i != last] + ([last] if last in owners else [])
+        # batches of whole frames (all boxes of a frame in one batch); the last frame alone,
+        # keeping its maintained views
         batch: list[int] = []
-        for pos, frame in enumerate(order):
+        for frame in (i for i, _ in members if i != last):
             batch.append(frame)
-            items = np.flatnonzero(np.isin(owners, batch))
-            if frame == last or len(items) >= ITEMS_PER_BATCH or pos == len(order) - 1:
-                if frame == last and len(batch) > 1:  # run the others first, then last alone
-                    self._run_items(plan, x, owners, corners, h, w, batch[:-1], outs)
-                    batch = [last]
-                keep = batch == [last]
-                res = self._run_items(plan, x, owners, corners, h, w, batch, outs, keep)
-                kept = res if keep else kept
+            if np.isin(owners, batch).sum() >= ITEMS_PER_BATCH:
+                self._run_items(plan, x, owners, corners, h, w, batch, outs)
                 batch = []
-        return kept
+        if batch:
+            self._run_items(plan, x, owners, corners, h, w, batch, outs)
+        if last in owners:
+            return self._run_items(plan, x, owners, corners, h, w, [last], outs, keep=True)
+        return None
 
     def _run_items(self, plan, x, owners, corners, h, w, frames, outs, keep=False):
         items = np.flatnonzero(np.isin(owners, frames))
