@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -48,35 +49,38 @@ class Tuning:
     exact_seconds: float
 
     # -- fits -------------------------------------------------------------------------------
-    def _rows(self, drill: bool):
+    @cached_property
+    def _summary(self) -> dict[bool, tuple[list[float], list[float], list[float], np.ndarray]]:
+        """Per setting (drill-down or not): tuned taus ascending, the sample's QUANTILE SSIM and
+        median seconds at each, and the degree-2 fit of SSIM(tau) through the quantiles."""
         d = self.table.to_pydict()
-        return [(round(float(t), 4), s, sec) for t, dd, s, sec in
-                zip(d["tau"], d["drilldown"], d["ssim"], d["seconds"]) if dd == drill]
+        out = {}
+        for drill in (False, True):
+            rows = [(round(float(t), 4), s, sec) for t, dd, s, sec in
+                    zip(d["tau"], d["drilldown"], d["ssim"], d["seconds"]) if dd == drill]
+            taus = sorted({t for t, _, _ in rows})
+            q = [float(np.quantile([s for t2, s, _ in rows if t2 == t], QUANTILE)) for t in taus]
+            secs = [statistics.median(sec for t2, _, sec in rows if t2 == t) for t in taus]
+            out[drill] = (taus, q, secs, np.polyfit(taus, q, deg=min(2, len(taus) - 1)))
+        return out
 
     def curve(self, drill: bool) -> np.ndarray:
         """Coefficients (highest power first) of the fitted SSIM(tau)."""
-        rows = self._rows(drill)
-        taus = sorted({t for t, _, _ in rows})
-        q = [float(np.quantile([s for t2, s, _ in rows if t2 == t], QUANTILE)) for t in taus]
-        return np.polyfit(taus, q, deg=min(2, len(taus) - 1))
+        return self._summary[drill][3]
 
     def predicted_ssim(self, tau: float, drill: bool) -> float:
         return float(min(1.0, np.polyval(self.curve(drill), tau)))
 
     def predicted_seconds(self, tau: float, drill: bool) -> float:
         """Median measured seconds per heatmap, linearly interpolated over tau."""
-        rows = self._rows(drill)
-        taus = sorted({t for t, _, _ in rows})
-        secs = [statistics.median(sec for t2, _, sec in rows if t2 == t) for t in taus]
+        taus, _, secs, _ = self._summary[drill]
         return float(np.interp(tau, taus, secs))
 
     # -- choices ----------------------------------------------------------------------------
     def measured(self, drill: bool) -> list[tuple[float, float]]:
         """(tau, the sample's QUANTILE SSIM at tau) for every tuned tau, largest tau first."""
-        rows = self._rows(drill)
-        taus = sorted({round(float(t), 4) for t, _, _ in rows}, reverse=True)
-        return [(t, float(np.quantile([s for t2, s, _ in rows if t2 == t], QUANTILE)))
-                for t in taus]
+        taus, q, _, _ = self._summary[drill]
+        return list(zip(taus, q))[::-1]
 
     def for_ssim(self, target: float, drill: bool | None = None) -> Choice:
         """The fastest setting that meets ``target``: per setting (with or without drill-down,

@@ -182,10 +182,9 @@ APPROXIMATE_ARGS = ("tau", "drilldown", "coarse_stride", "predicted_ssim")
 def _remember(node, ctx, scan: Scan, cls: int) -> Scan:
     """Exact maps are kept for the session; an approximate one is scored (SSIM) against the
     exact map of the same query when there is one."""
-    import hashlib
+    from kryptondb.ivm.views import view_name  # keyed like the views: model and input content
 
-    key = (scan.model, hashlib.sha1(scan.x.tobytes()).hexdigest(), scan.patch, scan.stride,
-           node.arg("fill"), cls)
+    key = (view_name(scan.model, scan.x), scan.patch, scan.stride, node.arg("fill"), cls)
     settings = {k: node.arg(k) for k in APPROXIMATE_ARGS if node.arg(k) is not None}
     if not settings:
         ctx.memo[key] = scan.probability
