@@ -116,6 +116,11 @@ def plan_occlusion(b: Binder, s: ast.ExplainOcclusion) -> tuple[PlanNode, Option
     return _into(b, s, root), b.options(s)
 
 
+def _check_tau(b: Binder, a: ast.Approximate) -> None:
+    if a.tau is not None and not 0 < a.tau <= 1:
+        raise b.fail(f"TAU must be in (0, 1], got {a.tau:g}", a.spans.get("tau"))
+
+
 def _check_approximate(b: Binder, s: ast.ExplainOcclusion, model: str, patch: int,
                        stride: int, side: int) -> None:
     """Valid ranges for every approximate setting, and a tuning to read for accuracy targets."""
@@ -127,8 +132,7 @@ def _check_approximate(b: Binder, s: ast.ExplainOcclusion, model: str, patch: in
     if s.incremental is False:
         raise b.fail("NAIVE and APPROXIMATE exclude each other (approximate plans are "
                      "incremental)", a.span)
-    if a.tau is not None and not 0 < a.tau <= 1:
-        raise b.fail(f"TAU must be in (0, 1], got {a.tau:g}", where("tau"))
+    _check_tau(b, a)
     if a.drilldown is not None:
         if not 0 < a.drilldown < 1:
             raise b.fail(f"DRILLDOWN fraction must be in (0, 1), got {a.drilldown:g}",
@@ -227,8 +231,8 @@ def _video_settings(b: Binder, s: ast.RecognizeObjects) -> dict:
     tau = a.tau if a is not None else None
     if a is not None and (a.drilldown, a.ssim, a.within) != (None, None, None):
         raise b.fail("video recognition takes APPROXIMATE TAU only", a.span)
-    if tau is not None and not 0 < tau <= 1:
-        raise b.fail(f"TAU must be in (0, 1], got {tau:g}", a.spans.get("tau"))
+    if a is not None:
+        _check_tau(b, a)
     if s.threshold is not None and not 0 <= s.threshold <= 1:
         raise b.fail(f"THRESHOLD is a pixel difference in [0, 1] (e.g. 0.03 for 8 grey levels), "
                      f"got {s.threshold:g}", s.span)
