@@ -146,3 +146,21 @@ def test_backends_agree_on_the_same_scan(con):
     b = con.execute("EXPLAIN OCCLUSION OF IMAGE cat USING MODEL tiny PATCH 8 STRIDE 3 ON cpu")
     np.testing.assert_allclose(a.heatmap.probability, b.heatmap.probability, atol=1e-5)
     assert get_backend("cpu").name == "onnxruntime"
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_concurrent_batches_give_the_loops_heatmap(con, monkeypatch, workers):
+    """onnxruntime runs one chunk of each batch per core side by side; whatever the number of
+    workers (3 splits BATCH 7 into chunks of 3, 3 and 1), the heatmap is the loop's."""
+    from kryptondb.engine.backends import OnnxRuntimeBackend
+
+    single = OnnxRuntimeBackend(threads=1)
+    monkeypatch.setattr(OnnxRuntimeBackend, "concurrent", lambda self: (workers, single))
+    r = con.execute("EXPLAIN OCCLUSION OF IMAGE cat USING MODEL tiny PATCH 8 STRIDE 3 "
+                    "ON cpu BATCH 7 INCREMENTAL")
+    scan = next(n for n in r.plan.dag.nodes if n.op == "OcclusionScan")
+    assert scan.stats["workers"] == workers
+    model = kryptondb.load_model(con.db.models()["tiny"].source)
+    x = model.inputs(kryptondb.bundled_image())[0]
+    expected = _hand_loop(model, x, r.heatmap.class_id, 8, 3, 0.5, "onnxruntime")
+    np.testing.assert_allclose(r.heatmap.probability, expected, atol=1e-5, rtol=0)

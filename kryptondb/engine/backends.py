@@ -3,6 +3,7 @@ a batch of any size. Heavy imports happen inside the backend that needs them."""
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Mapping, Sequence
 
@@ -23,6 +24,21 @@ class Backend:
     def for_segments(self) -> "Backend":
         """The variant to use for many small per-layer graphs run in turn (incremental plans)."""
         return self
+
+    def concurrent(self) -> tuple[int, "Backend"]:
+        """(workers, backend): how many independent batches to run at once, and the variant
+        each of them uses. One by default: a backend that threads inside each call gains
+        nothing from running calls side by side."""
+        return 1, self
+
+
+def usable_cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -73,6 +89,8 @@ class OnnxRuntimeBackend(Backend):
         self.threads, self.spinning = threads, spinning
         self._sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._segments: OnnxRuntimeBackend | None = None
+        self._single: OnnxRuntimeBackend | None = None
+        self._lock = threading.Lock()
 
     def for_segments(self) -> "OnnxRuntimeBackend":
         # Incremental plans keep dozens of small sessions alive; if idle sessions' workers spin,
@@ -82,11 +100,24 @@ class OnnxRuntimeBackend(Backend):
             self._segments = OnnxRuntimeBackend(self.threads, spinning=False)
         return self._segments
 
+    def concurrent(self) -> tuple[int, "OnnxRuntimeBackend"]:
+        # Incremental plans spend a fifth of their time in NumPy gathers (one core) and the
+        # rest in many small per-layer calls that two threads split poorly. One batch per core,
+        # each call on one thread, keeps every core busy: measured 1.35x on ResNet18 at tau
+        # 0.5 and 1.2x on exact MobileNetV2 (2 cores), identical results.
+        workers = min(self.threads or usable_cores(), usable_cores())
+        if workers <= 1:
+            return 1, self
+        if self._single is None:
+            self._single = OnnxRuntimeBackend(threads=1)
+        return workers, self._single
+
     def session(self, graph: Graph, outputs: tuple[str, ...]):
-        per_graph = self._sessions.setdefault(graph, {})
-        if outputs not in per_graph:
-            per_graph[outputs] = self._make_session(graph, outputs)
-        return per_graph[outputs]
+        with self._lock:  # concurrent batches must not build the same session twice
+            per_graph = self._sessions.setdefault(graph, {})
+            if outputs not in per_graph:
+                per_graph[outputs] = self._make_session(graph, outputs)
+            return per_graph[outputs]
 
     def _make_session(self, graph, outputs):
         import onnxruntime as ort

@@ -249,30 +249,47 @@ def incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend) ->
         computed = first.count + len(pick)
         node.stats.update(stage1=first.count, stage2=len(pick))
     node.stats.update(gather_s=stats.get("gather_s", 0.0), compute_s=stats.get("compute_s", 0.0),
+                      workers=stats.get("workers", 1),
                       flops=int(node.arg("flops_incremental") or 0) * computed)
     return out
 
 
 def _incremental_positions(node, ctx, views, corners, patch, cls, model, fill_x, backend,
                            stats, label) -> np.ndarray:
+    """The heatmap values at ``corners``. The planner's batch bounds the queries in flight;
+    with a backend that prefers it (onnxruntime: one batch per core), that many queries are
+    split into one chunk per worker, run side by side. Stats times are summed over workers."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from kryptondb.ivm.gather import PaddedView, gather
     from kryptondb.ivm.incremental import IncrementalPlan
 
-    batch = node.arg("batch")
+    workers, runner = backend.concurrent()
+    chunk = max(1, math.ceil(node.arg("batch") / workers))
     plan = IncrementalPlan(model.graph, corners, patch, views, node.arg("tau"))
     out = np.empty(len(corners), np.float32)
     fills = PaddedView(fill_x, (0, 0, 0, 0), 0.0)
+
+    def run(start):
+        idx = np.arange(start, min(start + chunk, len(corners)))
+        pv = gather(fills, corners[idx, 0], corners[idx, 1], patch, patch)
+        own: dict = {}
+        res = plan.run(idx, pv, runner, own)
+        return idx, model.probabilities(res.reshape(len(idx), -1))[:, cls], own
+
     bar = ctx.bar(len(corners), label + (" (incremental)" if node.arg("tau") is None else
                                          f" (tau {node.arg('tau'):g})"))
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="kryptondb-ivm")
     try:
-        for s in range(0, len(corners), batch):
-            idx = np.arange(s, min(s + batch, len(corners)))
-            pv = gather(fills, corners[idx, 0], corners[idx, 1], patch, patch)
-            res = plan.run(idx, pv, backend, stats)
-            out[idx] = model.probabilities(res.reshape(len(idx), -1))[:, cls]
+        for idx, probs, own in pool.map(run, range(0, len(corners), chunk)):
+            out[idx] = probs
+            for k, v in own.items():
+                stats[k] = stats.get(k, 0.0) + v
             bar.update(len(idx))
     finally:
+        pool.shutdown(cancel_futures=True)
         bar.close()
+    stats["workers"] = workers
     return out
 
 
