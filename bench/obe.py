@@ -259,8 +259,10 @@ def _row(r: dict, base: dict | None) -> list:
             check += f"  SSIM {r['ssim']:.3f}" + ("" if r["model"] in REAL_WEIGHTS else
                                                   " (seeded weights)")
         target = TARGETS.get((r["model"], r["engine"]))
-        if target:
-            check += f"  target >= {target}x: " + ("PASS" if 1 / ratio >= target else "FAIL")
+        if target:  # an SSIM-0.9 setting passes only where this image's SSIM is >= 0.9
+            low = "SSIM" in APPROXIMATE[r["engine"]] and (r.get("ssim") or 0) < 0.9
+            check += f"  target >= {target}x: " + ("FAIL (SSIM < 0.9)" if low else
+                                                   "PASS" if 1 / ratio >= target else "FAIL")
     r.update(median_s=med, ratio_vs_loop=ratio, max_abs_diff_vs_loop=diff)
     return [r["model"], r["engine"], f"{med:.2f}", f"{ratio:.2f}x" if ratio else "-",
             f"{1e3 * med / r.get('positions', 1):.2f}" if r.get("positions") else "-",
