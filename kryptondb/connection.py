@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from kryptondb.engine.executor import ExecContext, run
+from kryptondb.errors import KryptonWarning
 from kryptondb.plan.explain import Explained
 from kryptondb.lang import ast, parse
 from kryptondb.lang.parser import split_statements
@@ -54,8 +56,16 @@ class Connection:
         if isinstance(stmt, ast.ExplainPlan):
             return self._explain(stmt, text)
         explained = self.plan(stmt, text)
-        value = run(explained.dag, self._context(text))
-        return _result(value, explained)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = run(explained.dag, self._context(text))
+        result = _result(value, explained)
+        for w in caught:  # shown again to the caller; KryptonDB's own also in the message
+            if issubclass(w.category, KryptonWarning):
+                result.message = "\n".join(m for m in (result.message, f"warning: {w.message}")
+                                           if m)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return result
 
     def plan(self, stmt: ast.Statement, text: str = "") -> Explained:
         logical, options = bind(self.db, stmt, text)

@@ -32,6 +32,16 @@ class ImageError(FileError):
     """An image path that does not exist or does not decode as an image."""
 
 
+class KryptonWarning(UserWarning):
+    """Base of every warning KryptonDB issues: the work went on, but the user should know.
+    ``Connection.execute`` also adds each one to its result's message."""
+
+
+class TruncatedVideoWarning(KryptonWarning):
+    """A video whose decoding ended before the frame count its header gives, without an error:
+    the results cover only the frames decoded (the message says which)."""
+
+
 class ShapeError(KryptonError):
     """A tensor whose shape does not fit where it is used."""
 

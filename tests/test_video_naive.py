@@ -1,6 +1,8 @@
 """RECOGNIZE OBJECTS runs full inference per decoded frame (the naive plan), and a broken video
 is a clear FileError."""
 
+import warnings
+
 import av
 import numpy as np
 import pytest
@@ -49,3 +51,25 @@ def test_broken_video_is_a_clear_error(video, tmp_path):
     bad.write_bytes(video.read_bytes()[:300])
     with pytest.raises(FileError, match="cut.mp4"):
         kryptondb.connect().execute(f"LOAD VIDEO '{bad}' AS v")
+
+
+def test_truncated_avi_warns_and_says_which_frames_came_back(tmp_path):
+    """An AVI cut mid-way decodes to its first frames with no error from FFmpeg: the header's
+    frame count shows the rest is missing, so the query warns and keeps what was decoded."""
+    from kryptondb.errors import TruncatedVideoWarning
+
+    noise = [(np.random.default_rng(i).random((64, 64, 3)) * 255).astype(np.uint8)
+             for i in range(30)]
+    whole = write_video(tmp_path / "whole.avi", noise)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    with pytest.warns(TruncatedVideoWarning, match=r"lists 30 frames.*frames 0-\d+ only"):
+        r = kryptondb.connect().execute(f"RECOGNIZE OBJECTS IN VIDEO '{cut}' USING MODEL "
+                                        "mobilenet_v2 TOP 1 NAIVE")
+    got = r.to_arrow().column("frame").to_pylist()
+    assert 0 < len(got) < 30 and got == list(range(len(got)))
+    assert f"frames 0-{got[-1]} only" in r.message and "warning:" in str(r)
+    with warnings.catch_warnings():  # the whole file and a range inside the cut part: silent
+        warnings.simplefilter("error", TruncatedVideoWarning)
+        assert len(list(frames(str(whole)))) == 30
+        assert len(list(frames(str(cut), 0, 3))) == 4

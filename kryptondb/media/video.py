@@ -58,7 +58,9 @@ def frames(path: str, first: int = 0, last: int | None = None,
     """(index, timestamp in seconds, RGB image) for frames first..last (inclusive), every n-th.
 
     A file that breaks off mid-way yields the frames decoded before the damage and then raises
-    FileError naming the frame where decoding failed.
+    FileError naming the frame where decoding failed. Some containers (AVI) just stop at the
+    damage: when decoding ends before the frame count the header gives, the frames decoded are
+    kept and a TruncatedVideoWarning says which they are.
     """
     import av
 
@@ -73,7 +75,24 @@ def frames(path: str, first: int = 0, last: int | None = None,
             if index >= first and (index - first) % every == 0:
                 t = float(frame.time) if frame.time is not None else float("nan")
                 yield index, t, frame.to_image().convert("RGB")
+        else:
+            _check_complete(path, index, int(stream.frames or 0), first, last)
     except av.error.FFmpegError as exc:
         raise FileError(f"{path!r}: decoding failed after frame {index} ({exc})") from None
     finally:
         container.close()
+
+
+def _check_complete(path: str, index: int, listed: int, first: int, last: int | None) -> None:
+    """Warn when decoding ended (at frame ``index``) short of the ``listed`` frames and of the
+    range asked for."""
+    import warnings
+
+    from kryptondb.errors import TruncatedVideoWarning
+
+    wanted_end = listed - 1 if last is None else min(last, listed - 1)
+    if listed and index < wanted_end:
+        got = f"frames {first}-{index}" if index >= first else "no frames"
+        warnings.warn(TruncatedVideoWarning(
+            f"{path!r}: decoding ended after frame {index}, but its header lists {listed} "
+            f"frames; the file looks truncated. Results cover {got} only."), stacklevel=3)
