@@ -71,8 +71,11 @@ def format_dag(dag: Dag, analyze: bool = False) -> str:
             for key in ("batches", "rows"):
                 if s.get(key):
                     parts.append(f"{s[key]} {key}")
-            if s.get("gather_s") is not None and s.get("time_s"):
-                parts.append(f"gather {100 * s['gather_s'] / s['time_s']:.0f}% of its time")
+            busy = s.get("gather_s", 0.0) + s.get("compute_s", 0.0)
+            if busy:  # summed over the workers that ran batches side by side
+                parts.append(f"gather {100 * s['gather_s'] / busy:.0f}% of its work")
+            if s.get("workers", 1) > 1:
+                parts.append(f"{s['workers']} workers")
             line += "  [" + ", ".join(parts) + "]"
         lines.append(line.rstrip())
     return "\n".join(lines)
