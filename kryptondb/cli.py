@@ -11,7 +11,7 @@ from kryptondb.errors import KryptonError
 
 USAGE = """\
 kryptondb [--db PATH] [-c STATEMENTS | -f FILE] [--outdir DIR]
-       kryptondb {demo,predict,describe,models} [options]
+       kryptondb {demo,predict,recognize,describe,models} [options]
        kryptondb --help | --version"""
 
 DESCRIPTION = """\
@@ -26,7 +26,8 @@ modes:
                               missing); combines with -c and -f
   kryptondb -c "STATEMENTS"   run statements separated by ';' and exit
   kryptondb -f FILE.kql       run a script and exit ('-' reads standard input)
-  kryptondb COMMAND ...       demo, predict, describe, models (kryptondb COMMAND --help)
+  kryptondb COMMAND ...       demo, predict, recognize, describe, models
+                              (kryptondb COMMAND --help)
 
 -c and -f stop at the first error and exit with status 1, the error on stderr. Heatmaps are
 saved as heatmap_<n>.png (or <table>.png with INTO <table>) in --outdir; EXPLAIN PLAN FORMAT
@@ -44,6 +45,7 @@ examples:
   kryptondb --db mydb -c "LOAD IMAGE 'cat.jpg' AS cat; SHOW IMAGES"
   kryptondb -f explain.kql --outdir figures
   kryptondb predict photo.jpg -m efficientnet_lite0 -k 3
+  kryptondb recognize street.avi --sheet labels.png   top-1 label per frame, and a picture
   kryptondb models                    the model zoo and where its weights come from
 
 documentation: docs/language.md (KQL reference) and docs/README.md in the source tree;
@@ -76,6 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="top-k ImageNet classes of one or more images")
     pred.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     _model_args(pred, default_model="mobilenet_v2")
+    rec = sub.add_parser("recognize", help="top-k classes of every frame of a video, with an "
+                         "optional contact sheet (PNG)",
+                         description="Runs RECOGNIZE OBJECTS IN VIDEO on a video file (any "
+                         "format PyAV decodes) and prints the top-1 label per frame and per-"
+                         "frame stats; the plan is incremental and exact unless --naive.")
+    rec.add_argument("video", help="video file (avi, mp4, ...)")
+    rec.add_argument("--frames", nargs=2, type=int, metavar=("FIRST", "LAST"),
+                     help="only frames FIRST..LAST (inclusive)")
+    rec.add_argument("--every", type=int, help="every n-th frame")
+    rec.add_argument("--naive", action="store_true", help="full inference per frame")
+    rec.add_argument("--sheet", metavar="PNG", help="also draw a contact sheet: up to 24 frames, "
+                     "evenly spaced, captioned with their top-1 label")
+    _model_args(rec, default_model="mobilenet_v2")
     desc = sub.add_parser("describe", help="per-layer shapes, parameters and FLOPs of a model")
     desc.add_argument("model", help="zoo name or path to an .onnx file")
     sub.add_parser("models", help="list the model zoo and where each one's weights come from")
@@ -132,6 +147,30 @@ def _demo(args) -> int:
     return 0
 
 
+def _recognize(args) -> int:
+    import kryptondb
+    from kryptondb.connection import terminal_progress
+
+    query = (f"RECOGNIZE OBJECTS IN VIDEO {_quote(args.video)} USING MODEL {args.model} "
+             f"TOP {args.top}"
+             + (f" FRAMES {args.frames[0]} TO {args.frames[1]}" if args.frames else "")
+             + (f" EVERY {args.every}" if args.every else "")
+             + (" NAIVE" if args.naive else "")
+             + (f" ON {args.backend}" if args.backend != "onnxruntime" else ""))
+    print(f"kryptondb> {query};", flush=True)
+    con = kryptondb.connect(progress=terminal_progress)
+    result = con.execute(query)
+    if result.message:
+        print(result.message)
+    con.db.put_table("labels", result.table)
+    stats = [c for c in ("changed", "mode") if c in result.table.column_names]
+    print(con.execute("SELECT frame, timestamp, label, probability"
+                      + "".join(f", {c}" for c in stats) + " FROM labels WHERE rank = 1"))
+    if args.sheet:
+        print(f"contact sheet saved to {result.save_contact_sheet(args.sheet)}")
+    return 0
+
+
 def _models(args) -> int:
     from kryptondb.model.zoo import ZOO
 
@@ -179,6 +218,7 @@ def _read_script(path: str) -> str:
 COMMANDS = {
     "demo": _demo,
     "predict": lambda a: _predict(a.model, a.images, a.top, a.backend) or 0,
+    "recognize": _recognize,
     "describe": _describe,
     "models": _models,
 }

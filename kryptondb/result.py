@@ -84,6 +84,15 @@ class Result:
 
         return save_heatmap_png(self.heatmap, os.fspath(path))
 
+    def save_contact_sheet(self, path, frames: int = 24, columns: int = 6) -> str:
+        """RECOGNIZE OBJECTS results: a PNG grid of up to ``frames`` frames (evenly spaced), each
+        captioned with its top-1 label; returns the path written."""
+        from kryptondb.orv.sheet import contact_sheet
+
+        if self.table is None:
+            raise KryptonError(f"this result is a {self.kind}, not video frames: nothing to draw")
+        return contact_sheet(self.table, os.fspath(path), frames, columns)
+
     def __str__(self) -> str:
         if self.kind == "plan" or (self.kind == "message" and self.table is None):
             return self.message

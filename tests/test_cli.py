@@ -27,7 +27,7 @@ def test_help_explains_the_modes_and_shows_queries(tmp_path):
     r = cli("--help", cwd=tmp_path)
     assert r.returncode == 0
     for text in ("query engine for CNN inference", "REPL", "-c \"STATEMENTS\"", "-f FILE.kql",
-                 "--db PATH", "demo", "predict", "describe", "models",
+                 "--db PATH", "demo", "predict", "recognize", "describe", "models",
                  "EXPLAIN OCCLUSION OF IMAGE", "docs/language.md", ".help"):
         assert text in r.stdout, text
 
@@ -115,3 +115,20 @@ def test_no_arguments_opens_the_shell(tmp_path):
     r = subprocess.run([sys.executable, "-m", "kryptondb"], input="SHOW TABLES;\n.quit\n",
                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert r.returncode == 0 and "name  rows  columns  created" in r.stdout
+
+
+def test_recognize_prints_labels_per_frame_and_draws_a_sheet(tmp_path):
+    import numpy as np
+    from test_video_naive import write_video
+
+    noise = [(np.random.default_rng(i).random((48, 48, 3)) * 255).astype(np.uint8)
+             for i in range(6)]
+    video = write_video(tmp_path / "clip.mp4", noise)
+    r = cli("recognize", str(video), "--frames", "1", "4", "-k", "1", "--sheet", "s.png",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "RECOGNIZE OBJECTS IN VIDEO" in r.stdout and "(4 rows)" in r.stdout
+    assert "mode" in r.stdout and "contact sheet saved to s.png" in r.stdout
+    assert (tmp_path / "s.png").read_bytes().startswith(PNG_MAGIC)
+    bad = cli("recognize", str(tmp_path / "missing.avi"), cwd=tmp_path)
+    assert bad.returncode == 1 and "missing.avi" in bad.stderr

@@ -2,6 +2,7 @@
 is a clear FileError."""
 
 import warnings
+from pathlib import Path
 
 import av
 import numpy as np
@@ -73,3 +74,31 @@ def test_truncated_avi_warns_and_says_which_frames_came_back(tmp_path):
         warnings.simplefilter("error", TruncatedVideoWarning)
         assert len(list(frames(str(whole)))) == 30
         assert len(list(frames(str(cut), 0, 3))) == 4
+
+
+def test_contact_sheet_draws_the_chosen_frames_with_their_labels(video, tmp_path):
+    from PIL import Image
+
+    from kryptondb.errors import KryptonError
+    from kryptondb.orv.sheet import pick
+    from kryptondb.result import Result
+
+    con = kryptondb.connect()
+    r = con.execute(f"RECOGNIZE OBJECTS IN VIDEO '{video}' USING MODEL mobilenet_v2 TOP 2")
+    out = r.save_contact_sheet(tmp_path / "sheet.png", frames=5, columns=2)
+    sheet = np.asarray(Image.open(out).convert("RGB"))
+    # 12 frames -> 5 evenly spaced, 2 per row; 64x64 frames drawn 200 wide, 30 px captions
+    assert pick(list(range(12)), 5) == [0, 3, 6, 8, 11]
+    assert sheet.shape == (3 * 230, 2 * 200, 3)
+    for k in range(5):  # each tile holds its frame (noise), the empty sixth stays white
+        y, x = (k // 2) * 230, (k % 2) * 200
+        assert sheet[y:y + 200, x:x + 200].std() > 30
+    assert (sheet[460:690, 200:400] == 255).all()
+    # the relation remembers its video through INTO; a heatmap or a SELECT does not
+    con.execute(f"RECOGNIZE OBJECTS IN VIDEO '{video}' USING MODEL mobilenet_v2 TOP 1 INTO lab")
+    stored = Result("table", table=con.db.get_table("lab"))
+    assert Path(stored.save_contact_sheet(tmp_path / "again.png")).exists()
+    with pytest.raises(KryptonError, match="needs the result of RECOGNIZE OBJECTS"):
+        con.execute("SELECT frame, label FROM lab").save_contact_sheet(tmp_path / "no.png")
+    with pytest.raises(KryptonError, match="not video frames"):
+        Result("plan").save_contact_sheet(tmp_path / "no.png")

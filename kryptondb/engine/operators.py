@@ -372,6 +372,9 @@ def frame_labels(node, inputs, ctx) -> pa.Table:
     for key, values in extra.items():
         if len(values) == table.num_rows:
             table = table.append_column(key, pa.array(values))
+    from kryptondb.orv.sheet import VIDEO_KEY  # the video, for a contact sheet of the frames
+
+    table = table.replace_schema_metadata({VIDEO_KEY: _media_path(ctx, node, "video")})
     node.stats.update(rows=table.num_rows)
     return table
 

@@ -222,7 +222,7 @@ def plan_recognize(b: Binder, s: ast.RecognizeObjects) -> tuple[PlanNode, Option
     pre = node("Preprocess", scan, model=model.name, shape=_shape(model.input_shape))
     inference = node("Inference", pre, model=model.name, **_video_settings(b, s))
     top = node("TopK", inference, k=s.top or DEFAULT_TOP, model=model.name)
-    return _into(b, s, node("FrameLabels", top)), b.options(s)
+    return _into(b, s, node("FrameLabels", top, **_scan_args(s.video))), b.options(s)
 
 
 def _video_settings(b: Binder, s: ast.RecognizeObjects) -> dict:

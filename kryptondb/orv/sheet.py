@@ -1,0 +1,72 @@
+"""A contact sheet: a grid of video frames, each captioned with its top-1 label, to look at what a
+RECOGNIZE OBJECTS query found. Frames are decoded again from the video, streamed, and only the
+chosen ones are kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kryptondb.errors import KryptonError
+
+VIDEO_KEY = b"kryptondb.video"  # schema metadata of a frame relation: the video it came from
+
+
+def pick(frames: list[int], count: int) -> list[int]:
+    """Up to ``count`` of the (sorted, distinct) frame numbers, evenly spaced, first and last
+    included.
+
+    >>> pick(list(range(0, 100, 10)), 4)
+    [0, 30, 60, 90]
+    """
+    if count >= len(frames):
+        return list(frames)
+    at = np.linspace(0, len(frames) - 1, count).round().astype(int)
+    return [frames[i] for i in dict.fromkeys(at.tolist())]
+
+
+def contact_sheet(labels: pa.Table, path: str, count: int = 24, columns: int = 6,
+                  width: int = 200) -> str:
+    """Write a PNG grid of up to ``count`` frames of the relation ``labels`` (evenly spaced),
+    each ``width`` pixels wide with a caption: frame number, time, top-1 label, probability and,
+    when the relation has it, how the frame was computed (mode). Returns ``path``."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from kryptondb.media.video import frames as decode
+
+    video = (labels.schema.metadata or {}).get(VIDEO_KEY)
+    if video is None or "frame" not in labels.column_names:
+        raise KryptonError("a contact sheet needs the result of RECOGNIZE OBJECTS (a relation "
+                           "with frame, label and probability columns and its video)")
+    if count < 1 or columns < 1:
+        raise KryptonError(f"a contact sheet needs at least one frame and one column, got "
+                           f"{count} frames in {columns} columns")
+    top = labels.filter(pc.equal(labels["rank"], 1)) if "rank" in labels.column_names \
+        else labels
+    rows = {r["frame"]: r for r in top.to_pylist()}
+    chosen = pick(sorted(rows), count)
+    if not chosen:
+        raise KryptonError("the relation has no frames to draw")
+    font = ImageFont.load_default()
+    wanted, tiles = set(chosen), {}
+    for index, _, img in decode(video.decode(), chosen[0], chosen[-1]):
+        if index in wanted:
+            tiles[index] = img.resize((width, max(1, round(img.height * width / img.width))))
+    caption_h = 30
+    tile_h = max(t.height for t in tiles.values()) + caption_h
+    cols = min(columns, len(chosen))
+    sheet = Image.new("RGB", (cols * width, -(-len(chosen) // cols) * tile_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, index in enumerate(chosen):
+        x, y = (k % cols) * width, (k // cols) * tile_h
+        if index in tiles:
+            sheet.paste(tiles[index], (x, y))
+        r = rows[index]
+        mode = f" [{r['mode']}]" if r.get("mode") else ""
+        draw.text((x + 3, y + tile_h - caption_h + 2),
+                  f"#{index}  {r['timestamp']:.2f} s{mode}", fill="black", font=font)
+        draw.text((x + 3, y + tile_h - caption_h + 15),
+                  f"{r['label'][:26]}  {r['probability']:.2f}", fill="black", font=font)
+    sheet.save(path)
+    return path
