@@ -225,7 +225,12 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
+    import warnings
+
+    from kryptondb.errors import KryptonWarning
+
     args = _parser().parse_args(argv)
+    warnings.simplefilter("ignore", KryptonWarning)  # each result's message already shows them
     try:
         return COMMANDS[args.command](args) if args.command else _queries(args)
     except KryptonError as exc:

@@ -132,3 +132,18 @@ def test_recognize_prints_labels_per_frame_and_draws_a_sheet(tmp_path):
     assert (tmp_path / "s.png").read_bytes().startswith(PNG_MAGIC)
     bad = cli("recognize", str(tmp_path / "missing.avi"), cwd=tmp_path)
     assert bad.returncode == 1 and "missing.avi" in bad.stderr
+
+
+def test_a_truncated_video_warns_once_and_keeps_its_frames(tmp_path):
+    import numpy as np
+    from test_video_naive import write_video
+
+    noise = [(np.random.default_rng(i).random((48, 48, 3)) * 255).astype(np.uint8)
+             for i in range(30)]
+    whole = write_video(tmp_path / "whole.avi", noise)
+    (tmp_path / "cut.avi").write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    r = cli("-c", "RECOGNIZE OBJECTS IN VIDEO 'cut.avi' USING MODEL mobilenet_v2 TOP 1 NAIVE",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert out.count("looks truncated") == 1 and "lists 30 frames" in out
