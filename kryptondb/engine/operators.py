@@ -279,15 +279,24 @@ def _incremental_positions(node, ctx, views, corners, patch, cls, model, fill_x,
 
     bar = ctx.bar(len(corners), label + (" (incremental)" if node.arg("tau") is None else
                                          f" (tau {node.arg('tau'):g})"))
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="kryptondb-ivm")
+    # The main thread runs one chunk of every round itself, helpers the others: it is never
+    # parked for long in a wait, so Ctrl-C (KeyboardInterrupt, raised only in the main thread)
+    # stops the scan within one chunk (a pool's result() wait sometimes lost it in the REPL).
+    helpers = ThreadPoolExecutor(workers - 1, thread_name_prefix="kryptondb-ivm") \
+        if workers > 1 else None
+    starts = list(range(0, len(corners), chunk))
     try:
-        for idx, probs, own in pool.map(run, range(0, len(corners), chunk)):
-            out[idx] = probs
-            for k, v in own.items():
-                stats[k] = stats.get(k, 0.0) + v
-            bar.update(len(idx))
+        for r in range(0, len(starts), workers):
+            mine, *theirs = starts[r:r + workers]
+            pending = [helpers.submit(run, s) for s in theirs]
+            for idx, probs, own in [run(mine)] + [f.result() for f in pending]:
+                out[idx] = probs
+                for k, v in own.items():
+                    stats[k] = stats.get(k, 0.0) + v
+                bar.update(len(idx))
     finally:
-        pool.shutdown(cancel_futures=True)
+        if helpers is not None:
+            helpers.shutdown(cancel_futures=True)
         bar.close()
     stats["workers"] = workers
     return out
