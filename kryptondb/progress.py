@@ -3,8 +3,35 @@ bar with rate and ETA on a terminal (plain periodic lines when not a terminal)."
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
+
+INTERRUPTED = threading.Event()  # Ctrl-C seen while a statement ran (see interruptible)
+
+
+@contextmanager
+def interruptible():
+    """Run a statement so that Ctrl-C stops it even if the KeyboardInterrupt it raises is lost
+    on the way (seen, rarely, while worker threads ran a scan): the interrupt is also recorded,
+    and the next progress update raises it again. Main thread only; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_interrupt(signum, frame):
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    INTERRUPTED.clear()
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        INTERRUPTED.clear()
 
 
 class ProgressBar:
@@ -16,6 +43,8 @@ class ProgressBar:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def update(self, n: int = 1) -> None:
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         self.done += n
         now = time.perf_counter()
         if now - self.start < self.delay or now - self._last < (0.1 if self.tty else 5.0):

@@ -28,6 +28,7 @@ from contextlib import contextmanager, suppress
 
 import kryptondb
 from kryptondb.errors import KryptonError
+from kryptondb.progress import interruptible
 
 PROMPT, CONTINUATION = "kryptondb> ", "      ...> "
 BANNER = f"KryptonDB {kryptondb.__version__} — type .help for help, .quit to leave"
@@ -151,7 +152,8 @@ class Shell:
         """Run ``action(arg)``, turning every failure into a message; True when it succeeded."""
         start = time.perf_counter()
         try:
-            action(arg)
+            with interruptible():
+                action(arg)
             return True
         except (KryptonError, OSError) as exc:
             self.fail(f"error: {self._where(line)}{exc}")

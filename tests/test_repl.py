@@ -255,3 +255,24 @@ def test_ctrl_c_cancels_a_long_statement(terminal):
     terminal.expect("kryptondb> ")
     terminal.type("\x04")  # Ctrl-D
     assert terminal.close() == 0
+
+
+def test_an_interrupt_lost_on_the_way_is_raised_by_the_next_progress_update():
+    """Ctrl-C during a statement is also recorded: if its KeyboardInterrupt never reaches the
+    statement (seen rarely while worker threads ran a scan), the next progress update raises
+    it; the SIGINT handler in place before the statement is restored afterwards."""
+    import io
+    import signal
+
+    from kryptondb.progress import INTERRUPTED, ProgressBar, interruptible
+
+    before = signal.getsignal(signal.SIGINT)
+    bar = ProgressBar(10, "scan", stream=io.StringIO())
+    with interruptible():
+        handler = signal.getsignal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGINT, None)  # what Ctrl-C runs
+        with pytest.raises(KeyboardInterrupt):  # had the exception above been swallowed,
+            bar.update(1)                       # the next progress update raises it again
+    assert signal.getsignal(signal.SIGINT) is before and not INTERRUPTED.is_set()
+    bar.update(1)
