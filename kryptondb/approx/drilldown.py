@@ -9,6 +9,7 @@ the coarse stride is S1 = sqrt(t / (1 - r * t)) * S2.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -61,3 +62,14 @@ def select(estimate: np.ndarray, ratio: float) -> np.ndarray:
     largest drops), in position order."""
     k = min(len(estimate), max(1, math.ceil(ratio * len(estimate))))
     return np.sort(np.argsort(estimate, kind="stable")[:k])
+
+
+def combine(coarse: np.ndarray, coarse_stride: int, fine_corners: np.ndarray, ratio: float,
+            exact: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The drill-down map at ``fine_corners`` (n,): stage one's map ``coarse`` upsampled, with
+    the ``ratio`` share of positions whose estimated drops are largest set to ``exact(picked)``
+    (stage two: the values at those indices of ``fine_corners``). Returns (map, picked)."""
+    out = upsample(coarse, coarse_stride, fine_corners)
+    pick = select(out, ratio)
+    out[pick] = exact(pick)
+    return out, pick

@@ -243,9 +243,9 @@ def incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend) ->
         first = Grid(grid.height, grid.width, grid.patch, coarse)
         rough = scan(first.corners(), f"drill-down stage 1: {first.rows}x{first.cols}")
         fine = grid.corners()
-        out = D.upsample(rough.reshape(first.rows, first.cols), coarse, fine)
-        pick = D.select(out, ratio)
-        out[pick] = scan(fine[pick], f"drill-down stage 2: {len(pick)} of {grid.count}")
+        out, pick = D.combine(rough.reshape(first.rows, first.cols), coarse, fine, ratio,
+                              lambda p: scan(fine[p], f"drill-down stage 2: {len(p)} of "
+                                                      f"{grid.count}"))
         computed = first.count + len(pick)
         node.stats.update(stage1=first.count, stage2=len(pick))
     node.stats.update(gather_s=stats.get("gather_s", 0.0), compute_s=stats.get("compute_s", 0.0),
