@@ -4,6 +4,7 @@ so a benchmark's parent process stays small and its children's memory readings s
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -22,6 +23,19 @@ RESULTS_DIR = BENCH_DIR / "results"
 CHILD_FLAG = "--_child"  # hidden flag: the script re-invoked to do one measurement
 
 _T0 = time.perf_counter()
+
+
+def ssim_parser(doc: str, json_name: str) -> argparse.ArgumentParser:
+    """The arguments the SSIM benchmarks (tuning.py, drilldown_quality.py) share: the models with
+    real ImageNet weights, patch, stride, the SSIM target and where the JSON goes."""
+    p = argparse.ArgumentParser(description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["mobilenet_v2", "efficientnet_lite0"])
+    p.add_argument("--patch", type=int, default=16)
+    p.add_argument("--stride", type=int, default=4)
+    p.add_argument("--target", type=float, default=0.9, help="SSIM target q")
+    p.add_argument("--json", default=str(RESULTS_DIR / json_name))
+    return p
 
 
 # -- timing -------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ the most drill-down can add to an SSIM-q setting on that model.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,30 +23,24 @@ import _common as C  # noqa: E402
 
 
 def _args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["mobilenet_v2", "efficientnet_lite0"])
-    p.add_argument("--patch", type=int, default=16)
-    p.add_argument("--stride", type=int, default=4)
+    p = C.ssim_parser(__doc__, "drilldown_quality.json")
     p.add_argument("--multiples", nargs="+", type=int, default=[2, 3, 4],
                    help="coarse strides S1 as multiples of --stride")
     p.add_argument("--ratios", nargs="+", type=float, default=[0.1, 0.2, 0.25, 0.3, 0.4, 0.5])
-    p.add_argument("--target", type=float, default=0.9, help="SSIM target q")
-    p.add_argument("--json", default=str(C.RESULTS_DIR / "drilldown_quality.json"))
     return p.parse_args(argv)
 
 
 def drilled(exact, multiple: int, stride: int, ratio: float):
-    """The drill-down heatmap at coarse stride multiple x stride, from the exact one."""
+    """The drill-down heatmap at coarse stride multiple x stride, from the exact one: the
+    engine's own combination of the two stages, fed the exact map's values."""
     import numpy as np
 
     from kryptondb.approx import drilldown as D
 
     rows, cols = exact.shape
     fine = np.array([(i * stride, j * stride) for i in range(rows) for j in range(cols)])
-    out = D.upsample(exact[::multiple, ::multiple], multiple * stride, fine)
-    pick = D.select(out, ratio)
-    out[pick] = exact.ravel()[pick]
+    out, _ = D.combine(exact[::multiple, ::multiple], multiple * stride, fine, ratio,
+                       lambda pick: exact.ravel()[pick])
     return out.reshape(exact.shape)
 
 

@@ -8,7 +8,6 @@ Target (issue 5): with q = 0.9, SSIM >= 0.9 on at least 80% of held-out images a
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -18,17 +17,11 @@ import _common as C  # noqa: E402
 
 
 def _args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["mobilenet_v2", "efficientnet_lite0"])
-    p.add_argument("--patch", type=int, default=16)
-    p.add_argument("--stride", type=int, default=4)
-    p.add_argument("--target", type=float, default=0.9, help="SSIM target q")
+    p = C.ssim_parser(__doc__, "tuning.json")
     p.add_argument("--db", default=str(C.RESULTS_DIR / "tuning.kdb"),
                    help="database the tunings are stored in (bench/obe.py --approximate reads it)")
     p.add_argument("--reuse", action="store_true", help="evaluate the tunings already in --db "
                    "instead of tuning again")
-    p.add_argument("--json", default=str(C.RESULTS_DIR / "tuning.json"))
     return p.parse_args(argv)
 
 
