@@ -56,15 +56,9 @@ class Connection:
         if isinstance(stmt, ast.ExplainPlan):
             return self._explain(stmt, text)
         explained = self.plan(stmt, text)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            value = run(explained.dag, self._context(text))
+        value, notes = _run_noting(explained.dag, self._context(text))
         result = _result(value, explained)
-        for w in caught:  # shown again to the caller; KryptonDB's own also in the message
-            if issubclass(w.category, KryptonWarning):
-                result.message = "\n".join(m for m in (result.message, f"warning: {w.message}")
-                                           if m)
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        result.message = "\n".join(m for m in (result.message, *notes) if m)
         return result
 
     def plan(self, stmt: ast.Statement, text: str = "") -> Explained:
@@ -81,9 +75,10 @@ class Connection:
         from kryptondb.viz import render
 
         explained = self.plan(stmt.statement, text)
+        notes: list[str] = []
         if stmt.analyze:
-            run(explained.dag, self._context(text, analyze=True))
-        plan_text = explained.text(stmt.analyze, stmt.verbose)
+            _, notes = _run_noting(explained.dag, self._context(text, analyze=True))
+        plan_text = "\n".join([explained.text(stmt.analyze, stmt.verbose), *notes])
         if stmt.format == "text":
             return Result("plan", message=plan_text, plan=explained)
         body = render(explained.dag, stmt.format, title=_title(stmt.statement),
@@ -106,6 +101,18 @@ class Connection:
 
 def _title(stmt) -> str:
     return type(stmt).__name__
+
+
+def _run_noting(dag, ctx) -> tuple[object, list[str]]:
+    """Run the plan; (its value, a 'warning: ...' line per KryptonDB warning it raised). Every
+    warning is also shown again to the caller."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = run(dag, ctx)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return value, [f"warning: {w.message}" for w in caught
+                   if issubclass(w.category, KryptonWarning)]
 
 
 def _result(value, explained: Explained) -> Result:

@@ -70,6 +70,10 @@ def test_truncated_avi_warns_and_says_which_frames_came_back(tmp_path):
     got = r.to_arrow().column("frame").to_pylist()
     assert 0 < len(got) < 30 and got == list(range(len(got)))
     assert f"frames 0-{got[-1]} only" in r.message and "warning:" in str(r)
+    with pytest.warns(TruncatedVideoWarning):  # EXPLAIN PLAN ANALYZE runs it too: same warning
+        plan = kryptondb.connect().execute(f"EXPLAIN PLAN ANALYZE FOR RECOGNIZE OBJECTS IN VIDEO "
+                                           f"'{cut}' USING MODEL mobilenet_v2 TOP 1 NAIVE")
+    assert plan.message.endswith(f"frames 0-{got[-1]} only.")
     with warnings.catch_warnings():  # the whole file and a range inside the cut part: silent
         warnings.simplefilter("error", TruncatedVideoWarning)
         assert len(list(frames(str(whole)))) == 30
