@@ -73,7 +73,7 @@ def format_dag(dag: Dag, analyze: bool = False) -> str:
                     parts.append(f"{s[key]} {key}")
             busy = s.get("gather_s", 0.0) + s.get("compute_s", 0.0)
             if busy:  # summed over the workers that ran batches side by side
-                parts.append(f"gather {100 * s['gather_s'] / busy:.0f}% of its work")
+                parts.append(f"gather {100 * s.get('gather_s', 0.0) / busy:.0f}% of its work")
             if s.get("workers", 1) > 1:
                 parts.append(f"{s['workers']} workers")
             line += "  [" + ", ".join(parts) + "]"
