@@ -37,11 +37,13 @@ class Connection:
     (6 rows)
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, progress=None):
+    def __init__(self, path: str | os.PathLike | None = None, progress=None, sql_limits=None):
         from kryptondb.catalog import Database
+        from kryptondb.sql import Sandbox
 
         self.db = Database(os.fspath(path) if path is not None else None)
         self.progress = progress
+        self._sql = Sandbox(sql_limits)  # SELECT runs here (DuckDB, started on first use)
         self._ctx_models: dict = {}
         self._memo: dict = {}  # exact heatmaps of this session, to score approximate ones
 
@@ -86,9 +88,11 @@ class Connection:
         return Result("plan", message=body, plan=explained, extra={"format": stmt.format})
 
     def _context(self, text: str, analyze: bool = False) -> ExecContext:
-        return ExecContext(self.db, text, analyze, self.progress, self._ctx_models, self._memo)
+        return ExecContext(self.db, text, analyze, self.progress, self._ctx_models, self._memo,
+                           sql=self._sql)
 
     def close(self) -> None:
+        self._sql.close()
         self._ctx_models.clear()
         self._memo.clear()
 

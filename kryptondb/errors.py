@@ -79,6 +79,11 @@ class PlanError(QueryError):
     """A query that parses but cannot be planned (bad option value, unsupported combination)."""
 
 
+class SqlError(QueryError):
+    """A SQL statement that DuckDB rejected or could not finish (unknown column, type error,
+    division by zero, a sandbox rule, the row/time/memory limit); the message is DuckDB's."""
+
+
 class UnknownNameError(KryptonError):
     """A name (model, layer, table) that is not known; the message lists the known ones."""
 

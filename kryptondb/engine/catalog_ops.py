@@ -6,7 +6,7 @@ import os
 
 import pyarrow as pa
 
-from kryptondb.errors import QuerySyntaxError, UnknownNameError
+from kryptondb.errors import UnknownNameError
 from kryptondb.result import Result
 
 RELATIONS = ("models", "images", "videos", "tables", "views")
@@ -97,28 +97,17 @@ def drop(node, inputs, ctx) -> Result:
 # -- SQL ------------------------------------------------------------------------------------------
 
 
-def parse_sql(sql_text: str, statement: str = ""):
-    """sqlglot's tree of a SELECT; its syntax errors become QuerySyntaxErrors with carets."""
-    import sqlglot
-
-    try:
-        return sqlglot.parse_one(_quote_reserved(sql_text))
-    except sqlglot.errors.ParseError as exc:
-        raise _sql_error(exc, statement, sql_text) from None
-
-
 def relation_names(db) -> list[str]:
     return list(RELATIONS) + db.names("table") + db.names("view")
 
 
 def sql(node, inputs, ctx) -> Result:
-    from sqlglot.executor import execute
+    """A SELECT over the relations the binder found in it, run by the connection's DuckDB."""
+    from kryptondb.sql import default_sandbox
 
     tables = {name: _relation(ctx, name) for name in node.arg("tables").split()}
-    result = execute(_quote_reserved(node.arg("sql")),
-                     tables={k: v.to_pylist() for k, v in tables.items()})
-    rows = [dict(zip(result.columns, r)) for r in result.rows]
-    table = pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in result.columns})
+    sandbox = getattr(ctx, "sql", None) or default_sandbox()
+    table = sandbox.run(node.arg("sql"), tables, ctx.text)
     node.stats.update(rows=table.num_rows)
     return Result("table", table=table)
 
@@ -130,38 +119,3 @@ def _relation(ctx, name: str) -> pa.Table:
         if name in ctx.db.names(kind):
             return ctx.db.get_table(name, kind)
     raise UnknownNameError("table", name, relation_names(ctx.db))
-
-
-def _quote_reserved(sql_text: str) -> str:
-    """``drop`` is a heatmap column but a SQL keyword: quote it where it stands as a name."""
-    import sqlglot
-    from sqlglot.tokens import TokenType
-
-    toks = [t for t in sqlglot.Dialect.get_or_raise(None).tokenize(sql_text)
-            if t.token_type == TokenType.DROP]
-    for t in reversed(toks):
-        sql_text = sql_text[:t.start] + '"drop"' + sql_text[t.end + 1:]
-    return sql_text
-
-
-def _sql_error(exc, text: str, sql_text: str) -> QuerySyntaxError:
-    err = exc.errors[0] if exc.errors else {}
-    offset = text.find(sql_text) if text else -1
-    line, col = err.get("line", 1), err.get("col", 1) - len(err.get("highlight", "") or "") + 1
-    if offset > 0:  # position of the SQL inside the whole statement (e.g. EXPLAIN PLAN FOR ...)
-        before = text[:offset]
-        line += before.count("\n")
-        if err.get("line", 1) == 1:
-            col += len(before) - (before.rfind("\n") + 1)
-    desc = _plain(err.get("description", str(exc)).split(". Line")[0])
-    return QuerySyntaxError(f"SQL: {desc}", text or sql_text, line, max(1, col),
-                            max(1, len(err.get("highlight", "") or "x")))
-
-
-def _plain(desc: str) -> str:
-    """sqlglot's messages name its internal classes; say it in SQL terms."""
-    import re
-
-    desc = re.sub(r"<Token token_type: [^,]+, text: ([^,]*),[^>]*>", r"'\1'", desc)
-    return re.sub(r"Required keyword: '\w+' missing for <class '[\w.]*\.(\w+)'>",
-                  lambda m: f"incomplete {m.group(1).upper()} clause", desc)

@@ -22,6 +22,7 @@ class ExecContext:
     progress: Callable | None = None  # (total, label) -> bar with update(n) and close()
     models: dict = field(default_factory=dict)
     memo: dict = field(default_factory=dict)  # exact occlusion maps by query key (this session)
+    sql: object = None  # the connection's SQL sandbox (kryptondb.sql.Sandbox); None: defaults
 
     def model(self, name: str):
         if name not in self.models:

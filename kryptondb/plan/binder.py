@@ -290,16 +290,11 @@ def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
 
 
 def _sql_tables(b: Binder, sql_text: str) -> list[str]:
-    """The relations a SELECT reads, each checked against the catalog."""
-    from kryptondb.engine.catalog_ops import parse_sql, relation_names
+    """The relations a SELECT reads, each checked against the catalog (kryptondb.sql)."""
+    from kryptondb.engine.catalog_ops import relation_names
+    from kryptondb.sql import relations
 
-    names = []
-    for t in parse_sql(sql_text, b.text).find_all(__import__("sqlglot").exp.Table):
-        known = relation_names(b.db)
-        if t.name not in known and t.name.lower() not in known:
-            raise UnknownNameError("table", t.name, known)
-        names.append(t.name)
-    return sorted(set(names))
+    return relations(sql_text, relation_names(b.db), b.text)
 
 
 def bind(db, stmt: ast.Statement, text: str = "") -> tuple[PlanNode, Options]:
