@@ -338,7 +338,7 @@ def _plain_names(table: pa.Table) -> pa.Table:
     if names != table.column_names:
         table = table.rename_columns(names)
     for i, field in enumerate(table.schema):
-        if pa.types.is_decimal(field.type) and field.type.scale == 0:
+        if pa.types.is_decimal(field.type) and (field.type.precision, field.type.scale) == (38, 0):
             try:
                 table = table.set_column(i, field.name, table.column(i).cast(pa.int64()))
             except pa.ArrowInvalid:  # does not fit: keep the decimal

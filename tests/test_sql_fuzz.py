@@ -36,7 +36,8 @@ FRAGMENTS = [
     "drop DESC", "LIMIT 3", "OFFSET 1", "WHERE", "GROUP BY y", "ORDER BY", "UNION ALL SELECT 1",
     "rank() OVER (ORDER BY drop)", "CAST(y AS VARCHAR)", "NULL", "TRUE", "'a'", "''", "\"\"",
     "(", ")", ",", ".", "::", "->", "$.a", "$$", "--", "/*", "*/", ";", "\\", "\\'", "\n", "\t",
-    "é", "名", "\u202e", "\x00", "9" * 400, "1e999", "-9223372036854775809", "'" + "x" * 5000 + "'",
+    "é", "名", "\u202e", "\x00", "9" * 400, "1e999", "-9223372036854775809",
+    "'" + "x" * 5000 + "'",
     "information_schema.tables", "duckdb_settings()", "main.heat", "range(3)", "unnest([1, 2])",
     "read_csv('/etc/passwd')", "glob('/*')", "current_setting('threads')", "query('SELECT 1')",
 ]
