@@ -4,6 +4,7 @@ The hypothesis fuzz of SQL text is in test_sql_fuzz.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -275,6 +276,29 @@ def test_ctrl_c_stops_a_statement_as_keyboard_interrupt():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip() == "[{'v': 7}]", out.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_a_duckdb_of_its_own():
+    c = kryptondb.connect(sql_timeout_s=0.5)
+    assert c.execute("SELECT 1 AS v").to_arrow().to_pylist() == [{"v": 1}]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            ok = c.execute("SELECT 2 AS v").to_arrow().to_pylist() == [{"v": 2}]
+            try:
+                c.execute("SELECT COUNT(*) AS n FROM range(10000000000) a")
+            except SqlError as e:
+                ok = ok and "time limit" in str(e)
+            c.close()
+            os.write(write, b"ok" if ok else b"no")
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 2) == b"ok"
+    assert os.waitpid(pid, 0)[1] == 0
+    assert c.execute("SELECT 3 AS v").to_arrow().to_pylist() == [{"v": 3}]
 
 
 @pytest.mark.parametrize("option", [dict(sql_max_rows=0), dict(sql_max_rows=1.5),
