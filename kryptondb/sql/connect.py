@@ -4,6 +4,7 @@ locked; and the limits of one statement."""
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -34,10 +35,10 @@ class SqlLimits:
     def __post_init__(self):
         for name in ("max_rows", "memory_mb", "threads"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise KryptonError(f"sql_{name} must be a positive integer, got {value!r}")
         t = self.timeout_s
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < math.inf:
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 < t < math.inf:
             raise KryptonError(f"sql_timeout_s must be a positive number of seconds, got {t!r}")
 
 

@@ -128,7 +128,7 @@ class _Watchdog:
                         fired.set()
                         cur.interrupt()
                 soonest = min((d for d, _ in self._jobs.values()), default=None)
-                self._cond.wait(None if soonest is None else soonest - now)
+                self._cond.wait(None if soonest is None else min(soonest - now, 3600.0))
 
 
 _WATCHDOG = _Watchdog()
