@@ -7,6 +7,7 @@ the ``slow`` marker."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pyarrow as pa
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 import kryptondb
 from kryptondb.errors import KryptonError
 
-MARKER_DIR = tempfile.mkdtemp(prefix="kryptondb-sql-fuzz-")
+MARKER_DIR = os.path.join(tempfile.gettempdir(), f"kryptondb-sql-fuzz-{os.getpid()}")
 MARKER = os.path.join(MARKER_DIR, "marker")
 HEAT = pa.table({"y": pa.array([0, 0, 4], pa.int32()), "x": pa.array([0, 4, 0], pa.int32()),
                  "probability": pa.array([0.5, 0.2, 0.9], pa.float32()),
@@ -65,10 +66,12 @@ SQL_TEXT = st.builds(lambda skeleton, parts: skeleton.format(" ".join(parts)),
 
 @pytest.fixture(scope="module")
 def con():
+    os.makedirs(MARKER_DIR, exist_ok=True)
     c = kryptondb.connect(sql_timeout_s=5, sql_max_rows=10_000)
     c.db.put_table("heat", HEAT)
     yield c
     c.close()
+    shutil.rmtree(MARKER_DIR, ignore_errors=True)
 
 
 def _check(con, text: str) -> None:
