@@ -17,12 +17,13 @@ __version__ = "0.1.0"
 _default = None
 
 
-def connect(path=None, progress=None):
+def connect(path=None, progress=None, limits=None):
     """A connection to the database at ``path`` (a directory; created if missing), or to a
-    fresh in-memory database when ``path`` is None."""
+    fresh in-memory database when ``path`` is None. ``limits``: a kryptondb.limits.Limits or a
+    dict of the limits to change (image_pixels, tensor_bytes, model_bytes, lock_timeout)."""
     from kryptondb.connection import Connection
 
-    return Connection(path, progress)
+    return Connection(path, progress, limits)
 
 
 def execute(query: str):

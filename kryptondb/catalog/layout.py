@@ -1,0 +1,85 @@
+"""Where a database directory keeps each entry's data: one file per version, named by a token.
+
+::
+
+    tables/<name>.<token>.arrow     views/<name>.<token>.arrow
+    models/<name>.<token>.onnx      plus models/<name>.<token>.onnx.data for a model whose
+                                    weights do not fit in one protobuf (2 GiB)
+
+A new version is written to a new file, so a write never touches the file the catalog names;
+the rename of catalog.json is the commit, and the old file is removed after it. A file that no
+entry names is garbage the next open removes. Version-1 databases named their files
+``<name>.arrow`` and ``<name>.onnx``; those are still read, and replaced by token-named files the
+next time each entry is written.
+
+>>> data_file(Path("/db"), "view", "heat", "0123456789abcdef")
+PosixPath('/db/views/heat.0123456789abcdef.arrow')
+>>> is_data_file("heat.0123456789abcdef.arrow", "view"), is_data_file(".x.tmp", "view")
+(True, False)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path, PurePosixPath
+
+from kryptondb.catalog.storage import is_temp_name
+from kryptondb.errors import StorageError
+
+DATA_DIRS = {"table": ("tables", ".arrow"), "view": ("views", ".arrow"),
+             "model": ("models", ".onnx")}
+EXTERNAL_SUFFIX = ".data"  # a model's external weights: <model file>.data
+_FILE_RE = {kind: re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[0-9a-f]{16})?"
+                             + re.escape(ext) + (r"(\.data)?" if kind == "model" else ""))
+            for kind, (_, ext) in DATA_DIRS.items()}
+
+
+def new_token() -> str:
+    """A random commit token: names a table version's file and tells cached versions apart."""
+    return secrets.token_hex(8)
+
+
+def data_file(root: Path, kind: str, name: str, token: str) -> Path:
+    sub, ext = DATA_DIRS[kind]
+    return root / sub / f"{name}.{token}{ext}"
+
+
+def legacy_file(root: Path, kind: str, name: str) -> Path:
+    """Where a version-1 database kept the entry's data."""
+    sub, ext = DATA_DIRS[kind]
+    return root / sub / f"{name}{ext}"
+
+
+def external_file(model_file: Path) -> Path:
+    return model_file.with_name(model_file.name + EXTERNAL_SUFFIX)
+
+
+def is_data_file(filename: str, kind: str) -> bool:
+    """Whether a file in the kind's folder is a data file (a version of some entry's data)."""
+    return _FILE_RE[kind].fullmatch(filename) is not None
+
+
+def to_json(root: Path, file: Path) -> str:
+    """The file's path relative to the database, so the directory can be moved."""
+    return file.relative_to(root).as_posix()
+
+
+def from_json(root: Path, kind: str, text: str) -> Path:
+    """The data file a catalog record names; ValueError unless it is one of the kind's data
+    files (a damaged or hand-edited catalog must not point the database outside itself)."""
+    rel = PurePosixPath(text)
+    if len(rel.parts) != 2 or rel.parts[0] != DATA_DIRS[kind][0] \
+            or not is_data_file(rel.name, kind) or rel.name.endswith(EXTERNAL_SUFFIX):
+        raise ValueError(f"{text!r} is not a {kind} data file of this database")
+    return root.joinpath(*rel.parts)
+
+
+def check_empty(root: Path) -> None:
+    """A new database goes only into an empty directory, so it never adopts someone's files."""
+    others = sorted(e for e in os.listdir(root) if not is_temp_name(e) and e != "catalog.lock")
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise StorageError(f"{root} is not a KryptonDB database: it holds {shown} but no "
+                           "catalog.json; use an empty or new directory")
