@@ -78,8 +78,8 @@ def test_models_and_media_round_trip(tmp_path):
     db = Database(root)
     assert db.register_model("r18", "resnet18", "zoo") == ModelEntry("r18", "resnet18", "zoo")
     copied = db.register_model("net", onnx, "onnx")
-    copy_name = Path(copied.source).name
-    assert Path(copied.source).parent == root / "models" and copy_name.startswith("net.")
+    copy_name = Path(copied.source).relative_to(root / "models")
+    assert re.fullmatch(r"net\.[0-9a-f]{16}/net\.onnx", copy_name.as_posix())
     assert Path(copied.source).read_bytes() == b"onnx bytes"  # self-contained copy
     cat = db.add_media("cat", "image", image, {"width": 224, "height": 200})
     assert cat == MediaEntry("cat", "image", str(image), {"width": 224, "height": 200})

@@ -136,13 +136,17 @@ def _snapshot(db: Database) -> dict:
 def _assert_clean(root: Path) -> None:
     """After a reopen: no temp files, and every data file is named by an entry."""
     db = Database(root)
-    owned = {db.file_of(kind, name) for kind in ("model", "table", "view")
-             for name in db.names(kind)}
-    owned |= {layout.external_file(f) for f in owned if f and f.suffix == ".onnx"}
+    owned = {layout.stored_item(root, kind, db.file_of(kind, name))
+             for kind in ("model", "table", "view") for name in db.names(kind)
+             if db.file_of(kind, name)}
     for sub in ("tables", "views", "models"):
         for file in (root / sub).iterdir():
             assert not is_temp_name(file.name), file
             assert file in owned, f"{file} is named by no entry"
+            if file.is_dir():  # a model version: its model file, and maybe external data
+                assert {p.name for p in file.iterdir()} <= {f"{file.name.split('.')[0]}.onnx",
+                                                            f"{file.name.split('.')[0]}"
+                                                            ".onnx.data"}
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

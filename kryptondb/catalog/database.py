@@ -5,8 +5,8 @@ In memory (``Database()``) or in a directory (``Database(path)``) laid out as::
     <dir>/catalog.json                  entries only (format, version, models, images, ...)
     <dir>/tables/<name>.<token>.arrow   Arrow IPC files, read through a memory map
     <dir>/views/<name>.<token>.arrow
-    <dir>/models/<name>.<token>.onnx    self-contained copies of registered ONNX files (their
-                                        external data included): the directory can be moved
+    <dir>/models/<name>.<token>/<name>.onnx   self-contained copies of registered ONNX files
+                                        (external data included): the directory can be moved
     <dir>/catalog.lock                  the writers' lock, naming its holder (lock.py)
 
 Every change is all or nothing. A write puts new data in new files (layout.py) and then
@@ -28,6 +28,7 @@ crashed writer left. A drop removes the entry before the file, likewise.
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -146,11 +147,12 @@ class Database:
         return table
 
     def file_of(self, kind: str, name: str) -> Path | None:
-        """The data file the database holds for an entry (None in memory, and for images and
-        videos, whose files belong to the caller)."""
+        """The data file the database holds for an entry (None in memory, and for images,
+        videos and zoo models, whose files are not the database's)."""
         entry = self.lookup(kind, name)
-        files = self._owned_files(kind, name, entry)
-        return files[0] if files else None
+        if not self._owned_files(kind, name, entry):
+            return None
+        return Path(entry.source) if kind == "model" else self._files[(kind, name)]
 
     def relation(self, kind: str) -> pa.Table:
         """The catalog section ``kind`` (models, images, videos, tables, views) as a table."""
@@ -262,21 +264,23 @@ class Database:
         return directory
 
     def _owned_files(self, kind: str, name: str, entry) -> list[Path]:
-        """The files the database wrote for ``entry`` (none in memory or for referenced media)."""
+        """What the database wrote for ``entry``: a file, or a model version's folder (nothing
+        in memory, for referenced media or for zoo models)."""
         if self.path is None or entry is None or kind in ("image", "video"):
             return []
         if kind != "model":
             return [self._files[(kind, name)]]
-        source = Path(entry.source)
-        if entry.kind != "onnx" or source.parent != self.path / "models":
-            return []
-        return [source, layout.external_file(source)]
+        item = layout.stored_item(self.path, kind, Path(entry.source))
+        return [item] if entry.kind == "onnx" and item is not None else []
 
     @staticmethod
     def _remove_files(files: list[Path | None]) -> None:
+        """Best effort: leftovers are garbage the next open removes."""
         for file in files:
-            if file is not None:
-                with suppress(OSError):  # leftovers are garbage the next open removes
+            if file is not None and file.is_dir() and not file.is_symlink():
+                shutil.rmtree(file, ignore_errors=True)
+            elif file is not None:
+                with suppress(OSError):
                     os.unlink(file)
 
     def _copy_onnx(self, name: str, source: Path, written: list[Path]) -> Path:
@@ -286,10 +290,11 @@ class Database:
         target = layout.data_file(self.path, "model", name, layout.new_token())
         model, data = portable_copy(source, layout.external_file(target).name)
         self._data_dir("model")
+        written.append(target.parent)
+        target.parent.mkdir()
+        fsync_dir(target.parent.parent)
         if data:
-            written.append(layout.external_file(target))
-            atomic_write(written[-1], lambda f: [f.write(chunk) for chunk in data])
-        written.append(target)
+            atomic_write(layout.external_file(target), lambda f: [f.write(c) for c in data])
         atomic_write_bytes(target, model)
         return target
 

@@ -120,7 +120,7 @@ def check_info(info: dict | None, owner: str) -> dict:
 
 def _model_to_json(e: ModelEntry, root: Path) -> dict:
     source = e.source
-    if e.kind == "onnx" and Path(source).parent == root / "models":
+    if e.kind == "onnx" and layout.stored_item(root, "model", Path(source)) is not None:
         source = layout.to_json(root, Path(source))  # relative: the directory can be moved
     return {"kind": e.kind, "source": source}
 

@@ -2,9 +2,10 @@
 
 ::
 
-    tables/<name>.<token>.arrow     views/<name>.<token>.arrow
-    models/<name>.<token>.onnx      plus models/<name>.<token>.onnx.data for a model whose
-                                    weights do not fit in one protobuf (2 GiB)
+    tables/<name>.<token>.arrow           views/<name>.<token>.arrow
+    models/<name>.<token>/<name>.onnx     a folder per model version, so the file keeps the
+                                          model's name; plus <name>.onnx.data beside it for a
+                                          model whose weights do not fit in one protobuf
 
 A new version is written to a new file, so a write never touches the file the catalog names;
 the rename of catalog.json is the commit, and the old file is removed after it. A file that no
@@ -14,6 +15,8 @@ next time each entry is written.
 
 >>> data_file(Path("/db"), "view", "heat", "0123456789abcdef")
 PosixPath('/db/views/heat.0123456789abcdef.arrow')
+>>> data_file(Path("/db"), "model", "net", "0123456789abcdef")
+PosixPath('/db/models/net.0123456789abcdef/net.onnx')
 >>> is_data_file("heat.0123456789abcdef.arrow", "view"), is_data_file(".x.tmp", "view")
 (True, False)
 """
@@ -31,18 +34,21 @@ from kryptondb.errors import StorageError
 DATA_DIRS = {"table": ("tables", ".arrow"), "view": ("views", ".arrow"),
              "model": ("models", ".onnx")}
 EXTERNAL_SUFFIX = ".data"  # a model's external weights: <model file>.data
-_FILE_RE = {kind: re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[0-9a-f]{16})?"
-                             + re.escape(ext) + (r"(\.data)?" if kind == "model" else ""))
-            for kind, (_, ext) in DATA_DIRS.items()}
+_NAME, _TOKEN = r"[A-Za-z_][A-Za-z0-9_]*", r"\.[0-9a-f]{16}"
+_FILE_RE = {"table": re.compile(rf"{_NAME}({_TOKEN})?\.arrow"),
+            "view": re.compile(rf"{_NAME}({_TOKEN})?\.arrow"),
+            "model": re.compile(rf"{_NAME}(\.onnx|{_TOKEN})")}  # a v1 file, or a version folder
 
 
 def new_token() -> str:
-    """A random commit token: names a table version's file and tells cached versions apart."""
+    """A random commit token: names a version's file and tells cached versions apart."""
     return secrets.token_hex(8)
 
 
 def data_file(root: Path, kind: str, name: str, token: str) -> Path:
     sub, ext = DATA_DIRS[kind]
+    if kind == "model":
+        return root / sub / f"{name}.{token}" / f"{name}{ext}"
     return root / sub / f"{name}.{token}{ext}"
 
 
@@ -56,8 +62,16 @@ def external_file(model_file: Path) -> Path:
     return model_file.with_name(model_file.name + EXTERNAL_SUFFIX)
 
 
+def stored_item(root: Path, kind: str, file: Path) -> Path | None:
+    """What to remove to remove ``file``'s version: the file, or a model version's folder;
+    None for a file that is not the database's (a model registered in memory, say)."""
+    sub = root / DATA_DIRS[kind][0]
+    item = file.parent if kind == "model" and file.parent.parent == sub else file
+    return item if item.parent == sub and is_data_file(item.name, kind) else None
+
+
 def is_data_file(filename: str, kind: str) -> bool:
-    """Whether a file in the kind's folder is a data file (a version of some entry's data)."""
+    """Whether an entry of the kind's folder holds a version of some entry's data."""
     return _FILE_RE[kind].fullmatch(filename) is not None
 
 
@@ -70,10 +84,11 @@ def from_json(root: Path, kind: str, text: str) -> Path:
     """The data file a catalog record names; ValueError unless it is one of the kind's data
     files (a damaged or hand-edited catalog must not point the database outside itself)."""
     rel = PurePosixPath(text)
-    if len(rel.parts) != 2 or rel.parts[0] != DATA_DIRS[kind][0] \
-            or not is_data_file(rel.name, kind) or rel.name.endswith(EXTERNAL_SUFFIX):
+    file = root.joinpath(*rel.parts)
+    if ".." in rel.parts or rel.is_absolute() or stored_item(root, kind, file) is None \
+            or file.suffix != DATA_DIRS[kind][1]:
         raise ValueError(f"{text!r} is not a {kind} data file of this database")
-    return root.joinpath(*rel.parts)
+    return file
 
 
 def check_empty(root: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from contextlib import suppress
 from pathlib import Path
 
@@ -76,7 +77,10 @@ def remove_orphans(directory: Path, kind: str, owned: set[Path]) -> list[Path]:
     for file in files:
         if is_data_file(file.name, kind) and file not in owned:
             try:
-                os.unlink(file)
+                if file.is_dir() and not file.is_symlink():  # a model version's folder
+                    shutil.rmtree(file)
+                else:
+                    os.unlink(file)
             except OSError:  # best effort: a leftover is harmless
                 continue
             removed.append(file)
