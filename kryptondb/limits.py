@@ -118,7 +118,7 @@ def check_size(size: int, limit_name: str, what: str, error: type[KryptonError],
     """Raise ``error`` when ``size`` exceeds the limit ``limit_name`` in force."""
     limit = getattr(current(), limit_name)
     if size > limit:
-        raise error(f"{what} is {size:,} {unit}, over the {limit_name} limit of {limit:,} "
+        raise error(f"{what}: {size:,} {unit}, over the {limit_name} limit of {limit:,} "
                     f"{unit} ({how_to_raise(limit_name)})")
 
 

@@ -68,6 +68,7 @@ def save_external(model, path: Path, locations: dict[str, str] | None = None) ->
         location = locations.get(t.name, path.name + ".data")
         raw, offset = t.raw_data or _raw(t), offsets.get(location, 0)
         if not os.path.isabs(location) and ".." not in Path(location).parts:
+            (path.parent / location).parent.mkdir(parents=True, exist_ok=True)
             with open(path.parent / location, "r+b" if location in offsets else "wb") as f:
                 f.seek(offset)
                 f.write(raw)

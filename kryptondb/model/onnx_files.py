@@ -24,7 +24,7 @@ from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import BinaryIO, Iterator
 
 from kryptondb.errors import ModelImportError
-from kryptondb.files import open_regular, read_regular
+from kryptondb.files import check_regular, open_regular, read_regular
 from kryptondb.limits import check_size
 
 _PROTOBUF_MAX = (1 << 31) - 1  # one serialized protobuf message, in bytes
@@ -199,6 +199,8 @@ def _external_path(location: str, folder: str, what: str) -> str:
     if PurePath(location).is_absolute() or PureWindowsPath(location).drive \
             or location.startswith(("/", "\\")) or ".." in parts:
         raise ModelImportError(refuse)
+    check_regular(os.path.join(folder, location), f"external data file of {what}",
+                  ModelImportError)  # says what a link to a device or FIFO is
     file = os.path.realpath(os.path.join(folder, location))
     if os.path.commonpath([file, folder]) != folder:
         raise ModelImportError(refuse + " (through a symlink)")
