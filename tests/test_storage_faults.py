@@ -252,10 +252,24 @@ def test_version_1_databases_are_read_and_upgraded_on_write(tmp_path):
     assert again.db.get_table("t").num_rows == 5 and again.execute("DESCRIBE MODEL m").table
 
 
+def test_a_version_1_replace_that_landed_before_its_commit_is_adopted(tmp_path):
+    """Version-1 writers overwrote <name>.arrow in place before committing: the old data is
+    gone, so open adopts the file's own entry (its schema metadata) rather than keep a catalog
+    entry that describes other data. Token-named files are never adopted."""
+    from kryptondb.catalog.recovery import stamp_table
+    from kryptondb.catalog.entries import TableEntry
+
+    _version1(tmp_path)
+    landed = TableEntry("t", "table", 6, ("x",), "2024-01-02T00:00:00+00:00", {"v": 2})
+    write_arrow(tmp_path / "tables" / "t.arrow",
+                stamp_table(_table(6, 2.0), landed, "00000000000000bb"))
+    assert Database(tmp_path).lookup("table", "t") == landed
+
+
 # -- the writers' lock ---------------------------------------------------------------------------
 
 HOLDER = textwrap.dedent("""
-    import sys, threading
+    import sys
     from kryptondb.catalog import Database
     from kryptondb.catalog.lock import locked
     from pathlib import Path

@@ -114,4 +114,5 @@ def _record_holder(fd: int) -> None:
     text = f"pid {os.getpid()}, running {command!r}, writing since {since}\n"
     with suppress(OSError):  # a full disk must not stop the write that follows
         os.ftruncate(fd, 0)
-        os.pwrite(fd, text.encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, text.encode())
