@@ -169,16 +169,21 @@ class Database:
         check_name(name)
         if kind == "zoo" and (not isinstance(source, str) or not source):
             raise CatalogError(f"zoo model {name!r} needs a zoo name as source, got {source!r}")
+        copy = None
         if kind == "onnx":
             source = Path(source).expanduser().absolute()
             check_regular(source, f"ONNX file (for model {name!r})")
+            if self.path is not None:  # read and checked before taking the lock
+                from kryptondb.model.onnx_files import portable_copy
+
+                copy = portable_copy(source, f"{name}.onnx{layout.EXTERNAL_SUFFIX}")
         with self._writing(f"register model {name!r}"):
             self._check_free("model", name)
             old = self._owned_files("model", name, self._entries["model"].get(name))
             written: list[Path] = []
             try:
-                if kind == "onnx" and self.path is not None:
-                    source = self._copy_onnx(name, source, written)
+                if copy is not None:
+                    source = self._store_onnx(name, *copy, written)
                 entry = ModelEntry(name, str(source), kind)
                 self._commit([("model", name, entry, None, None)])
             except BaseException:
@@ -283,12 +288,9 @@ class Database:
                 with suppress(OSError):
                     os.unlink(file)
 
-    def _copy_onnx(self, name: str, source: Path, written: list[Path]) -> Path:
-        """A self-contained copy of the ONNX file in models/ (appending what it wrote)."""
-        from kryptondb.model.onnx_files import portable_copy
-
+    def _store_onnx(self, name: str, model: bytes, data: list[bytes], written: list) -> Path:
+        """Write a model version's folder in models/ (appending it to ``written``)."""
         target = layout.data_file(self.path, "model", name, layout.new_token())
-        model, data = portable_copy(source, layout.external_file(target).name)
         self._data_dir("model")
         written.append(target.parent)
         target.parent.mkdir()

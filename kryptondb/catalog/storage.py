@@ -70,16 +70,18 @@ def write_temp(path: Path, writer: Callable[[BinaryIO], None]) -> tuple[Path, os
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(tmp, flags, 0o644)
     try:
-        with io.BufferedWriter(_FdWriter(fd), 1 << 20) as f:
-            writer(f)
-            f.flush()
-            os.fsync(fd)
-            return tmp, os.fstat(fd)
+        try:
+            with io.BufferedWriter(_FdWriter(fd), 1 << 20) as f:
+                writer(f)
+                f.flush()
+                os.fsync(fd)
+                st = os.fstat(fd)
+        finally:
+            os.close(fd)
     except BaseException:
         _unlink_quietly(tmp)
         raise
-    finally:
-        os.close(fd)
+    return tmp, st
 
 
 def _unlink_quietly(path: Path) -> None:
