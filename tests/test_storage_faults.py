@@ -310,6 +310,24 @@ def test_a_writer_waits_a_bounded_time_and_names_the_holder(held):
         con.execute("DROP TABLE t")
 
 
+def test_a_holder_that_did_not_record_itself_is_named_by_the_kernel(tmp_path):
+    """Another program (or an older KryptonDB) holding the lock without writing into it."""
+    Database(tmp_path).put_table("t", _table(3, 1.0))
+    code = ("import fcntl, sys; f = open(sys.argv[1], 'ab'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('held', flush=True); sys.stdin.readline()")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "catalog.lock")],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(StorageError, match=f"pid {child.pid}, running .*fcntl"):
+            Database(tmp_path, lock_timeout=0.1).drop("table", "t")
+    finally:
+        child.stdin.close()
+        child.wait(30)
+        child.stdout.close()
+    assert Database(tmp_path).names("table") == ["t"]
+
+
 def test_readers_never_wait_for_a_writer(held):
     root, _ = held
     con = kryptondb.connect(root, limits={"lock_timeout": 0})  # opening needs no lock

@@ -382,7 +382,8 @@ class Database:
 
     def _open(self) -> None:
         if self.path.exists() and not self.path.is_dir():
-            raise StorageError(f"{self.path} is a file, not a KryptonDB database directory")
+            what = "a file" if self.path.is_file() else "a special file (FIFO, device, socket)"
+            raise StorageError(f"{self.path} is {what}, not a KryptonDB database directory")
         if not (self.path / CATALOG).exists():
             self._create()
         self._load()  # no lock: catalog.json is replaced atomically; raises if it is bad

@@ -63,13 +63,41 @@ def try_locked(root: Path) -> Iterator[bool]:
 
 
 def holder(root: Path) -> str:
-    """Who holds the lock, as its holder wrote it, or a note that it did not."""
+    """Who holds the lock: as its holder wrote it, else as the kernel tells (Linux)."""
     with suppress(OSError, FileError):
         with open_regular(root / LOCK, "lock file") as f:
             text = f.read(4096).decode("utf-8", "replace").strip()
         if text:
             return text
+    pids = _kernel_holders(root / LOCK)
+    if pids:
+        return ", ".join(f"pid {pid}, running {_command(pid)!r}" for pid in pids)
     return "a process that did not record itself"
+
+
+def _kernel_holders(path: Path) -> list[int]:
+    """The pids /proc/locks lists as holding a flock on ``path`` (empty where unknown)."""
+    try:
+        inode = os.stat(path).st_ino
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read(1 << 20).splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] \
+                == str(inode) and fields[4].isdigit():  # "->" lines (waiters) have no match
+            pids.append(int(fields[4]))
+    return pids
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read(1000).replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return "?"
 
 
 def _open_lock(root: Path) -> int:
