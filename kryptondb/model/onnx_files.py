@@ -44,8 +44,9 @@ def portable_copy(path: str | os.PathLike, data_name: str,
     """(model file bytes, data file chunks) of a self-contained copy of the ONNX file at
     ``path``: the file as it is when its weights are inside it; else the model with its external
     data read in (checked as by load_onnx_proto), in one file when that fits ``inline_max``
-    bytes (default: what one protobuf holds), otherwise with the weights in one data file ``data_name`` beside it. A file that does
-    not parse as ONNX is copied as it is (validating it is the caller's business)."""
+    bytes (default: what one protobuf holds), otherwise with the weights in one data file
+    ``data_name`` beside it. A file that does not parse as ONNX is copied as it is (validating
+    it is the caller's business)."""
     shown = os.fspath(path)
     raw = read_regular(shown, "ONNX file", "model_bytes")
     try:

@@ -165,7 +165,8 @@ def _fold_const(ctx: _Ctx, n, rng) -> bool:
     a, val = _attrs(n), [ctx.consts[t] for t in ins]
     out = n.output[0]
     if n.op_type == "Constant":
-        res = to_array(n.attribute[0].t, f"node {_label(n)!r}") if n.attribute[0].t.ByteSize() else \
+        value = n.attribute[0].t
+        res = to_array(value, f"node {_label(n)!r}") if value.ByteSize() else \
             np.asarray(a.get("value_float", a.get("value_int", 0.0)))
     elif n.op_type == "ConstantOfShape":
         ctx.placeholders[out] = tuple(int(s) for s in val[0])
