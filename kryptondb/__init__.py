@@ -17,21 +17,23 @@ __version__ = "0.1.0"
 _default = None
 
 
-def connect(path=None, progress=None, *, sql_max_rows=None, sql_timeout_s=None,
+def connect(path=None, progress=None, limits=None, *, sql_max_rows=None, sql_timeout_s=None,
             sql_memory_mb=None, sql_threads=None):
     """A connection to the database at ``path`` (a directory; created if missing), or to a
     fresh in-memory database when ``path`` is None.
 
-    The ``sql_*`` options bound each SQL statement (``SELECT``): result rows (default 1,000,000),
-    seconds (30), DuckDB's memory in MB (1024) and threads (up to 4); see docs/language.md.
+    ``limits``: a kryptondb.limits.Limits or a dict of the limits to change (image_pixels,
+    tensor_bytes, model_bytes, lock_timeout; see docs/limits.md). The ``sql_*`` options bound each
+    SQL statement (``SELECT``): result rows (default 1,000,000), seconds (30), DuckDB's memory in
+    MB (1024) and threads (up to 4); see docs/language.md.
     """
     from kryptondb.connection import Connection
     from kryptondb.sql import SqlLimits
 
     given = {"max_rows": sql_max_rows, "timeout_s": sql_timeout_s, "memory_mb": sql_memory_mb,
              "threads": sql_threads}
-    return Connection(path, progress, SqlLimits(**{k: v for k, v in given.items()
-                                                   if v is not None}))
+    return Connection(path, progress, limits,
+                      SqlLimits(**{k: v for k, v in given.items() if v is not None}))
 
 
 def execute(query: str):

@@ -206,13 +206,18 @@ def _queries(args) -> int:
 
 
 def _read_script(path: str) -> str:
+    """The script's text; only a regular file is read ('-' is standard input), so a FIFO or a
+    device is an error at once, not a hang."""
+    from kryptondb.files import read_regular
+
     if path == "-":
         return sys.stdin.read()
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as exc:
+        return read_regular(path, "script").decode("utf-8")
+    except KryptonError as exc:
         raise KryptonError(f"cannot read script {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise KryptonError(f"cannot read script {path}: it is not UTF-8 text ({exc})") from None
 
 
 COMMANDS = {

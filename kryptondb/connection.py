@@ -37,11 +37,15 @@ class Connection:
     (6 rows)
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, progress=None, sql_limits=None):
+    def __init__(self, path: str | os.PathLike | None = None, progress=None, limits=None,
+                 sql_limits=None):
         from kryptondb.catalog import Database
+        from kryptondb.limits import resolve
         from kryptondb.sql import Sandbox
 
-        self.db = Database(os.fspath(path) if path is not None else None)
+        self.limits = resolve(limits)  # kryptondb.limits: sizes and waits, applied per statement
+        self.db = Database(os.fspath(path) if path is not None else None,
+                           lock_timeout=self.limits.lock_timeout)
         self.progress = progress
         self._sql = Sandbox(sql_limits)  # SELECT runs here (DuckDB, started on first use)
         self._ctx_models: dict = {}
@@ -49,6 +53,12 @@ class Connection:
 
     def execute(self, text: str) -> Result:
         """Run one statement (or several separated by ';'; the last one's result is returned)."""
+        from kryptondb.limits import applied
+
+        with applied(self.limits):
+            return self._execute(text)
+
+    def _execute(self, text: str) -> Result:
         parts = split_statements(text)
         if len(parts) > 1:
             for part in parts[:-1]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kryptondb.errors import ImageError
+from kryptondb.files import open_regular
+from kryptondb.limits import check_size, current, how_to_raise
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,19 +46,36 @@ class Preprocess:
 
 
 def load_image(path) -> "PIL.Image.Image":  # noqa: F821
-    """Open an image file as RGB; a missing file or one that is not an image is an ImageError."""
+    """Open an image file as RGB; a missing file, one that is not a regular file (a FIFO, a
+    device, a directory), one that is not an image, or one with more pixels than the
+    ``image_pixels`` limit (kryptondb.limits, checked from the header before any pixel is
+    decoded) is an ImageError."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ImageError(f"image file {path!r} does not exist")
-    if os.path.isdir(path):
-        raise ImageError(f"{path!r} is a directory, not an image file")
+    limit = current().image_pixels
+    if Image.MAX_IMAGE_PIXELS is not None and limit > 2 * Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit // 2 + 1  # PIL refuses over twice this: not below ours
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        with open_regular(path, "image file", ImageError) as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ours is below
+            with Image.open(f) as img:  # reads the header only
+                check_pixels(img.size, repr(path), ImageError)
+                return img.convert("RGB")
+    except Image.DecompressionBombError as exc:  # PIL's own cap, over twice its limit
+        raise ImageError(f"image file {path!r} is too large ({exc}); the image_pixels limit is "
+                         f"{limit:,} pixels ({how_to_raise('image_pixels')})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path!r} is not a readable image ({type(exc).__name__}: {exc})") from None
+
+
+def check_pixels(size: tuple[int, int], shown: str, error: type) -> None:
+    """An image or frame of ``size`` (width, height) within the ``image_pixels`` limit."""
+    width, height = size
+    check_size(width * height, "image_pixels", f"image {shown} ({width}x{height})", error,
+               unit="pixels")
 
 
 def bundled_image(name: str = "chelsea.png") -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -55,7 +56,9 @@ def test_on_disk_round_trip_survives_reopen(tmp_path):
     data = pa.table({"x": np.arange(1_000_000, dtype=np.float64)})
     data = data.replace_schema_metadata({b"owner": b"obe"})
     entry = Database(root).put_table("heat", data, kind="view", info={"stride": 4})
-    assert (root / "views" / "heat.arrow").is_file() and (root / "catalog.json").is_file()
+    file = Database(root).file_of("view", "heat")
+    assert file.parent == root / "views" and re.fullmatch(r"heat\.[0-9a-f]{16}\.arrow", file.name)
+    assert file.is_file() and (root / "catalog.json").is_file()
 
     db = Database(root)
     assert db.tables("view") == {"heat": entry}
@@ -75,7 +78,8 @@ def test_models_and_media_round_trip(tmp_path):
     db = Database(root)
     assert db.register_model("r18", "resnet18", "zoo") == ModelEntry("r18", "resnet18", "zoo")
     copied = db.register_model("net", onnx, "onnx")
-    assert Path(copied.source) == root / "models" / "net.onnx"
+    copy_name = Path(copied.source).relative_to(root / "models")
+    assert re.fullmatch(r"net\.[0-9a-f]{16}/net\.onnx", copy_name.as_posix())
     assert Path(copied.source).read_bytes() == b"onnx bytes"  # self-contained copy
     cat = db.add_media("cat", "image", image, {"width": 224, "height": 200})
     assert cat == MediaEntry("cat", "image", str(image), {"width": 224, "height": 200})
@@ -83,10 +87,10 @@ def test_models_and_media_round_trip(tmp_path):
     moved = tmp_path / "moved"
     root.rename(moved)  # catalog.json stores the copy's path relative to the database
     db = Database(moved)
-    assert db.models()["net"].source == str(moved / "models" / "net.onnx")
+    assert db.models()["net"].source == str(moved / "models" / copy_name)
     assert db.media("image") == {"cat": cat}
     assert db.relation("models").to_pylist() == [
-        {"name": "net", "kind": "onnx", "source": str(moved / "models" / "net.onnx")},
+        {"name": "net", "kind": "onnx", "source": str(moved / "models" / copy_name)},
         {"name": "r18", "kind": "zoo", "source": "resnet18"}]
     assert db.relation("images").to_pylist() == [
         {"name": "cat", "path": str(image), "width": 224, "height": 200}]
@@ -130,9 +134,11 @@ def test_drop_semantics(tmp_path):
     db.put_table("t", _scores())
     db.register_model("m", onnx, "onnx")
     db.add_media("a", "image", image)
+    table_file, model_file = db.file_of("table", "t"), db.file_of("model", "m")
+    assert table_file.exists() and model_file.exists() and db.file_of("image", "a") is None
     assert db.drop("table", "t") is True
-    assert not (tmp_path / "db" / "tables" / "t.arrow").exists()
-    assert db.drop("model", "m") and not (tmp_path / "db" / "models" / "m.onnx").exists()
+    assert not table_file.exists()
+    assert db.drop("model", "m") and not model_file.exists()
     assert db.drop("image", "a") and image.exists()  # the caller's file stays
     assert db.drop("table", "t", if_exists=True) is False
     with pytest.raises(UnknownNameError, match=r"no table 't'; known: \(none\)"):
@@ -187,16 +193,17 @@ def test_bad_inputs_are_named():
 def test_corrupt_catalog_names_the_file_and_changes_nothing(tmp_path, content):
     db = Database(tmp_path)
     db.put_table("t", _scores())
+    file = db.file_of("table", "t")
     (tmp_path / "catalog.json").write_bytes(content)
     with pytest.raises(StorageError, match=str(tmp_path / "catalog.json")):
         Database(tmp_path)
     assert (tmp_path / "catalog.json").read_bytes() == content
-    assert (tmp_path / "tables" / "t.arrow").exists()  # not swept up as an orphan
+    assert file.exists()  # not swept up as an orphan
 
 
 def test_corrupt_or_truncated_arrow_names_the_file(tmp_path):
     Database(tmp_path).put_table("t", _scores(1000))
-    path = tmp_path / "tables" / "t.arrow"
+    path = Database(tmp_path).file_of("table", "t")
     data = path.read_bytes()
     for damaged in (data[: len(data) // 2], data[:-10], b"\0" * 64, b""):
         path.write_bytes(damaged)
@@ -208,8 +215,8 @@ def test_corrupt_or_truncated_arrow_names_the_file(tmp_path):
 
 def test_missing_arrow_file_names_it(tmp_path):
     Database(tmp_path).put_table("t", _scores())
-    (tmp_path / "tables" / "t.arrow").unlink()
-    with pytest.raises(StorageError, match="missing Arrow file .*t.arrow"):
+    Database(tmp_path).file_of("table", "t").unlink()
+    with pytest.raises(StorageError, match=r"missing Arrow file .*t\.[0-9a-f]{16}\.arrow"):
         Database(tmp_path).get_table("t")
 
 
@@ -251,8 +258,10 @@ def test_failed_put_table_keeps_previous_version(tmp_path, monkeypatch):
     assert Database(tmp_path).get_table("t").num_rows == 3
 
 
-def test_crash_between_data_and_catalog(tmp_path, monkeypatch):
-    """Replace rolls forward from the file's metadata; a new name's orphan file is removed."""
+def test_crash_before_the_catalog_commit_is_never_rolled_forward(tmp_path, monkeypatch):
+    """A writer that died after its data file landed but before catalog.json was replaced did
+    not commit: reopening keeps the previous version and removes the new file as garbage.
+    (Version 1 of the layout rolled such a file forward, also after a reported failure.)"""
     Database(tmp_path).put_table("t", _scores(3), info={"v": 1})
     db = Database(tmp_path)
 
@@ -260,24 +269,28 @@ def test_crash_between_data_and_catalog(tmp_path, monkeypatch):
         raise KeyboardInterrupt("killed after the data file landed")
 
     monkeypatch.setattr(Database, "_write_catalog", crash)
+    monkeypatch.setattr(Database, "_remove_files", staticmethod(lambda files: None))  # died
     for name, rows in (("t", 7), ("new", 2)):
         with pytest.raises(KeyboardInterrupt):
             db.put_table(name, _scores(rows), info={"v": 2})
     monkeypatch.undo()
-    assert (tmp_path / "tables" / "new.arrow").exists()
+    landed = sorted(p.name for p in (tmp_path / "tables").iterdir())
+    assert len(landed) == 3  # t's version 1, and the two files no entry names
 
     reopened = Database(tmp_path)
     entry = reopened.lookup("table", "t")
-    assert (entry.rows, entry.info) == (7, {"v": 2}) and reopened.get_table("t").num_rows == 7
-    assert reopened.names("table") == ["t"] and not (tmp_path / "tables" / "new.arrow").exists()
-    assert json.loads((tmp_path / "catalog.json").read_text())["tables"]["t"]["rows"] == 7
+    assert (entry.rows, entry.info) == (3, {"v": 1}) and reopened.get_table("t").num_rows == 3
+    assert reopened.names("table") == ["t"] and db.get_table("t").num_rows == 3
+    assert [p.name for p in (tmp_path / "tables").iterdir()] == [reopened.file_of("table",
+                                                                                  "t").name]
+    assert json.loads((tmp_path / "catalog.json").read_text())["tables"]["t"]["rows"] == 3
 
 
 def test_stale_temp_files_are_ignored_then_removed(tmp_path):
     Database(tmp_path).put_table("t", _scores())
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    target = tmp_path / "tables" / "t.arrow"
+    target = Database(tmp_path).file_of("table", "t")
     stale = target.parent / temp_path_for(target).name.replace(f".{os.getpid()}-",
                                                                 f".{dead.pid}-")
     stale.write_bytes(b"half a table")
@@ -306,7 +319,7 @@ while True:
 
 def _assert_one_complete_version(root: Path) -> float:
     json.loads((root / "catalog.json").read_text())  # parses
-    db = Database(root)  # repairs: removes dead temp files, rolls a landed replace forward
+    db = Database(root)  # repairs: removes dead temp files and files no entry names
     entry, x = db.lookup("table", "t"), db.get_table("t").column("x")
     assert len(x) == entry.rows == ROWS and x.null_count == 0
     lo, hi = (v.as_py() for v in pc.min_max(x).values())
@@ -337,23 +350,27 @@ def test_sigkill_mid_write_leaves_one_complete_version(tmp_path):
         _assert_one_complete_version(root)
 
 
-def test_open_waits_for_a_live_writer_instead_of_sweeping_its_file(tmp_path, monkeypatch):
-    """Without the writer lock, this open would delete new.arrow as an orphan mid-commit."""
+def test_open_neither_waits_for_a_live_writer_nor_sweeps_its_file(tmp_path, monkeypatch):
+    """The writer holds the lock between its data file and catalog.json; an open meanwhile
+    must not wait for it (readers never block) and must not delete the new file as an orphan
+    (repair is skipped while a writer is at work)."""
     import threading
 
-    landed = threading.Event()
+    landed, opened = threading.Event(), threading.Event()
 
     def slow_write(path, table):
         write_arrow(path, table)
         landed.set()
-        time.sleep(0.3)  # the window between the data file and catalog.json
+        opened.wait(10)  # the window between the data file and catalog.json
 
     writer = Database(tmp_path)
     monkeypatch.setattr(database_module, "write_arrow", slow_write)
     thread = threading.Thread(target=writer.put_table, args=("new", _scores()))
     thread.start()
     assert landed.wait(10)
-    reader = Database(tmp_path)
+    reader = Database(tmp_path, lock_timeout=0)
+    assert thread.is_alive() and reader.names("table") == []  # did not wait for the writer
+    opened.set()
     thread.join()
     assert reader.names("table") == ["new"] and reader.get_table("new").num_rows == 5
 
@@ -364,6 +381,8 @@ def test_replacing_an_onnx_model_by_a_zoo_model_removes_the_copy(tmp_path):
     db = Database(tmp_path / "db")
     copy = Path(db.register_model("m", onnx, "onnx").source)
     onnx.write_bytes(b"v2")
-    assert Path(db.register_model("m", onnx, "onnx").source).read_bytes() == b"v2"
+    second = Path(db.register_model("m", onnx, "onnx").source)
+    assert second.read_bytes() == b"v2" and not copy.exists()  # each version its own file
     db.register_model("m", "mobilenet_v2", "zoo")
-    assert not copy.exists() and Database(tmp_path / "db").models()["m"].kind == "zoo"
+    assert not second.exists() and Database(tmp_path / "db").models()["m"].kind == "zoo"
+    assert os.listdir(tmp_path / "db" / "models") == []

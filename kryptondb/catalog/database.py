@@ -2,17 +2,20 @@
 
 In memory (``Database()``) or in a directory (``Database(path)``) laid out as::
 
-    <dir>/catalog.json          entries only (format, version, models, images, videos, ...)
-    <dir>/tables/<name>.arrow   Arrow IPC files, read through a memory map
-    <dir>/views/<name>.arrow
-    <dir>/models/<name>.onnx    copies of registered ONNX files: the directory is self-contained
-    <dir>/catalog.lock          writers' advisory lock (see recovery.py)
+    <dir>/catalog.json                  entries only (format, version, models, images, ...)
+    <dir>/tables/<name>.<token>.arrow   Arrow IPC files, read through a memory map
+    <dir>/views/<name>.<token>.arrow
+    <dir>/models/<name>.<token>/<name>.onnx   self-contained copies of registered ONNX files
+                                        (external data included): the directory can be moved
+    <dir>/catalog.lock                  the writers' lock, naming its holder (lock.py)
 
-Crash safety comes from ordering, not from a log: a data file is written whole (temp + fsync +
-rename) before the catalog.json that refers to it, and a drop removes the entry before the file.
-After a crash the catalog therefore never names a partial file. Leftovers are repaired on open
-(recovery.py): dead writers' temp files and files no entry names are removed, and a replaced table
-whose new file landed but whose catalog write did not is rolled forward from the file's metadata.
+Every change is all or nothing. A write puts new data in new files (layout.py) and then
+replaces catalog.json atomically: that rename is the only point of no return. A write that fails
+before it (disk full, file too large, read-only directory, ...) removes what it wrote and raises
+StorageError saying that nothing was changed: every entry keeps its previous version, in this
+object and after a reopen. After the rename the previous version's files are removed; a failure
+there only leaves garbage, which the next open removes (recovery.py), as it removes what a
+crashed writer left. A drop removes the entry before the file, likewise.
 
 >>> import pyarrow as pa
 >>> db = Database()
@@ -25,7 +28,6 @@ whose new file landed but whose catalog write did not is rolled forward from the
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
@@ -34,19 +36,22 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from kryptondb.catalog import layout
 from kryptondb.catalog.entries import (KINDS, MODEL_KINDS, NAMESPACES, RELATIONS, SECTIONS,
                                        MediaEntry, ModelEntry, TableEntry, catalog_from_json,
-                                       catalog_to_json, check_info, check_kind, check_name)
-from kryptondb.catalog.recovery import locked, remove_orphans, rolled_forward, stamp_table
+                                       catalog_to_json, check_info, check_kind, check_name,
+                                       unknown_name)
+from kryptondb.catalog.layout import check_empty
+from kryptondb.catalog.lock import locked
+from kryptondb.catalog.recovery import repair, stamp_table
 from kryptondb.catalog.relations import catalog_relation
-from kryptondb.catalog.storage import (atomic_write, atomic_write_bytes, clean_temp_files,
-                                       fsync_dir, is_temp_name, read_arrow, write_arrow)
+from kryptondb.catalog.storage import (atomic_write, atomic_write_bytes, commit_bytes,
+                                       fsync_dir, read_arrow, write_arrow)
 from kryptondb.errors import (CatalogError, FileError, ImageError, StorageError,
                               UnknownNameError)
+from kryptondb.files import check_regular, open_regular
 
 CATALOG = "catalog.json"
-DATA_DIRS = {"table": ("tables", ".arrow"), "view": ("views", ".arrow"),
-             "model": ("models", ".onnx")}
 _KIND_OF_RELATION = {section: kind for kind, section in SECTIONS.items()}
 
 
@@ -62,22 +67,26 @@ def _stat_stamp(st: os.stat_result) -> tuple:
 class Database:
     """The embedded database. ``path=None`` keeps everything in memory; a directory path stores
     it there (created if missing) and re-reads catalog.json whenever another Database object has
-    committed to it. Writers in different processes take turns (catalog.lock); one object is
+    committed to it. Writers in different processes take turns (catalog.lock), each waiting at
+    most ``lock_timeout`` seconds (default: kryptondb.limits); readers never wait. One object is
     not thread-safe."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike | None = None,
+                 lock_timeout: float | None = None):
         self.path = None if path is None else Path(path).expanduser().absolute()
+        self.lock_timeout = lock_timeout
         self._entries: dict[str, dict] = {kind: {} for kind in KINDS}
         self._tokens: dict[tuple[str, str], str] = {}  # (kind, name) -> commit id of a table
+        self._files: dict[tuple[str, str], Path] = {}  # (kind, name) -> a table's data file
         self._tables: dict[tuple[str, str], tuple[str, pa.Table]] = {}  # cache, or the store
         self._stamp = None
         if self.path is not None:
             self._open()
 
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None) -> Database:
+    def open(cls, path: str | os.PathLike | None = None, **options) -> Database:
         """Same as ``Database(path)``: open (and repair after a crash) or create a database."""
-        return cls(path)
+        return cls(path, **options)
 
     def __repr__(self) -> str:
         where = "memory" if self.path is None else str(self.path)
@@ -122,13 +131,28 @@ class Database:
         """The stored table (zero-copy from its memory-mapped file; read once, then cached)."""
         check_kind(kind, ("table", "view"), "table kind")
         self.lookup(kind, name)
-        token = self._tokens[(kind, name)]
-        cached = self._tables.get((kind, name))
-        if cached is not None and cached[0] == token:
+        key = (kind, name)
+        cached = self._tables.get(key)
+        if cached is not None and cached[0] == self._tokens[key]:
             return cached[1]
-        table = read_arrow(self._file(kind, name))
-        self._tables[(kind, name)] = (token, table)
+        try:
+            table = read_arrow(self._files[key])
+        except StorageError:  # another process may have replaced it since we looked: look again
+            stamp = self._stamp
+            self.lookup(kind, name)
+            if stamp == self._stamp:
+                raise
+            table = read_arrow(self._files[key])
+        self._tables[key] = (self._tokens[key], table)
         return table
+
+    def file_of(self, kind: str, name: str) -> Path | None:
+        """The data file the database holds for an entry (None in memory, and for images,
+        videos and zoo models, whose files are not the database's)."""
+        entry = self.lookup(kind, name)
+        if not self._owned_files(kind, name, entry):
+            return None
+        return Path(entry.source) if kind == "model" else self._files[(kind, name)]
 
     def relation(self, kind: str) -> pa.Table:
         """The catalog section ``kind`` (models, images, videos, tables, views) as a table."""
@@ -139,20 +163,33 @@ class Database:
     # -- changing --------------------------------------------------------------------------
 
     def register_model(self, name: str, source: str | os.PathLike, kind: str) -> ModelEntry:
-        """Add or replace a model. An 'onnx' file is copied into an on-disk database."""
+        """Add or replace a model. An 'onnx' file is copied into an on-disk database, with its
+        external data (see kryptondb.model.onnx_files.portable_copy)."""
         check_kind(kind, MODEL_KINDS, "model kind")
         check_name(name)
         if kind == "zoo" and (not isinstance(source, str) or not source):
             raise CatalogError(f"zoo model {name!r} needs a zoo name as source, got {source!r}")
-        with self._writing():
+        copy = None
+        if kind == "onnx":
+            source = Path(source).expanduser().absolute()
+            check_regular(source, f"ONNX file (for model {name!r})")
+            if self.path is not None:  # read and checked before taking the lock
+                from kryptondb.model.onnx_files import portable_copy
+
+                copy = portable_copy(source, f"{name}.onnx{layout.EXTERNAL_SUFFIX}")
+        with self._writing(f"register model {name!r}"):
             self._check_free("model", name)
-            if kind == "onnx":
-                source = str(self._onnx_source(name, Path(source)))
-            old, entry = self._entries["model"].get(name), ModelEntry(name, source, kind)
-            stale = self._owned_file("model", old) if old is not None else None
-            self._commit([("model", name, entry, None)])
-            if stale != self._owned_file("model", entry):  # an onnx copy replaced by a zoo model
-                self._remove_file(stale)
+            old = self._owned_files("model", name, self._entries["model"].get(name))
+            written: list[Path] = []
+            try:
+                if copy is not None:
+                    source = self._store_onnx(name, *copy, written)
+                entry = ModelEntry(name, str(source), kind)
+                self._commit([("model", name, entry, None, None)])
+            except BaseException:
+                self._remove_files(written)
+                raise
+            self._remove_files(old)
         return entry
 
     def add_media(self, name: str, kind: str, path: str | os.PathLike,
@@ -160,13 +197,14 @@ class Database:
         """Add or replace an image or video. The file is referenced by absolute path, not copied."""
         check_kind(kind, ("image", "video"), "media kind")
         file = Path(path).expanduser().absolute()
+        error = ImageError if kind == "image" else FileError
         if not file.exists():
-            error = ImageError if kind == "image" else FileError
             raise error(f"no {kind} file {file} (for {kind} {name!r})")
+        check_regular(file, f"{kind} file (for {kind} {name!r})", error)
         entry = MediaEntry(check_name(name), kind, str(file), check_info(info, f"{kind} {name!r}"))
-        with self._writing():
+        with self._writing(f"add {kind} {name!r}"):
             self._check_free(kind, name)
-            self._commit([(kind, name, entry, None)])
+            self._commit([(kind, name, entry, None, None)])
         return entry
 
     def put_table(self, name: str, table: pa.Table, kind: str = "table",
@@ -179,14 +217,23 @@ class Database:
                                f"{type(table).__name__}")
         entry = TableEntry(check_name(name), kind, table.num_rows, tuple(table.column_names),
                            _now(), check_info(info, f"{kind} {name!r}"))
-        token = secrets.token_hex(8)
+        token = layout.new_token()
         table = stamp_table(table, entry, token)
-        with self._writing():
+        with self._writing(f"store {kind} {name!r}"):
             self._check_free(kind, name)
+            old = self._owned_files(kind, name, self._entries[kind].get(name))
+            file = None
+            try:
+                if self.path is not None:
+                    self._data_dir(kind)
+                    file = layout.data_file(self.path, kind, name, token)
+                    write_arrow(file, table)  # a new file: the stored version is untouched
+                self._commit([(kind, name, entry, token, file)])
+            except BaseException:
+                self._remove_files([file])
+                raise
+            self._remove_files(old)
             self._tables.pop((kind, name), None)
-            if self.path is not None:
-                write_arrow(self._data_dir(kind) / f"{name}.arrow", table)  # data, then catalog
-            self._commit([(kind, name, entry, token)])
         if self.path is None:
             self._tables[(kind, name)] = (token, table)
         return entry
@@ -195,15 +242,16 @@ class Database:
         """Remove an entry (and the file the database owns for it); False if absent and
         ``if_exists``. Image and video files belong to the caller and are left alone."""
         check_kind(kind, KINDS)
-        with self._writing():
+        with self._writing(f"drop {kind} {name!r}"):
             entry = self._entries[kind].get(name)
             if entry is None:
                 if if_exists:
                     return False
                 raise self._unknown(kind, name)
-            self._commit([(kind, name, None, None)])  # entry first: a crash leaves only garbage
+            owned = self._owned_files(kind, name, entry)
+            self._commit([(kind, name, None, None, None)])  # entry first: a crash leaves garbage
             self._tables.pop((kind, name), None)
-            self._remove_file(self._owned_file(kind, entry))
+            self._remove_files(owned)
         return True
 
     # -- helpers ---------------------------------------------------------------------------
@@ -212,46 +260,44 @@ class Database:
         self._refresh()
         return dict(sorted(self._entries[kind].items()))
 
-    def _file(self, kind: str, name: str) -> Path:
-        sub, ext = DATA_DIRS[kind]
-        return self.path / sub / f"{name}{ext}"
-
     def _data_dir(self, kind: str) -> Path:
         """The kind's folder, recreated if someone removed it."""
-        directory = self.path / DATA_DIRS[kind][0]
+        directory = self.path / layout.DATA_DIRS[kind][0]
         if not directory.is_dir():
             directory.mkdir()
             fsync_dir(self.path)
         return directory
 
-    def _owned_file(self, kind: str, entry) -> Path | None:
-        """The file the database wrote for ``entry`` (None for in-memory and referenced files)."""
-        if self.path is None or kind in ("image", "video"):
-            return None
-        if kind == "model":
-            source = Path(entry.source)
-            owned = entry.kind == "onnx" and source.parent == self.path / "models"
-            return source if owned else None
-        return self._file(kind, entry.name)
+    def _owned_files(self, kind: str, name: str, entry) -> list[Path]:
+        """What the database wrote for ``entry``: a file, or a model version's folder (nothing
+        in memory, for referenced media or for zoo models)."""
+        if self.path is None or entry is None or kind in ("image", "video"):
+            return []
+        if kind != "model":
+            return [self._files[(kind, name)]]
+        item = layout.stored_item(self.path, kind, Path(entry.source))
+        return [item] if entry.kind == "onnx" and item is not None else []
 
     @staticmethod
-    def _remove_file(file: Path | None) -> None:
-        if file is not None:
-            with suppress(OSError):  # leftovers are garbage the next open removes
-                file.unlink()
+    def _remove_files(files: list[Path | None]) -> None:
+        """Best effort: leftovers are garbage the next open removes."""
+        for file in files:
+            if file is not None and file.is_dir() and not file.is_symlink():
+                shutil.rmtree(file, ignore_errors=True)
+            elif file is not None:
+                with suppress(OSError):
+                    os.unlink(file)
 
-    def _onnx_source(self, name: str, source: Path) -> Path:
-        """Where the model's ONNX file lives: copied into an on-disk database, else as given."""
-        source = source.expanduser().absolute()
-        if not source.is_file():
-            raise FileError(f"no ONNX file {source} (for model {name!r})")
-        if self.path is None:
-            return source
-        target = self._data_dir("model") / f"{name}.onnx"
-        if target.exists() and os.path.samefile(source, target):
-            return target
-        with open(source, "rb") as f:
-            atomic_write(target, lambda out: shutil.copyfileobj(f, out, 1 << 20))
+    def _store_onnx(self, name: str, model: bytes, data: list[bytes], written: list) -> Path:
+        """Write a model version's folder in models/ (appending it to ``written``)."""
+        target = layout.data_file(self.path, "model", name, layout.new_token())
+        self._data_dir("model")
+        written.append(target.parent)
+        target.parent.mkdir()
+        fsync_dir(target.parent.parent)
+        if data:
+            atomic_write(layout.external_file(target), lambda f: [f.write(c) for c in data])
+        atomic_write_bytes(target, model)
         return target
 
     def _check_free(self, kind: str, name: str) -> None:
@@ -261,51 +307,54 @@ class Database:
                                    f"share one namespace (drop the {other} first)")
 
     def _unknown(self, kind: str, name: str) -> UnknownNameError:
-        """UnknownNameError listing the known names, plus a hint for a near miss."""
-        known = sorted(self._entries[kind])
-        err = UnknownNameError(kind, name, known)
-        hints = [f"did you mean {k!r}? (names are case-sensitive)"
-                 for k in known if isinstance(name, str) and k.lower() == name.lower()]
-        hints += [f"{name!r} is a {other}" for other in NAMESPACES[kind]
-                  if other != kind and name in self._entries[other]]
-        if hints:
-            err.args = (f"{err.args[0]}; " + "; ".join(hints),)
-        return err
+        return unknown_name(self._entries, kind, name)
 
     # -- the catalog file ------------------------------------------------------------------
 
+    def _lock_timeout(self) -> float:
+        from kryptondb.limits import current
+
+        return current().lock_timeout if self.lock_timeout is None else self.lock_timeout
+
     @contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, what: str) -> Iterator[None]:
         """Hold the writer lock and start from the latest catalog, so read-modify-write of
-        catalog.json is atomic across processes."""
+        catalog.json is atomic across processes. An OSError inside comes before the commit
+        (after it, nothing raises): it becomes StorageError saying nothing was changed."""
         if self.path is None:
             yield
             return
-        with locked(self.path):
-            self._refresh()
-            yield
+        try:
+            with locked(self.path, self._lock_timeout()):
+                self._refresh()
+                yield
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise StorageError(f"could not {what} in {self.path}: {exc.strerror or exc}{where}; "
+                               "nothing was changed (every entry keeps its previous "
+                               "version)") from exc
 
     def _commit(self, changes: list[tuple]) -> None:
-        """Apply (kind, name, entry or None, token) changes: catalog.json first, then memory,
-        so a failed write leaves this object agreeing with the disk."""
+        """Apply (kind, name, entry or None, token, file) changes: catalog.json first, then
+        memory, so a failed write leaves this object agreeing with the disk."""
         entries = {kind: dict(section) for kind, section in self._entries.items()}
-        tokens = dict(self._tokens)
-        for kind, name, entry, token in changes:
+        tokens, files = dict(self._tokens), dict(self._files)
+        for kind, name, entry, token, file in changes:
             tokens.pop((kind, name), None)
+            files.pop((kind, name), None)
             if entry is None:
                 entries[kind].pop(name, None)
                 continue
             entries[kind][name] = entry
             if token is not None:
-                tokens[(kind, name)] = token
+                tokens[(kind, name)], files[(kind, name)] = token, file
         if self.path is not None:
-            self._write_catalog(entries, tokens)
-        self._entries, self._tokens = entries, tokens
+            self._write_catalog(entries, tokens, files)
+        self._entries, self._tokens, self._files = entries, tokens, files
 
-    def _write_catalog(self, entries: dict, tokens: dict) -> None:
-        catalog = self.path / CATALOG
-        atomic_write_bytes(catalog, catalog_to_json(entries, tokens, self.path))
-        self._stamp = _stat_stamp(os.stat(catalog))
+    def _write_catalog(self, entries: dict, tokens: dict, files: dict) -> None:
+        data = catalog_to_json(entries, tokens, files, self.path)
+        self._stamp = _stat_stamp(commit_bytes(self.path / CATALOG, data))
 
     def _refresh(self) -> None:
         """Re-read catalog.json if another Database object replaced it since we last looked."""
@@ -316,58 +365,46 @@ class Database:
         except FileNotFoundError:
             raise StorageError(f"{self.path / CATALOG} is gone; was the database "
                                "directory removed?") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.path / CATALOG}: {exc.strerror}") from None
         if stamp != self._stamp:
             self._load()
 
     def _load(self) -> None:
         catalog = self.path / CATALOG
-        with open(catalog, "rb") as f:
+        with open_regular(catalog, "catalog", StorageError) as f:
             stamp, data = _stat_stamp(os.fstat(f.fileno())), f.read()
         where = f"{catalog} (nothing was changed; fix or restore this file)"
-        self._entries, self._tokens = catalog_from_json(data, self.path, where)
+        self._entries, self._tokens, self._files = catalog_from_json(data, self.path, where)
         self._stamp = stamp
 
     # -- opening and repair ----------------------------------------------------------------
 
     def _open(self) -> None:
         if self.path.exists() and not self.path.is_dir():
-            raise StorageError(f"{self.path} is a file, not a KryptonDB database directory")
+            what = "a file" if self.path.is_file() else "a special file (FIFO, device, socket)"
+            raise StorageError(f"{self.path} is {what}, not a KryptonDB database directory")
         if not (self.path / CATALOG).exists():
             self._create()
-        if not os.access(self.path, os.W_OK):  # read-only: nothing we could repair
-            return self._load()
-        with locked(self.path):  # a live writer's files are not garbage: wait for it
-            self._load()  # raises on a bad catalog before anything below may delete files
-            self._clean()
-            self._reconcile()
+        self._load()  # no lock: catalog.json is replaced atomically; raises if it is bad
+        repair(self)
 
     def _create(self) -> None:
         """A fresh database; refuses a non-empty directory so we never adopt someone's files."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        others = sorted(e for e in os.listdir(self.path) if not is_temp_name(e))
-        if others:
-            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-            raise StorageError(f"{self.path} is not a KryptonDB database: it holds {shown} but "
-                               f"no {CATALOG}; use an empty or new directory")
-        self._write_catalog(self._entries, self._tokens)  # catalog first: it marks the dir ours
-        for sub, _ in DATA_DIRS.values():
-            (self.path / sub).mkdir(exist_ok=True)
-        fsync_dir(self.path)
-        fsync_dir(self.path.parent)
-
-    def _clean(self) -> None:
-        """Remove what a killed writer left: dead temp files and data files no entry names."""
-        for kind, (sub, ext) in DATA_DIRS.items():
-            with suppress(OSError):
-                clean_temp_files(self.path / sub)
-            owned = {self._owned_file(kind, e) for e in self._entries[kind].values()}
-            remove_orphans(self.path / sub, ext, owned)
-        with suppress(OSError):
-            clean_temp_files(self.path)
-
-    def _reconcile(self) -> None:
-        """Roll forward replaces whose new data file landed but whose catalog write did not."""
-        changes = [rolled_forward(kind, name, self._file(kind, name), self._tokens[(kind, name)])
-                   for kind in ("table", "view") for name in self._entries[kind]]
-        if changes := [c for c in changes if c is not None]:
-            self._commit(changes)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            if (self.path / CATALOG).exists():  # another process created it meanwhile
+                return
+            check_empty(self.path)
+            with locked(self.path, self._lock_timeout()):
+                if (self.path / CATALOG).exists():
+                    return
+                check_empty(self.path)
+                self._write_catalog(self._entries, self._tokens, self._files)  # marks it ours
+                for sub, _ in layout.DATA_DIRS.values():
+                    (self.path / sub).mkdir(exist_ok=True)
+                fsync_dir(self.path)
+                fsync_dir(self.path.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot create a database in {self.path}: "
+                               f"{exc.strerror or exc}") from exc

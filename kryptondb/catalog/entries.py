@@ -12,9 +12,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kryptondb.errors import CatalogError, StorageError
+from kryptondb.catalog import layout
+from kryptondb.errors import CatalogError, StorageError, UnknownNameError
 
-FORMAT, VERSION = "kryptondb", 1
+FORMAT, VERSION = "kryptondb", 2  # 2: each table version in its own file (layout.py)
+MAX_NAME = 128  # characters: <name>.<token>.onnx.data and its temp name fit NAME_MAX (255 bytes)
 KINDS = ("model", "image", "video", "table", "view")
 SECTIONS = {"model": "models", "image": "images", "video": "videos", "table": "tables",
             "view": "views"}
@@ -80,10 +82,27 @@ def check_name(name: str) -> str:
     """Names are SQL identifiers and must not shadow the catalog's own relations."""
     if not is_valid_name(name):
         raise CatalogError(f"invalid name {name!r}: names must match [A-Za-z_][A-Za-z0-9_]*")
+    if len(name) > MAX_NAME:
+        raise CatalogError(f"invalid name {name[:20]}... ({len(name)} characters): names are at "
+                           f"most {MAX_NAME} characters, so that their files fit the file "
+                           "system's name limit")
     if name.lower() in RELATIONS:
         raise CatalogError(f"invalid name {name!r}: {', '.join(RELATIONS)} are reserved for "
                            "the catalog relations")
     return name
+
+
+def unknown_name(entries: dict, kind: str, name: str) -> UnknownNameError:
+    """UnknownNameError listing the known names, plus a hint for a near miss."""
+    known = sorted(entries[kind])
+    err = UnknownNameError(kind, name, known)
+    hints = [f"did you mean {k!r}? (names are case-sensitive)"
+             for k in known if isinstance(name, str) and k.lower() == name.lower()]
+    hints += [f"{name!r} is a {other}" for other in NAMESPACES[kind]
+              if other != kind and name in entries[other]]
+    if hints:
+        err.args = (f"{err.args[0]}; " + "; ".join(hints),)
+    return err
 
 
 def check_info(info: dict | None, owner: str) -> dict:
@@ -101,39 +120,43 @@ def check_info(info: dict | None, owner: str) -> dict:
 
 def _model_to_json(e: ModelEntry, root: Path) -> dict:
     source = e.source
-    if e.kind == "onnx" and Path(source).parent == root / "models":
-        source = f"models/{Path(source).name}"  # relative, so the directory can be moved
+    if e.kind == "onnx" and layout.stored_item(root, "model", Path(source)) is not None:
+        source = layout.to_json(root, Path(source))  # relative: the directory can be moved
     return {"kind": e.kind, "source": source}
 
 
-def entry_to_json(entry, token: str | None, root: Path) -> dict:
+def entry_to_json(entry, token: str | None, file: Path | None, root: Path) -> dict:
     if isinstance(entry, ModelEntry):
         return _model_to_json(entry, root)
     if isinstance(entry, MediaEntry):
         return {"path": entry.path, "info": entry.info}
     return {"rows": entry.rows, "columns": list(entry.columns), "created": entry.created,
-            "info": entry.info, "token": token}
+            "info": entry.info, "token": token, "file": layout.to_json(root, file)}
 
 
 def entry_from_json(kind: str, name: str, d: dict, root: Path):
-    """(entry, token) from one catalog.json record; token is None except for tables/views."""
+    """(entry, token, data file) from one catalog.json record; token and file are None except
+    for tables and views (a version-1 record names no file: it is ``<name>.arrow``)."""
     check_name(name)
     if kind == "model":
         source = d["source"]
         if d["kind"] == "onnx" and not Path(source).is_absolute():
-            source = str(root / source)
-        return ModelEntry(name, source, d["kind"]), None
+            source = str(layout.from_json(root, "model", source))
+        return ModelEntry(name, source, d["kind"]), None, None
     if kind in ("image", "video"):
-        return MediaEntry(name, kind, str(d["path"]), dict(d["info"])), None
+        return MediaEntry(name, kind, str(d["path"]), dict(d["info"])), None, None
     entry = TableEntry(name, kind, int(d["rows"]), tuple(map(str, d["columns"])),
                        str(d["created"]), dict(d["info"]))
-    return entry, str(d["token"])
+    file = layout.from_json(root, kind, d["file"]) if "file" in d \
+        else layout.legacy_file(root, kind, name)
+    return entry, str(d["token"]), file
 
 
-def catalog_to_json(entries: dict, tokens: dict, root: Path) -> bytes:
+def catalog_to_json(entries: dict, tokens: dict, files: dict, root: Path) -> bytes:
     doc = {"format": FORMAT, "version": VERSION}
     for kind, section in SECTIONS.items():
-        doc[section] = {name: entry_to_json(e, tokens.get((kind, name)), root)
+        doc[section] = {name: entry_to_json(e, tokens.get((kind, name)), files.get((kind, name)),
+                                            root)
                         for name, e in sorted(entries[kind].items())}
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
@@ -147,24 +170,25 @@ def _check_header(doc, where: str) -> None:
                            f"versions up to {VERSION} (was it written by a newer release?)")
 
 
-def catalog_from_json(data: bytes, root: Path, where: str) -> tuple[dict, dict]:
-    """(entries by kind, tokens by (kind, name)); StorageError naming ``where`` if malformed."""
+def catalog_from_json(data: bytes, root: Path, where: str) -> tuple[dict, dict, dict]:
+    """(entries by kind, tokens and data files by (kind, name)); StorageError naming ``where``
+    if malformed."""
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise StorageError(f"corrupt catalog {where}: {e}") from e
     _check_header(doc, where)
-    entries, tokens = {k: {} for k in KINDS}, {}
+    entries, tokens, files = {k: {} for k in KINDS}, {}, {}
     for kind, section in SECTIONS.items():
         records = doc.get(section, {})
         if not isinstance(records, dict):
             raise StorageError(f"corrupt catalog {where}: {section!r} is not an object")
         for name, record in records.items():
             try:
-                entries[kind][name], token = entry_from_json(kind, name, record, root)
+                entries[kind][name], token, file = entry_from_json(kind, name, record, root)
             except (KeyError, TypeError, ValueError, AttributeError, CatalogError) as e:
                 raise StorageError(f"corrupt catalog {where}: bad entry "
                                    f"{section}[{name!r}]: {type(e).__name__}: {e}") from e
             if token is not None:
-                tokens[(kind, name)] = token
-    return entries, tokens
+                tokens[(kind, name)], files[(kind, name)] = token, file
+    return entries, tokens, files

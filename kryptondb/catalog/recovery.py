@@ -1,45 +1,38 @@
-"""What lets a database directory repair itself after a crash, without a log.
+"""What a database directory repairs on open, without a log.
 
-Each stored table carries its own catalog entry (name, kind, created, a random commit token and
-the caller's info) in its Arrow schema metadata. When a process dies after a replaced table's new
-file landed but before catalog.json was rewritten, the tokens disagree and open rolls the entry
-forward from the file. A file that no entry names (a create or drop cut short) is garbage.
+Nothing needs rolling forward: a write puts its new data in a new file, and the atomic rename of
+catalog.json is the one point of no return (layout.py). A writer that died, or a write that
+failed, before that point left only files no entry names; one that died after it left the
+previous version's file. Both are garbage: open removes them, with dead writers' temp files. A
+statement that reported failure is therefore never rolled forward.
 
-Writers, and the repair on open, hold an exclusive lock on ``<dir>/catalog.lock`` so that one
-process's repair never mistakes another's write in progress for garbage, and so read-modify-write
-of catalog.json is atomic across processes. The kernel drops the lock when a holder dies.
+Only for version-1 databases, whose writers replaced a table's file in place before committing
+the catalog, does open still adopt a file newer than its entry (its old data is gone either way):
+each stored table carries its own catalog entry (name, kind, created, commit token, info) in its
+Arrow schema metadata.
+
+The repair runs only while it holds the writer lock (lock.py), taken without waiting: a live
+writer's new file is not garbage, and a reader never waits for a writer.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager, suppress
+import os
+import shutil
+from contextlib import suppress
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 
-from kryptondb.catalog.entries import TableEntry, is_valid_name
-from kryptondb.catalog.storage import read_arrow_footer
+from kryptondb.catalog.entries import TableEntry
+from kryptondb.catalog.layout import DATA_DIRS, is_data_file, legacy_file
+from kryptondb.catalog.lock import try_locked
+from kryptondb.catalog.storage import clean_temp_files, read_arrow_footer
 from kryptondb.errors import StorageError
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; one process per database directory
-    fcntl = None
-
-LOCK = "catalog.lock"
 META_INFO = b"kryptondb"  # the caller's info, as JSON, in every stored table's schema metadata
 META_ENTRY = b"kryptondb.entry"  # name, kind, created, token
-
-
-@contextmanager
-def locked(root: Path) -> Iterator[None]:
-    """Hold the database's writer lock (blocking until other processes' writes finish)."""
-    with open(root / LOCK, "ab") as f:
-        if fcntl is not None:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock
 
 
 def stamp_table(table: pa.Table, entry: TableEntry, token: str) -> pa.Table:
@@ -63,7 +56,8 @@ def read_stamp(schema: pa.Schema) -> dict | None:
 
 
 def rolled_forward(kind: str, name: str, file: Path, token: str | None) -> tuple | None:
-    """(kind, name, entry, token) read from ``file`` when it is newer than catalog ``token``."""
+    """(kind, name, entry, token, file) read from a version-1 ``file`` (replaced in place)
+    when it is newer than the catalog's ``token``."""
     try:
         schema, rows = read_arrow_footer(file)
     except StorageError:
@@ -73,16 +67,56 @@ def rolled_forward(kind: str, name: str, file: Path, token: str | None) -> tuple
             != (name, kind):
         return None
     entry = TableEntry(name, kind, rows, tuple(schema.names), stamp["created"], stamp["info"])
-    return kind, name, entry, stamp["token"]
+    return kind, name, entry, stamp["token"], file
 
 
-def remove_orphans(directory: Path, ext: str, owned: set[Path]) -> list[Path]:
-    """Delete ``directory``'s data files (``<valid name><ext>``) that are not in ``owned``."""
+def remove_orphans(directory: Path, kind: str, owned: set[Path]) -> list[Path]:
+    """Delete ``directory``'s data files of ``kind`` (layout.py) that are not in ``owned``."""
     removed = []
     files = directory.iterdir() if directory.is_dir() else ()
     for file in files:
-        if file.suffix == ext and is_valid_name(file.stem) and file not in owned:
-            with suppress(OSError):  # best effort: a leftover is harmless
-                file.unlink()
-                removed.append(file)
+        if is_data_file(file.name, kind) and file not in owned:
+            try:
+                if file.is_dir() and not file.is_symlink():  # a model version's folder
+                    shutil.rmtree(file)
+                else:
+                    os.unlink(file)
+            except OSError:  # best effort: a leftover is harmless
+                continue
+            removed.append(file)
     return removed
+
+
+def repair(db) -> None:
+    """Remove what dead writers and failed writes left in ``db``'s directory, if no writer is
+    at work now (a live writer's new file is not garbage, and opening never waits for one)."""
+    if not os.access(db.path, os.W_OK):  # read-only: nothing we could repair
+        return
+    with try_locked(db.path) as free:
+        if not free:
+            return
+        db._load()  # the catalog as of now, that no writer is changing
+        with suppress(OSError):
+            _clean(db)
+        with suppress(OSError, StorageError):
+            _roll_forward_legacy(db)
+
+
+def _clean(db) -> None:
+    """Remove dead writers' temp files and data files no entry names."""
+    for kind, (sub, _) in DATA_DIRS.items():
+        clean_temp_files(db.path / sub)
+        owned = {f for name, e in db._entries[kind].items()
+                 for f in db._owned_files(kind, name, e)}
+        remove_orphans(db.path / sub, kind, owned)
+    clean_temp_files(db.path)
+
+
+def _roll_forward_legacy(db) -> None:
+    """Version-1 writers replaced a table's file in place before committing the catalog:
+    adopt such a file (its old data is gone). Token-named files are never rolled forward."""
+    changes = [rolled_forward(kind, name, file, db._tokens[(kind, name)])
+               for (kind, name), file in db._files.items()
+               if file == legacy_file(db.path, kind, name)]
+    if changes := [c for c in changes if c is not None]:
+        db._commit(changes)

@@ -8,6 +8,7 @@ opening a large table costs a footer read, not a copy.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import secrets
@@ -17,6 +18,7 @@ from typing import BinaryIO, Callable
 import pyarrow as pa
 
 from kryptondb.errors import StorageError
+from kryptondb.files import check_regular
 
 # .<target>.<pid>-<8 hex>.tmp: hidden, never matches a data file's pattern, and the pid lets a
 # later open tell a dead writer's leftovers from a live writer's work in progress.
@@ -46,28 +48,87 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> None:
-    """Replace ``path`` with what ``writer`` writes, all or nothing.
+class _FdWriter(io.RawIOBase):
+    """A raw writer over a file descriptor: every byte goes out through ``os.write`` (and every
+    failure, such as ENOSPC or EFBIG, comes back from it), under a BufferedWriter."""
 
-    If ``writer`` (or the flush) raises, the temp file is removed and the old file is untouched.
+    def __init__(self, fd: int):
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return os.write(self._fd, data)
+
+
+def write_temp(path: Path, writer: Callable[[BinaryIO], None]) -> tuple[Path, os.stat_result]:
+    """Write a new temp file beside ``path`` and fsync it: (its path, its stat). If anything
+    fails the temp file is removed and the error raised; ``path`` itself is never touched."""
+    tmp = temp_path_for(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, 0o644)
+    try:
+        try:
+            with io.BufferedWriter(_FdWriter(fd), 1 << 20) as f:
+                writer(f)
+                f.flush()
+                os.fsync(fd)
+                st = os.fstat(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp, st
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:  # left for the next open's clean-up
+        pass
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> os.stat_result:
+    """Replace ``path`` with what ``writer`` writes, all or nothing; the new file's stat.
+
+    If ``writer``, the flush, the fsync or the rename raises, the temp file is removed and the
+    old file is untouched.
     """
     path = Path(path)
-    tmp = temp_path_for(path)
+    tmp, st = write_temp(path, writer)
     try:
-        with open(tmp, "xb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink_quietly(tmp)
         raise
     fsync_dir(path.parent)
+    return st
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def commit_bytes(path: Path, data: bytes) -> os.stat_result:
+    """Replace ``path`` with ``data`` where the rename is a commit: if anything fails before
+    the rename, ``path`` is untouched and the error raised; once renamed, nothing raises (like
+    SQLite, a failed sync of the directory is not reported as a failed write). The stat of the
+    new file."""
+    tmp, st = write_temp(path, lambda f: f.write(data))
+    try:
+        os.replace(tmp, path)  # the point of no return
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    try:
+        fsync_dir(path.parent)
+    except OSError:
+        pass
+    return st
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> os.stat_result:
     """Replace ``path`` with ``data``, all or nothing."""
-    atomic_write(path, lambda f: f.write(data))
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def write_arrow(path: str | os.PathLike, table: pa.Table) -> None:
@@ -82,6 +143,9 @@ def write_arrow(path: str | os.PathLike, table: pa.Table) -> None:
 
 def _open_reader(path: str | os.PathLike) -> pa.ipc.RecordBatchFileReader:
     """The IPC file reader over a memory map; missing or malformed files become StorageError."""
+    if not os.path.lexists(path):
+        raise StorageError(f"missing Arrow file {path}")
+    check_regular(path, "Arrow file", StorageError)  # a FIFO or device would hang or never end
     try:
         return pa.ipc.open_file(pa.memory_map(os.fspath(path), "r"))
     except FileNotFoundError as e:

@@ -6,6 +6,7 @@ import os
 from typing import Iterator
 
 from kryptondb.errors import FileError
+from kryptondb.files import open_regular
 
 
 def sample_path(name: str) -> str | None:
@@ -27,30 +28,44 @@ def sample_path(name: str) -> str | None:
 
 
 def _open(path: str):
+    """(container, file): PyAV decodes from the file object, so ffmpeg never opens a protocol
+    or device by name; frames over the image_pixels limit are refused from the header."""
     import av
 
-    if not os.path.exists(path):
-        raise FileError(f"video file {path!r} does not exist")
+    from kryptondb.images import check_pixels
+
+    f = open_regular(path, "video file")
     try:
-        container = av.open(path)
+        container = av.open(f)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
+        f.close()
         raise FileError(f"{path!r} is not a readable video ({exc})") from None
-    if not container.streams.video:
-        container.close()
-        raise FileError(f"{path!r} has no video stream")
-    return container
+    try:
+        if not container.streams.video:
+            raise FileError(f"{path!r} has no video stream")
+        ctx = container.streams.video[0].codec_context
+        check_pixels((ctx.width, ctx.height), f"frames of video {path!r}", FileError)
+    except BaseException:
+        _close(container, f)
+        raise
+    return container, f
+
+
+def _close(container, f) -> None:
+    container.close()
+    f.close()
 
 
 def probe(path: str) -> dict:
     """Size, frame count (when the container says) and frame rate."""
-    container = _open(path)
+    container, f = _open(path)
     try:
         s = container.streams.video[0]
         rate = float(s.average_rate) if s.average_rate else None
         return {"width": s.codec_context.width, "height": s.codec_context.height,
                 "frames": int(s.frames or 0), "fps": rate}
     finally:
-        container.close()
+        _close(container, f)
 
 
 def frames(path: str, first: int = 0, last: int | None = None,
@@ -64,7 +79,7 @@ def frames(path: str, first: int = 0, last: int | None = None,
     """
     import av
 
-    container = _open(path)
+    container, f = _open(path)
     index = -1
     try:
         stream = container.streams.video[0]
@@ -80,7 +95,7 @@ def frames(path: str, first: int = 0, last: int | None = None,
     except av.error.FFmpegError as exc:
         raise FileError(f"{path!r}: decoding failed after frame {index} ({exc})") from None
     finally:
-        container.close()
+        _close(container, f)
 
 
 def _check_complete(path: str, index: int, listed: int, first: int, last: int | None) -> None:

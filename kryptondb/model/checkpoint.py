@@ -15,6 +15,7 @@ archive of newer ``torch.save`` (``<dir>/data.pkl`` plus ``<dir>/data/<key>``).
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import struct
@@ -27,13 +28,16 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from kryptondb.errors import CheckpointError, FileError, KryptonError, UnsafeCheckpointError
+from kryptondb.errors import CheckpointError, KryptonError, UnsafeCheckpointError
+from kryptondb.files import open_regular
+from kryptondb.limits import check_size
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 ZIP_MAGIC = b"PK\x03\x04"
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 _MAX_NESTING = 4
+PICKLE_BYTES = 64 << 20  # a zip checkpoint's data.pkl: a state dict's is kilobytes
 
 # torch storage class name -> element dtype of its raw bytes (byte order added when decoding).
 # bfloat16 has no numpy dtype: its bits are read as uint16 and widened exactly to float32.
@@ -195,6 +199,28 @@ def _decode(raw: bytes, stype: _StorageType, byteorder: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.dtype(stype.dtype).newbyteorder(byteorder))
 
 
+def _check_sizes(state: Mapping[str, _TensorRef]) -> None:
+    """Before any tensor is copied out: none has more elements than the storage window it views
+    (a stride-0 view of 1 element as a 10^10-element tensor), none is over ``tensor_bytes``,
+    and all together are within ``model_bytes`` (many tensors can view one storage)."""
+    total = 0
+    for name, ref in state.items():
+        count = math.prod(ref.size)
+        if count > ref.storage.numel:
+            raise _CorruptError(
+                f"tensor {name!r} (size {ref.size}, stride {ref.stride}) has {count:,} elements "
+                f"but views a storage of {ref.storage.numel:,}: views that repeat elements "
+                "would multiply memory, and are refused")
+        nbytes = count * ref.storage.stype.itemsize
+        check_size(nbytes, "tensor_bytes", f"tensor {name!r}", _CorruptError)
+        total += nbytes
+    check_size(total, "model_bytes", "the tensors together", _CorruptError)
+
+
+def _arrays(state: Mapping[str, _TensorRef], storages: Mapping[str, np.ndarray]) -> dict:
+    return {name: _to_array(name, ref, storages) for name, ref in state.items()}
+
+
 def _to_array(name: str, ref: _TensorRef, storages: Mapping[str, np.ndarray]) -> np.ndarray:
     """Strided view -> contiguous native-order copy (never aliasing a storage shared with others).
 
@@ -258,6 +284,7 @@ def _read_legacy_storages(f: BinaryIO, keys: Any, roots: dict, needed: set) -> d
     if not isinstance(keys, list) or set(keys) != set(roots) or len(keys) != len(roots):
         raise _CorruptError("the storage key list does not match the storages the tensors use")
     storages = {}
+    _check_storages(roots, keys)
     for key in keys:
         stype, numel = roots[key]
         (count,) = struct.unpack("<q", _read_exact(f, 8, f"storage {key!r} header"))
@@ -280,9 +307,10 @@ def _read_legacy(f: BinaryIO, path: str) -> dict[str, np.ndarray]:
         raise _CorruptError("the sys_info header is not a dict")
     roots: dict[str, tuple[_StorageType, int]] = {}
     state = _find_state_dict(_RestrictedUnpickler(f, path, _SAFE_GLOBALS, roots).load())
+    _check_sizes(state)
     needed = {ref.storage.key for ref in state.values()}
     storages = _read_legacy_storages(f, _header_pickle(f, path), roots, needed)
-    return {name: _to_array(name, ref, storages) for name, ref in state.items()}
+    return _arrays(state, storages)
 
 
 def _zip_prefix(names: list[str]) -> str:
@@ -303,33 +331,54 @@ def _read_zip(f: BinaryIO, path: str) -> dict[str, np.ndarray]:
         prefix = _zip_prefix(names)
         order = ">" if _zip_text(zf, prefix + "byteorder") == "big" else "<"
         roots: dict[str, tuple[_StorageType, int]] = {}
-        pickled = io.BytesIO(zf.read(prefix + "data.pkl"))
+        pickled = io.BytesIO(_zip_member(zf, prefix + "data.pkl", PICKLE_BYTES))
         state = _find_state_dict(_RestrictedUnpickler(pickled, path, _SAFE_GLOBALS, roots).load())
+        _check_sizes(state)
+        keys = {ref.storage.key for ref in state.values()}
+        _check_storages(roots, keys)
         storages = {}
-        for key in {ref.storage.key for ref in state.values()}:
+        for key in keys:
             stype, numel = roots[key]
-            raw = zf.read(f"{prefix}data/{key}")
-            if len(raw) < numel * stype.itemsize:
-                raise _CorruptError(f"storage {key!r} has {len(raw)} bytes, needs {numel} elements")
-            storages[key] = _decode(raw[: numel * stype.itemsize], stype, order)
-    return {name: _to_array(name, ref, storages) for name, ref in state.items()}
+            raw = _zip_member(zf, f"{prefix}data/{key}", numel * stype.itemsize, exact=True)
+            storages[key] = _decode(raw, stype, order)
+    return _arrays(state, storages)
+
+
+def _check_storages(roots: dict, keys) -> None:
+    """The storages to be read, each within ``tensor_bytes`` and all within ``model_bytes``."""
+    total = 0
+    for key in keys:
+        stype, numel = roots.get(key, (None, 0))
+        nbytes = numel * stype.itemsize if stype is not None else 0
+        check_size(nbytes, "tensor_bytes", f"storage {key!r}", _CorruptError)
+        total += nbytes
+    check_size(total, "model_bytes", "the storages together", _CorruptError)
+
+
+def _zip_member(zf: zipfile.ZipFile, name: str, size: int, exact: bool = False) -> bytes:
+    """A member's bytes, its declared uncompressed size checked before anything is inflated
+    (a zip bomb declares little and inflates much: reading stops at the declared size)."""
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise _CorruptError(f"zip checkpoint has no member {name}") from None
+    if exact and info.file_size < size:
+        raise _CorruptError(f"{name} has {info.file_size} bytes, the storage needs {size}")
+    if not exact and info.file_size > size:
+        raise _CorruptError(f"{name} declares {info.file_size:,} bytes, more than the "
+                            f"{size:,} this reader allows for it")
+    with zf.open(info) as member:
+        data = member.read(size if exact else info.file_size)
+    if exact and len(data) < size:
+        raise _CorruptError(f"{name} is truncated: {len(data)} of {size} bytes")
+    return data
 
 
 def _zip_text(zf: zipfile.ZipFile, name: str) -> str | None:
     """A small text member such as ``byteorder`` (absent in older archives, meaning little)."""
     if name not in zf.namelist():
         return None
-    return zf.read(name).decode("ascii", "replace").strip()
-
-
-def _open(path: str) -> BinaryIO:
-    """Open for reading, turning OS errors into FileError naming the path."""
-    try:
-        return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
-    except FileNotFoundError:
-        raise FileError(f"checkpoint file not found: {path}") from None
-    except OSError as exc:
-        raise FileError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    return _zip_member(zf, name, 64).decode("ascii", "replace").strip()
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -339,7 +388,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     global outside ``ALLOWED_GLOBALS``, and CheckpointError for any corrupt or unsupported file.
     """
     shown = os.fspath(path)
-    with _open(shown) as f:
+    with open_regular(shown, "checkpoint file") as f:
         head = f.read(512)
         f.seek(0)
         try:

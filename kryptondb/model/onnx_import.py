@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kryptondb.errors import FileError, ModelImportError, ShapeError, UnsupportedOpError
+from kryptondb.errors import ModelImportError, ShapeError, UnsupportedOpError
+from kryptondb.limits import check_size, tensor_bytes
 from kryptondb.model.fold import bn_scale_shift, drop_dead, fold_batchnorm
 from kryptondb.model.ir import Graph, Node, Op, input_node, make_node
+from kryptondb.model.onnx_files import load_onnx_proto, to_array
 from kryptondb.model.shapes import infer_shape
 
 # ops evaluated at import time when all their inputs are constants
@@ -28,6 +30,7 @@ class _Ctx:
     nodes: list = field(default_factory=list)
     weights: dict = field(default_factory=dict)
     placeholders: dict = field(default_factory=dict)  # name -> shape of seeded stand-ins
+    seeded_bytes: int = 0                          # what the seeded stand-ins take together
     users: dict = field(default_factory=dict)      # onnx name -> [onnx nodes reading it]
     opset: int = 13
 
@@ -39,6 +42,8 @@ class _Ctx:
 
     def add(self, node: Node) -> None:
         shape = infer_shape(node, [self.shapes[i] for i in node.inputs], self.weights)
+        check_size(tensor_bytes(shape, 4), "tensor_bytes",
+                   f"the output of node {node.name!r} (shape {list(shape)})", ModelImportError)
         self.shapes[node.name] = tuple(int(d) for d in shape)
         self.nodes.append(node)
 
@@ -54,20 +59,6 @@ class Imported:
     seeded: dict                   # name -> the seeded array, to feed other engines
 
 
-def load_onnx_proto(path):
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileError(f"ONNX file {path!r} does not exist")
-    try:
-        return onnx.load(path)
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise ModelImportError(
-            f"{path!r} is not a readable ONNX model (truncated or corrupt?): {exc}") from None
-
-
 def import_onnx(path, seed: int = 0, name: str | None = None) -> Imported:
     """Read an ONNX CNN from ``path``; placeholders get values from ``seed``."""
     proto = load_onnx_proto(path)
@@ -81,12 +72,10 @@ def import_onnx(path, seed: int = 0, name: str | None = None) -> Imported:
 
 
 def _convert(proto, seed, label, path) -> Imported:
-    from onnx import numpy_helper
-
     ctx = _Ctx(proto)
     ctx.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
     for init in proto.graph.initializer:
-        ctx.consts[init.name] = numpy_helper.to_array(init)
+        ctx.consts[init.name] = to_array(init, path)
     for n in proto.graph.node:
         for t in n.input:
             ctx.users.setdefault(t, []).append(n)
@@ -147,6 +136,13 @@ def _seeded(ctx: _Ctx, name: str, shape, rng) -> np.ndarray:
     """A stand-in weight whose scale keeps a deep random network's activations O(1)."""
     op, idx, user = _role(ctx, name)
     shape = tuple(int(s) for s in shape)
+    what = f"placeholder {name!r} (shape {list(shape)}, seeded as float32)"
+    if any(s < 0 for s in shape):
+        raise ModelImportError(f"{what} has a negative dimension")
+    check_size(tensor_bytes(shape, 4), "tensor_bytes", what, ModelImportError)
+    ctx.seeded_bytes += tensor_bytes(shape, 4)
+    check_size(ctx.seeded_bytes, "model_bytes", "the seeded placeholders together",
+               ModelImportError)
     size = max(1, math.prod(shape))
     if op == "Conv" and idx == 1:
         std = math.sqrt(2.0 / max(1, math.prod(shape[1:])))
@@ -163,15 +159,14 @@ def _seeded(ctx: _Ctx, name: str, shape, rng) -> np.ndarray:
 
 
 def _fold_const(ctx: _Ctx, n, rng) -> bool:
-    from onnx import numpy_helper
-
     ins = [t for t in n.input if t]
     if n.op_type not in _CONST_OPS or not all(ctx.is_const(t) for t in ins):
         return False
     a, val = _attrs(n), [ctx.consts[t] for t in ins]
     out = n.output[0]
     if n.op_type == "Constant":
-        res = numpy_helper.to_array(n.attribute[0].t) if n.attribute[0].t.ByteSize() else \
+        value = n.attribute[0].t
+        res = to_array(value, f"node {_label(n)!r}") if value.ByteSize() else \
             np.asarray(a.get("value_float", a.get("value_int", 0.0)))
     elif n.op_type == "ConstantOfShape":
         ctx.placeholders[out] = tuple(int(s) for s in val[0])

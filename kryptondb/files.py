@@ -1,0 +1,86 @@
+"""Opening files: only regular files are read, and opening one never blocks.
+
+A FIFO blocks open() until a writer comes, /dev/zero never ends, a directory or a socket is no
+file at all. Every path a user hands KryptonDB (images, videos, ONNX models and their external
+data, checkpoints, scripts) and every database file is opened here: the path is stat'ed first
+(following symlinks, so a link to a device is the device; a device is never opened), then opened
+with O_NONBLOCK, so even a FIFO swapped in meanwhile cannot block, and the open file is checked
+again with fstat before a byte is read.
+
+>>> import os
+>>> open_regular(os.devnull, "model file")
+Traceback (most recent call last):
+kryptondb.errors.FileError: model file '/dev/null' is a character device, not a regular file
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import BinaryIO
+
+from kryptondb.errors import FileError
+
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a plain file")
+
+
+def _require_regular(st: os.stat_result, shown: str, what: str, error: type) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} {shown!r} is {_kind(st.st_mode)}, not a regular file")
+
+
+def check_regular(path: str | os.PathLike, what: str,
+                  error: type[FileError] = FileError) -> os.stat_result:
+    """The stat of ``path`` if it is a regular file (after symlinks), else ``error`` saying
+    what it is; ``what`` names the file's role in the message ("image file", ...)."""
+    shown = os.fspath(path)
+    try:
+        st = os.stat(shown)
+    except FileNotFoundError:
+        raise error(f"{what} {shown!r} does not exist") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise error(f"cannot read {what} {shown!r}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    _require_regular(st, shown, what, error)
+    return st
+
+
+def open_regular(path: str | os.PathLike, what: str,
+                 error: type[FileError] = FileError) -> BinaryIO:
+    """``path`` opened for binary reading, if it is a regular file; see the module docstring."""
+    shown = os.fspath(path)
+    check_regular(shown, what, error)
+    try:
+        fd = os.open(shown, os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise error(f"cannot read {what} {shown!r}: {exc.strerror or exc}") from None
+    try:
+        _require_regular(os.fstat(fd), shown, what, error)
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike, what: str, limit: str | None = None,
+                 error: type[FileError] = FileError) -> bytes:
+    """The whole file, refusing one over the named limit (kryptondb.limits) before reading."""
+    from kryptondb.limits import check_size
+
+    shown = os.fspath(path)
+    with open_regular(shown, what, error) as f:
+        if limit is not None:
+            check_size(os.fstat(f.fileno()).st_size, limit, f"{what} {shown!r}", error)
+        try:
+            return f.read()
+        except OSError as exc:
+            raise error(f"cannot read {what} {shown!r}: {exc.strerror or exc}") from None
