@@ -42,7 +42,6 @@ class Connection:
 
         self.db = Database(os.fspath(path) if path is not None else None)
         self.progress = progress
-        self._ctx_models: dict = {}
         self._memo: dict = {}  # exact heatmaps of this session, to score approximate ones
 
     def execute(self, text: str) -> Result:
@@ -67,7 +66,7 @@ class Connection:
 
         from kryptondb.approx.tuning import lookup
 
-        ctx = RuleContext(options, self._context(text).model, partial(lookup, self.db))
+        ctx = RuleContext(options, partial(lookup, self.db))
         rewritten, steps = rewrite(logical, ctx)
         return Explained(logical, rewritten, tuple(r for r, _ in steps), steps, lower(rewritten))
 
@@ -86,10 +85,9 @@ class Connection:
         return Result("plan", message=body, plan=explained, extra={"format": stmt.format})
 
     def _context(self, text: str, analyze: bool = False) -> ExecContext:
-        return ExecContext(self.db, text, analyze, self.progress, self._ctx_models, self._memo)
+        return ExecContext(self.db, text, analyze, self.progress, self._memo)
 
     def close(self) -> None:
-        self._ctx_models.clear()
         self._memo.clear()
 
     def __enter__(self):

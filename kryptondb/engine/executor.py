@@ -20,16 +20,15 @@ class ExecContext:
     text: str = ""
     analyze: bool = False
     progress: Callable | None = None  # (total, label) -> bar with update(n) and close()
-    models: dict = field(default_factory=dict)
     memo: dict = field(default_factory=dict)  # exact occlusion maps by query key (this session)
 
-    def model(self, name: str):
-        if name not in self.models:
-            from kryptondb.model.model import load_model
+    @staticmethod
+    def model(ref):
+        """The Model a plan node's ``model`` argument was bound to by the binder: operators never
+        resolve a model name (kryptondb/model/binding.py)."""
+        from kryptondb.model.binding import bound
 
-            entries = self.db.models()
-            self.models[name] = load_model(entries[name].source if name in entries else name)
-        return self.models[name]
+        return bound(ref)
 
     def bar(self, total: int, label: str):
         return self.progress(total, label) if self.progress else _NoBar()

@@ -19,12 +19,18 @@ from kryptondb.rewrite.threshold_projective_field import threshold_projective_fi
 
 @dataclass(frozen=True)
 class RuleContext:
-    """What rules may read besides the plan: statement options, a model resolver and the
-    catalog's tunings of approximate settings."""
+    """What rules may read besides the plan: statement options and the catalog's tunings of
+    approximate settings. Models are bound in the plan (``model`` arguments are ModelRefs)."""
 
     options: object  # kryptondb.plan.binder.Options
-    model: Callable[[str], object]  # name -> kryptondb.Model
-    tuning: Callable[[str, int, int], object] = lambda model, patch, stride: None
+    tuning: Callable[[object, int, int], object] = lambda model, patch, stride: None
+
+    @staticmethod
+    def model(ref):
+        """The Model a plan node's ``model`` argument was bound to: never a lookup by name."""
+        from kryptondb.model.binding import bound
+
+        return bound(ref)
 
 
 RULES: tuple[Callable[[PlanNode, RuleContext], PlanNode], ...] = (
