@@ -200,6 +200,32 @@ def test_a_tuning_of_replaced_weights_is_not_used(tmp_path):
     assert lookup(con.db, ref, 8, 4) is None and lookup(con.db, "m", 8, 4) is not None
 
 
+# -- the planner counts setup cost ----------------------------------------------------------------
+
+
+def test_few_positions_keep_naive_until_the_incremental_setup_is_cached(tmp_path):
+    con = kryptondb.connect()
+    con.execute(f"CREATE MODEL m FROM '{_save(tmp_path / 'm.onnx', seed=21)}'")
+    query = f"EXPLAIN PLAN FOR EXPLAIN OCCLUSION OF IMAGE '{IMG}' USING MODEL m PATCH 56 STRIDE 56"
+    cold = _scan(con.execute(query))
+    assert cold.arg("mode") == "naive" and cold.arg("theoretical_speedup") >= 1.25
+    assert "setup" in cold.arg("why") and "sessions to build" in cold.arg("why")
+    assert "why=" in con.execute(query).message  # EXPLAIN says why
+    con.execute(query.replace("EXPLAIN PLAN FOR ", "") + " INCREMENTAL")  # builds the sessions
+    fresh = kryptondb.connect()  # another connection finds them: the Graph is shared
+    fresh.execute(f"CREATE MODEL m FROM '{tmp_path / 'm.onnx'}'")
+    assert _scan(fresh.execute(query)).arg("mode") == "incremental"
+    assert _scan(fresh.execute(query + " INCREMENTAL")).arg("why") is None
+
+
+def test_the_numpy_backend_builds_no_sessions(tmp_path):
+    con = kryptondb.connect()
+    con.execute(f"CREATE MODEL m FROM '{_save(tmp_path / 'm.onnx', seed=22)}'")
+    scan = _scan(con.execute(f"EXPLAIN PLAN FOR EXPLAIN OCCLUSION OF IMAGE '{IMG}' USING MODEL "
+                             "m PATCH 56 STRIDE 56 ON NUMPY"))
+    assert scan.arg("mode") == "incremental"
+
+
 def test_unknown_model_names_list_the_known_ones_with_a_caret():
     with pytest.raises(KryptonError, match=r"no model 'resnt18'; known: .*resnet18") as e:
         kryptondb.connect().execute(f"PREDICT IMAGE '{IMG}' USING MODEL resnt18")
