@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from kryptondb.model.binding import bound
 from kryptondb.plan.nodes import Dag
 
 
@@ -22,13 +23,8 @@ class ExecContext:
     progress: Callable | None = None  # (total, label) -> bar with update(n) and close()
     memo: dict = field(default_factory=dict)  # exact occlusion maps by query key (this session)
 
-    @staticmethod
-    def model(ref):
-        """The Model a plan node's ``model`` argument was bound to by the binder: operators never
-        resolve a model name (kryptondb/model/binding.py)."""
-        from kryptondb.model.binding import bound
-
-        return bound(ref)
+    # a node's ``model`` argument -> the Model the binder bound it to; never a lookup by name
+    model = staticmethod(bound)
 
     def bar(self, total: int, label: str):
         return self.progress(total, label) if self.progress else _NoBar()

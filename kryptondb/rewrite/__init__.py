@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from kryptondb.model.binding import bound
 from kryptondb.plan.nodes import PlanNode
 from kryptondb.rewrite.batch_queries import batch_queries
 from kryptondb.rewrite.choose_backend import choose_backend
@@ -25,12 +26,8 @@ class RuleContext:
     options: object  # kryptondb.plan.binder.Options
     tuning: Callable[[object, int, int], object] = lambda model, patch, stride: None
 
-    @staticmethod
-    def model(ref):
-        """The Model a plan node's ``model`` argument was bound to: never a lookup by name."""
-        from kryptondb.model.binding import bound
-
-        return bound(ref)
+    # a node's ``model`` argument -> the Model the binder bound it to; never a lookup by name
+    model = staticmethod(bound)
 
 
 RULES: tuple[Callable[[PlanNode, RuleContext], PlanNode], ...] = (
