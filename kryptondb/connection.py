@@ -48,7 +48,6 @@ class Connection:
                            lock_timeout=self.limits.lock_timeout)
         self.progress = progress
         self._sql = Sandbox(sql_limits)  # SELECT runs here (DuckDB, started on first use)
-        self._ctx_models: dict = {}
         self._memo: dict = {}  # exact heatmaps of this session, to score approximate ones
 
     def execute(self, text: str) -> Result:
@@ -79,7 +78,7 @@ class Connection:
 
         from kryptondb.approx.tuning import lookup
 
-        ctx = RuleContext(options, self._context(text).model, partial(lookup, self.db))
+        ctx = RuleContext(options, partial(lookup, self.db))
         rewritten, steps = rewrite(logical, ctx)
         return Explained(logical, rewritten, tuple(r for r, _ in steps), steps, lower(rewritten))
 
@@ -98,12 +97,10 @@ class Connection:
         return Result("plan", message=body, plan=explained, extra={"format": stmt.format})
 
     def _context(self, text: str, analyze: bool = False) -> ExecContext:
-        return ExecContext(self.db, text, analyze, self.progress, self._ctx_models, self._memo,
-                           sql=self._sql)
+        return ExecContext(self.db, text, analyze, self.progress, self._memo, sql=self._sql)
 
     def close(self) -> None:
         self._sql.close()
-        self._ctx_models.clear()
         self._memo.clear()
 
     def __enter__(self):

@@ -272,9 +272,11 @@ class Shell:
         from kryptondb.model.zoo import ZOO
         from kryptondb.tables import format_table
 
-        rows = [(e.name, "zoo", f"ImageNet ({e.pip_name})" if e.has_real_weights
+        registered = self.con.db.models()
+        rows = [(e.name, "zoo", "shadowed by the registered model of that name"
+                 if e.name in registered else f"ImageNet ({e.pip_name})" if e.has_real_weights
                  else "seeded random (untrained)") for e in ZOO.values()]
-        rows += [(e.name, e.kind, e.source) for e in self.con.db.models().values()]
+        rows += [(e.name, e.kind, e.source) for e in registered.values()]
         self.say(format_table(pa.table(dict(zip(("name", "kind", "weights"), zip(*rows))))))
 
     def cmd_open(self, arg: str) -> None:

@@ -20,6 +20,8 @@ from functools import cached_property
 import numpy as np
 import pyarrow as pa
 
+from kryptondb.errors import KryptonError
+
 TAUS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 QUANTILE = 0.10  # the fit follows this quantile of the sample's SSIM at each tau
 FINE = np.round(np.arange(0.30, 1.0001, 0.01), 2)  # taus the planner may choose
@@ -147,28 +149,44 @@ def speedup(t: "Tuning", c: Choice) -> float:
     return t.exact_seconds / max(1e-9, c.predicted_seconds)
 
 
-def lookup(db, model: str, patch: int, stride: int) -> Tuning | None:
-    name = table_name(model, patch, stride)
+def lookup(db, model, patch: int, stride: int) -> Tuning | None:
+    """The stored tuning of ``model`` (a bound ModelRef, or a name) at patch and stride. For a
+    ModelRef, only a tuning measured on the same weights (its digest) counts; one measured before
+    the model was replaced is ignored (tunings stored before digests were recorded still count)."""
+    name = table_name(_entry(model), patch, stride)
     if name not in db.names("table"):
         return None
-    return Tuning.from_table(db.get_table(name), dict(db.lookup("table", name).info))
+    info = dict(db.lookup("table", name).info)
+    digest = getattr(model, "digest", None)
+    if digest is not None and info.get("digest", digest) != digest:
+        return None
+    return Tuning.from_table(db.get_table(name), info)
 
 
-def tune(db, model: str, images: list[str], patch: int = 16, stride: int = 4,
+def _entry(model) -> str:
+    """The name tunings are stored under: the catalog entry (or zoo model) a ref bound to."""
+    return getattr(model, "entry", model)
+
+
+def tune(db, model, images: list[str], patch: int = 16, stride: int = 4,
          fill: str = "gray", taus=TAUS, progress=None) -> Tuning:
     """Measure exact vs approximate heatmaps on ``images`` (paths) and store the tuning table in
-    ``db``. Runs in a scratch in-memory database so that no views are left behind."""
+    ``db``. ``model``: the bound ModelRef (or a name, bound here). Runs in a scratch in-memory
+    database, so that no views are left behind, on the same weights (checked by digest)."""
     import kryptondb
     from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET
     from kryptondb.approx.quality import ssim
+    from kryptondb.model.binding import resolve
 
     if not images:
         raise ValueError("tuning needs at least one image")
+    ref = model if hasattr(model, "digest") else resolve(db, model)
     scratch = kryptondb.connect(progress=progress)
-    registered = db.models()
-    if model in registered:  # the scratch database must resolve the name as ``db`` does
-        e = registered[model]
-        scratch.db.register_model(model, e.source, e.kind)
+    if ref.registered:  # the scratch database must bind the name to the same model
+        scratch.db.register_model(ref.entry, ref.source, ref.kind)
+    if resolve(scratch.db, ref.entry).digest != ref.digest:
+        raise KryptonError(f"model {ref.name} changed while TUNE started; run it again")
+    model = ref.entry
     rows = {"image": [], "tau": [], "drilldown": [], "ssim": [], "seconds": []}
     exact_times = []
     base = f"USING MODEL {model} PATCH {patch} STRIDE {stride} FILL {fill}"
@@ -201,5 +219,6 @@ def tune(db, model: str, images: list[str], patch: int = 16, stride: int = 4,
                       "ssim": pa.array(rows["ssim"], pa.float32()),
                       "seconds": pa.array(rows["seconds"], pa.float32())})
     result = Tuning(model, patch, stride, table, float(statistics.median(exact_times)))
-    db.put_table(table_name(model, patch, stride), table, info=result.info())
+    db.put_table(table_name(model, patch, stride), table,
+                 info=result.info() | {"digest": ref.digest})
     return result

@@ -13,13 +13,42 @@ RELATIONS = ("models", "images", "videos", "tables", "views")
 
 
 def create_model(node, inputs, ctx) -> Result:
+    """Register (or replace) a model. The file is imported now, so a missing, corrupt or
+    unsupported one fails here; the import is cached by content digest, so the statements that
+    use the model next reuse it. A zoo model's name may be taken: the registered model then
+    shadows the zoo model in this database, for every spelling of the name (said here, in
+    EXPLAIN and DESCRIBE); a different spelling of a zoo name is refused, as it would leave the
+    zoo name bound to something else than what the user registered."""
+    from kryptondb.errors import CatalogError
+    from kryptondb.model.binding import resolve
     from kryptondb.model.model import load_model
+    from kryptondb.model.zoo import ZOO
 
+    name = node.arg("name")
+    zoo = name.lower() if name.lower() in ZOO else None
+    if zoo is not None and name != zoo:
+        raise CatalogError(f"model name {name!r} differs from the zoo model {zoo!r} only in case: "
+                           f"name it {zoo!r} to shadow the zoo model in this database, or choose "
+                           "another name")
     path = os.path.abspath(os.path.expanduser(node.arg("path")))
-    model = load_model(path)  # validates: missing, corrupt or unsupported files fail here
-    ctx.db.register_model(node.arg("name"), path, "onnx")
-    return Result("message", message=f"created model {node.arg('name')} "
-                  f"({len(model.graph.nodes)} layers, input {model.input_shape}, {model.weights})")
+    load_model(path)  # validates: missing, corrupt or unsupported files fail here
+    ctx.db.register_model(name, path, "onnx")
+    ref = resolve(ctx.db, name)
+    _drop_stale_views(ctx.db, ref)
+    model = ref.model
+    note = (f"; it shadows the zoo model {zoo} in this database (DROP MODEL {name} to use the "
+            "zoo's again)") if ref.shadows_zoo else ""
+    return Result("message", message=f"created model {name} ({len(model.graph.nodes)} layers, "
+                  f"input {model.input_shape}, {model.weights}; digest {ref.short_digest}){note}")
+
+
+def _drop_stale_views(db, ref) -> None:
+    """Views of a replaced model's old weights can never be read again (their names hold the old
+    digest): drop them instead of leaving them on disk."""
+    for name, entry in db.tables("view").items():
+        info = entry.info or {}
+        if info.get("model") == ref.entry and info.get("digest") not in (None, ref.digest):
+            db.drop("view", name, if_exists=True)
 
 
 def load_media(node, inputs, ctx) -> Result:
@@ -73,7 +102,8 @@ def catalog_relation(db, what: str) -> pa.Table:
 
 
 def describe_model(node, inputs, ctx) -> Result:
-    model = ctx.model(node.arg("model"))
+    ref = node.arg("model")
+    model = ctx.model(ref)
     d = model.describe()
     table = pa.table({
         "layer": [r.layer for r in d.rows], "op": [r.op for r in d.rows],
@@ -82,8 +112,18 @@ def describe_model(node, inputs, ctx) -> Result:
         "flops": pa.array([r.flops for r in d.rows], pa.int64()),
     })
     msg = (f"model {model.name}: {d.total_params:,} parameters, {d.total_flops / 1e9:.2f} GFLOPs "
-           f"per image, input {'x'.join(map(str, model.input_shape))}; weights: {model.weights}")
+           f"per image, input {'x'.join(map(str, model.input_shape))}; weights: {model.weights}; "
+           f"{_origin(ref)}, digest {ref.short_digest}")
     return Result("table", table=table, message=msg)
+
+
+def _origin(ref) -> str:
+    """Which model a name ran: a registered file or zoo entry, or the zoo itself."""
+    if not ref.registered:
+        return "zoo model"
+    where = f"registered ONNX file {os.path.basename(ref.source)}" if ref.kind == "onnx" else \
+        f"registered as zoo model {ref.source}"
+    return where + (", which shadows the zoo model of that name" if ref.shadows_zoo else "")
 
 
 def drop(node, inputs, ctx) -> Result:

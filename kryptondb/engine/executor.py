@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from kryptondb.model.binding import bound
 from kryptondb.plan.nodes import Dag
 
 
@@ -20,17 +21,11 @@ class ExecContext:
     text: str = ""
     analyze: bool = False
     progress: Callable | None = None  # (total, label) -> bar with update(n) and close()
-    models: dict = field(default_factory=dict)
     memo: dict = field(default_factory=dict)  # exact occlusion maps by query key (this session)
     sql: object = None  # the connection's SQL sandbox (kryptondb.sql.Sandbox); None: defaults
 
-    def model(self, name: str):
-        if name not in self.models:
-            from kryptondb.model.model import load_model
-
-            entries = self.db.models()
-            self.models[name] = load_model(entries[name].source if name in entries else name)
-        return self.models[name]
+    # a node's ``model`` argument -> the Model the binder bound it to; never a lookup by name
+    model = staticmethod(bound)
 
     def bar(self, total: int, label: str):
         return self.progress(total, label) if self.progress else _NoBar()

@@ -136,7 +136,7 @@ class Scan:
     """An occlusion scan's output: the class probability at every grid position."""
 
     probability: np.ndarray  # (rows, cols)
-    model: str
+    model: object  # the ModelRef the plan was bound to
     patch: int
     stride: int
     x: np.ndarray  # the unoccluded input (1, C, H, W)
@@ -149,7 +149,8 @@ def occlusion_scan(node, inputs, ctx) -> Scan:
     from kryptondb.obe.occlusion import Grid, fill_tensor, occluded_batch
 
     x, cls = inputs[:2]
-    model = ctx.model(node.arg("model"))
+    ref = node.arg("model")
+    model = ctx.model(ref)
     backend = get_backend(node.arg("backend") or "onnxruntime")
     patch, stride, batch = node.arg("patch"), node.arg("stride"), node.arg("batch")
     grid = Grid(x.shape[2], x.shape[3], patch, stride)
@@ -157,8 +158,8 @@ def occlusion_scan(node, inputs, ctx) -> Scan:
     if node.arg("mode") == "incremental":
         out = incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend)
         node.stats.update(rows=grid.count, batches=math.ceil(grid.count / batch))
-        return _remember(node, ctx, Scan(out.reshape(grid.rows, grid.cols), model.name, patch,
-                                         stride, x), cls)
+        return _remember(node, ctx, Scan(out.reshape(grid.rows, grid.cols), ref, patch, stride,
+                                         x), cls)
     corners, g = grid.corners(), model.graph
     out = np.empty(grid.count, np.float32)
     bar = ctx.bar(grid.count, f"occlusion {grid.rows}x{grid.cols}")
@@ -172,8 +173,8 @@ def occlusion_scan(node, inputs, ctx) -> Scan:
         bar.close()
     node.stats.update(flops=model_flops(model) * grid.count, rows=grid.count,
                       batches=math.ceil(grid.count / batch), bytes=grid.count * x[0].nbytes)
-    return _remember(node, ctx, Scan(out.reshape(grid.rows, grid.cols), model.name, patch, stride,
-                                     x), cls)
+    return _remember(node, ctx, Scan(out.reshape(grid.rows, grid.cols), ref, patch, stride, x),
+                     cls)
 
 
 APPROXIMATE_ARGS = ("tau", "drilldown", "coarse_stride", "predicted_ssim")
@@ -182,7 +183,7 @@ APPROXIMATE_ARGS = ("tau", "drilldown", "coarse_stride", "predicted_ssim")
 def _remember(node, ctx, scan: Scan, cls: int) -> Scan:
     """Exact maps are kept for the session; an approximate one is scored (SSIM) against the
     exact map of the same query when there is one."""
-    from kryptondb.ivm.views import view_name  # keyed like the views: model and input content
+    from kryptondb.ivm.views import view_name  # keyed like the views: model digest and input
 
     key = (view_name(scan.model, scan.x), scan.patch, scan.stride, node.arg("fill"), cls)
     settings = {k: node.arg(k) for k in APPROXIMATE_ARGS if node.arg(k) is not None}
@@ -210,14 +211,16 @@ def materialize_views(node, inputs, ctx) -> dict:
     from kryptondb.ivm.incremental import base_views
 
     (x,) = inputs
-    model = ctx.model(node.arg("model"))
-    name = V.view_name(model.name, x)
+    ref = node.arg("model")
+    model = ctx.model(ref)
+    name = V.view_name(ref, x)
     if name in ctx.db.names("view"):
         node.stats.update(reused=1)
         return V.from_arrow(ctx.db.get_table(name, "view"))
     views = base_views(model.graph, x[0], get_backend(node.arg("backend") or "onnxruntime"))
     table = V.to_arrow(views, [n.name for n in model.graph.nodes])
-    ctx.db.put_table(name, table, kind="view", info={"model": model.name, "layers": len(views)})
+    ctx.db.put_table(name, table, kind="view", info={"model": ref.entry, "digest": ref.digest,
+                                                      "layers": len(views)})
     node.stats.update(flops=model_flops(model), bytes=table.nbytes, rows=table.num_rows)
     return V.from_arrow(ctx.db.get_table(name, "view"))
 

@@ -25,6 +25,12 @@ from kryptondb.model.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node
 _SEGMENTS: "weakref.WeakKeyDictionary[Graph, dict]" = weakref.WeakKeyDictionary()
 
 
+def segments_built(graph: Graph) -> int:
+    """How many per-layer graphs (and suffixes) incremental plans on this Graph object have
+    built so far; backends keep their compiled sessions as long as the graphs live."""
+    return len(_SEGMENTS.get(graph, ()))
+
+
 def _is_pointwise(n: Node) -> bool:
     """Ops whose changed output region is exactly their input's: fused after the op before them
     and fed its new values directly, with no gather."""

@@ -31,7 +31,9 @@ def from_arrow(table: pa.Table) -> dict[str, np.ndarray]:
     return out
 
 
-def view_name(model: str, x: np.ndarray) -> str:
-    """Views are keyed by model and input content, so any query on the same image reuses them."""
+def view_name(model, x: np.ndarray) -> str:
+    """Views are keyed by the model's weights (a bound ModelRef's entry name and digest) and the
+    input's content: any query on the same image and weights reuses them, and views of a model's
+    old weights are never read for new ones."""
     digest = hashlib.sha1(np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()[:12]
-    return f"views_{model}_{digest}"
+    return f"views_{model.entry}_{model.short_digest}_{digest}"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-from dataclasses import dataclass, field
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -158,13 +159,68 @@ def load_model(name_or_path: str | os.PathLike, seed: int = 0) -> Model:
 
     key = os.fspath(name_or_path)
     if key.lower() in ZOO:
-        return _zoo_model(key.lower(), seed)
+        return load_source("zoo", key.lower(), seed)[1]
     if key.lower().endswith(".onnx") or os.path.exists(key):
-        return _onnx_model(key, seed)
+        model = load_source("onnx", key, seed)[1]
+        stem = os.path.splitext(os.path.basename(key))[0]
+        return model if model.name == stem else replace(model, name=stem)
     raise UnknownNameError("model", key, list(ZOO))
 
 
-@functools.lru_cache(maxsize=8)
+def load_source(kind: str, source: str, seed: int = 0) -> tuple[str, Model]:
+    """(digest, Model) of a zoo model ('zoo', its name) or an ONNX file ('onnx', its path).
+
+    Loads are cached by digest (see kryptondb/model/digest.py): every load of the same weights,
+    under any name, path or connection, returns the same Model and Graph objects, and with them
+    the per-Graph caches of incremental segments and onnxruntime sessions; changed weights are a
+    new digest, read anew. The cache holds at most CACHE_BYTES of weights (always the last)."""
+    from kryptondb.model.digest import onnx_digest, zoo_digest
+
+    if kind == "zoo":
+        digest = zoo_digest(source, seed)
+        return digest, CACHE.get(digest, lambda: _zoo_model(source, seed))
+    digest = onnx_digest(source, seed)
+    return digest, CACHE.get(digest, lambda: _onnx_model(source, seed))
+
+
+CACHE_BYTES = 1 << 30
+
+
+class ModelCache:
+    """Models by digest, least recently used evicted first once their weights pass a budget.
+    ``hits`` and ``misses`` count lookups (for tests and debugging)."""
+
+    def __init__(self, budget: int):
+        self.budget, self.hits, self.misses = budget, 0, 0
+        self._models: "OrderedDict[str, tuple[Model, int]]" = OrderedDict()
+        self._lock = threading.RLock()
+
+    def get(self, digest: str, build) -> Model:
+        with self._lock:  # one import per digest, even when two threads ask at once
+            if digest in self._models:
+                self.hits += 1
+                self._models.move_to_end(digest)
+                return self._models[digest][0]
+            self.misses += 1
+            model = build()
+            size = sum(int(w.nbytes) for w in model.graph.weights.values())
+            self._models[digest] = (model, size)
+            while len(self._models) > 1 and sum(s for _, s in self._models.values()) > \
+                    self.budget:
+                self._models.popitem(last=False)
+            return model
+
+    def __contains__(self, digest: str) -> bool:
+        return digest in self._models
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+CACHE = ModelCache(CACHE_BYTES)
+
+
 def _zoo_model(name: str, seed: int) -> Model:
     from kryptondb.model.checkpoint import load_checkpoint
     from kryptondb.model.labels import imagenet_labels

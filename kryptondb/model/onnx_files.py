@@ -150,6 +150,13 @@ def _is_external(tensor) -> bool:
     return tensor.data_location == TensorProto.EXTERNAL
 
 
+def external_locations(proto) -> list[str]:
+    """The ``location`` every external tensor names, as written (not checked: the import checks
+    them when it reads the data), sorted."""
+    return sorted({e.value for t in tensors(proto) if _is_external(t)
+                   for e in t.external_data if e.key == "location"})
+
+
 def _read_external(proto, shown: str) -> None:
     """Read every tensor's external data into the tensor (see the module docstring)."""
     from onnx import TensorProto

@@ -43,17 +43,14 @@ class Binder:
 
     # -- names ----------------------------------------------------------------------------
     def model(self, name: ast.Name):
-        """The Model a name refers to: a registered model first, then the zoo."""
-        from kryptondb.model.model import load_model
-        from kryptondb.model.zoo import ZOO
+        """Bind a model name once (kryptondb/model/binding.py): the ModelRef every later stage
+        uses. A registered model first, then the zoo."""
+        from kryptondb.model.binding import resolve
 
-        models = self.db.models()
-        if name.value in models:
-            return load_model(models[name.value].source)
-        if name.value.lower() in ZOO:
-            return load_model(name.value.lower())
-        raise UnknownNameError("model", name.value, sorted(set(models) | set(ZOO)), self.text,
-                               name.span)
+        try:
+            return resolve(self.db, name.value)
+        except UnknownNameError as exc:
+            raise UnknownNameError(exc.kind, exc.name, exc.known, self.text, name.span) from None
 
     def media_path(self, ref: ast.Ref, kind: str) -> str:
         if ref.quoted:
@@ -99,19 +96,19 @@ def plan_occlusion(b: Binder, s: ast.ExplainOcclusion) -> tuple[PlanNode, Option
     if patch > min(h, w):
         raise b.fail(f"PATCH {patch} is larger than the model's {h}x{w} input", s.span)
     if s.approximate is not None:
-        _check_approximate(b, s, model.name, patch, stride, min(h, w))
+        _check_approximate(b, s, model, patch, stride, min(h, w))
     fill = s.fill or ast.Fill()
     if fill.kind not in ("constant", "gray", "black", "mean", "blur"):
         raise b.fail(f"unknown FILL {fill.kind.upper()!r}", s.span,
                      ("a number in [0, 1]", "GRAY", "BLACK", "MEAN", "BLUR"))
     img = node("ImageScan", **_scan_args(s.image))
-    pre = node("Preprocess", img, model=model.name, shape=_shape(model.input_shape))
-    base = node("Inference", pre, model=model.name)
+    pre = node("Preprocess", img, model=model, shape=_shape(model.input_shape))
+    base = node("Inference", pre, model=model)
     cls = node("ChooseClass", base, target=_target(b, model, s))
     rows, cols = (h - patch) // stride + 1, (w - patch) // stride + 1
     occ = node("Occlude", pre, patch=patch, stride=stride, fill=fill.text,
                positions=f"{rows}x{cols}")
-    prob = node("ClassProbability", node("Inference", occ, model=model.name), cls)
+    prob = node("ClassProbability", node("Inference", occ, model=model), cls)
     root = node("Heatmap", prob, base, cls, rows=rows, cols=cols)
     return _into(b, s, root), b.options(s)
 
@@ -121,7 +118,7 @@ def _check_tau(b: Binder, a: ast.Approximate) -> None:
         raise b.fail(f"TAU must be in (0, 1], got {a.tau:g}", a.spans.get("tau"))
 
 
-def _check_approximate(b: Binder, s: ast.ExplainOcclusion, model: str, patch: int,
+def _check_approximate(b: Binder, s: ast.ExplainOcclusion, model, patch: int,
                        stride: int, side: int) -> None:
     """Valid ranges for every approximate setting, and a tuning to read for accuracy targets."""
     from kryptondb.approx import drilldown as D
@@ -158,9 +155,10 @@ def _check_approximate(b: Binder, s: ast.ExplainOcclusion, model: str, patch: in
         raise b.fail("give either WITH SSIM or WITHIN, not both", where("within"))
     if a.wants_target and lookup(b.db, model, patch, stride) is None:
         goal = "WITHIN" if a.within is not None else "an SSIM target"
-        raise b.fail(f"{goal} needs a tuning of {model} at PATCH {patch} STRIDE {stride}, and "
-                     f"there is none: run TUNE MODEL {model} PATCH {patch} STRIDE {stride} ON "
-                     "IMAGES '<image files>' first, or give TAU", a.span)
+        raise b.fail(f"{goal} needs a tuning of {model.name} at PATCH {patch} STRIDE {stride} "
+                     f"for its current weights, and there is none: run TUNE MODEL {model.name} "
+                     f"PATCH {patch} STRIDE {stride} ON IMAGES '<image files>' first, or give "
+                     "TAU", a.span)
 
 
 def _target(b: Binder, model, s: ast.ExplainOcclusion):
@@ -204,9 +202,8 @@ def plan_predict(b: Binder, s: ast.Predict) -> tuple[PlanNode, Options]:
     model = b.model(s.model)
     _positive(b, s.top, "TOP", s.span)
     img = node("ImageScan", **_scan_args(s.image))
-    pre = node("Preprocess", img, model=model.name, shape=_shape(model.input_shape))
-    top = node("TopK", node("Inference", pre, model=model.name), k=s.top or DEFAULT_TOP,
-               model=model.name)
+    pre = node("Preprocess", img, model=model, shape=_shape(model.input_shape))
+    top = node("TopK", node("Inference", pre, model=model), k=s.top or DEFAULT_TOP, model=model)
     return _into(b, s, top), b.options(s)
 
 
@@ -219,9 +216,9 @@ def plan_recognize(b: Binder, s: ast.RecognizeObjects) -> tuple[PlanNode, Option
         raise b.fail(f"FRAMES {s.frames[0]} TO {s.frames[1]}: the range is empty", s.span)
     first, last = s.frames or (0, None)
     scan = node("VideoScan", **_scan_args(s.video), first=first, last=last, every=s.every or 1)
-    pre = node("Preprocess", scan, model=model.name, shape=_shape(model.input_shape))
-    inference = node("Inference", pre, model=model.name, **_video_settings(b, s))
-    top = node("TopK", inference, k=s.top or DEFAULT_TOP, model=model.name)
+    pre = node("Preprocess", scan, model=model, shape=_shape(model.input_shape))
+    inference = node("Inference", pre, model=model, **_video_settings(b, s))
+    top = node("TopK", inference, k=s.top or DEFAULT_TOP, model=model)
     return _into(b, s, node("FrameLabels", top, **_scan_args(s.video))), b.options(s)
 
 
@@ -268,7 +265,7 @@ def plan_tune(b: Binder, s: ast.Tune) -> tuple[PlanNode, Options]:
         else:
             paths.append(b.media_path(ref, "image"))
     fill = s.fill or ast.Fill()
-    return node("Tune", model=model.name, patch=s.patch or DEFAULT_PATCH,
+    return node("Tune", model=model, patch=s.patch or DEFAULT_PATCH,
                 stride=s.stride or DEFAULT_STRIDE, fill=fill.text,
                 images="\n".join(paths)), b.options(s)
 
@@ -281,8 +278,7 @@ def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
     if isinstance(s, ast.Show):
         return node("ShowCatalog", what=s.what), Options()
     if isinstance(s, ast.Describe):
-        b.model(s.model)
-        return node("DescribeModel", model=s.model.value), Options()
+        return node("DescribeModel", model=b.model(s.model)), Options()
     if isinstance(s, ast.Drop):
         return node("Drop", kind=s.kind, name=s.name.value, if_exists=s.if_exists), Options()
     assert isinstance(s, ast.Select)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from kryptondb.model.binding import bound
 from kryptondb.plan.nodes import PlanNode
 from kryptondb.rewrite.batch_queries import batch_queries
 from kryptondb.rewrite.choose_backend import choose_backend
@@ -19,12 +20,14 @@ from kryptondb.rewrite.threshold_projective_field import threshold_projective_fi
 
 @dataclass(frozen=True)
 class RuleContext:
-    """What rules may read besides the plan: statement options, a model resolver and the
-    catalog's tunings of approximate settings."""
+    """What rules may read besides the plan: statement options and the catalog's tunings of
+    approximate settings. Models are bound in the plan (``model`` arguments are ModelRefs)."""
 
     options: object  # kryptondb.plan.binder.Options
-    model: Callable[[str], object]  # name -> kryptondb.Model
-    tuning: Callable[[str, int, int], object] = lambda model, patch, stride: None
+    tuning: Callable[[object, int, int], object] = lambda model, patch, stride: None
+
+    # a node's ``model`` argument -> the Model the binder bound it to; never a lookup by name
+    model = staticmethod(bound)
 
 
 RULES: tuple[Callable[[PlanNode, RuleContext], PlanNode], ...] = (

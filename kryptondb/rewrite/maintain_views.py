@@ -4,11 +4,20 @@ computed once (MaterializeViews), and each position recomputes, layer by layer, 
 its patch reaches, up to the first global layer; the rest of the network runs in full.
 
 The plan records the static cost model's FLOPs per position and the theoretical speedup.
-Unless the query forces a plan (INCREMENTAL / NAIVE; APPROXIMATE implies INCREMENTAL), the rewrite is made only when the
-theoretical speedup reaches MIN_SPEEDUP: measured on 2 CPU cores, gathers and per-layer calls
-cost incremental plans 10-25% of their theoretical gain (64 positions: ResNet18 1.84 of 2.19,
-MobileNetV2 1.64 of 1.90, EfficientNet-Lite0 1.48 of 1.58), so a small theoretical gain would
-be eaten by them.
+Unless the query forces a plan (INCREMENTAL / NAIVE; APPROXIMATE implies INCREMENTAL), the
+rewrite is made only when it pays, counted in FLOPs:
+
+- per position, the theoretical speedup must reach MIN_SPEEDUP: measured on 2 CPU cores, gathers
+  and per-layer calls cost incremental plans 10-25% of their theoretical gain (64 positions:
+  ResNet18 1.84 of 2.19, MobileNetV2 1.64 of 1.90, EfficientNet-Lite0 1.48 of 1.58), so a small
+  theoretical gain would be eaten by them;
+- over the whole scan, the gain must also pay for the plan's setup: materializing the views (one
+  full inference) and, the first time a model runs incrementally in this process on a backend
+  that compiles (onnxruntime), building its sessions: the views' session and the per-layer and
+  suffix sessions hold the model's weights twice over. With few positions on a model with large
+  weights (AlexNet-like classifiers: 240 MB) that setup costs more than the positions save, and
+  NAIVE is faster: the plan keeps it and says why. Sessions live as long as the model's Graph,
+  which is cached by content digest across connections, so later queries find them built.
 """
 
 from __future__ import annotations
@@ -16,6 +25,12 @@ from __future__ import annotations
 from kryptondb.plan.nodes import PlanNode, node, transform
 
 MIN_SPEEDUP = 1.25
+# Building an onnxruntime session (export, load, pre-packing), in FLOP-equivalents: measured on
+# 2 cores at 17-38 GFLOP/s of inference, 150-400 per weight byte (MobileNetV2 14 MB 0.10 s,
+# ResNet18 47 MB 0.26 s, AlexNet 244 MB 3.1 s, ZFNet 349 MB 8 s) plus a few ms per session.
+SESSION_FLOPS_PER_BYTE = 300
+SESSION_FLOPS = 200_000_000
+COMPILING_BACKENDS = ("onnxruntime",)
 
 
 def maintain_views(plan: PlanNode, ctx) -> PlanNode:
@@ -29,15 +44,49 @@ def maintain_views(plan: PlanNode, ctx) -> PlanNode:
 
         pre, cls = n.children
         model = n.arg("model")
-        cost = theoretical(ctx.model(model).graph, n.arg("patch"))
+        graph = ctx.model(model).graph
+        cost = theoretical(graph, n.arg("patch"))
+        speedup = round(cost.speedup, 2)
         forced = ctx.options.incremental or ctx.options.approximate is not None
         if not forced and cost.speedup < MIN_SPEEDUP:
-            return n.with_args(theoretical_speedup=round(cost.speedup, 2),
+            return n.with_args(theoretical_speedup=speedup,
                                why=f"theoretical speedup below {MIN_SPEEDUP:g}")
+        if not forced:
+            why = _setup_outweighs(graph, n, cost)
+            if why:
+                return n.with_args(theoretical_speedup=speedup, why=why)
         views = node("MaterializeViews", pre, model=model, backend=n.arg("backend"))
         return n.with_args(mode="incremental", flops_full=cost.full_flops,
                            flops_incremental=cost.incremental_flops,
-                           theoretical_speedup=round(cost.speedup, 2)).with_children(
-            pre, cls, views)
+                           theoretical_speedup=speedup).with_children(pre, cls, views)
 
     return transform(plan, visit)
+
+
+def setup_flops(graph, backend: str, full_flops: int) -> tuple[int, int]:
+    """(FLOP-equivalents, sessions to build) of an incremental plan's setup on ``graph``."""
+    from kryptondb.ivm.cost import prefix
+    from kryptondb.ivm.incremental import segments_built
+    from kryptondb.model.ir import POINTWISE, Op
+
+    if backend not in COMPILING_BACKENDS or segments_built(graph):
+        return full_flops, 0
+    layers = sum(1 for k in prefix(graph) if graph[k].op not in POINTWISE and
+                 graph[k].op is not Op.INPUT)
+    weights = sum(int(w.nbytes) for w in graph.weights.values())
+    sessions = layers + 2  # per-layer segments, the suffix, the views' session
+    return full_flops + 2 * weights * SESSION_FLOPS_PER_BYTE + sessions * SESSION_FLOPS, sessions
+
+
+def _setup_outweighs(graph, n: PlanNode, cost) -> str | None:
+    """Why the naive plan is cheaper once the incremental plan's setup is counted, or None."""
+    rows, cols = (int(v) for v in n.arg("positions").split("x"))
+    positions = rows * cols
+    setup, sessions = setup_flops(graph, n.arg("backend") or "onnxruntime", cost.full_flops)
+    effective = positions * cost.full_flops / (positions * cost.incremental_flops + setup)
+    if effective >= MIN_SPEEDUP:
+        return None
+    built = f"; first incremental run of this model: {sessions} sessions to build" \
+        if sessions else ""
+    return (f"setup (views: one full inference{built}) outweighs the gain over {positions} "
+            f"positions: effective speedup {effective:.2f} below {MIN_SPEEDUP:g}")
