@@ -20,6 +20,7 @@ from kryptondb.obe.occlusion import Grid, occluded_batch
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
+MANY = settings(SETTINGS, max_examples=500)  # under the slow marker
 TOLERANCE = 1e-5  # of the output's largest magnitude
 
 
@@ -121,11 +122,13 @@ def _resnet_d(draw, b, x, name):
 
 
 def _pad(draw, b, x, name):
-    """Pad (any value), sometimes followed by an average pool that reads the padded border."""
+    """Pad (any value), sometimes followed by a pool that reads the padded border."""
     pads = tuple(draw(st.integers(0, 2)) for _ in range(4))
     y = b.pad(x, pads, draw(st.sampled_from([0.0, 0.5, -1.0])), name)
     if draw(st.booleans()):
-        y = b.pool(y, "avg", 2, 1, 1, count_include_pad=draw(st.booleans()), name=name + ".pool")
+        y = b.pool(y, draw(st.sampled_from(["max", "avg"])), 2, draw(st.integers(1, 2)), 1,
+                   ceil=draw(st.booleans()), count_include_pad=draw(st.booleans()),
+                   name=name + ".pool")
     return y
 
 
@@ -205,6 +208,20 @@ def test_incremental_equals_full_numpy(log_error, case):
 @SETTINGS
 @given(cases())
 def test_incremental_equals_full_onnxruntime(log_error, case):
+    _check(case, "onnxruntime", log_error)
+
+
+@pytest.mark.slow
+@MANY
+@given(cases())
+def test_incremental_equals_full_many_numpy(log_error, case):
+    _check(case, "numpy", log_error)
+
+
+@pytest.mark.slow
+@MANY
+@given(cases())
+def test_incremental_equals_full_many_onnxruntime(log_error, case):
     _check(case, "onnxruntime", log_error)
 
 
@@ -296,3 +313,26 @@ def test_gates_pooled_along_one_axis_broadcast_over_the_map(backend):
     err, plan = _exact(g, 2, 3, backend)
     assert "ca.mr" in plan.incremental
     assert err <= TOLERANCE
+
+
+@BACKENDS
+def test_fused_chain_after_a_strided_layer_with_empty_regions(backend):
+    """A 1-pixel patch between the samples of a stride-2 layer changes nothing there; the
+    region algebra parks such empty regions at different places for the head (a strided conv)
+    and a fused 1x1 conv, and the old plan wrote the chain's values at the wrong one."""
+    b = Builder("strided", (1, 9, 9), seed=0, bias_std=0.5)
+    x = b.act(b.conv("input", "l0", 1, 1, 2, bias=True), "relu")
+    g = b.build(b.act(b.conv(x, "l1", 2, 1, bias=True), "relu"))
+    err, plan = _exact(g, 1, 1, backend)
+    assert [s.name for s in plan.steps][0] == "l1"  # l0, its ReLU and l1 fused
+    assert err <= TOLERANCE
+
+
+def test_ceil_pool_whose_last_window_starts_past_the_input():
+    """Kernel 1, stride 2, ceil mode on 8 x 6: onnxruntime returns 4 x 3 like us, but ONNX
+    shape inference says 5 x 4, so a Mul by a 4 x 3 constant after it failed to load (naive
+    and incremental alike); the exporter slices the pool to its true size."""
+    b = Builder("ceil_past", (6, 8, 6), seed=0, bias_std=0.5)
+    x = b.pool("input", "avg", 1, 2, 0, ceil=True)
+    g = b.build(b.constant(b.act(x, "relu"), "mul", (1, 4, 3)))
+    assert _exact(g, 1, 1, "onnxruntime")[0] <= TOLERANCE

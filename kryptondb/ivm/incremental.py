@@ -25,13 +25,15 @@ from kryptondb.model.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node,
 _SEGMENTS: "weakref.WeakKeyDictionary[Graph, dict]" = weakref.WeakKeyDictionary()
 
 
-def _is_pointwise(n: Node) -> bool:
+def _is_pointwise(n: Node, graph: Graph) -> bool:
     """Ops whose changed output region is exactly their input's: fused after the op before them
     and fed its new values directly, with no gather."""
     if n.op is Op.CONV:  # a 1x1 convolution with stride 1 and no padding
         return (n.attr("kernel") == (1, 1) and n.attr("stride") == (1, 1)
                 and not any(n.attr("pads")))
-    return n.op in POINTWISE or (n.op in (Op.ADD, Op.MUL) and len(n.inputs) == 1)
+    if n.op in (Op.ADD, Op.MUL):  # one operand, and no constant that widens the map
+        return len(n.inputs) == 1 and n.shape[1:] == graph[n.inputs[0]].shape[1:]
+    return n.op in POINTWISE
 
 
 @dataclass
@@ -44,7 +46,7 @@ class Step:
     region: FixedRegion
     segment: Graph | None          # None for Pad (the gather is the whole op)
     contexts: list = field(default_factory=list)  # per input: (rh, rw, ys, xs, PaddedView)
-    sides: list = field(default_factory=list)  # per side input: (PaddedView, FixedRegion)
+    sides: list = field(default_factory=list)  # per side input: a PaddedView read at region
 
 
 class IncrementalPlan:
@@ -77,7 +79,7 @@ class IncrementalPlan:
                 if len(nxt) != 1 or nxt[0] not in self.incremental:
                     break
                 cand = g[nxt[0]]
-                if not _is_pointwise(cand) or cand.name in g.outputs:
+                if not _is_pointwise(cand, g) or cand.name in g.outputs:
                     break
                 chain.append(cand)
             if len(chain) > 1 and chain[0].op is Op.PAD:
@@ -87,11 +89,15 @@ class IncrementalPlan:
         return steps
 
     def _step(self, chain: list[Node]) -> Step:
+        """The fused nodes change the same rectangle as the head, except where a query changes
+        nothing (a patch between the samples of a strided layer): empty regions sit wherever
+        the region algebra left them, so the whole chain is computed and labelled at the head's
+        region."""
         head, last = chain[0], chain[-1]
-        region = self.regions[last.name]
+        region = self.regions[head.name]
         step = Step(last.name, head, head.inputs, region, None)
         if head.op in WINDOWED or head.op is Op.PAD:
-            rh, rw, ys, xs = read_in(head, self.regions[head.name])
+            rh, rw, ys, xs = read_in(head, region)
             src = head.inputs[0]
             view = self.views[src]
             value = -np.inf if head.op is Op.MAXPOOL else float(head.attr("value", 0.0))
@@ -103,8 +109,8 @@ class IncrementalPlan:
             shapes = [(self.views[s].shape[0], c[0], c[1])
                       for s, c in zip(head.inputs, step.contexts)]
         sides = self._sides(chain)
-        step.sides = [(PaddedView(m, (0, 0, 0, 0), 0.0), self.regions[n]) for _, n, m in sides]
-        shapes += [(m.shape[0], self.regions[n].h, self.regions[n].w) for _, n, m in sides]
+        step.sides = [PaddedView(m, (0, 0, 0, 0), 0.0) for _, _, m in sides]
+        shapes += [(m.shape[0], region.h, region.w) for _, _, m in sides]
         cheap = len(chain) == 1 and head.op in (Op.ADD, Op.CONCAT) and not head.params
         # Pad is the gather itself; a lone Add or Concat of gathered buffers is cheaper in NumPy
         # than a backend call with its layout conversions.
@@ -203,7 +209,8 @@ class IncrementalPlan:
                 bufs.append(vals)  # the context is exactly the new region: nothing to gather
             else:
                 bufs.append(gather(pv, ys[idx], xs[idx], rh, rw, vals, ny, nx, owners))
-        bufs += [gather(pv, r.y[idx], r.x[idx], r.h, r.w) for pv, r in step.sides]
+        r = step.region
+        bufs += [gather(pv, r.y[idx], r.x[idx], r.h, r.w) for pv in step.sides]
         t2 = time.perf_counter()
         stats["gather_s"] = stats.get("gather_s", 0.0) + (t2 - t)
         if step.segment is None:
