@@ -20,6 +20,7 @@ from kryptondb.obe.occlusion import Grid, occluded_batch
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
+EXACT = settings(SETTINGS, max_examples=150)  # the default run's examples for exactness
 MANY = settings(SETTINGS, max_examples=500)  # under the slow marker
 TOLERANCE = 1e-5  # of the output's largest magnitude
 
@@ -114,6 +115,8 @@ def _branches(draw, b, x, name):
 def _resnet_d(draw, b, x, name):
     """ResNet-D downsampling: conv stride 2 beside an average pool 2x2 stride 2 (ceil mode,
     padding not counted) and a 1x1 conv with BatchNorm."""
+    if min(_size(b, x)) < 2:
+        return _residual(draw, b, x, name)
     cout = draw(st.integers(1, 4))
     main = b.conv_bn(x, name + ".c", name + ".bn", cout, 3, 2, 1)
     y = b.pool(x, "avg", 2, 2, ceil=True, count_include_pad=False, name=name + ".pool")
@@ -199,13 +202,13 @@ def _check(case, backend_name, log_error):
     assert log_error(f"incremental {backend_name}", out, ref) <= TOLERANCE
 
 
-@SETTINGS
+@EXACT
 @given(cases())
 def test_incremental_equals_full_numpy(log_error, case):
     _check(case, "numpy", log_error)
 
 
-@SETTINGS
+@EXACT
 @given(cases())
 def test_incremental_equals_full_onnxruntime(log_error, case):
     _check(case, "onnxruntime", log_error)

@@ -173,6 +173,6 @@ class Builder:
             if unused:
                 raise CheckpointError(f"checkpoint for {self.name} has tensors the model does not "
                                       f"use: {', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}")
-        nodes = fold_batchnorm(self.nodes, self.weights)
+        nodes = fold_batchnorm(self.nodes, self.weights, keep=(output,))
         used = {p for n in nodes for p in n.params}
         return Graph.build(self.name, nodes, output, {k: self.weights[k] for k in used})
