@@ -40,7 +40,9 @@ def patch_regions(graph: Graph, corners: np.ndarray, patch: int | tuple[int, int
         n = graph[name]
         if n.op is Op.INPUT:
             continue
-        regions[name] = cap(node_region(n, [regions[i] for i in n.inputs], n.shape), n.shape, tau)
+        changed = node_region(n, [regions[i] for i in n.inputs], n.shape,
+                              [graph[i].shape for i in n.inputs])
+        regions[name] = cap(changed, n.shape, tau)
     return regions
 
 

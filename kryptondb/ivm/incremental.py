@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from kryptondb.ivm.cost import patch_regions, prefix, unsaturated
 from kryptondb.ivm.gather import PaddedView, gather, margins, overlay
-from kryptondb.ivm.regions import FixedRegion, fix, read_in
-from kryptondb.model.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node
+from kryptondb.ivm.regions import FixedRegion, as_map, fix, read_in, spatial_params
+from kryptondb.model.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node, make_node
 
 
 _SEGMENTS: "weakref.WeakKeyDictionary[Graph, dict]" = weakref.WeakKeyDictionary()
@@ -31,13 +31,15 @@ def segments_built(graph: Graph) -> int:
     return len(_SEGMENTS.get(graph, ()))
 
 
-def _is_pointwise(n: Node) -> bool:
+def _is_pointwise(n: Node, graph: Graph) -> bool:
     """Ops whose changed output region is exactly their input's: fused after the op before them
     and fed its new values directly, with no gather."""
     if n.op is Op.CONV:  # a 1x1 convolution with stride 1 and no padding
         return (n.attr("kernel") == (1, 1) and n.attr("stride") == (1, 1)
                 and not any(n.attr("pads")))
-    return n.op in POINTWISE or (n.op in (Op.ADD, Op.MUL) and len(n.inputs) == 1)
+    if n.op in (Op.ADD, Op.MUL):  # one operand, and no constant that widens the map
+        return len(n.inputs) == 1 and n.shape[1:] == graph[n.inputs[0]].shape[1:]
+    return n.op in POINTWISE
 
 
 @dataclass
@@ -50,7 +52,7 @@ class Step:
     region: FixedRegion
     segment: Graph | None          # None for Pad (the gather is the whole op)
     contexts: list = field(default_factory=list)  # per input: (rh, rw, ys, xs, PaddedView)
-    divisor: np.ndarray | None = None  # AveragePool whose padding the gather cannot mimic
+    sides: list = field(default_factory=list)  # per side input: a PaddedView read at region
 
 
 class IncrementalPlan:
@@ -83,7 +85,7 @@ class IncrementalPlan:
                 if len(nxt) != 1 or nxt[0] not in self.incremental:
                     break
                 cand = g[nxt[0]]
-                if not _is_pointwise(cand) or cand.name in g.outputs:
+                if not _is_pointwise(cand, g) or cand.name in g.outputs:
                     break
                 chain.append(cand)
             if len(chain) > 1 and chain[0].op is Op.PAD:
@@ -93,41 +95,73 @@ class IncrementalPlan:
         return steps
 
     def _step(self, chain: list[Node]) -> Step:
+        """The fused nodes change the same rectangle as the head, except where a query changes
+        nothing (a patch between the samples of a strided layer): empty regions sit wherever
+        the region algebra left them, so the whole chain is computed and labelled at the head's
+        region."""
         head, last = chain[0], chain[-1]
-        region = self.regions[last.name]
+        region = self.regions[head.name]
         step = Step(last.name, head, head.inputs, region, None)
         if head.op in WINDOWED or head.op is Op.PAD:
-            rh, rw, ys, xs = read_in(head, self.regions[head.name])
+            rh, rw, ys, xs = read_in(head, region)
             src = head.inputs[0]
             view = self.views[src]
             value = -np.inf if head.op is Op.MAXPOOL else float(head.attr("value", 0.0))
             pv = PaddedView(view, margins(view.shape, ys, xs, rh, rw), value)
             step.contexts = [(rh, rw, ys, xs, pv)]
             shapes = [(view.shape[0], rh, rw)]
-            if head.op is Op.AVGPOOL:
-                step.divisor = self._divisor(head)
         else:  # pointwise on one input or a merge: contexts are the output region itself
-            for src in head.inputs:
-                view = self.views[src]
-                step.contexts.append((region.h, region.w, region.y, region.x,
-                                      PaddedView(view, (0, 0, 0, 0), 0.0)))
-            shapes = [(self.views[s].shape[0], region.h, region.w) for s in head.inputs]
+            step.contexts = [self._merge_context(src, head, region) for src in head.inputs]
+            shapes = [(self.views[s].shape[0], c[0], c[1])
+                      for s, c in zip(head.inputs, step.contexts)]
+        sides = self._sides(chain)
+        step.sides = [PaddedView(m, (0, 0, 0, 0), 0.0) for _, _, m in sides]
+        shapes += [(m.shape[0], region.h, region.w) for _, _, m in sides]
         cheap = len(chain) == 1 and head.op in (Op.ADD, Op.CONCAT) and not head.params
         # Pad is the gather itself; a lone Add or Concat of gathered buffers is cheaper in NumPy
         # than a backend call with its layout conversions.
-        step.segment = None if head.op is Op.PAD or cheap else self._segment(chain, shapes)
+        step.segment = None if head.op is Op.PAD or cheap else \
+            self._segment(chain, shapes, tuple((i, n) for i, n, _ in sides))
         return step
 
-    def _divisor(self, node: Node) -> PaddedView:
+    def _merge_context(self, src: str, head: Node, region: FixedRegion):
+        """The context of a merge input: the output region, or, along an axis the input
+        broadcasts (size 1), its whole single row or column."""
+        view = self.views[src]
+        _, h, w = head.shape
+        rh, ys = (region.h, region.y) if view.shape[1] == h else (1, np.zeros_like(region.y))
+        rw, xs = (region.w, region.x) if view.shape[2] == w else (1, np.zeros_like(region.x))
+        return rh, rw, ys, xs, PaddedView(view, (0, 0, 0, 0), 0.0)
+
+    def _sides(self, chain: list[Node]) -> list[tuple[str, str, np.ndarray]]:
+        """Maps whose value depends on where an output pixel lies in its map, which the
+        segment reads at each query's region besides its contexts: (segment input, node, the
+        full C' x H x W map). Per chain node: the spatial constants of an Add/Mul, and an
+        AveragePool's divisor correction (see ``_pool_factor``)."""
+        out = []
+        for n in chain:
+            if n.op is Op.AVGPOOL and (f := self._pool_factor(n)) is not None:
+                out.append((f"{n.name}::factor", n.name, f))
+            out += [(f"{n.name}::{p}", n.name, as_map(self.graph.weights[p], n.shape))
+                    for p in spatial_params(n, self.graph.weights)]
+        return out
+
+    def _pool_factor(self, node: Node) -> np.ndarray | None:
+        """(1, Ho, Wo): kh*kw / the pool's divisor at each output, or None where it is 1
+        everywhere. The segment pools a zero-padded context dividing by kh*kw; windows that
+        exclude padding (count_include_pad=0) or reach past it (ceil mode) divide by fewer,
+        and the factor, applied to the pool's own output before anything fused after it,
+        restores them."""
         from kryptondb.engine.numpy_ops import avgpool_divisor
 
-        d = avgpool_divisor(node, self.graph[node.inputs[0]].shape[1:], node.shape)[0]  # 1xHxW
-        return PaddedView(d.astype(np.float32), (0, 0, 0, 0), 1.0)
+        d = avgpool_divisor(node, self.graph[node.inputs[0]].shape[1:], node.shape)[0]
+        kh, kw = node.attr("kernel")
+        return None if (d == kh * kw).all() else (kh * kw / d).astype(np.float32)
 
-    def _segment(self, chain: list[Node], shapes) -> Graph:
+    def _segment(self, chain: list[Node], shapes, sides: tuple[tuple[str, str], ...]) -> Graph:
         """The per-layer graph for a fused chain reading contexts of the given shapes."""
-        key = (tuple(n.name for n in chain), tuple(shapes))
-        return self._cached(key, lambda: self._build_segment(chain, shapes))
+        key = (tuple(n.name for n in chain), tuple(shapes), sides)
+        return self._cached(key, lambda: self._build_segment(chain, shapes, sides))
 
     def _cached(self, key, build) -> Graph:
         """Segments (per-layer graphs and the global suffix) are shared by every plan on the same
@@ -138,19 +172,18 @@ class IncrementalPlan:
             per_model[key] = build()
         return per_model[key]
 
-    def _build_segment(self, chain: list[Node], shapes) -> Graph:
+    def _build_segment(self, chain: list[Node], shapes, sides) -> Graph:
+        """Inputs: the head's contexts, then the side maps ((input, node) pairs); the head
+        with padding 0; each node with side maps reads them as extra inputs."""
         head = chain[0]
         ins = [f"{head.name}::in{k}" for k in range(len(head.inputs))]
-        first = head
-        if head.op in WINDOWED:
-            first = head.with_attrs(pads=(0, 0, 0, 0), ceil_mode=0)
-            if head.op is Op.AVGPOOL:
-                first = first.with_attrs(count_include_pad=1)
-        from dataclasses import replace
-
         nodes = [input_node(i, s) for i, s in zip(ins, shapes)]
-        nodes += [replace(first, inputs=tuple(ins))] + chain[1:]
-        used = {p for n in chain for p in n.params}
+        nodes += [input_node(i, s) for (i, _), s in zip(sides, shapes[len(ins):])]
+        body = [replace(_padless(head), inputs=tuple(ins))] + chain[1:]
+        for n in body:
+            nodes += _with_sides(n, [i for i, owner in sides if owner == n.name],
+                                 self.graph.weights)
+        used = {p for n in nodes for p in n.params}
         return Graph.build(f"{self.graph.name}:{head.name}", nodes, chain[-1].name,
                            {k: self.graph.weights[k] for k in used})
 
@@ -182,6 +215,8 @@ class IncrementalPlan:
                 bufs.append(vals)  # the context is exactly the new region: nothing to gather
             else:
                 bufs.append(gather(pv, ys[idx], xs[idx], rh, rw, vals, ny, nx, owners))
+        r = step.region
+        bufs += [gather(pv, r.y[idx], r.x[idx], r.h, r.w) for pv in step.sides]
         t2 = time.perf_counter()
         stats["gather_s"] = stats.get("gather_s", 0.0) + (t2 - t)
         if step.segment is None:
@@ -189,10 +224,6 @@ class IncrementalPlan:
         else:
             feeds = dict(zip(step.segment.inputs, bufs))
             out = backend.run(step.segment, feeds)[step.segment.output]
-        if step.divisor is not None:
-            kh, kw = step.head.attr("kernel")
-            r = step.region
-            out = out * (kh * kw) / gather(step.divisor, r.y[idx], r.x[idx], r.h, r.w)
         stats["compute_s"] = stats.get("compute_s", 0.0) + (time.perf_counter() - t2)
         return out, step.region.y[idx], step.region.x[idx]
 
@@ -235,6 +266,27 @@ class IncrementalPlan:
                     np.arange(last.sum()))
             kept[name] = full
         return out, kept
+
+
+def _padless(head: Node) -> Node:
+    """The head as the segment applies it to a gathered context, which holds the padding."""
+    if head.op not in WINDOWED:
+        return head
+    node = head.with_attrs(pads=(0, 0, 0, 0), ceil_mode=0)
+    return node.with_attrs(count_include_pad=1) if head.op is Op.AVGPOOL else node
+
+
+def _with_sides(n: Node, sides: list[str], weights) -> list[Node]:
+    """``n`` reading its side maps as inputs: an AveragePool's output times its factor map (the
+    pool renamed ``n::pool``), an Add/Mul's spatial constants as operands instead of params."""
+    if not sides:
+        return [n]
+    if n.op is Op.AVGPOOL:
+        pool = replace(n, name=f"{n.name}::pool")
+        return [pool, make_node(n.name, Op.MUL, [pool.name, *sides])]
+    spatial = set(spatial_params(n, weights))
+    return [replace(n, inputs=n.inputs + tuple(sides),
+                    params=tuple(p for p in n.params if p not in spatial))]
 
 
 def _merge(head: Node, bufs: list[np.ndarray]) -> np.ndarray:

@@ -61,8 +61,19 @@ class Region:
     cols: Interval
 
 
-def node_region(node: Node, inputs: list[Region], out_shape) -> Region | None:
-    """The changed output region of ``node``; None for global ops (no incremental form)."""
+def broadcast_axis(iv: Interval, size_in: int, size_out: int) -> Interval:
+    """A merge input of size 1 along an axis the output spans (broadcast): a change of it
+    changes the whole output axis."""
+    if size_in == size_out:
+        return iv
+    changed = iv.hi > iv.lo
+    return Interval(np.where(changed, 0, iv.lo), np.where(changed, size_out, iv.hi))
+
+
+def node_region(node: Node, inputs: list[Region], out_shape,
+                in_shapes: list[tuple[int, ...]] | None = None) -> Region | None:
+    """The changed output region of ``node``; None for global ops (no incremental form).
+    ``in_shapes`` (the inputs' C x H x W) widen broadcast merge inputs to the whole map."""
     if node.op in GLOBAL:
         return None
     if node.op in WINDOWED or node.op is Op.PAD:
@@ -73,10 +84,37 @@ def node_region(node: Node, inputs: list[Region], out_shape) -> Region | None:
         r = inputs[0]
         return Region(window_axis(r.rows, out_shape[1], kh, sh, pt, dh),
                       window_axis(r.cols, out_shape[2], kw, sw, pl, dw))
+    if in_shapes is not None:
+        inputs = [Region(broadcast_axis(r.rows, s[1], out_shape[1]),
+                         broadcast_axis(r.cols, s[2], out_shape[2]))
+                  for r, s in zip(inputs, in_shapes)]
     out = inputs[0]
     for r in inputs[1:]:
         out = Region(union(out.rows, r.rows), union(out.cols, r.cols))
     return out
+
+
+def as_map(const: np.ndarray, out_shape) -> np.ndarray:
+    """A constant operand (rank <= 3, broadcasting like NumPy) as a C' x H x W map over the
+    output: a read-only broadcast view, no copy."""
+    c = const.reshape((1,) * (3 - const.ndim) + const.shape)
+    return np.broadcast_to(c, (c.shape[0], *out_shape[1:]))
+
+
+def spatial_params(node: Node, weights) -> tuple[str, ...]:
+    """The constants of an Add/Mul that vary over the map (an input-sized offset, a position
+    embedding, Sub/Div by a per-pixel value): their value at an output pixel depends on where
+    the pixel is, so each query reads them at its region, like a view."""
+    if node.op not in (Op.ADD, Op.MUL):
+        return ()
+    return tuple(p for p in node.params if _varies_spatially(weights[p].shape))
+
+
+def _varies_spatially(shape) -> bool:
+    if len(shape) > 3:
+        return False
+    _, h, w = (1,) * (3 - len(shape)) + tuple(shape)
+    return h > 1 or w > 1
 
 
 def cap_axis(iv: Interval, size: int, tau: float) -> Interval:

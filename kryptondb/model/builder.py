@@ -18,12 +18,19 @@ def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+def _pads(v) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) from one int, (h, w), or the four."""
+    return tuple(v) if isinstance(v, (tuple, list)) and len(v) == 4 else _pair(v) * 2
+
+
 class Builder:
-    """Records nodes and weights; ``state`` (if given) must supply every named parameter."""
+    """Records nodes and weights; ``state`` (if given) must supply every named parameter.
+    Seeded biases are zero (torchvision's init) unless ``bias_std`` asks for random offsets."""
 
     def __init__(self, name: str, input_shape, seed: int = 0,
-                 state: Mapping[str, np.ndarray] | None = None):
+                 state: Mapping[str, np.ndarray] | None = None, bias_std: float = 0.0):
         self.name, self.state, self.rng = name, state, np.random.default_rng(seed)
+        self.bias_std = bias_std
         self.nodes: list[Node] = [input_node("input", tuple(input_shape))]
         self.shapes = {"input": tuple(input_shape)}
         self.weights: dict[str, np.ndarray] = {}
@@ -55,6 +62,11 @@ class Builder:
         self.nodes.append(node)
         return node.name
 
+    def _bias(self, shape):
+        if not self.bias_std:
+            return np.zeros(shape)
+        return self.rng.normal(0.0, self.bias_std, shape)
+
     def _auto(self, prefix: str) -> str:
         self._count += 1
         return f"{prefix}_{self._count}"
@@ -62,10 +74,10 @@ class Builder:
     # -- layers ----------------------------------------------------------------------------
     def conv(self, x, name, cout, k, stride=1, pad=0, groups=1, dilation=1, bias=False) -> str:
         kh, kw = _pair(k)
-        pads = tuple(pad) if isinstance(pad, (tuple, list)) and len(pad) == 4 else _pair(pad) * 2
+        pads = _pads(pad)
         cin = self.shapes[x][0]
         w = self._param(f"{name}.weight", (cout, cin // groups, kh, kw), self._he)
-        b = self._param(f"{name}.bias", (cout,), np.zeros) if bias else np.zeros(cout)
+        b = self._param(f"{name}.bias", (cout,), self._bias) if bias else np.zeros(cout)
         self.weights[f"{name}.weight"], self.weights[f"{name}.bias"] = w, np.asarray(b, np.float32)
         return self._add(make_node(
             name, Op.CONV, [x], (f"{name}.weight", f"{name}.bias"), kernel=(kh, kw),
@@ -94,15 +106,42 @@ class Builder:
             return self._add(make_node(name, Op.RELU, [x]))
         if kind == "relu6":
             return self._add(make_node(name, Op.CLIP, [x], min=0.0, max=6.0))
+        if kind == "sigmoid":
+            return self._add(make_node(name, Op.SIGMOID, [x]))
         raise ValueError(f"unknown activation {kind!r}")
 
     def pool(self, x, kind, k, stride, pad=0, ceil=False, count_include_pad=True, name=None):
-        ph, pw = _pair(pad)
+        """``pad``: one int, (h, w), or (top, left, bottom, right)."""
         op = Op.MAXPOOL if kind == "max" else Op.AVGPOOL
         extra = {"count_include_pad": int(count_include_pad)} if op is Op.AVGPOOL else {}
         return self._add(make_node(
             name or self._auto(f"{kind}pool"), op, [x], kernel=_pair(k), stride=_pair(stride),
-            pads=(ph, pw, ph, pw), dilation=(1, 1), ceil_mode=int(ceil), **extra))
+            pads=_pads(pad), dilation=(1, 1), ceil_mode=int(ceil), **extra))
+
+    def pad(self, x, pads, value=0.0, name=None) -> str:
+        return self._add(make_node(name or self._auto("pad"), Op.PAD, [x], pads=_pads(pads),
+                                   value=float(value)))
+
+    def constant(self, x, kind, shape, name=None) -> str:
+        """``x`` plus (kind "add") or times ("mul") a seeded constant of ``shape`` broadcast
+        over it, e.g. an input-sized offset (C x H x W or 1 x H x W)."""
+        name = name or self._auto(kind)
+        init = (lambda s: self.rng.normal(0.0, 0.5, s)) if kind == "add" else \
+            (lambda s: self.rng.uniform(0.5, 1.5, s))
+        self.weights[f"{name}.const"] = self._param(f"{name}.const", shape, init)
+        op = Op.ADD if kind == "add" else Op.MUL
+        return self._add(make_node(name, op, [x], (f"{name}.const",)))
+
+    def mul(self, a, b, name=None) -> str:
+        return self._add(make_node(name or self._auto("mul"), Op.MUL, [a, b]))
+
+    def channel_shuffle(self, x, groups, name=None) -> str:
+        return self._add(make_node(name or self._auto("shuffle"), Op.CHANNEL_SHUFFLE, [x],
+                                   groups=groups))
+
+    def lrn(self, x, size, alpha=1e-4, beta=0.75, bias=1.0, name=None) -> str:
+        return self._add(make_node(name or self._auto("lrn"), Op.LRN, [x], size=size,
+                                   alpha=alpha, beta=beta, bias=bias))
 
     def global_pool(self, x, name="avgpool") -> str:
         return self._add(make_node(name, Op.GLOBAL_AVGPOOL, [x]))
@@ -120,7 +159,7 @@ class Builder:
         cin = self.shapes[x][0]
         w = self._param(f"{name}.weight", (cout, cin),
                         lambda s: self.rng.standard_normal(s, dtype=np.float32) * np.float32(cin ** -0.5))
-        b = self._param(f"{name}.bias", (cout,), np.zeros)
+        b = self._param(f"{name}.bias", (cout,), self._bias)
         self.weights[f"{name}.weight"], self.weights[f"{name}.bias"] = w, np.asarray(b, np.float32)
         return self._add(make_node(name, Op.GEMM, [x], (f"{name}.weight", f"{name}.bias")))
 
@@ -134,6 +173,6 @@ class Builder:
             if unused:
                 raise CheckpointError(f"checkpoint for {self.name} has tensors the model does not "
                                       f"use: {', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}")
-        nodes = fold_batchnorm(self.nodes, self.weights)
+        nodes = fold_batchnorm(self.nodes, self.weights, keep=(output,))
         used = {p for n in nodes for p in n.params}
         return Graph.build(self.name, nodes, output, {k: self.weights[k] for k in used})

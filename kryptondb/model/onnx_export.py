@@ -67,13 +67,35 @@ def _emit_node(e: _Emitter, n: Node) -> None:
         for k, t in enumerate(terms[1:]):
             acc = e.emit(n.op.value, [acc, t], out if k == len(terms) - 2 else f"{out}::{k}")
     elif n.op is Op.MAXPOOL:
-        e.emit("MaxPool", x, out, ceil_mode=n.attr("ceil_mode", 0),
-               dilations=list(n.attr("dilation", (1, 1))), **_window_attrs(n))
+        _emit_pool(e, n, "MaxPool", x, out, dilations=list(n.attr("dilation", (1, 1))))
     elif n.op is Op.AVGPOOL:
-        e.emit("AveragePool", x, out, ceil_mode=n.attr("ceil_mode", 0),
-               count_include_pad=n.attr("count_include_pad", 0), **_window_attrs(n))
+        _emit_pool(e, n, "AveragePool", x, out, count_include_pad=n.attr("count_include_pad", 0))
     else:
         _emit_simple(e, n, x, out)
+
+
+def _emit_pool(e: _Emitter, n: Node, op: str, x, out, **attrs) -> None:
+    """A ceil-mode pool whose last window would start past the input and its end padding
+    (kernel smaller than stride): onnxruntime computes our size, but ONNX shape inference
+    still counts that window, and a later Add/Mul with a map of the true size fails to load.
+    A Slice to the true size (a no-op at run time) makes the static shape agree."""
+    ceil = n.attr("ceil_mode", 0)
+    static = _onnx_ceil_size(e.graph[x[0]].shape[1:], n) if ceil else n.shape[1:]
+    if tuple(static) == tuple(n.shape[1:]):
+        e.emit(op, x, out, ceil_mode=ceil, **attrs, **_window_attrs(n))
+        return
+    pooled = e.emit(op, x, f"{out}::ceil", ceil_mode=ceil, **attrs, **_window_attrs(n))
+    zeros = e.const(f"{out}::starts", np.zeros(2, np.int64))
+    ends = e.const(f"{out}::ends", np.array(n.shape[1:], np.int64))
+    e.emit("Slice", [pooled, zeros, ends, e.const(f"{out}::axes", np.array([2, 3], np.int64))],
+           out)
+
+
+def _onnx_ceil_size(in_hw, n: Node) -> tuple[int, int]:
+    """The output size ONNX shape inference gives a ceil-mode pool: every started window."""
+    pads, dil = n.attr("pads"), n.attr("dilation", (1, 1))
+    return tuple(-(-(in_hw[i] + pads[i] + pads[i + 2] - dil[i] * (n.attr("kernel")[i] - 1) - 1)
+                   // n.attr("stride")[i]) + 1 for i in range(2))
 
 
 def _emit_simple(e: _Emitter, n: Node, x, out) -> None:
