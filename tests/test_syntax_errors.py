@@ -175,6 +175,8 @@ def test_numbers_too_large_are_errors_at_the_number(query, number):
 
 def test_leading_zeros_and_the_largest_integer_parse():
     assert parse("PREDICT IMAGE a USING MODEL m TOP 0007").top == 7
+    assert parse("PREDICT IMAGE a USING MODEL m TOP " + "0" * 5000 + "7").top == 7
+    assert parse(REC + "THRESHOLD " + "0" * 5000 + ".5").threshold == 0.5
     assert parse(REC + "FRAMES 0 TO 9223372036854775807").frames == (0, 2**63 - 1)
 
 

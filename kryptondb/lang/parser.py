@@ -71,10 +71,11 @@ def _unquote(tok: Token) -> str:
 def _int(tok) -> int:
     """An INT token's value; beyond int64 is an error at the token, never an overflow later."""
     s = str(tok)
-    if len(s.lstrip("0")) > 19 or int(s) > INT64_MAX:
+    digits = s.lstrip("0") or "0"  # int() refuses strings of over 4300 digits, zeros included
+    if len(digits) > 19 or int(digits) > INT64_MAX:
         raise _Reject(f"integer {_shown(s)} is too large (the largest is {INT64_MAX})",
                       _span(tok))
-    return int(s)
+    return int(digits)
 
 
 def _num(tok) -> float:
