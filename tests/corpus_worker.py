@@ -225,7 +225,8 @@ def serve(world_dir: str) -> None:
             con = connect(world)
             result = outcome(world, lambda: con.execute(request["statement"]))
         else:
-            from hostile_files import HOSTILE_HEADROOM, HOSTILE_TIMEOUT_S, hostile_files, read_action
+            from hostile_files import (HOSTILE_HEADROOM, HOSTILE_TIMEOUT_S, hostile_files,
+                                       read_action)
 
             files = files or hostile_files(world)
             reader, name = request["read"]

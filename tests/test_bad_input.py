@@ -286,7 +286,8 @@ def test_hostile_files_raise_only_krypton_errors(world, worker):
     for reader, name in cases:
         result = worker.run({"read": [reader, name]})
         if result not in ("ok", "refused"):
-            failures.setdefault(_category(result), []).append(f"{reader} <- {name}\n    -> {result}")
+            failures.setdefault(_category(result), []).append(
+                f"{reader} <- {name}\n    -> {result}")
     assert not failures, _report(failures, len(cases))
 
 

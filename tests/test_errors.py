@@ -226,6 +226,9 @@ OUT_OF_RANGE = [
     (REC + "KEYFRAME EVERY 0", "KEYFRAME EVERY 0", "KEYFRAME EVERY must be a positive integer"),
     (REC + "THRESHOLD 1.5", "THRESHOLD 1.5", "THRESHOLD is a pixel difference in [0, 1]"),
     (REC + "KEYFRAME AREA 0", "KEYFRAME AREA 0", "KEYFRAME AREA must be a share of the frame"),
+    (REC + "NAIVE WITH AGREEMENT", "WITH AGREEMENT", "NAIVE runs full inference per frame"),
+    (REC + "NAIVE BOXES 2 THRESHOLD 0", "THRESHOLD 0", "need the incremental plan"),
+    (REC + "EXACT THRESHOLD 0.2", "THRESHOLD 0.2", "EXACT and THRESHOLD 0.2 exclude each other"),
     (TUNE + "PATCH 4 STRIDE 5 ON IMAGES cat", "STRIDE 5", f"STRIDE 5 is out of range: "
      f"{STRIDE_RANGE}"),
     (TUNE + "PATCH 40 ON IMAGES cat", "PATCH 40", f"PATCH 40 is out of range: {PATCH_RANGE}"),
@@ -258,6 +261,7 @@ def test_the_default_stride_is_at_most_the_patch(tiny):
     OCC + "PATCH 16 STRIDE 16 FILL 1",
     REC + "TOP 10 FRAMES 0 TO 9223372036854775807 EVERY 9223372036854775807 BOXES 64",
     REC + "KEYFRAME EVERY 9223372036854775807",
+    REC + "EXACT THRESHOLD 0",
     "PREDICT IMAGE cat USING MODEL tiny TOP 10",
 ])
 def test_the_bounds_themselves_run(tiny, query):

@@ -125,8 +125,8 @@ CASES = [
         "unexpected 'TOP' at line 1, column 44\n"
         "  EXPLAIN OCCLUSION OF IMAGE a USING MODEL m TOP 3\n"
         "                                             ^^^\n"
-        "expected: end of statement, APPROXIMATE, BATCH, EXACT, FILL, FOR, INCREMENTAL, INTO, MEMORY, "
-        "NAIVE, ON, PATCH, ';', STRIDE",
+        "expected: end of statement, APPROXIMATE, BATCH, EXACT, FILL, FOR, INCREMENTAL, INTO, "
+        "MEMORY, NAIVE, ON, PATCH, ';', STRIDE",
     ),
 ]
 

@@ -159,15 +159,12 @@ def plan_recognize(b: Binder, s: ast.RecognizeObjects) -> tuple[PlanNode, Option
 
 
 def _video_settings(b: Binder, s: ast.RecognizeObjects) -> dict:
-    """Incremental video settings, checked: what the maintain_video_views rule reads."""
+    """Incremental video settings (checked by ranges.check_video): what the
+    maintain_video_views rule reads."""
     tau = s.approximate.tau if s.approximate is not None else None
     settings = {"threshold": s.threshold, "tau": tau, "keyframe_every": s.keyframe_every,
                 "keyframe_area": s.keyframe_area, "max_boxes": s.max_boxes,
                 "agreement": s.agreement or None}
-    if s.incremental is False and any(v is not None for k, v in settings.items()
-                                      if k != "agreement"):
-        raise b.fail("NAIVE runs full inference per frame: THRESHOLD, APPROXIMATE, KEYFRAME and "
-                     "BOXES need the incremental plan", s.span)
     return {k: v for k, v in settings.items() if v is not None}
 
 

@@ -17,6 +17,9 @@ MAX_BATCH = 4096  # a larger batch of occluded inputs only costs memory (the pla
 MAX_MEMORY_MB = 1 << 20  # 1 TiB
 MAX_BOXES = 64  # change boxes per frame
 FILLS = ("constant", "gray", "black", "mean", "blur")
+# RECOGNIZE options that only the incremental plan reads (NAIVE would ignore them)
+INCREMENTAL_ONLY = ("threshold", "approximate", "keyframe_every", "keyframe_area", "max_boxes",
+                    "agreement")
 
 
 def where(s: ast.Statement, key: str) -> ast.Span:
@@ -148,3 +151,12 @@ def check_video(b, s: ast.RecognizeObjects) -> None:
                      f"{s.keyframe_area:g}", where(s, "keyframe_area"))
     check_int(b, s, "keyframe_every", "KEYFRAME EVERY")
     check_int(b, s, "max_boxes", "BOXES", MAX_BOXES, " boxes per frame")
+    given = {k: getattr(s, k) for k in INCREMENTAL_ONLY} | {"agreement": s.agreement or None}
+    used = [k for k, v in given.items() if v is not None]
+    if s.incremental is False and used:
+        raise b.fail("NAIVE runs full inference per frame: THRESHOLD, APPROXIMATE, KEYFRAME, "
+                     "BOXES and WITH AGREEMENT need the incremental plan", where(s, used[0]))
+    exact = s.approximate is None and "approximate" in s.spans  # EXACT was written
+    if exact and s.threshold:
+        raise b.fail(f"EXACT and THRESHOLD {s.threshold:g} exclude each other: changes below a "
+                     "threshold are not recomputed", where(s, "threshold"))
