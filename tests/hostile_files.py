@@ -186,6 +186,7 @@ def _special_files(root: Path) -> dict[str, Path]:
 
 READERS = {
     "CREATE MODEL": "CREATE MODEL m FROM '{f}'",
+    "CREATE MODEL, PREDICT": "CREATE MODEL m FROM '{f}'; PREDICT IMAGE cat USING MODEL m TOP 1",
     "LOAD IMAGE": "LOAD IMAGE '{f}' AS x",
     "LOAD VIDEO": "LOAD VIDEO '{f}' AS v",
     "PREDICT": "PREDICT IMAGE '{f}' USING MODEL tiny TOP 2",
@@ -198,7 +199,7 @@ READERS = {
 # of file see the files of that kind, and special files (no suffix) see every reader.
 EVERY_FILE = ("CREATE MODEL", "LOAD IMAGE", "LOAD VIDEO")
 BY_KIND = {
-    "model": ("load_model", "load_checkpoint", "on-disk CREATE MODEL"),
+    "model": ("CREATE MODEL, PREDICT", "load_model", "load_checkpoint", "on-disk CREATE MODEL"),
     "image": ("PREDICT", "EXPLAIN OCCLUSION", "TUNE", "load_image"),
     "video": ("RECOGNIZE", "RECOGNIZE NAIVE"),
 }
