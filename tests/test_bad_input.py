@@ -261,7 +261,7 @@ def _report(failures: dict[str, list[str]], total: int) -> str:
 
 
 def test_mutated_statements_raise_only_krypton_errors(world, worker):
-    _corpus(world, worker, 600)
+    _corpus(world, worker, 800)
 
 
 @pytest.mark.slow
