@@ -87,8 +87,10 @@ def _krypton(spec) -> dict:
     batch = f"BATCH {spec['batch']}" if mode == "NAIVE" else ""  # exact: the planner's choice
     q = (f"EXPLAIN OCCLUSION OF IMAGE img USING MODEL {spec['model']} PATCH {spec['patch']} "
          f"STRIDE {spec['stride']} {batch} ON cpu {mode}")
-    if mode == "NAIVE":  # warm-up: the same sessions on one batch of positions (a wide stride)
-        con.execute(q.replace(f"STRIDE {spec['stride']}", f"STRIDE {_warm_stride(spec)}"))
+    if mode == "NAIVE":  # warm-up: the same sessions on one batch of positions (a wide stride;
+        warm = _warm_stride(spec)  # and as wide a patch: STRIDE may not exceed PATCH)
+        con.execute(q.replace(f"PATCH {spec['patch']} STRIDE {spec['stride']}",
+                              f"PATCH {warm} STRIDE {warm}"))
     else:  # the incremental plan's segments depend on the positions: warm up on the same query
         con.execute(q)
     times, r = C.time_reps(lambda: con.execute(q), spec["reps"], warmup=0)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
+import signal
 import sys
 import time
 
@@ -29,9 +32,10 @@ modes:
   kryptondb COMMAND ...       demo, predict, recognize, describe, models
                               (kryptondb COMMAND --help)
 
--c and -f stop at the first error and exit with status 1, the error on stderr. Heatmaps are
-saved as heatmap_<n>.png (or <table>.png with INTO <table>) in --outdir; EXPLAIN PLAN FORMAT
-SVG/HTML likewise as plan_<n>.svg/html."""
+-c and -f stop at the first error and exit with status 1, the error on stderr; so does every
+command (a bad argument value: status 2). Output piped to a reader that stops early (| head)
+ends quietly with status 141. Heatmaps are saved as heatmap_<n>.png (or <table>.png with INTO
+<table>) in --outdir; EXPLAIN PLAN FORMAT SVG/HTML likewise as plan_<n>.svg/html."""
 
 EPILOG = """\
 example queries:
@@ -66,14 +70,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-f", metavar="FILE", dest="file", help="run this KQL script and exit")
     p.add_argument("--outdir", metavar="DIR", default=".",
                    help="where heatmap PNGs and plan SVG/HTML files go (default: .)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", prog="kryptondb")
     demo = sub.add_parser("demo", help="explain the bundled cat photo: top-5 classes and an "
                                        "occlusion heatmap PNG")
     _model_args(demo, default_model="mobilenet_v2")
     demo.add_argument("--image", help="image to explain (default: the bundled cat photo)")
-    demo.add_argument("--patch", type=int, default=16, help="occluding patch side (default 16)")
-    demo.add_argument("--stride", type=int, default=8, help="step between patches (default 8)")
-    demo.add_argument("--output", "-o", default="heatmap.png",
+    demo.add_argument("--patch", type=positive_int, default=16,
+                      help="occluding patch side (default 16)")
+    demo.add_argument("--stride", type=positive_int, default=8,
+                      help="step between patches (default 8)")
+    demo.add_argument("--output", "-o", default="heatmap.png", type=output_file,
                       help="where the heatmap PNG goes (default: heatmap.png)")
     pred = sub.add_parser("predict", help="top-k ImageNet classes of one or more images")
     pred.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
@@ -84,12 +90,13 @@ def _parser() -> argparse.ArgumentParser:
                          "format PyAV decodes) and prints the top-1 label per frame and per-"
                          "frame stats; the plan is incremental and exact unless --naive.")
     rec.add_argument("video", help="video file (avi, mp4, ...)")
-    rec.add_argument("--frames", nargs=2, type=int, metavar=("FIRST", "LAST"),
-                     help="only frames FIRST..LAST (inclusive)")
-    rec.add_argument("--every", type=int, help="every n-th frame")
+    rec.add_argument("--frames", nargs=2, type=frame_number, metavar=("FIRST", "LAST"),
+                     action=FrameRange, help="only frames FIRST..LAST (inclusive, numbered from 0)")
+    rec.add_argument("--every", type=positive_int, help="every n-th frame")
     rec.add_argument("--naive", action="store_true", help="full inference per frame")
-    rec.add_argument("--sheet", metavar="PNG", help="also draw a contact sheet: up to 24 frames, "
-                     "evenly spaced, captioned with their top-1 label")
+    rec.add_argument("--sheet", metavar="PNG", type=output_file,
+                     help="also draw a contact sheet: up to 24 frames, evenly spaced, captioned "
+                     "with their top-1 label")
     _model_args(rec, default_model="mobilenet_v2")
     desc = sub.add_parser("describe", help="per-layer shapes, parameters and FLOPs of a model")
     desc.add_argument("model", help="zoo name or path to an .onnx file")
@@ -100,9 +107,56 @@ def _parser() -> argparse.ArgumentParser:
 def _model_args(p, default_model: str) -> None:
     p.add_argument("--model", "-m", default=default_model,
                    help=f"zoo name or .onnx path (default: {default_model})")
-    p.add_argument("--top", "-k", type=int, default=5, help="how many classes to show (default 5)")
+    p.add_argument("--top", "-k", type=positive_int, default=5,
+                   help="how many classes to show (default 5)")
     p.add_argument("--backend", "-b", default="onnxruntime", choices=["onnxruntime", "numpy"],
                    help="execution backend (default: onnxruntime)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def frame_number(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"frames are numbered from 0, got {value}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if abs(value) > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"{text[:20]}... is too large")
+    return value
+
+
+class FrameRange(argparse.Action):
+    """--frames FIRST LAST, with FIRST <= LAST."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values[0] > values[1]:
+            parser.error(f"argument {option_string}: FIRST {values[0]} is after LAST {values[1]}")
+        setattr(namespace, self.dest, values)
+
+
+def output_file(path: str) -> str:
+    """argparse type: a file to write, whose folder exists (checked before any work is done)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise argparse.ArgumentTypeError(f"cannot write {path!r}: folder {folder!r} {what}")
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"cannot write {path!r}: it is a folder")
+    return path
 
 
 def _predict(model_name, images, k, backend) -> None:
@@ -110,6 +164,9 @@ def _predict(model_name, images, k, backend) -> None:
 
     t = time.perf_counter()
     model = kryptondb.load_model(model_name)
+    classes = math.prod(model.graph[model.graph.output].shape)
+    if k > classes:
+        raise KryptonError(f"--top {k}: {model.name} has {classes} classes")
     print(f"model: {model.name} [{model.weights}]")
     results = model.top(images, k=k, backend=backend)
     for path, preds in zip(images, results):
@@ -238,12 +295,32 @@ def main(argv=None) -> int:
     warnings.simplefilter("ignore", KryptonWarning)  # each result's message already shows them
     try:
         return COMMANDS[args.command](args) if args.command else _queries(args)
-    except KryptonError as exc:
+    except BrokenPipeError:  # `kryptondb ... | head`: the reader has gone, so stop quietly
+        return _reader_gone()
+    except (KryptonError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line, the traceback only on request
+        print(f"internal error: {type(exc).__name__}: {exc} (set KRYPTON_DEBUG=1 for the "
+              "traceback)", file=sys.stderr)
+        if os.environ.get("KRYPTON_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        return 1
+
+
+def _reader_gone() -> int:
+    """The exit status of a command whose output pipe closed: 128 + SIGPIPE, as a shell shows
+    for a process SIGPIPE ended. Standard output now goes nowhere, so the final flush at exit
+    cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 128 + getattr(signal, "SIGPIPE", 13)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,8 @@ class Shell:
             with interruptible():
                 action(arg)
             return True
+        except BrokenPipeError:  # the reader of our output has gone: nothing more to say
+            raise
         except (KryptonError, OSError) as exc:
             self.fail(f"error: {self._where(line)}{exc}")
         except KeyboardInterrupt:

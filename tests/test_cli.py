@@ -147,3 +147,73 @@ def test_a_truncated_video_warns_once_and_keeps_its_frames(tmp_path):
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     assert out.count("looks truncated") == 1 and "lists 30 frames" in out
+
+
+# -- bad arguments and failures: one line on stderr, never a traceback --------------------------
+
+
+def test_bad_argument_values_are_rejected_by_argparse(tmp_path):
+    for args, message in [(("predict", IMAGE, "-k", "0"), "must be a positive integer, got 0"),
+                          (("demo", "--patch", "0"), "must be a positive integer"),
+                          (("demo", "--stride", "x"), "not an integer: 'x'"),
+                          (("recognize", "v.mp4", "--every", "-2"), "must be a positive integer"),
+                          (("recognize", "v.mp4", "--frames", "-1", "3"), "numbered from 0"),
+                          (("recognize", "v.mp4", "--frames", "5", "2"), "FIRST 5 is after LAST 2"),
+                          (("predict", IMAGE, "-k", "9" * 30), "is too large")]:
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+        assert r.stderr.splitlines()[-1].startswith(f"kryptondb {args[0]}: error: ")
+        assert "Traceback" not in r.stderr and not r.stdout
+    r = cli("predict", IMAGE, "-k", "1001", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr == "error: --top 1001: mobilenet_v2 has 1000 classes\n"
+
+
+def test_an_output_file_in_a_missing_folder_is_refused_before_any_work(tmp_path):
+    for args in (("recognize", "clip.mp4", "--sheet", "nowhere/sheet.png"),
+                 ("demo", "--output", "nowhere/heat.png")):
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 2 and "does not exist" in r.stderr and "nowhere" in r.stderr
+        assert "Traceback" not in r.stderr and not r.stdout  # nothing ran
+    r = cli("demo", "--output", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and "it is a folder" in r.stderr
+
+
+def test_failures_of_subcommands_are_one_line_and_status_1(tmp_path):
+    """A directory or a hostile file given as a model or an image: an error line (with the
+    query and a caret when the error is in the query the command ran), never a traceback (a
+    failure outside KryptonError is an 'internal error' line)."""
+    import onnx
+    from corpus_worker import tiny_onnx
+
+    tiny_onnx(tmp_path / "tiny.onnx")
+    lying = onnx.load(str(tmp_path / "tiny.onnx"))
+    lying.graph.initializer[0].dims[0] = 1 << 40  # the header says 2^40 filters, the data 4
+    onnx.save(lying, str(tmp_path / "lying.onnx"))
+    for args in (("describe", str(tmp_path)), ("describe", "lying.onnx"),
+                 ("predict", str(tmp_path)), ("predict", IMAGE, "-m", "lying.onnx"),
+                 ("recognize", "missing.mp4"), ("--db", IMAGE, "-c", "SHOW MODELS")):
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 1, (args, r.stderr)
+        assert "Traceback" not in r.stderr, (args, r.stderr)
+        first, *caret = r.stderr.rstrip().splitlines()
+        assert "error: " in first and all(c.startswith("  ") for c in caret), (args, r.stderr)
+
+
+def _closed_early(*args: str, cwd) -> subprocess.CompletedProcess:
+    """Run the command with its output piped to a reader that has left, as `kryptondb ... |
+    head -1` is once head has its line (closed before the first write, so that the output
+    cannot fit in the pipe's buffer first)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.Popen([sys.executable, "-m", "kryptondb", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=cwd, env=env, stdin=subprocess.DEVNULL)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    return subprocess.CompletedProcess(args, proc.wait(timeout=120), "", err)
+
+
+def test_a_closed_output_pipe_ends_quietly_with_status_141(tmp_path):
+    """`kryptondb describe vgg16 | head -1` printed a BrokenPipeError traceback."""
+    for args in (("describe", "vgg16"), ("-c", "SHOW MODELS; DESCRIBE vgg16"), ("models",)):
+        r = _closed_early(*args, cwd=tmp_path)
+        assert (r.returncode, r.stderr) == (141, ""), (args, r.stderr)

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 import kryptondb
 from kryptondb.engine.backends import get_backend
 from kryptondb.errors import (BackendError, CheckpointError, FileError, ImageError, KryptonError,
-                              ModelImportError, ShapeError, UnsafeCheckpointError,
+                              ModelImportError, PlanError, ShapeError, UnsafeCheckpointError,
                               UnsupportedOpError)
 from kryptondb.model import architectures
 from kryptondb.model.checkpoint import load_checkpoint
@@ -174,3 +174,95 @@ def test_unknown_backend_lists_known_ones(mobilenet):
         get_backend("tensorrt")
     with pytest.raises(BackendError, match="known: numpy, onnxruntime"):
         mobilenet.predict(np.zeros((1, 3, 224, 224), np.float32), backend="tpu")
+
+
+# -- option ranges: each checked at plan time, the caret under the option --------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A connection with a tiny 10-class model (16x16 input), an image and a video."""
+    from corpus_worker import make_world
+
+    world = make_world(tmp_path_factory.mktemp("tiny"))
+    con = kryptondb.connect()
+    con.execute(f"CREATE MODEL tiny FROM '{world.onnx}'; LOAD IMAGE '{world.img}' AS cat; "
+                f"LOAD VIDEO '{world.vid}' AS clip")
+    return con
+
+
+OCC = "EXPLAIN OCCLUSION OF IMAGE cat USING MODEL tiny "
+REC = "RECOGNIZE OBJECTS IN VIDEO clip USING MODEL tiny "
+TUNE = "TUNE MODEL tiny "
+STRIDE_RANGE = "STRIDE must be a positive integer, at most 4 (PATCH 4: a larger stride leaves " \
+               "pixels that no patch covers)"
+FILL_RANGE = "FILL must be a pixel value in [0, 1] (before normalisation)"
+PATCH_RANGE = "PATCH must be a positive integer, at most 16 (the side of tiny's 16x16 input)"
+OUT_OF_RANGE = [
+    (OCC + "FILL 1.5", "FILL 1.5", f"{FILL_RANGE}, got 1.5"),
+    (OCC + "FILL 400 PATCH 4", "FILL 400", f"{FILL_RANGE}, got 400"),
+    (OCC + "PATCH 4 STRIDE 8", "STRIDE 8", f"STRIDE 8 is out of range: {STRIDE_RANGE}"),
+    (OCC + "STRIDE 9223372036854775807 PATCH 4", "STRIDE 9223372036854775807",
+     f"STRIDE 9223372036854775807 is out of range: {STRIDE_RANGE}"),
+    (OCC + "PATCH 0", "PATCH 0", f"PATCH 0 is out of range: {PATCH_RANGE}"),
+    (OCC + "PATCH 17", "PATCH 17", f"PATCH 17 is out of range: {PATCH_RANGE}"),
+    (OCC + "STRIDE 0", "STRIDE 0", "STRIDE must be a positive integer, at most 16"),
+    (OCC + "BATCH 0", "BATCH 0", "BATCH 0 is out of range: BATCH must be a positive integer, at "
+     "most 4096"),
+    (OCC + "BATCH 4097", "BATCH 4097", "BATCH must be a positive integer, at most 4096"),
+    (OCC + "MEMORY 0 MB", "MEMORY 0 MB", "MEMORY 0 MB is out of range: MEMORY must be a positive "
+     "integer, at most 1048576 MB (1 TiB)"),
+    (OCC + "MEMORY 1048577 MB", "MEMORY 1048577 MB", "MEMORY 1048577 MB is out of range"),
+    (OCC + "FOR CLASS 10", "FOR CLASS 10", "class 10 is out of range: tiny has 10 classes"),
+    (OCC + "FILL purple", "FILL purple", "unknown FILL 'PURPLE'"),
+    ("PREDICT IMAGE cat USING MODEL tiny TOP 11", "TOP 11",
+     "TOP 11 is out of range: TOP must be a positive integer, at most 10 (tiny has 10 classes)"),
+    ("PREDICT IMAGE cat USING MODEL tiny TOP 0", "TOP 0", "TOP 0 is out of range"),
+    (REC + "TOP 9223372036854775807", "TOP 9223372036854775807", "at most 10"),
+    (REC + "EVERY 0", "EVERY 0", "EVERY 0 is out of range: EVERY must be a positive integer"),
+    (REC + "FRAMES 3 TO 1", "FRAMES 3 TO 1", "FRAMES 3 TO 1: the range is empty"),
+    (REC + "BOXES 0", "BOXES 0", "BOXES must be a positive integer, at most 64 boxes per frame"),
+    (REC + "BOXES 65", "BOXES 65", "BOXES 65 is out of range"),
+    (REC + "KEYFRAME EVERY 0", "KEYFRAME EVERY 0", "KEYFRAME EVERY must be a positive integer"),
+    (REC + "THRESHOLD 1.5", "THRESHOLD 1.5", "THRESHOLD is a pixel difference in [0, 1]"),
+    (REC + "KEYFRAME AREA 0", "KEYFRAME AREA 0", "KEYFRAME AREA must be a share of the frame"),
+    (REC + "NAIVE WITH AGREEMENT", "WITH AGREEMENT", "NAIVE runs full inference per frame"),
+    (REC + "NAIVE BOXES 2 THRESHOLD 0", "THRESHOLD 0", "need the incremental plan"),
+    (REC + "EXACT THRESHOLD 0.2", "THRESHOLD 0.2", "EXACT and THRESHOLD 0.2 exclude each other"),
+    (TUNE + "PATCH 4 STRIDE 5 ON IMAGES cat", "STRIDE 5", f"STRIDE 5 is out of range: "
+     f"{STRIDE_RANGE}"),
+    (TUNE + "PATCH 40 ON IMAGES cat", "PATCH 40", f"PATCH 40 is out of range: {PATCH_RANGE}"),
+    (TUNE + "FILL 2 ON IMAGES cat", "FILL 2", f"{FILL_RANGE}, got 2"),
+    (TUNE + "FILL purple ON IMAGES cat", "FILL purple", "unknown FILL 'PURPLE'"),
+]
+
+
+@pytest.mark.parametrize("query, option, message", OUT_OF_RANGE,
+                         ids=[o for _, o, _ in OUT_OF_RANGE])
+def test_an_option_out_of_range_is_a_plan_error_under_the_option(tiny, query, option, message):
+    """FILL outside [0, 1] and STRIDE > PATCH used to run silently, BATCH, MEMORY and TOP had no
+    upper bound (STRIDE 2^63-1 was an OverflowError), and the caret was under the statement."""
+    for prefix in ("", "EXPLAIN PLAN FOR "):
+        with pytest.raises(PlanError) as info:
+            tiny.execute(prefix + query)
+        assert message in info.value.message
+        where = (info.value.column, info.value.length)
+        assert where == (len(prefix) + query.index(option) + 1, len(option))
+
+
+def test_the_default_stride_is_at_most_the_patch(tiny):
+    """PATCH 2 alone used to scan at the default STRIDE 4, leaving half the pixels unoccluded."""
+    assert tiny.execute(OCC + "PATCH 2").to_numpy().shape == (8, 8)
+    assert tiny.execute(OCC + "PATCH 8").to_numpy().shape == (3, 3)  # stride 4 below PATCH 8
+
+
+@pytest.mark.parametrize("query", [
+    OCC + "PATCH 4 STRIDE 4 FILL 0 BATCH 4096 MEMORY 1048576 MB",
+    OCC + "PATCH 16 STRIDE 16 FILL 1",
+    REC + "TOP 10 FRAMES 0 TO 9223372036854775807 EVERY 9223372036854775807 BOXES 64",
+    REC + "KEYFRAME EVERY 9223372036854775807",
+    REC + "EXACT THRESHOLD 0",
+    "PREDICT IMAGE cat USING MODEL tiny TOP 10",
+])
+def test_the_bounds_themselves_run(tiny, query):
+    tiny.execute(query)

@@ -76,6 +76,7 @@ class Fill:
 @dataclass(frozen=True, slots=True)
 class Statement:
     span: Span = field(default_factory=Span, compare=False, kw_only=True)
+    spans: dict = field(default_factory=dict, compare=False, kw_only=True)  # option -> Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,6 @@ class ExplainOcclusion(Statement):
     incremental: bool | None = None
     batch: int | None = None
     memory_mb: int | None = None
-    top: int | None = None
     device: Name | None = None
     into: Name | None = None
 

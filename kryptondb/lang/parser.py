@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
+                             UnexpectedToken, VisitError)
 
 from kryptondb.errors import QuerySyntaxError
 from kryptondb.lang import ast
@@ -28,6 +30,27 @@ def _parser() -> Lark:
         return Lark(f.read(), parser="lalr", propagate_positions=True, maybe_placeholders=False)
 
 
+INT64_MAX = 2**63 - 1  # the largest integer a query may write
+
+
+class _Reject(Exception):
+    """Raised inside the transformer; parse() turns it into a QuerySyntaxError with a caret."""
+
+    def __init__(self, message: str, span: ast.Span):
+        super().__init__(message)
+        self.message, self.span = message, span
+
+
+@dataclass(frozen=True, slots=True)
+class _Opt:
+    """One option as written: the statement field it sets, its keyword, its value, where."""
+
+    key: str
+    word: str
+    value: object
+    span: ast.Span
+
+
 def _span(tok) -> ast.Span:
     return ast.Span(tok.line, tok.column, max(1, len(str(tok))), tok.start_pos)
 
@@ -45,174 +68,191 @@ def _unquote(tok: Token) -> str:
     return body.replace(q + q, q).replace("\\" + q, q).replace("\\\\", "\\")
 
 
-def _num(tok) -> float | int:
+def _int(tok) -> int:
+    """An INT token's value; beyond int64 is an error at the token, never an overflow later."""
     s = str(tok)
-    return int(s) if s.isdigit() else float(s)
+    digits = s.lstrip("0") or "0"  # int() refuses strings of over 4300 digits, zeros included
+    if len(digits) > 19 or int(digits) > INT64_MAX:
+        raise _Reject(f"integer {_shown(s)} is too large (the largest is {INT64_MAX})",
+                      _span(tok))
+    return int(digits)
+
+
+def _num(tok) -> float:
+    """A number (INT or DECIMAL) as a float; one a float cannot hold is an error."""
+    value = float(_int(tok)) if tok.type == "INT" else float(str(tok))
+    if not math.isfinite(value):
+        raise _Reject(f"number {_shown(str(tok))} is too large", _span(tok))
+    return value
+
+
+def _shown(digits: str) -> str:
+    return digits if len(digits) <= 24 else f"{digits[:10]}...{digits[-4:]} ({len(digits)} digits)"
+
+
+def _option(key: str, word: str, convert=None):
+    """The transformer callback of an option: an _Opt with its value and span."""
+
+    @v_args(meta=True)
+    def build(self, meta, children):
+        value = convert(*children) if convert else (children[0] if children else True)
+        return _Opt(key, word, value, _meta_span(meta))
+
+    return build
+
+
+def _merge(opts) -> tuple[dict, dict]:
+    """Options -> (field values, field spans); a field set twice is an error at the second."""
+    values: dict = {}
+    spans: dict = {}
+    words: dict = {}
+    for o in opts:
+        if o.key in values:
+            first = spans[o.key]
+            what = f"{o.word} is given twice" if o.word == words[o.key] else \
+                f"{o.word} and {words[o.key]} exclude each other"
+            raise _Reject(f"{what} (first at line {first.line}, column {first.column})", o.span)
+        values[o.key], spans[o.key], words[o.key] = o.value, o.span, o.word
+    return values, spans
+
+
+def _statement(build):
+    """A statement callback: its node gets the span of its text."""
+
+    @v_args(meta=True)
+    def wrapped(self, meta, children):
+        return replace(build(self, *children), span=_meta_span(meta))
+
+    return wrapped
+
+
+def _ref(tok) -> ast.Ref:
+    quoted = tok.type == "STRING"
+    return ast.Ref(_unquote(tok) if quoted else str(tok), quoted, _span(tok))
+
+
+def _name(tok) -> ast.Name:
+    return ast.Name(str(tok), _span(tok))
 
 
 @v_args(inline=True)
 class _Build(Transformer):
-    """Parse tree -> AST; options become (field, value) pairs merged into the statement."""
+    """Parse tree -> AST; options become _Opt values merged into the statement."""
 
     def start(self, stmt):
         return stmt
 
     def image_ref(self, tok):
-        return ast.Ref(_unquote(tok) if tok.type == "STRING" else str(tok), tok.type == "STRING",
-                       _span(tok))
+        return _ref(tok)
 
-    video_ref = image_ref
+    video_ref = tune_image = image_ref
 
     def using_model(self, tok):
-        return ast.Name(str(tok), _span(tok))
+        return _name(tok)
 
     def number(self, tok):
         return _num(tok)
 
     # -- options --------------------------------------------------------------------------
-    def for_class(self, tok):
-        return ("target_class", _unquote(tok) if tok.type == "STRING" else int(tok))
-
-    def patch(self, tok):
-        return ("patch", int(tok))
-
-    def stride(self, tok):
-        return ("stride", int(tok))
-
-    def fill(self, value):
-        return ("fill", value)
+    for_class = _option("target_class", "FOR CLASS",
+                        lambda t: _unquote(t) if t.type == "STRING" else _int(t))
+    patch = _option("patch", "PATCH", _int)
+    stride = _option("stride", "STRIDE", _int)
+    fill = _option("fill", "FILL")
+    exact = _option("approximate", "EXACT", lambda: None)
+    naive = _option("incremental", "NAIVE", lambda: False)
+    incremental = _option("incremental", "INCREMENTAL", lambda: True)
+    batch = _option("batch", "BATCH", _int)
+    memory = _option("memory_mb", "MEMORY", _int)
+    top = _option("top", "TOP", _int)
+    device = _option("device", "ON", lambda t: ast.Name(str(t).lower(), _span(t)))
+    into = _option("into", "INTO", _name)
+    frames = _option("frames", "FRAMES", lambda a, b: (_int(a), _int(b)))
+    every = _option("every", "EVERY", _int)
+    threshold = _option("threshold", "THRESHOLD")
+    keyframe_every = _option("keyframe_every", "KEYFRAME EVERY", _int)
+    keyframe_area = _option("keyframe_area", "KEYFRAME AREA")
+    max_boxes = _option("max_boxes", "BOXES", _int)
+    agreement = _option("agreement", "WITH AGREEMENT")
+    tau = _option("tau", "TAU")
+    drilldown = _option("drilldown", "DRILLDOWN", lambda r, target=None: (r, target))
+    ssim = _option("ssim", "WITH SSIM")
+    within = _option("within", "WITHIN")
+    analyze = _option("analyze", "ANALYZE")
+    verbose = _option("verbose", "VERBOSE")
+    format = _option("format", "FORMAT", lambda t: str(t).lower())
 
     def fill_constant(self, value):
-        return ast.Fill("constant", float(value))
+        return ast.Fill("constant", value)
 
     def fill_named(self, tok):
         return ast.Fill.named(str(tok))
 
-    def exact(self):
-        return ("approximate", None)
-
-    def naive(self):
-        return ("incremental", False)
-
-    def incremental(self):
-        return ("incremental", True)
-
     @v_args(meta=True)
     def approximate(self, meta, opts):
-        kw: dict = {"spans": {}}
-        for key, value, span in opts:
-            if key == "drilldown":
-                kw["drilldown"], kw["target"] = value
-            else:
-                kw[key] = value
-            kw["spans"][key] = span
-        return ("approximate", ast.Approximate(**kw, span=_meta_span(meta)))
-
-    @v_args(meta=True)
-    def tau(self, meta, v):
-        return ("tau", float(v[0]), _meta_span(meta))
-
-    @v_args(meta=True)
-    def drilldown(self, meta, v):
-        target = float(v[1]) if len(v) > 1 else None
-        return ("drilldown", (float(v[0]), target), _meta_span(meta))
-
-    @v_args(meta=True)
-    def ssim(self, meta, v):
-        return ("ssim", float(v[0]), _meta_span(meta))
-
-    @v_args(meta=True)
-    def within(self, meta, v):
-        return ("within", float(v[0]), _meta_span(meta))
-
-    def batch(self, tok):
-        return ("batch", int(tok))
-
-    def memory(self, tok):
-        return ("memory_mb", int(tok))
-
-    def top(self, tok):
-        return ("top", int(tok))
-
-    def device(self, tok):
-        return ("device", ast.Name(str(tok).lower(), _span(tok)))
-
-    def into(self, tok):
-        return ("into", ast.Name(str(tok), _span(tok)))
-
-    def frames(self, a, b):
-        return ("frames", (int(a), int(b)))
-
-    def every(self, tok):
-        return ("every", int(tok))
-
-    def threshold(self, v):
-        return ("threshold", float(v))
-
-    def keyframe_every(self, tok):
-        return ("keyframe_every", int(tok))
-
-    def keyframe_area(self, v):
-        return ("keyframe_area", float(v))
-
-    def max_boxes(self, tok):
-        return ("max_boxes", int(tok))
-
-    def agreement(self):
-        return ("agreement", True)
+        kw, spans = _merge(opts)
+        if "drilldown" in kw:
+            kw["drilldown"], kw["target"] = kw["drilldown"]
+        return _Opt("approximate", "APPROXIMATE",
+                    ast.Approximate(**kw, spans=spans, span=_meta_span(meta)), _meta_span(meta))
 
     # -- statements -----------------------------------------------------------------------
+    @_statement
     def explain_occlusion(self, image, model, *opts):
-        return ast.ExplainOcclusion(image, model, **dict(opts))
+        values, spans = _merge(opts)
+        return ast.ExplainOcclusion(image, model, **values, spans=spans)
 
+    @_statement
     def recognize(self, video, model, *opts):
-        return ast.RecognizeObjects(video, model, **dict(opts))
+        values, spans = _merge(opts)
+        return ast.RecognizeObjects(video, model, **values, spans=spans)
 
+    @_statement
     def predict(self, image, model, *opts):
-        return ast.Predict(image, model, **dict(opts))
+        values, spans = _merge(opts)
+        return ast.Predict(image, model, **values, spans=spans)
 
-    def tune_image(self, tok):
-        return ast.Ref(_unquote(tok) if tok.type == "STRING" else str(tok), tok.type == "STRING",
-                       _span(tok))
-
+    @_statement
     def tune(self, name, *rest):
-        opts = dict(r for r in rest if isinstance(r, tuple))
+        values, spans = _merge(r for r in rest if isinstance(r, _Opt))
         images = tuple(r for r in rest if isinstance(r, ast.Ref))
-        return ast.Tune(ast.Name(str(name), _span(name)), images, **opts)
+        return ast.Tune(_name(name), images, **values, spans=spans)
 
+    @_statement
     def create_model(self, name, path):
-        return ast.CreateModel(ast.Name(str(name), _span(name)),
-                               ast.Ref(_unquote(path), True, _span(path)))
+        return ast.CreateModel(_name(name), ast.Ref(_unquote(path), True, _span(path)))
 
+    @_statement
     def load_media(self, kind, path, name):
         return ast.LoadMedia(str(kind).lower(), ast.Ref(_unquote(path), True, _span(path)),
-                             ast.Name(str(name), _span(name)))
+                             _name(name))
 
+    @_statement
     def show(self, what):
         return ast.Show(str(what).lower())
 
+    @_statement
     def describe(self, name):
-        return ast.Describe(ast.Name(str(name), _span(name)))
+        return ast.Describe(_name(name))
 
     def if_exists(self):
         return True
 
+    @_statement
     def drop(self, kind, *rest):
-        name = rest[-1]
-        return ast.Drop(str(kind).lower(), ast.Name(str(name), _span(name)), len(rest) == 2)
+        return ast.Drop(str(kind).lower(), _name(rest[-1]), len(rest) == 2)
 
-    def analyze(self):
-        return ("analyze", True)
-
-    def verbose(self):
-        return ("verbose", True)
-
-    def format(self, tok):
-        return ("format", str(tok).lower())
-
+    @_statement
     def explain_plan(self, *parts):
-        return ast.ExplainPlan(parts[-1], **dict(parts[:-1]))
+        values, spans = _merge(parts[:-1])
+        return ast.ExplainPlan(parts[-1], **values, spans=spans)
 
+    @v_args(meta=True)
+    def nested_plan(self, meta, children):
+        raise _Reject("EXPLAIN PLAN cannot explain another EXPLAIN PLAN: give the statement "
+                      "itself after FOR", _meta_span(meta))
+
+    @_statement
     def select(self, tok):
         return ast.Select(str(tok).strip())
 
@@ -229,7 +269,14 @@ def parse(text: str) -> ast.Statement:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text) from None
-    stmt = _Build().transform(tree)
+    try:
+        stmt = _Build().transform(tree)
+    except VisitError as exc:
+        if not isinstance(exc.orig_exc, _Reject):
+            raise
+        span = exc.orig_exc.span
+        raise QuerySyntaxError(exc.orig_exc.message, text, span.line, span.column,
+                               span.length) from None
     return replace(stmt, span=ast.Span(1, 1, len(text), 0))
 
 
@@ -276,7 +323,7 @@ def _has_code(s: str) -> bool:
 
 _FRIENDLY = {"STRING": "a quoted string", "INT": "an integer", "DECIMAL": "a number",
              "NAME": "a name", "$END": "end of statement", "SEMICOLON": "';'", "SQL": "SELECT",
-             "MORETHAN": "'>'", "__ANON_0": "'>='",
+             "MORETHAN": "'>'",
              "CATALOG_KIND": "MODELS, IMAGES, VIDEOS, VIEWS or TABLES",
              "MEDIA_KIND": "IMAGE or VIDEO", "DROP_KIND": "MODEL, IMAGE, VIDEO, VIEW or TABLE",
              "PLAN_FORMAT": "TEXT, DOT, SVG or HTML"}
@@ -285,10 +332,19 @@ _FRIENDLY = {"STRING": "a quoted string", "INT": "an integer", "DECIMAL": "a num
 def _expected(names) -> tuple[str, ...]:
     out = []
     for n in sorted(set(names)):
-        if n.startswith("__") and n not in _FRIENDLY:
-            continue
-        out.append(_FRIENDLY.get(n, n))
+        if n in _FRIENDLY or not n.startswith("__"):
+            out.append(_FRIENDLY.get(n, n))
+        elif (literal := _literal(n)) is not None:  # lark's name for an unnamed terminal
+            out.append(literal)
     return tuple(dict.fromkeys(out))
+
+
+def _literal(terminal: str) -> str | None:
+    """'>=' for the anonymous terminal of a literal string in the grammar."""
+    from lark.lexer import PatternStr
+
+    found = [t.pattern for t in _parser().terminals if t.name == terminal]
+    return f"'{found[0].value}'" if found and isinstance(found[0], PatternStr) else None
 
 
 def _accepts(exc: UnexpectedToken):

@@ -44,6 +44,8 @@ def _open(path: str):
         if not container.streams.video:
             raise FileError(f"{path!r} has no video stream")
         ctx = container.streams.video[0].codec_context
+        if ctx is None:  # a stream FFmpeg has no decoder for (e.g. an SVG image)
+            raise FileError(f"{path!r} has no video stream FFmpeg can decode")
         check_pixels((ctx.width, ctx.height), f"frames of video {path!r}", FileError)
     except BaseException:
         _close(container, f)

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 from kryptondb.errors import PlanError, UnknownNameError
 from kryptondb.lang import ast
+from kryptondb.plan import option_ranges as ranges
 from kryptondb.plan.nodes import PlanNode, node
-
-DEFAULT_PATCH, DEFAULT_STRIDE, DEFAULT_TOP = 16, 4, 5
-DEFAULT_MEMORY_MB = 512
+from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
 DEVICES = {"cpu": "onnxruntime", "onnxruntime": "onnxruntime", "ort": "onnxruntime",
            "numpy": "numpy", "gpu": "cupy", "cupy": "cupy"}
 
@@ -80,27 +79,11 @@ class Binder:
 # Statement -> logical plan
 
 
-def _positive(binder: Binder, value, what: str, span) -> None:
-    if value is not None and value <= 0:
-        raise binder.fail(f"{what} must be a positive integer, got {value}", span)
-
-
 def plan_occlusion(b: Binder, s: ast.ExplainOcclusion) -> tuple[PlanNode, Options]:
     model = b.model(s.model)
     b.media_path(s.image, "image")  # the image must exist before anything is planned
-    patch, stride = s.patch or DEFAULT_PATCH, s.stride or DEFAULT_STRIDE
-    for value, what in ((s.patch, "PATCH"), (s.stride, "STRIDE"), (s.batch, "BATCH"),
-                        (s.memory_mb, "MEMORY")):
-        _positive(b, value, what, s.span)
+    patch, stride, fill = ranges.check_occlusion(b, s, model)
     _, h, w = model.input_shape
-    if patch > min(h, w):
-        raise b.fail(f"PATCH {patch} is larger than the model's {h}x{w} input", s.span)
-    if s.approximate is not None:
-        _check_approximate(b, s, model, patch, stride, min(h, w))
-    fill = s.fill or ast.Fill()
-    if fill.kind not in ("constant", "gray", "black", "mean", "blur"):
-        raise b.fail(f"unknown FILL {fill.kind.upper()!r}", s.span,
-                     ("a number in [0, 1]", "GRAY", "BLACK", "MEAN", "BLUR"))
     img = node("ImageScan", **_scan_args(s.image))
     pre = node("Preprocess", img, model=model, shape=_shape(model.input_shape))
     base = node("Inference", pre, model=model)
@@ -113,54 +96,6 @@ def plan_occlusion(b: Binder, s: ast.ExplainOcclusion) -> tuple[PlanNode, Option
     return _into(b, s, root), b.options(s)
 
 
-def _check_tau(b: Binder, a: ast.Approximate) -> None:
-    if a.tau is not None and not 0 < a.tau <= 1:
-        raise b.fail(f"TAU must be in (0, 1], got {a.tau:g}", a.spans.get("tau"))
-
-
-def _check_approximate(b: Binder, s: ast.ExplainOcclusion, model, patch: int,
-                       stride: int, side: int) -> None:
-    """Valid ranges for every approximate setting, and a tuning to read for accuracy targets."""
-    from kryptondb.approx import drilldown as D
-    from kryptondb.approx.tuning import lookup
-
-    a = s.approximate
-    where = a.spans.get
-    if s.incremental is False:
-        raise b.fail("NAIVE and APPROXIMATE exclude each other (approximate plans are "
-                     "incremental)", a.span)
-    _check_tau(b, a)
-    if a.drilldown is not None:
-        if not 0 < a.drilldown < 1:
-            raise b.fail(f"DRILLDOWN fraction must be in (0, 1), got {a.drilldown:g}",
-                         where("drilldown"))
-        bound = 1 / a.drilldown
-        if a.target is not None and not 1 <= a.target < bound:
-            raise b.fail(f"TARGET speedup must be in [1, {bound:g}) for DRILLDOWN "
-                         f"{a.drilldown:g} (drill-down speedup stays below 1/r), got "
-                         f"{a.target:g}", where("drilldown"))
-        if D.coarse_stride(stride, a.drilldown, a.target or D.default_target(a.drilldown)) \
-                > side - patch:
-            raise b.fail("DRILLDOWN: the first stage's stride leaves a single position; use a "
-                         "smaller TARGET or a smaller PATCH", where("drilldown"))
-    if a.ssim is not None and not 0 < a.ssim <= 1:
-        raise b.fail(f"SSIM target must be in (0, 1], got {a.ssim:g}", where("ssim"))
-    if a.within is not None and a.within <= 0:
-        raise b.fail(f"WITHIN needs a positive number of seconds, got {a.within:g}",
-                     where("within"))
-    if a.tau is not None and (a.ssim is not None or a.within is not None):
-        raise b.fail("give either TAU or an accuracy/time target (WITH SSIM, WITHIN), not both: "
-                     "the planner picks tau for a target", where("tau"))
-    if a.ssim is not None and a.within is not None:
-        raise b.fail("give either WITH SSIM or WITHIN, not both", where("within"))
-    if a.wants_target and lookup(b.db, model, patch, stride) is None:
-        goal = "WITHIN" if a.within is not None else "an SSIM target"
-        raise b.fail(f"{goal} needs a tuning of {model.name} at PATCH {patch} STRIDE {stride} "
-                     f"for its current weights, and there is none: run TUNE MODEL {model.name} "
-                     f"PATCH {patch} STRIDE {stride} ON IMAGES '<image files>' first, or give "
-                     "TAU", a.span)
-
-
 def _target(b: Binder, model, s: ast.ExplainOcclusion):
     t = s.target_class
     if t is None:
@@ -169,13 +104,13 @@ def _target(b: Binder, model, s: ast.ExplainOcclusion):
         classes = math.prod(model.graph[model.graph.output].shape)
         if not 0 <= t < classes:
             raise b.fail(f"class {t} is out of range: {model.name} has {classes} classes "
-                         "(numbered from 0)", s.span)
+                         "(numbered from 0)", ranges.where(s, "target_class"))
         return t
     labels = [lab.lower() for lab in model.labels or ()]
     if t.lower() in labels:
         return labels.index(t.lower())
     close = [lab for lab in model.labels or () if t.lower() in lab.lower()][:8]
-    raise b.fail(f"no class labelled {t!r} in {model.name}", s.span,
+    raise b.fail(f"no class labelled {t!r} in {model.name}", ranges.where(s, "target_class"),
                  tuple(close) or ("a class id",))
 
 
@@ -200,51 +135,33 @@ def _into(b: Binder, s, root: PlanNode) -> PlanNode:
 
 def plan_predict(b: Binder, s: ast.Predict) -> tuple[PlanNode, Options]:
     model = b.model(s.model)
-    _positive(b, s.top, "TOP", s.span)
+    k = ranges.check_top(b, s, model)
     img = node("ImageScan", **_scan_args(s.image))
     pre = node("Preprocess", img, model=model, shape=_shape(model.input_shape))
-    top = node("TopK", node("Inference", pre, model=model), k=s.top or DEFAULT_TOP, model=model)
+    top = node("TopK", node("Inference", pre, model=model), k=k, model=model)
     return _into(b, s, top), b.options(s)
 
 
 def plan_recognize(b: Binder, s: ast.RecognizeObjects) -> tuple[PlanNode, Options]:
     model = b.model(s.model)
     b.media_path(s.video, "video")
-    _positive(b, s.top, "TOP", s.span)
-    _positive(b, s.every, "EVERY", s.span)
-    if s.frames is not None and s.frames[1] < s.frames[0]:
-        raise b.fail(f"FRAMES {s.frames[0]} TO {s.frames[1]}: the range is empty", s.span)
+    k = ranges.check_top(b, s, model)
+    ranges.check_video(b, s)
     first, last = s.frames or (0, None)
     scan = node("VideoScan", **_scan_args(s.video), first=first, last=last, every=s.every or 1)
     pre = node("Preprocess", scan, model=model, shape=_shape(model.input_shape))
     inference = node("Inference", pre, model=model, **_video_settings(b, s))
-    top = node("TopK", inference, k=s.top or DEFAULT_TOP, model=model)
+    top = node("TopK", inference, k=k, model=model)
     return _into(b, s, node("FrameLabels", top, **_scan_args(s.video))), b.options(s)
 
 
 def _video_settings(b: Binder, s: ast.RecognizeObjects) -> dict:
-    """Incremental video settings, checked: what the maintain_video_views rule reads."""
-    a = s.approximate
-    tau = a.tau if a is not None else None
-    if a is not None and (a.drilldown, a.ssim, a.within) != (None, None, None):
-        raise b.fail("video recognition takes APPROXIMATE TAU only", a.span)
-    if a is not None:
-        _check_tau(b, a)
-    if s.threshold is not None and not 0 <= s.threshold <= 1:
-        raise b.fail(f"THRESHOLD is a pixel difference in [0, 1] (e.g. 0.03 for 8 grey levels), "
-                     f"got {s.threshold:g}", s.span)
-    if s.keyframe_area is not None and not 0 < s.keyframe_area <= 1:
-        raise b.fail(f"KEYFRAME AREA must be a share of the frame in (0, 1], got "
-                     f"{s.keyframe_area:g}", s.span)
-    for value, what in ((s.keyframe_every, "KEYFRAME EVERY"), (s.max_boxes, "BOXES")):
-        _positive(b, value, what, s.span)
+    """Incremental video settings (checked by ranges.check_video): what the
+    maintain_video_views rule reads."""
+    tau = s.approximate.tau if s.approximate is not None else None
     settings = {"threshold": s.threshold, "tau": tau, "keyframe_every": s.keyframe_every,
                 "keyframe_area": s.keyframe_area, "max_boxes": s.max_boxes,
                 "agreement": s.agreement or None}
-    if s.incremental is False and any(v is not None for k, v in settings.items()
-                                      if k != "agreement"):
-        raise b.fail("NAIVE runs full inference per frame: THRESHOLD, APPROXIMATE, KEYFRAME and "
-                     "BOXES need the incremental plan", s.span)
     return {k: v for k, v in settings.items() if v is not None}
 
 
@@ -253,8 +170,8 @@ def plan_tune(b: Binder, s: ast.Tune) -> tuple[PlanNode, Options]:
     import glob
 
     model = b.model(s.model)
-    for value, what in ((s.patch, "PATCH"), (s.stride, "STRIDE")):
-        _positive(b, value, what, s.span)
+    patch, stride = ranges.check_window(b, s, model)
+    fill = ranges.check_fill(b, s)
     paths: list[str] = []
     for ref in s.images:
         if ref.quoted and any(c in ref.value for c in "*?["):
@@ -264,9 +181,7 @@ def plan_tune(b: Binder, s: ast.Tune) -> tuple[PlanNode, Options]:
             paths += [os.path.abspath(f) for f in found]
         else:
             paths.append(b.media_path(ref, "image"))
-    fill = s.fill or ast.Fill()
-    return node("Tune", model=model, patch=s.patch or DEFAULT_PATCH,
-                stride=s.stride or DEFAULT_STRIDE, fill=fill.text,
+    return node("Tune", model=model, patch=patch, stride=stride, fill=fill.text,
                 images="\n".join(paths)), b.options(s)
 
 

@@ -1,0 +1,163 @@
+"""The valid range of every statement option, checked when a statement is bound.
+
+Each error names the option, its range and why, with a caret under the option as written
+(``Statement.spans``). docs/language.md lists the same ranges. Defaults live here too, so a
+default is always inside its range (STRIDE defaults to min(4, PATCH), TOP to min(5, classes)).
+"""
+
+from __future__ import annotations
+
+import math
+
+from kryptondb.lang import ast
+
+DEFAULT_PATCH, DEFAULT_STRIDE, DEFAULT_TOP = 16, 4, 5
+DEFAULT_MEMORY_MB = 512
+MAX_BATCH = 4096  # a larger batch of occluded inputs only costs memory (the planner's cap: 256)
+MAX_MEMORY_MB = 1 << 20  # 1 TiB
+MAX_BOXES = 64  # change boxes per frame
+FILLS = ("constant", "gray", "black", "mean", "blur")
+# RECOGNIZE options that only the incremental plan reads (NAIVE would ignore them)
+INCREMENTAL_ONLY = ("threshold", "approximate", "keyframe_every", "keyframe_area", "max_boxes",
+                    "agreement")
+
+
+def where(s: ast.Statement, key: str) -> ast.Span:
+    """The option's span, or the statement's when it was not written (a default)."""
+    return s.spans.get(key) or s.span
+
+
+def check_int(b, s, key: str, what: str, hi: int | None = None, why: str = "",
+              unit: str = "") -> None:
+    """An integer option in [1, hi] (hi None: any positive integer).
+
+    The message: "STRIDE 8 is out of range: STRIDE must be a positive integer, at most 4
+    (PATCH 4: ...)"."""
+    value = getattr(s, key)
+    if value is None or 1 <= value <= (hi or value):
+        return
+    bound = "" if hi is None else f", at most {hi}{unit}{why}"
+    raise b.fail(f"{what} {value}{unit} is out of range: {what} must be a positive integer{bound}",
+                 where(s, key))
+
+
+def check_window(b, s, model) -> tuple[int, int]:
+    """PATCH and STRIDE (EXPLAIN OCCLUSION, TUNE): the patch fits the model's input, and the
+    stride is at most the patch, so every pixel is occluded at some position."""
+    _, h, w = model.input_shape
+    side = min(h, w)
+    check_int(b, s, "patch", "PATCH", side, f" (the side of {model.name}'s {h}x{w} input)")
+    patch = s.patch or DEFAULT_PATCH
+    if patch > side:
+        raise b.fail(f"the default PATCH {DEFAULT_PATCH} is larger than {model.name}'s {h}x{w} "
+                     f"input: give PATCH <= {side}", s.span)
+    check_int(b, s, "stride", "STRIDE", patch, f" (PATCH {patch}: a larger stride "
+              "leaves pixels that no patch covers)")
+    return patch, s.stride or min(DEFAULT_STRIDE, patch)
+
+
+def check_fill(b, s) -> ast.Fill:
+    fill = s.fill or ast.Fill()
+    if fill.kind not in FILLS:
+        raise b.fail(f"unknown FILL {fill.kind.upper()!r}", where(s, "fill"),
+                     ("a number in [0, 1]", "GRAY", "BLACK", "MEAN", "BLUR"))
+    if fill.kind == "constant" and not 0 <= fill.value <= 1:
+        raise b.fail(f"FILL must be a pixel value in [0, 1] (before normalisation), got "
+                     f"{fill.value:g}", where(s, "fill"))
+    return fill
+
+
+def check_occlusion(b, s: ast.ExplainOcclusion, model) -> tuple[int, int, ast.Fill]:
+    """Every EXPLAIN OCCLUSION option but FOR CLASS; (patch, stride, fill) with defaults."""
+    patch, stride = check_window(b, s, model)
+    check_int(b, s, "batch", "BATCH", MAX_BATCH)
+    check_int(b, s, "memory_mb", "MEMORY", MAX_MEMORY_MB, " (1 TiB)", unit=" MB")
+    fill = check_fill(b, s)
+    if s.approximate is not None:
+        check_approximate(b, s, model, patch, stride, min(model.input_shape[1:]))
+    return patch, stride, fill
+
+
+def check_top(b, s, model) -> int:
+    """TOP k: at most the model's number of classes; the default is min(5, classes)."""
+    classes = math.prod(model.graph[model.graph.output].shape)
+    check_int(b, s, "top", "TOP", classes, f" ({model.name} has {classes} classes)")
+    return s.top or min(DEFAULT_TOP, classes)
+
+
+def check_tau(b, a: ast.Approximate) -> None:
+    if a.tau is not None and not 0 < a.tau <= 1:
+        raise b.fail(f"TAU must be in (0, 1], got {a.tau:g}", a.spans.get("tau"))
+
+
+def check_approximate(b, s: ast.ExplainOcclusion, model, patch: int, stride: int,
+                      side: int) -> None:
+    """Valid ranges for every approximate setting, and a tuning to read for accuracy targets."""
+    from kryptondb.approx import drilldown as D
+    from kryptondb.approx.tuning import lookup
+
+    a = s.approximate
+    at = a.spans.get
+    if s.incremental is False:
+        raise b.fail("NAIVE and APPROXIMATE exclude each other (approximate plans are "
+                     "incremental)", a.span)
+    check_tau(b, a)
+    if a.drilldown is not None:
+        if not 0 < a.drilldown < 1:
+            raise b.fail(f"DRILLDOWN fraction must be in (0, 1), got {a.drilldown:g}",
+                         at("drilldown"))
+        bound = 1 / a.drilldown
+        if a.target is not None and not 1 <= a.target < bound:
+            raise b.fail(f"TARGET speedup must be in [1, {bound:g}) for DRILLDOWN "
+                         f"{a.drilldown:g} (drill-down speedup stays below 1/r), got "
+                         f"{a.target:g}", at("drilldown"))
+        if D.coarse_stride(stride, a.drilldown, a.target or D.default_target(a.drilldown)) \
+                > side - patch:
+            raise b.fail("DRILLDOWN: the first stage's stride leaves a single position; use a "
+                         "smaller TARGET or a smaller PATCH", at("drilldown"))
+    if a.ssim is not None and not 0 < a.ssim <= 1:
+        raise b.fail(f"SSIM target must be in (0, 1], got {a.ssim:g}", at("ssim"))
+    if a.within is not None and a.within <= 0:
+        raise b.fail(f"WITHIN needs a positive number of seconds, got {a.within:g}",
+                     at("within"))
+    if a.tau is not None and (a.ssim is not None or a.within is not None):
+        raise b.fail("give either TAU or an accuracy/time target (WITH SSIM, WITHIN), not both: "
+                     "the planner picks tau for a target", at("tau"))
+    if a.ssim is not None and a.within is not None:
+        raise b.fail("give either WITH SSIM or WITHIN, not both", at("within"))
+    if a.wants_target and lookup(b.db, model, patch, stride) is None:
+        goal = "WITHIN" if a.within is not None else "an SSIM target"
+        raise b.fail(f"{goal} needs a tuning of {model.name} at PATCH {patch} STRIDE {stride} "
+                     f"for its current weights, and there is none: run TUNE MODEL {model.name} "
+                     f"PATCH {patch} STRIDE {stride} ON IMAGES '<image files>' first, or give "
+                     "TAU", a.span)
+
+
+def check_video(b, s: ast.RecognizeObjects) -> None:
+    """RECOGNIZE's frame selection and incremental settings (TOP is check_top's)."""
+    check_int(b, s, "every", "EVERY")
+    if s.frames is not None and s.frames[1] < s.frames[0]:
+        raise b.fail(f"FRAMES {s.frames[0]} TO {s.frames[1]}: the range is empty",
+                     where(s, "frames"))
+    a = s.approximate
+    if a is not None and (a.drilldown, a.ssim, a.within) != (None, None, None):
+        raise b.fail("video recognition takes APPROXIMATE TAU only", a.span)
+    if a is not None:
+        check_tau(b, a)
+    if s.threshold is not None and not 0 <= s.threshold <= 1:
+        raise b.fail(f"THRESHOLD is a pixel difference in [0, 1] (e.g. 0.03 for 8 grey levels), "
+                     f"got {s.threshold:g}", where(s, "threshold"))
+    if s.keyframe_area is not None and not 0 < s.keyframe_area <= 1:
+        raise b.fail(f"KEYFRAME AREA must be a share of the frame in (0, 1], got "
+                     f"{s.keyframe_area:g}", where(s, "keyframe_area"))
+    check_int(b, s, "keyframe_every", "KEYFRAME EVERY")
+    check_int(b, s, "max_boxes", "BOXES", MAX_BOXES, " boxes per frame")
+    given = {k: getattr(s, k) for k in INCREMENTAL_ONLY} | {"agreement": s.agreement or None}
+    used = [k for k, v in given.items() if v is not None]
+    if s.incremental is False and used:
+        raise b.fail("NAIVE runs full inference per frame: THRESHOLD, APPROXIMATE, KEYFRAME, "
+                     "BOXES and WITH AGREEMENT need the incremental plan", where(s, used[0]))
+    exact = s.approximate is None and "approximate" in s.spans  # EXACT was written
+    if exact and s.threshold:
+        raise b.fail(f"EXACT and THRESHOLD {s.threshold:g} exclude each other: changes below a "
+                     "threshold are not recomputed", where(s, "threshold"))

@@ -1,0 +1,238 @@
+"""Hand-made hostile files for the bad-input corpus, and the statements and functions that read
+them: truncated, corrupt and lying files (decompression bombs, absurd ONNX shapes, stride-0 and
+lying checkpoint storages), ONNX external data that is missing or escapes its folder, malicious
+pickles, and special files (FIFO, /dev/zero, /dev/urandom, a directory, a socket, links).
+tests/corpus_worker.py reads them, tests/test_bad_input.py checks the outcomes."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import struct
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from corpus_worker import World, connect
+
+# -- hostile files -----------------------------------------------------------------------------
+
+
+def _png(width: int, height: int, body: bytes = b"", color_type: int = 2) -> bytes:
+    """A PNG whose header declares width x height; its pixel data is ``body`` (often far too
+    little: a decompression bomb only needs the header to lie)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(body))
+            + chunk(b"IEND", b""))
+
+
+def _image_bytes(world: World, fmt: str, mode: str = "RGB", size=(20, 20), **kw) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    img = Image.open(world.img).convert(mode).resize(size)
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _onnx_variants(world: World) -> dict[str, bytes]:
+    import onnx
+    from onnx import TensorProto, helper
+
+    good = onnx.load(str(world.onnx))
+    out: dict[str, bytes] = {}
+
+    def variant(name, change):
+        m = onnx.ModelProto()
+        m.CopyFrom(good)
+        change(m)
+        out[name] = m.SerializeToString()
+
+    def dims(*d):
+        def change(m):
+            shape = m.graph.input[0].type.tensor_type.shape
+            del shape.dim[:]
+            for v in d:
+                shape.dim.add().dim_value = v
+        return change
+
+    def external(location, offset=0, length=64):
+        def change(m):
+            t = m.graph.initializer[0]
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+            for k, v in (("location", location), ("offset", str(offset)),
+                         ("length", str(length))):
+                t.external_data.add(key=k, value=v)
+        return change
+
+    variant("huge_input.onnx", dims(1, 3, 100000, 100000))
+    variant("zero_input.onnx", dims(1, 3, 0, 16))
+    variant("rank2_input.onnx", dims(1, 768))
+    variant("no_nodes.onnx", lambda m: m.graph.ClearField("node"))
+    variant("no_inputs.onnx", lambda m: m.graph.ClearField("input"))
+    variant("cycle.onnx", lambda m: m.graph.node[0].input.__setitem__(0, "y"))
+    variant("opset_999.onnx", lambda m: m.opset_import[0].__setattr__("version", 999))
+    variant("huge_initializer.onnx", lambda m: m.graph.initializer[0].dims.__setitem__(0, 1 << 40))
+    variant("string_input.onnx", lambda m: m.graph.input[0].type.tensor_type.__setattr__(
+        "elem_type", TensorProto.STRING))
+    variant("ext_missing.onnx", external("no_such_weights.bin"))
+    variant("ext_escape.onnx", external("../../../../../../etc/passwd"))
+    variant("ext_absolute.onnx", external("/etc/passwd"))
+    variant("ext_dev_zero.onnx", external("/dev/zero", length=1 << 40))
+    variant("ext_huge_offset.onnx", external("tiny.onnx", offset=1 << 50))
+    kernel = helper.make_node("Conv", ["x", "wbig"], ["y"])
+    big = helper.make_tensor("wbig", TensorProto.FLOAT, [1, 3, 64, 64], [0.0] * (3 * 64 * 64))
+    g = helper.make_graph([kernel], "g", list(good.graph.input), [helper.make_tensor_value_info(
+        "y", TensorProto.FLOAT, None)], [big])
+    out["kernel_larger_than_input.onnx"] = helper.make_model(g).SerializeToString()
+    out["tensor_not_model.onnx"] = helper.make_tensor("t", TensorProto.FLOAT, [1], [1.0]) \
+        .SerializeToString()
+    return out
+
+
+def _checkpoints(world: World) -> dict[str, bytes]:
+    from test_checkpoint import (FLOATS, STATE, STORAGES, ODict, legacy_bytes, legacy_pickles,
+                                 payloads, storage_bytes, tensor)
+
+    out = {f"evil_{k.replace(' ', '_')}.pth": v for k, (v, _) in payloads(world.marker).items()}
+    pickles = legacy_pickles(STATE, STORAGES)
+    pickles[3] = payloads(world.marker)["os.system"][0]
+    out["evil_state.pth"] = b"".join(pickles) + storage_bytes(STORAGES)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/data.pkl", payloads(world.marker)["stdlib os.system"][0])
+    out["evil_zip.pth"] = buf.getvalue()
+    whole = legacy_bytes(STATE, STORAGES)
+    out["truncated.pth"] = whole[: len(whole) // 2]
+    amplified = ODict(w=tensor("0", FLOATS, 0, (1 << 20, 1 << 20), (0, 0)))
+    out["stride0_amplified.pth"] = legacy_bytes(amplified, {"0": FLOATS})
+    lying = legacy_bytes(ODict(w=tensor("0", FLOATS, 0, (24,), (1,))), {"0": FLOATS})
+    out["storage_count_lies.pth"] = lying.replace(struct.pack("<q", 24), struct.pack("<q", 1 << 60))
+    return out
+
+
+def hostile_files(world: World) -> dict[str, Path]:
+    """name -> path of every hostile file (created under world.dir / 'hostile')."""
+    root = world.dir / "hostile"
+    root.mkdir(exist_ok=True)
+    good_png, good_onnx = world.img.read_bytes(), world.onnx.read_bytes()
+    good_vid = world.vid.read_bytes()
+    rng = np.random.default_rng(2)
+    data: dict[str, bytes] = {
+        "empty.png": b"", "empty.onnx": b"", "empty.mp4": b"", "empty.pth": b"",
+        "text.png": b"definitely not a PNG\n", "text.onnx": b"ir_version: 7\n",
+        "random.onnx": rng.bytes(4096), "random.mp4": rng.bytes(4096), "random.png": rng.bytes(512),
+        "truncated.png": good_png[: len(good_png) // 2], "header_only.png": good_png[:33],
+        "truncated.onnx": good_onnx[: len(good_onnx) // 2], "truncated.mp4": good_vid[:300],
+        "truncated_late.mp4": good_vid[: len(good_vid) * 3 // 4],
+        "bomb_10gpx.png": _png(100_000, 100_000), "bomb_144mpx.png": _png(12_000, 12_000),
+        "bomb_wide.png": _png(1 << 30, 1), "zero_width.png": _png(0, 20),
+        "bad_color_type.png": _png(20, 20, color_type=7),
+        "gray16.png": _image_bytes(world, "PNG", "I;16"), "one_bit.png": _image_bytes(
+            world, "PNG", "1"), "cmyk.jpg": _image_bytes(world, "JPEG", "CMYK"),
+        "palette.gif": _image_bytes(world, "GIF", "P"), "rgba.png": _image_bytes(world, "PNG",
+                                                                                 "RGBA"),
+        "tiny_1x1.png": _image_bytes(world, "PNG", size=(1, 1)),
+        "thin_1x4000.png": _image_bytes(world, "PNG", size=(4000, 1)),
+        "tiff.tif": _image_bytes(world, "TIFF"), "bmp.bmp": _image_bytes(world, "BMP"),
+        "svg.png": b'<svg xmlns="http://www.w3.org/2000/svg" width="99999" height="99999"/>',
+        "image_as_video.mp4": good_png, "video_as_image.png": good_vid,
+        "onnx_as_image.png": good_onnx,
+        **_onnx_variants(world), **_checkpoints(world),
+    }
+    corrupt = bytearray(_image_bytes(world, "JPEG", size=(64, 64)))
+    corrupt[200:260] = rng.bytes(60)
+    data["corrupt.jpg"] = bytes(corrupt)
+    files = {}
+    for name, blob in data.items():
+        (root / name).write_bytes(blob)
+        files[name] = root / name
+    return {**files, **_special_files(root)}
+
+
+def _special_files(root: Path) -> dict[str, Path]:
+    out = {"dev_zero": Path("/dev/zero"), "dev_null": Path("/dev/null"),
+           "dev_urandom": Path("/dev/urandom"), "directory": root / "folder.png"}
+    out["directory"].mkdir(exist_ok=True)
+    fifo = root / "fifo.onnx"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    out["fifo"] = fifo
+    sock = root / "sock.png"
+    if not sock.exists():
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(sock))
+        s.close()
+    out["socket"] = sock
+    for name, target in (("zero_link.onnx", "/dev/zero"), ("loop.png", "loop.png"),
+                         ("dangling.mp4", "nowhere.mp4")):
+        link = root / name
+        if not link.is_symlink():
+            link.symlink_to(target)
+        out[name] = link
+    return out
+
+
+# -- reading them ------------------------------------------------------------------------------
+
+READERS = {
+    "CREATE MODEL": "CREATE MODEL m FROM '{f}'",
+    "CREATE MODEL, PREDICT": "CREATE MODEL m FROM '{f}'; PREDICT IMAGE cat USING MODEL m TOP 1",
+    "LOAD IMAGE": "LOAD IMAGE '{f}' AS x",
+    "LOAD VIDEO": "LOAD VIDEO '{f}' AS v",
+    "PREDICT": "PREDICT IMAGE '{f}' USING MODEL tiny TOP 2",
+    "EXPLAIN OCCLUSION": "EXPLAIN OCCLUSION OF IMAGE '{f}' USING MODEL tiny PATCH 8 STRIDE 8",
+    "TUNE": "TUNE MODEL tiny PATCH 8 STRIDE 4 ON IMAGES '{f}'",
+    "RECOGNIZE": "RECOGNIZE OBJECTS IN VIDEO '{f}' USING MODEL tiny TOP 1",
+    "RECOGNIZE NAIVE": "RECOGNIZE OBJECTS IN VIDEO '{f}' USING MODEL tiny TOP 1 NAIVE",
+}
+# Every file goes through the three statements that register files; the readers of one kind
+# of file see the files of that kind, and special files (no suffix) see every reader.
+EVERY_FILE = ("CREATE MODEL", "LOAD IMAGE", "LOAD VIDEO")
+BY_KIND = {
+    "model": ("CREATE MODEL, PREDICT", "load_model", "load_checkpoint", "on-disk CREATE MODEL"),
+    "image": ("PREDICT", "EXPLAIN OCCLUSION", "TUNE", "load_image"),
+    "video": ("RECOGNIZE", "RECOGNIZE NAIVE"),
+}
+KINDS = {".onnx": "model", ".pth": "model", ".png": "image", ".jpg": "image", ".gif": "image",
+         ".tif": "image", ".bmp": "image", ".mp4": "video"}
+HOSTILE_TIMEOUT_S = 10  # a hostile file is refused in well under a second
+HOSTILE_HEADROOM = 1 << 30
+
+
+def readers(name: str) -> tuple[str, ...]:
+    kind = KINDS.get(os.path.splitext(name)[1])
+    extra = BY_KIND[kind] if kind else sum(BY_KIND.values(), ())
+    return EVERY_FILE + tuple(r for r in extra if r not in EVERY_FILE)
+
+
+def read_action(world: World, reader: str, path: Path):
+    """The action a case runs: a statement on a fresh connection, or a Python API call."""
+    import kryptondb
+
+    if reader == "load_model":
+        return lambda: kryptondb.load_model(str(path))
+    if reader == "load_image":
+        return lambda: kryptondb.load_image(path)
+    if reader == "load_checkpoint":
+        from kryptondb.model.checkpoint import load_checkpoint
+
+        return lambda: load_checkpoint(path)
+    if reader == "on-disk CREATE MODEL":
+        def create():
+            with tempfile.TemporaryDirectory() as db:
+                kryptondb.connect(db).execute(f"CREATE MODEL m FROM '{path}'")
+        return create
+    con = connect(world)
+    return lambda: con.execute(READERS[reader].replace("{f}", str(path)))
+
+
