@@ -84,11 +84,27 @@ def test_files_settings_and_duckdb_catalog_are_out_of_reach(con, query, says):
     assert says in err.message
 
 
-@pytest.mark.parametrize("query", ["SELECT * FROM '/etc/passwd'", "SELECT * FROM duckdb_tables",
-                                   "SELECT * FROM pg_catalog.pg_class"])
+@pytest.mark.parametrize("query", [
+    "SELECT * FROM '/etc/passwd'", "SELECT * FROM duckdb_tables", "SELECT * FROM pg_catalog.pg_class",
+    # a CTE's name counts only where DuckDB sees it: not beside or above its WITH, not in its own
+    # body, not in an earlier CTE, and in a recursive CTE only in the recursive part
+    "SELECT * FROM (WITH pg_settings AS (SELECT 1) SELECT 1) t, pg_settings",
+    "SELECT 1 WHERE EXISTS (WITH pg_tables AS (SELECT 1) SELECT 1) AND 'x' IN (FROM pg_tables)",
+    "WITH pg_settings AS (SELECT * FROM pg_settings) SELECT * FROM pg_settings",
+    "WITH a AS (SELECT * FROM sqlite_master), sqlite_master AS (SELECT 1) SELECT * FROM a",
+    "WITH RECURSIVE pg_settings(name) AS (SELECT name FROM pg_settings UNION ALL "
+    "SELECT 'x' WHERE false) SELECT * FROM pg_settings",
+])
 def test_a_path_or_a_system_view_is_not_a_table(con, query):
     err = _fails(con, query)
     assert "no table" in str(err) or "SQL here sees" in str(err)
+
+
+def test_cte_names_are_seen_where_duckdb_sees_them(con):
+    q = ("WITH RECURSIVE a AS (SELECT 1 AS v), b AS (SELECT v + 1 AS v FROM a), "
+         "r(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM r WHERE v < 3) "
+         "SELECT (WITH c AS (FROM b) SELECT max(v) FROM c) AS m, count(*) AS n FROM r")
+    assert con.execute(q).to_arrow().to_pylist() == [{"m": 2, "n": 3}]
 
 
 @pytest.mark.parametrize("statement", [
