@@ -143,6 +143,12 @@ def hostile_files(world: World) -> dict[str, Path]:
                                                                                  "RGBA"),
         "tiny_1x1.png": _image_bytes(world, "PNG", size=(1, 1)),
         "thin_1x4000.png": _image_bytes(world, "PNG", size=(4000, 1)),
+        # 4 MP, under the pixel limit, but resized whole to the tiny model's 18 pixels wide it
+        # would be 1.3 G pixels (at 256 wide, a 1 x 60000 image would be 15 G)
+        "thin_1x4000000.png": _image_bytes(world, "PNG", size=(1, 4_000_000)),
+        # PIL's DDS reader raises NotImplementedError for a pixel format it does not know
+        "unknown_format.dds": b"DDS " + struct.pack("<7I", 124, 0x1007, 8, 8, 0, 0, 0)
+        + bytes(200),
         "tiff.tif": _image_bytes(world, "TIFF"), "bmp.bmp": _image_bytes(world, "BMP"),
         "svg.png": b'<svg xmlns="http://www.w3.org/2000/svg" width="99999" height="99999"/>',
         "image_as_video.mp4": good_png, "video_as_image.png": good_vid,
@@ -204,7 +210,7 @@ BY_KIND = {
     "video": ("RECOGNIZE", "RECOGNIZE NAIVE"),
 }
 KINDS = {".onnx": "model", ".pth": "model", ".png": "image", ".jpg": "image", ".gif": "image",
-         ".tif": "image", ".bmp": "image", ".mp4": "video"}
+         ".tif": "image", ".bmp": "image", ".dds": "image", ".mp4": "video"}
 HOSTILE_TIMEOUT_S = 10  # a hostile file is refused in well under a second
 HOSTILE_HEADROOM = 1 << 30
 
