@@ -31,6 +31,15 @@ def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a plain file")
 
 
+def user_path(path, what: str, error: type[FileError] = FileError) -> str:
+    """``path`` (a str, bytes or os.PathLike) as a str; anything else is ``error`` naming what
+    was given instead of a path."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise error(f"{what}: expected a path, got {type(path).__name__} {path!r:.60}") from None
+
+
 def _require_regular(st: os.stat_result, shown: str, what: str, error: type) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{what} {shown!r} is {_kind(st.st_mode)}, not a regular file")
@@ -40,7 +49,7 @@ def check_regular(path: str | os.PathLike, what: str,
                   error: type[FileError] = FileError) -> os.stat_result:
     """The stat of ``path`` if it is a regular file (after symlinks), else ``error`` saying
     what it is; ``what`` names the file's role in the message ("image file", ...)."""
-    shown = os.fspath(path)
+    shown = user_path(path, what, error)
     try:
         st = os.stat(shown)
     except FileNotFoundError:
@@ -55,7 +64,7 @@ def check_regular(path: str | os.PathLike, what: str,
 def open_regular(path: str | os.PathLike, what: str,
                  error: type[FileError] = FileError) -> BinaryIO:
     """``path`` opened for binary reading, if it is a regular file; see the module docstring."""
-    shown = os.fspath(path)
+    shown = user_path(path, what, error)
     check_regular(shown, what, error)
     try:
         fd = os.open(shown, os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 
 import numpy as np
 import onnx
@@ -174,6 +175,64 @@ def test_unknown_backend_lists_known_ones(mobilenet):
         get_backend("tensorrt")
     with pytest.raises(BackendError, match="known: numpy, onnxruntime"):
         mobilenet.predict(np.zeros((1, 3, 224, 224), np.float32), backend="tpu")
+
+
+# -- the Python API: wrong types and values are KryptonErrors that say what was expected -------
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda m: m.predict(np.zeros((0, 3, 224, 224), np.float32)), "N >= 1"),
+    (lambda m: m.predict([]), "no images"),
+    (lambda m: m.predict(None), "got NoneType"),
+    (lambda m: m.predict(7), "got int"),
+    (lambda m: m.predict([np.zeros((3, 224, 224)), np.zeros((3, 99, 99))]), "99 at item 1"),
+    (lambda m: m.predict([np.zeros((3, 224, 224)), 3.5]), "item 1 is a float"),
+    (lambda m: m.predict(np.zeros((1, 3, 224, 224), np.complex64)), "real numbers"),
+    (lambda m: m.predict(np.zeros((1, 3, 224, 224), object)), "real numbers"),
+    (lambda m: m.predict(np.full((2, 3, 224, 224), np.nan, np.float32)), "input 0 holds NaN"),
+    (lambda m: m.predict(np.zeros((1, 3, 224, 224), np.float32), batch_size=0), "batch_size"),
+    (lambda m: m.predict(np.zeros((1, 3, 224, 224), np.float32), batch_size=2.5), "batch_size"),
+    (lambda m: m.top(np.zeros((1, 3, 224, 224), np.float32), k=0), "k must be"),
+    (lambda m: m.top(np.zeros((1, 3, 224, 224), np.float32), k=-1), "k must be"),
+    (lambda m: m.top(np.zeros((1, 3, 224, 224), np.float32), k=1001), "1 to 1000"),
+    (lambda m: m.predict(_image("RGB", (0, 0))), "0x0"),
+    (lambda m: kryptondb.load_model(None), "expected a path, got NoneType"),
+    (lambda m: kryptondb.load_model("resnet18", seed=-1), "seed"),
+    (lambda m: kryptondb.load_model("resnet18", seed="1"), "seed"),
+    (lambda m: kryptondb.load_image(None), "expected a path"),
+    (lambda m: kryptondb.load_image(3), "expected a path, got int"),
+    (lambda m: kryptondb.Preprocess(resize=0), "resize must be a positive integer"),
+    (lambda m: kryptondb.Preprocess(std=(1, 0, 1)), "std must be"),
+    (lambda m: kryptondb.connect(5), "expected a path, got int"),
+    (lambda m: kryptondb.connect(""), "path is empty"),
+    (lambda m: kryptondb.connect().execute(None), "a query is a str, got NoneType"),
+    (lambda m: kryptondb.connect().execute(b"SHOW MODELS"), "a query is a str, got bytes"),
+    (lambda m: kryptondb.connect().execute(["SHOW MODELS"]), "got list"),
+    (lambda m: kryptondb.explain(5), "a query is a str, got int"),
+], ids=lambda v: "" if callable(v) else v)
+def test_api_misuse_is_a_krypton_error(mobilenet, call, says):
+    with pytest.raises(KryptonError, match=re.escape(says)):
+        call(mobilenet)
+
+
+def _image(mode, size):
+    from PIL import Image
+
+    return Image.new(mode, size)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "I;16", "F", "1", "CMYK"])
+def test_a_pil_image_of_any_mode_is_converted(mobilenet, mode):
+    from PIL import Image
+
+    img = Image.open(kryptondb.bundled_image()).convert(mode)
+    assert mobilenet.predict(img).shape == (1, 1000)
+
+
+def test_integer_and_bool_arrays_are_numbers(mobilenet):
+    x = np.zeros((1, 3, 224, 224))
+    for dtype in (np.uint8, np.int64, bool, np.float64):
+        assert mobilenet.predict(x.astype(dtype)).shape == (1, 1000)
 
 
 # -- option ranges: each checked at plan time, the caret under the option --------------------
