@@ -95,7 +95,8 @@ def load_image(path) -> "PIL.Image.Image":  # noqa: F821
         raise ImageError(f"image file {path!r} is too large ({exc}); the image_pixels limit is "
                          f"{limit:,} pixels ({how_to_raise('image_pixels')})") from None
     except Exception as exc:  # PIL's decoders fail in many ways on a corrupt or odd file
-        raise ImageError(f"{path!r} is not a readable image ({type(exc).__name__}: {exc})") from None
+        raise ImageError(f"{path!r} is not a readable image ({type(exc).__name__}: "
+                         f"{exc})") from None
 
 
 def _rgb(image) -> "PIL.Image.Image":  # noqa: F821

@@ -85,7 +85,8 @@ def test_files_settings_and_duckdb_catalog_are_out_of_reach(con, query, says):
 
 
 @pytest.mark.parametrize("query", [
-    "SELECT * FROM '/etc/passwd'", "SELECT * FROM duckdb_tables", "SELECT * FROM pg_catalog.pg_class",
+    "SELECT * FROM '/etc/passwd'", "SELECT * FROM duckdb_tables",
+    "SELECT * FROM pg_catalog.pg_class",
     # a CTE's name counts only where DuckDB sees it: not beside or above its WITH, not in its own
     # body, not in an earlier CTE, and in a recursive CTE only in the recursive part
     "SELECT * FROM (WITH pg_settings AS (SELECT 1) SELECT 1) t, pg_settings",
