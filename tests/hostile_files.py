@@ -84,6 +84,17 @@ def _onnx_variants(world: World) -> dict[str, bytes]:
     variant("huge_initializer.onnx", lambda m: m.graph.initializer[0].dims.__setitem__(0, 1 << 40))
     variant("string_input.onnx", lambda m: m.graph.input[0].type.tensor_type.__setattr__(
         "elem_type", TensorProto.STRING))
+    # malformed nodes: each raised KeyError, IndexError or ZeroDivisionError on import, or was
+    # accepted and then failed in onnxruntime
+    variant("conv_stride_0.onnx", lambda m: m.graph.node[0].attribute.append(
+        helper.make_attribute("strides", [0, 0])))
+    variant("conv_kernel_shape_lies.onnx", lambda m: m.graph.node[0].attribute.append(
+        helper.make_attribute("kernel_shape", [1, 1])))
+    variant("conv_weight_from_image.onnx", lambda m: m.graph.node[0].input.__setitem__(1, "x"))
+    variant("constant_without_value.onnx", lambda m: m.graph.node.insert(
+        0, helper.make_node("Constant", [], ["k"])))
+    variant("op_of_another_domain.onnx", lambda m: m.graph.node[1].__setattr__(
+        "domain", "com.example"))
     variant("ext_missing.onnx", external("no_such_weights.bin"))
     variant("ext_escape.onnx", external("../../../../../../etc/passwd"))
     variant("ext_absolute.onnx", external("/etc/passwd"))

@@ -82,6 +82,120 @@ def test_negative_pads_are_refused_not_crashed_on(tmp_path):
         import_onnx(path)
 
 
+def _w(*shape):
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def _node(op, ins, out="y", **kw):
+    return helper.make_node(op, ins, [out], name=f"{op.lower()}0", **kw)
+
+
+_GAP = [helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["y"])]
+_FLAT = [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+         helper.make_node("Flatten", ["g"], ["f"])]
+_W = {"w": _w(4, 3, 3, 3)}
+
+
+def _on_x(op, ins=("x",), **kw):
+    """``op`` on the image, then global pooling."""
+    return [_node(op, list(ins), "c", **kw)] + _GAP
+
+
+def _const_add(op, ins):
+    """A constant made by ``op`` from ``ins``, added to the image."""
+    return [_node(op, ins, "k"), _node("Add", ["x", "k"], "c")] + _GAP
+
+
+_PADS = np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)
+# Each of these broke the importer with a KeyError, IndexError, ZeroDivisionError, ValueError or
+# TypeError, or was accepted and then failed in onnxruntime (or ran something else than the file).
+MALFORMED = {
+    "conv weight from the image": ([_node("Relu", ["x"], "r")] + _on_x("Conv", ["x", "r"]), {}),
+    "conv without a weight": (_on_x("Conv"), {}),
+    "conv weight of rank 0": (_on_x("Conv", ["x", "w"]), {"w": np.float32(1)}),
+    "conv stride 0": (_on_x("Conv", ["x", "w"], strides=[0, 0]), _W),
+    "conv negative stride": (_on_x("Conv", ["x", "w"], strides=[-1, -1]), _W),
+    "conv dilation 0": (_on_x("Conv", ["x", "w"], dilations=[0, 0]), _W),
+    "conv one pad": (_on_x("Conv", ["x", "w"], pads=[1]), _W),
+    "conv three strides": (_on_x("Conv", ["x", "w"], strides=[1, 1, 1]), _W),
+    "SAME conv stride 0": (_on_x("Conv", ["x", "w"], auto_pad="SAME_UPPER", strides=[0, 0]), _W),
+    "unknown auto_pad": (_on_x("Conv", ["x", "w"], auto_pad="WHATEVER"), _W),
+    "kernel_shape unlike the weight": (_on_x("Conv", ["x", "w"], kernel_shape=[1, 1]), _W),
+    "conv bias of another length": (_on_x("Conv", ["x", "w", "b"]), {**_W, "b": _w(7)}),
+    "conv group 0": (_on_x("Conv", ["x", "w"], group=0), _W),
+    "pool without kernel_shape": (_on_x("MaxPool"), {}),
+    "pool kernel 0": (_on_x("MaxPool", kernel_shape=[0, 0]), {}),
+    "pool stride 0": (_on_x("MaxPool", kernel_shape=[2, 2], strides=[0, 0]), {}),
+    "pool pads as large as the kernel": (_on_x("MaxPool", kernel_shape=[2, 2], pads=[2] * 4), {}),
+    "LRN without size": (_on_x("LRN"), {}),
+    "LRN size 0": (_on_x("LRN", size=0), {}),
+    "LRN even size": (_on_x("LRN", size=4), {}),
+    "Constant without a value": (_const_add("Constant", []), {}),
+    "ConstantOfShape of a 2-D shape": (_const_add("ConstantOfShape", ["s"]),
+                                       {"s": np.ones((2, 2), np.int64)}),
+    "ConstantOfShape of a float shape": (_const_add("ConstantOfShape", ["s"]),
+                                         {"s": np.array([1e30], np.float32)}),
+    "constant Reshape to the wrong size": (_const_add("Reshape", ["a", "s"]),
+                                           {"a": _w(4), "s": np.array([3], np.int64)}),
+    "Unsqueeze beyond the rank": (_const_add("Unsqueeze", ["a", "ax"]),
+                                  {"a": _w(3), "ax": np.array([99], np.int64)}),
+    "Gather out of bounds": (_const_add("Gather", ["a", "i"]),
+                             {"a": _w(3), "i": np.array([99], np.int64)}),
+    "Reshape to an empty shape": (_on_x("Reshape", ["x", "s"]), {"s": np.array([], np.int64)}),
+    "Reshape to a float shape": (_on_x("Reshape", ["x", "s"]),
+                                 {"s": np.array([1, 3, 8, 8], np.float32)}),
+    "Concat axis beyond the rank": (_on_x("Concat", ["x", "x"], axis=99), {}),
+    "Concat of nothing": (_on_x("Concat", [], axis=1), {}),
+    "Softmax axis beyond the rank": (_on_x("Softmax", axis=-99), {}),
+    "Softmax over the batch": (_on_x("Softmax", axis=0), {}),
+    "Gemm with a 1-D B": (_FLAT + [_node("Gemm", ["f", "b"])], {"b": _w(3)}),
+    "Gemm C of another length": (_FLAT + [_node("Gemm", ["f", "b", "cc"])],
+                                 {"b": _w(3, 5), "cc": _w(7)}),
+    "MatMul B from the image": (_FLAT + [_node("MatMul", ["f", "f"])], {}),
+    "Clip bounds of several values": (_on_x("Clip", ["x", "lo"]), {"lo": _w(3)}),
+    "Pad value of several values": (_on_x("Pad", ["x", "p", "v"]), {"p": _PADS, "v": _w(3)}),
+    "Pad without pads": (_on_x("Pad"), {}),
+    "BatchNormalization missing inputs": (_on_x("BatchNormalization", ["x", "a"]), {"a": _w(3)}),
+    "BatchNormalization of the wrong length": (_on_x("BatchNormalization", ["x"] + ["a"] * 4),
+                                               {"a": _w(5)}),
+    "a constant that adds axes": (_on_x("Add", ["x", "a"]), {"a": _w(1, 5, 3, 8, 8)}),
+    "a constant of strings": (_on_x("Add", ["x", "a"]), {"a": np.array(["s"])}),
+    "a node without outputs": ([helper.make_node("Relu", ["x"], [], name="r")] + _GAP, {}),
+    "an op of another domain": ([helper.make_node("Relu", ["x"], ["c"], domain="com.example")]
+                                + _GAP, {}),
+}
+
+
+def _text_constant():
+    return helper.make_node("Constant", [], ["k"], value_string="a")
+
+
+MALFORMED["Constant holding a string"] = ([_text_constant(), _node("Add", ["x", "k"], "c")]
+                                          + _GAP, {})
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_node_is_a_model_import_error(tmp_path, case):
+    nodes, inits = MALFORMED[case]
+    path = _save(tmp_path, nodes, inits, opset=13)
+    with pytest.raises((ModelImportError, ShapeError), match="m.onnx"):
+        kryptondb.load_model(path)
+
+
+def test_every_constant_value_attribute_is_read(tmp_path):
+    """value_floats was read as 0.0 (and value_ints too): the model ran something else."""
+    import onnxruntime as ort
+
+    k = np.arange(8, dtype=np.float32) / 8
+    nodes = [_node("Constant", [], "k", value_floats=k.tolist()), _node("Add", ["x", "k"], "c")]
+    path = _save(tmp_path, nodes + _GAP, opset=13)
+    x = _w(1, 3, 8, 8)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = get_backend("numpy").run(kryptondb.load_model(path).graph, {"x": x})
+    np.testing.assert_allclose(next(iter(got.values())).reshape(want.shape), want, atol=1e-6)
+
+
 def test_missing_onnx_file_is_a_file_error(tmp_path):
     missing = tmp_path / "nowhere.onnx"
     with pytest.raises(FileError, match="nowhere.onnx"):
@@ -168,6 +282,17 @@ def test_backend_checks_feed_shape(backend, mobilenet):
 def test_backend_reports_an_unfed_input(mobilenet):
     with pytest.raises(ShapeError, match="no value fed"):
         get_backend("numpy").run(mobilenet.graph, {})
+
+
+def test_onnxruntime_refusing_a_graph_is_a_backend_error():
+    """A graph onnxruntime will not load (here an LRN of size 0, which the importer refuses, built
+    directly) is a BackendError naming it, not onnxruntime's own exception."""
+    from kryptondb.model.ir import Graph, Op, input_node, make_node
+
+    g = Graph.build("odd", [input_node("x", (3, 4, 4)), make_node("lrn", Op.LRN, ["x"], size=0,
+                    alpha=1e-4, beta=0.75, bias=1.0)], "lrn", {})
+    with pytest.raises(BackendError, match="onnxruntime could not load graph 'odd'"):
+        get_backend("onnxruntime").run(g, {"x": np.zeros((1, 3, 4, 4), np.float32)})
 
 
 def test_unknown_backend_lists_known_ones(mobilenet):
