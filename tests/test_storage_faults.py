@@ -212,6 +212,46 @@ def test_a_failed_write_is_never_rolled_forward(tmp_path, monkeypatch):
     assert Database(tmp_path).get_table("t").num_rows == 3
 
 
+def test_a_replaced_model_whose_old_views_cannot_be_dropped_is_not_reported_unchanged(
+        tmp_path, monkeypatch, sources):
+    """CREATE MODEL commits the new model, then drops the views of its old weights. A fault there
+    said 'nothing was changed' although the model had been replaced: the drops are clean-up after
+    the point of no return, so they may fail (the views are unreadable garbage), the statement
+    may not."""
+    template = tmp_path / "template"
+    con = kryptondb.connect(template)
+    con.execute(f"CREATE MODEL m FROM '{sources['inline']}'")
+    image = tmp_path / "cat.png"
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), (120, 40, 200)).save(image)
+    con.execute(f"EXPLAIN OCCLUSION OF IMAGE '{image}' USING MODEL m PATCH 4 STRIDE 4 "
+                "INCREMENTAL")
+    assert Database(template).names("view")
+    before = _snapshot(Database(template))
+    faults = Faults(monkeypatch, tmp_path)
+    statement = f"CREATE MODEL m FROM '{sources['external']}'"
+    for step in range(40):
+        root = tmp_path / f"run{step}"
+        shutil.copytree(template, root)
+        con = kryptondb.connect(root)
+        faults.arm(step, errno.ENOSPC, sticky=True)
+        try:
+            con.execute(statement)
+        except StorageError:
+            faults.arm(None)
+            assert _snapshot(Database(root)) == before, f"a fault at step {step}"
+        else:
+            faults.arm(None)
+            models = _snapshot(Database(root))
+            assert models[("model", "m")] != before[("model", "m")], f"step {step}"
+            if not Database(root).names("view"):
+                break  # every step of the statement has failed once
+        shutil.rmtree(root)
+    else:
+        pytest.fail("the statement never ran to its end")
+
+
 def test_names_too_long_for_a_file_are_refused_up_front(tmp_path):
     db = Database(tmp_path)
     for name in ("x" * 129, "y" * 300):
