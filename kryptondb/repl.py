@@ -178,7 +178,9 @@ class Shell:
         if result.kind == "heatmap":
             self.show_heatmap(result, text)
         elif result.kind == "plan" and fmt in ("svg", "html"):
-            path = self._fresh_path("plan", fmt)
+            from kryptondb.files import writable_file
+
+            path = writable_file(self._fresh_path("plan", fmt), f"plan {fmt.upper()}")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(result.message)
             self.say(f"plan saved to {path}")
@@ -200,13 +202,15 @@ class Shell:
         self.say(f"heatmap saved to {result.save_png(path)}")
 
     def _out_path(self, name: str) -> str:
-        os.makedirs(self.output_dir, exist_ok=True)
-        return os.path.normpath(os.path.join(self.output_dir, name))
+        from kryptondb.files import output_folder
+
+        return os.path.normpath(os.path.join(output_folder(self.output_dir), name))
 
     def _fresh_path(self, stem: str, ext: str) -> str:
-        """<stem>_<n>.<ext> in the output directory, never overwriting an earlier one."""
+        """<stem>_<n>.<ext> in the output directory, never overwriting an earlier one (nor
+        following a link that points nowhere)."""
         n = 1
-        while os.path.exists(path := self._out_path(f"{stem}_{n}.{ext}")):
+        while os.path.lexists(path := self._out_path(f"{stem}_{n}.{ext}")):
             n += 1
         return path
 
@@ -288,9 +292,10 @@ class Shell:
         self.say(f"opened {con.db.path}" if arg else "opened a new in-memory database")
 
     def cmd_output(self, arg: str) -> None:
+        from kryptondb.files import output_folder
+
         if arg:
-            os.makedirs(os.path.expanduser(arg), exist_ok=True)
-            self.output_dir = os.path.expanduser(arg)
+            self.output_dir = output_folder(os.path.expanduser(arg))
         self.say(f"output directory: {self.output_dir}")
 
     def cmd_timer(self, arg: str) -> None:

@@ -178,6 +178,18 @@ def test_an_output_file_in_a_missing_folder_is_refused_before_any_work(tmp_path)
     assert r.returncode == 2 and "it is a folder" in r.stderr
 
 
+def test_special_files_as_outputs_are_refused_before_any_work(tmp_path):
+    """A FIFO as --output or --sheet failed only at the end ('File or stream is not
+    seekable', no file named); a FIFO or a device as --outdir after the work too."""
+    os.mkfifo(tmp_path / "fifo.png")
+    for args in (("demo", "--output", "fifo.png"), ("recognize", "x.mp4", "--sheet", "fifo.png"),
+                 ("--outdir", "fifo.png", "-c", "SHOW MODELS"),
+                 ("--outdir", os.devnull, "-c", "SHOW MODELS")):
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 2 and not r.stdout, (args, r.stderr)
+        assert re.search(r"'(fifo.png|/dev/null)'.*(FIFO|character device)", r.stderr), r.stderr
+
+
 def test_failures_of_subcommands_are_one_line_and_status_1(tmp_path):
     """A directory or a hostile file given as a model or an image: an error line (with the
     query and a caret when the error is in the query the command ran), never a traceback (a
