@@ -225,6 +225,16 @@ def test_typo_in_a_column_has_a_caret(con):
     assert str(err).splitlines()[-1] == "         ^^^"
 
 
+def test_values_python_cannot_hold_are_printed(con):
+    """DuckDB's infinite dates, timestamps past the year 9999 and nanosecond timestamps made
+    printing a result (the shell, -c) fail with OverflowError or ValueError."""
+    r = con.execute("SELECT 'infinity'::DATE AS d, '294247-01-10'::TIMESTAMP AS t, "
+                    "TIMESTAMP_NS '2020-01-01 00:00:00.123456789' AS ns, 1 AS n")
+    text = str(r)
+    assert "value out of range" in text and "2020-01-01 00:00:00.123456789" in text
+    assert text.splitlines()[2].rstrip().endswith("1") and text.endswith("(1 row)")
+
+
 def test_positions_count_in_the_whole_statement(con):
     err = _fails(con, "EXPLAIN PLAN ANALYZE FOR\n  SELECT 'é', nme FROM preds", SqlError)
     assert (err.line, err.column, err.length) == (2, 15, 3)
@@ -251,6 +261,7 @@ def test_unknown_table_lists_the_known_ones(con):
     ("SELECT * FROM heat, heat", "Ambiguous reference"),
     ("SELECT 'abc", "unterminated"),
     ("SELECT " + "(" * 2000 + "1" + ")" * 2000, "expression depth"),
+    ("SELECT COLUMNS(x -> x LIKE '%') FROM heat", "lambda arrow"),
 ])
 def test_sql_errors_are_query_errors(con, query, says):
     err = _fails(con, query, QueryError)
