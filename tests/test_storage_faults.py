@@ -376,6 +376,48 @@ def test_readers_never_wait_for_a_writer(held):
     assert Database(root, lock_timeout=0).get_table("t").num_rows == 3
 
 
+def _writer_strikes(monkeypatch, module, name: str, times: int, write) -> None:
+    """Before each of the first ``times`` calls of ``module.name``, another process's ``write``
+    commits (and removes the version the caller is about to read)."""
+    real, calls = getattr(module, name), []
+
+    def call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= times:
+            write(len(calls))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, call)
+
+
+def test_a_reader_keeps_up_with_writers_replacing_a_table(tmp_path, monkeypatch):
+    """A reader read a table's file after two writers had replaced it in turn (each removing the
+    old file after its commit): 'missing Arrow file', although a newer version was there."""
+    from kryptondb.catalog import database
+
+    Database(tmp_path).put_table("t", _table(1, 0.0))
+    reader, writer = Database(tmp_path), Database(tmp_path)
+    reader.names("table")
+    _writer_strikes(monkeypatch, database, "read_arrow", 3,
+                    lambda i: writer.put_table("t", _table(1 + i, float(i))))
+    assert reader.get_table("t").num_rows == 4
+
+
+def test_binding_keeps_up_with_writers_replacing_a_model(tmp_path, monkeypatch, sources):
+    """PREDICT while another process replaced the model: 'ONNX file ... does not exist' (the
+    version it had looked up was removed after the other commit)."""
+    from kryptondb.model import binding
+
+    root = tmp_path / "db"
+    kryptondb.connect(root).execute(f"CREATE MODEL m FROM '{sources['inline']}'")
+    reader, writer = kryptondb.connect(root), Database(root)
+    files = [sources["external"], sources["inline"]]
+    _writer_strikes(monkeypatch, binding, "load_source", 2,
+                    lambda i: writer.register_model("m", files[i % 2], "onnx"))
+    ref = binding.resolve(reader.db, "m")
+    assert ref.source == str(writer.file_of("model", "m"))
+
+
 def test_the_lock_timeout_default_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("KRYPTON_LOCK_TIMEOUT", "2.5")
     assert kryptondb.connect().limits.lock_timeout == 2.5
