@@ -281,7 +281,7 @@ def _read_script(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
     try:
-        return read_regular(path, "script").decode("utf-8")
+        return read_regular(path, "script").decode("utf-8-sig")  # an editor's BOM is no code
     except KryptonError as exc:
         raise KryptonError(f"cannot read script {path}: {exc}") from None
     except UnicodeDecodeError as exc:

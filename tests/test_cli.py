@@ -178,6 +178,13 @@ def test_an_output_file_in_a_missing_folder_is_refused_before_any_work(tmp_path)
     assert r.returncode == 2 and "it is a folder" in r.stderr
 
 
+def test_a_script_saved_with_a_byte_order_mark_runs(tmp_path):
+    from kryptondb.cli import _read_script
+
+    (tmp_path / "s.kql").write_text("SHOW MODELS;\n", encoding="utf-8-sig")
+    assert _read_script(str(tmp_path / "s.kql")) == "SHOW MODELS;\n"
+
+
 def test_special_files_as_outputs_are_refused_before_any_work(tmp_path):
     """A FIFO as --output or --sheet failed only at the end ('File or stream is not
     seekable', no file named); a FIFO or a device as --outdir after the work too."""
