@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from kryptondb.errors import KryptonError, ModelImportError, ShapeError, UnknownNameError
+from kryptondb.errors import (FileError, KryptonError, ModelImportError, ShapeError,
+                              UnknownNameError)
 from kryptondb.images import Preprocess
 from kryptondb.model.ir import Graph, Op
 from kryptondb.model.shapes import node_flops
@@ -227,7 +228,8 @@ def load_source(kind: str, source: str, seed: int = 0) -> tuple[str, Model]:
         digest = zoo_digest(source, seed)
         return digest, CACHE.get(digest, lambda: _zoo_model(source, seed))
     digest = onnx_digest(source, seed)
-    return digest, CACHE.get(digest, lambda: _onnx_model(source, seed))
+    return digest, CACHE.get(digest, lambda: _unchanged(_onnx_model(source, seed), source, seed,
+                                                        digest))
 
 
 CACHE_BYTES = 1 << 30
@@ -284,6 +286,17 @@ def _zoo_model(name: str, seed: int) -> Model:
     else:
         graph, weights = entry.build(seed=seed), f"seeded (seed {seed}): random, not trained"
     return Model(name, graph, entry.preprocess, weights, imagenet_labels())
+
+
+def _unchanged(model: Model, path: str, seed: int, digest: str) -> Model:
+    """``model``, read from ``path`` after its digest was taken, if the file is still what the
+    digest says: else the cache would hold other weights under that digest."""
+    from kryptondb.model.digest import onnx_digest
+
+    if onnx_digest(path, seed) != digest:
+        raise FileError(f"ONNX file {path!r} changed while it was being read; run the statement "
+                        "again")
+    return model
 
 
 def _onnx_model(path: str, seed: int) -> Model:
