@@ -61,6 +61,9 @@ COMMANDS = (
 )
 
 
+_NO_ARGUMENTS = ("help", "quit", "exit", "tables", "models")
+
+
 def run_repl(connection, stdin=sys.stdin, stdout=sys.stdout, interactive=None, stderr=None,
              output_dir: str = ".") -> int:
     """Read-eval-print loop until .quit or end of input. ``interactive`` (default: stdin is a
@@ -242,6 +245,8 @@ class Shell:
         handler = getattr(self, "cmd_" + name[1:], None) if name[1:].isidentifier() else None
         if handler is None:
             self.fail(f"error: unknown command {name!r}; try .help")
+        elif arg.strip() and name[1:] in _NO_ARGUMENTS:
+            self.fail(f"error: {name} takes no argument, got {arg.strip()!r}")
         else:
             self.attempt(handler, arg.strip())
 

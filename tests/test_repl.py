@@ -84,6 +84,22 @@ def test_dot_commands(tmp_path):
     assert HEADERS["models"] not in r.stdout  # .quit ended the session
 
 
+def test_dot_commands_check_their_arguments():
+    """.tables extra, .quit now ... ran as if the argument were not there."""
+    import io
+
+    from kryptondb.repl import run_repl
+
+    for line, says in ((".tables extra", ".tables takes no argument, got 'extra'"),
+                       (".quit now", ".quit takes no argument"), (".timer maybe", "usage: .timer"),
+                       (".open /dev/null", "not a KryptonDB database directory"),
+                       (".output /dev/null", "it is a character device, not a folder")):
+        out = io.StringIO()
+        run_repl(kryptondb.connect(), io.StringIO(line + "\nSHOW VIEWS;\n"), out)
+        assert f"error: {says}" in out.getvalue() or says in out.getvalue(), line
+        assert "(0 rows)" in out.getvalue(), line  # the session went on
+
+
 def test_help_examples_parse():
     for _, example in EXAMPLES:
         parse(example)
