@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", metavar="STATEMENTS", dest="statements",
                      help="run these statements and exit")
     run.add_argument("-f", metavar="FILE", dest="file", help="run this KQL script and exit")
-    p.add_argument("--outdir", metavar="DIR", default=".", type=output_folder,
+    p.add_argument("--outdir", metavar="DIR", type=output_folder,
                    help="where heatmap PNGs and plan SVG/HTML files go (default: .)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", prog="kryptondb")
     demo = sub.add_parser("demo", help="explain the bundled cat photo: top-5 classes and an "
@@ -302,7 +302,15 @@ def main(argv=None) -> int:
 
     from kryptondb.errors import KryptonWarning
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    shell_only = [flag for flag, value in (("-c", args.statements), ("-f", args.file),
+                                           ("--db", args.db), ("--outdir", args.outdir))
+                  if value is not None]
+    if args.command and shell_only:
+        parser.error(f"{', '.join(shell_only)}: for the shell and scripts, not for "
+                     f"`kryptondb {args.command}`")
+    args.outdir = args.outdir or "."
     warnings.simplefilter("ignore", KryptonWarning)  # each result's message already shows them
     try:
         return COMMANDS[args.command](args) if args.command else _queries(args)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import kryptondb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,6 +178,18 @@ def test_an_output_file_in_a_missing_folder_is_refused_before_any_work(tmp_path)
         assert "Traceback" not in r.stderr and not r.stdout  # nothing ran
     r = cli("demo", "--output", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 2 and "it is a folder" in r.stderr
+
+
+def test_shell_options_with_a_subcommand_are_refused(tmp_path):
+    """`kryptondb -c "..." models` ran `models` and ignored -c (and --db, --outdir)."""
+    from kryptondb.cli import main
+
+    for args in (["-c", "SHOW VIEWS", "models"], ["--db", str(tmp_path / "db"), "models"],
+                 ["--outdir", str(tmp_path), "models"]):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 2
+    assert not (tmp_path / "db").exists()
 
 
 def test_a_script_saved_with_a_byte_order_mark_runs(tmp_path):
