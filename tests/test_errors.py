@@ -354,6 +354,22 @@ def test_a_pil_image_of_any_mode_is_converted(mobilenet, mode):
     assert mobilenet.predict(img).shape == (1, 1000)
 
 
+def test_the_crop_only_resize_matches_the_whole_resize(monkeypatch):
+    """Past WHOLE_RESIZE_PIXELS only the centre crop's source region is resized (a 1 x 60000
+    image resized whole would be 256 x 15 M pixels): the same pixels, up to one grey level."""
+    from PIL import Image
+
+    from kryptondb import images
+
+    img = Image.fromarray(np.random.default_rng(3).integers(0, 256, (37, 900, 3), np.uint8))
+    whole = images.Preprocess()(img)
+    monkeypatch.setattr(images, "WHOLE_RESIZE_PIXELS", 0)
+    crop = images.Preprocess()(img)
+    assert np.abs(crop - whole).max() <= 1.01 / 255 / min(images.IMAGENET_STD)
+    assert kryptondb.Preprocess()(Image.new("RGB", (1, 60000), (9, 99, 199))).shape == \
+        (3, 224, 224)
+
+
 def test_integer_and_bool_arrays_are_numbers(mobilenet):
     x = np.zeros((1, 3, 224, 224))
     for dtype in (np.uint8, np.int64, bool, np.float64):
