@@ -52,4 +52,7 @@ def execute(query: str):
 
 def explain(query: str) -> str:
     """The EXPLAIN PLAN text of a query, without running it."""
+    from kryptondb.connection import check_text
+
+    check_text(query)
     return execute(f"EXPLAIN PLAN FOR {query}").message

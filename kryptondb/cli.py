@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", metavar="STATEMENTS", dest="statements",
                      help="run these statements and exit")
     run.add_argument("-f", metavar="FILE", dest="file", help="run this KQL script and exit")
-    p.add_argument("--outdir", metavar="DIR", default=".",
+    p.add_argument("--outdir", metavar="DIR", type=output_folder,
                    help="where heatmap PNGs and plan SVG/HTML files go (default: .)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", prog="kryptondb")
     demo = sub.add_parser("demo", help="explain the bundled cat photo: top-5 classes and an "
@@ -149,14 +149,25 @@ class FrameRange(argparse.Action):
 
 
 def output_file(path: str) -> str:
-    """argparse type: a file to write, whose folder exists (checked before any work is done)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        what = "is not a folder" if os.path.exists(folder) else "does not exist"
-        raise argparse.ArgumentTypeError(f"cannot write {path!r}: folder {folder!r} {what}")
-    if os.path.isdir(path):
-        raise argparse.ArgumentTypeError(f"cannot write {path!r}: it is a folder")
-    return path
+    """argparse type: a file to write, whose folder exists, and which is not a folder, FIFO or
+    device (checked before any work is done)."""
+    from kryptondb.files import writable_file
+
+    try:
+        return writable_file(path, "file")
+    except KryptonError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def output_folder(path: str) -> str:
+    """argparse type: the folder files go to (created when the first one is written); not a
+    file, FIFO or device."""
+    from kryptondb.files import output_folder as check
+
+    try:
+        return check(path, "--outdir folder", create=False)
+    except KryptonError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _predict(model_name, images, k, backend) -> None:
@@ -270,7 +281,7 @@ def _read_script(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
     try:
-        return read_regular(path, "script").decode("utf-8")
+        return read_regular(path, "script").decode("utf-8-sig")  # an editor's BOM is no code
     except KryptonError as exc:
         raise KryptonError(f"cannot read script {path}: {exc}") from None
     except UnicodeDecodeError as exc:
@@ -291,7 +302,15 @@ def main(argv=None) -> int:
 
     from kryptondb.errors import KryptonWarning
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    shell_only = [flag for flag, value in (("-c", args.statements), ("-f", args.file),
+                                           ("--db", args.db), ("--outdir", args.outdir))
+                  if value is not None]
+    if args.command and shell_only:
+        parser.error(f"{', '.join(shell_only)}: for the shell and scripts, not for "
+                     f"`kryptondb {args.command}`")
+    args.outdir = args.outdir or "."
     warnings.simplefilter("ignore", KryptonWarning)  # each result's message already shows them
     try:
         return COMMANDS[args.command](args) if args.command else _queries(args)

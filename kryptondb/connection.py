@@ -43,9 +43,15 @@ class Connection:
         from kryptondb.limits import resolve
         from kryptondb.sql import Sandbox
 
+        from kryptondb.errors import StorageError
+        from kryptondb.files import user_path
+
         self.limits = resolve(limits)  # kryptondb.limits: sizes and waits, applied per statement
-        self.db = Database(os.fspath(path) if path is not None else None,
-                           lock_timeout=self.limits.lock_timeout)
+        where = None if path is None else user_path(path, "database directory", StorageError)
+        if where is not None and not where.strip():
+            raise StorageError("database directory: the path is empty (None opens an in-memory "
+                               "database)")
+        self.db = Database(where, lock_timeout=self.limits.lock_timeout)
         self.progress = progress
         self._sql = Sandbox(sql_limits)  # SELECT runs here (DuckDB, started on first use)
         self._memo: dict = {}  # exact heatmaps of this session, to score approximate ones
@@ -54,6 +60,7 @@ class Connection:
         """Run one statement (or several separated by ';'; the last one's result is returned)."""
         from kryptondb.limits import applied
 
+        check_text(text)
         with applied(self.limits):
             return self._execute(text)
 
@@ -108,6 +115,14 @@ class Connection:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def check_text(text) -> None:
+    """A query is a str (a NUL byte or any other character is the parser's to judge)."""
+    from kryptondb.errors import KryptonError
+
+    if not isinstance(text, str):
+        raise KryptonError(f"a query is a str, got {type(text).__name__} {text!r:.60}")
 
 
 def _title(stmt) -> str:

@@ -28,7 +28,18 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
 
 
 def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a regular file"
     return next((name for test, name in _KINDS if test(mode)), "not a plain file")
+
+
+def user_path(path, what: str, error: type[FileError] = FileError) -> str:
+    """``path`` (a str, bytes or os.PathLike) as a str; anything else is ``error`` naming what
+    was given instead of a path."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise error(f"{what}: expected a path, got {type(path).__name__} {path!r:.60}") from None
 
 
 def _require_regular(st: os.stat_result, shown: str, what: str, error: type) -> None:
@@ -40,7 +51,7 @@ def check_regular(path: str | os.PathLike, what: str,
                   error: type[FileError] = FileError) -> os.stat_result:
     """The stat of ``path`` if it is a regular file (after symlinks), else ``error`` saying
     what it is; ``what`` names the file's role in the message ("image file", ...)."""
-    shown = os.fspath(path)
+    shown = user_path(path, what, error)
     try:
         st = os.stat(shown)
     except FileNotFoundError:
@@ -55,7 +66,7 @@ def check_regular(path: str | os.PathLike, what: str,
 def open_regular(path: str | os.PathLike, what: str,
                  error: type[FileError] = FileError) -> BinaryIO:
     """``path`` opened for binary reading, if it is a regular file; see the module docstring."""
-    shown = os.fspath(path)
+    shown = user_path(path, what, error)
     check_regular(shown, what, error)
     try:
         fd = os.open(shown, os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -69,6 +80,46 @@ def open_regular(path: str | os.PathLike, what: str,
     except BaseException:
         os.close(fd)
         raise
+
+
+def writable_file(path, what: str, error: type[FileError] = FileError) -> str:
+    """``path`` as a str if a file may be written there: its folder exists, and it does not
+    exist yet or is a regular file (after symlinks). A FIFO would block or refuse the writer, a
+    device swallow it, a directory fail late; each is ``error`` naming it, before any work."""
+    shown = user_path(path, what, error)
+    try:
+        st = os.stat(shown)
+    except FileNotFoundError:
+        st = None
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot write {what} {shown!r}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else _kind(st.st_mode)
+        raise error(f"cannot write {what} {shown!r}: it is {kind}, not a regular file")
+    folder = os.path.dirname(os.path.abspath(shown))
+    if not os.path.isdir(folder):
+        what_is = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise error(f"cannot write {what} {shown!r}: folder {folder!r} {what_is}")
+    return shown
+
+
+def output_folder(path, what: str = "output folder", error: type[FileError] = FileError,
+                  create: bool = True) -> str:
+    """``path`` as a str, created if missing (unless not ``create``); an existing file, FIFO or
+    device there is ``error`` naming it."""
+    shown = user_path(path, what, error)
+    if not create and not os.path.isdir(shown) and not os.path.exists(shown):
+        return shown
+    try:
+        os.makedirs(shown, exist_ok=True)
+    except FileExistsError:
+        raise error(f"cannot use {shown!r} as the {what}: it is "
+                    f"{_kind(os.stat(shown).st_mode)}, not a folder") from None
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot use {shown!r} as the {what}: "
+                    f"{getattr(exc, 'strerror', None) or exc}") from None
+    return shown
 
 
 def read_regular(path: str | os.PathLike, what: str, limit: str | None = None,

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from kryptondb.errors import ImageError
-from kryptondb.files import open_regular
+from kryptondb.errors import ImageError, KryptonError
+from kryptondb.files import open_regular, user_path
 from kryptondb.limits import check_size, current, how_to_raise
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Beyond this many pixels the resized image is not made whole: only the centre crop's source
+# region is resized. Photos never get there (at 256, an aspect ratio of 256:1); a 1 x 60000
+# image would become 256 x 15 million pixels.
+WHOLE_RESIZE_PIXELS = 1 << 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,17 +31,36 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    def __post_init__(self):
+        for name in ("resize", "crop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise KryptonError(f"Preprocess {name} must be a positive integer, got {value!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if len(value) != 3 or not all(isinstance(v, numbers.Real) and math.isfinite(v)
+                                          for v in value) or name == "std" and 0 in value:
+                raise KryptonError(f"Preprocess {name} must be three finite numbers"
+                                   f"{' (none zero)' if name == 'std' else ''}, got {value!r}")
+
     def __call__(self, image) -> np.ndarray:
         """PIL image or path -> float32 array of shape (3, crop, crop)."""
         from PIL import Image
 
-        img = load_image(image) if isinstance(image, (str, os.PathLike)) else image
+        img = load_image(image) if isinstance(image, (str, bytes, os.PathLike)) else _rgb(image)
         w, h = img.size
+        if w < 1 or h < 1:
+            raise ImageError(f"image of {w}x{h} pixels has nothing to preprocess")
         scale = self.resize / min(w, h)
         size = (max(self.crop, round(w * scale)), max(self.crop, round(h * scale)))
-        img = img.resize(size, Image.BILINEAR, reducing_gap=None)
         left, top = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
-        img = img.crop((left, top, left + self.crop, top + self.crop))
+        if size[0] * size[1] <= WHOLE_RESIZE_PIXELS:
+            img = img.resize(size, Image.BILINEAR, reducing_gap=None)
+            img = img.crop((left, top, left + self.crop, top + self.crop))
+        else:  # the same pixels (up to rounding), from the crop's source region only
+            sx, sy = w / size[0], h / size[1]
+            box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
+            img = img.resize((self.crop, self.crop), Image.BILINEAR, box=box, reducing_gap=None)
         return self.normalize(np.asarray(img, np.float32) / 255.0)
 
     def normalize(self, hwc: np.ndarray) -> np.ndarray:
@@ -52,9 +77,9 @@ def load_image(path) -> "PIL.Image.Image":  # noqa: F821
     decoded) is an ImageError."""
     import warnings
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    path = os.fspath(path)
+    path = user_path(path, "image file", ImageError)
     limit = current().image_pixels
     if Image.MAX_IMAGE_PIXELS is not None and limit > 2 * Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limit // 2 + 1  # PIL refuses over twice this: not below ours
@@ -64,11 +89,28 @@ def load_image(path) -> "PIL.Image.Image":  # noqa: F821
             with Image.open(f) as img:  # reads the header only
                 check_pixels(img.size, repr(path), ImageError)
                 return img.convert("RGB")
+    except KryptonError:
+        raise
     except Image.DecompressionBombError as exc:  # PIL's own cap, over twice its limit
         raise ImageError(f"image file {path!r} is too large ({exc}); the image_pixels limit is "
                          f"{limit:,} pixels ({how_to_raise('image_pixels')})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path!r} is not a readable image ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # PIL's decoders fail in many ways on a corrupt or odd file
+        raise ImageError(f"{path!r} is not a readable image ({type(exc).__name__}: "
+                         f"{exc})") from None
+
+
+def _rgb(image) -> "PIL.Image.Image":  # noqa: F821
+    """A PIL image as RGB (a grey, palette, alpha or 16-bit one converted)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise KryptonError(f"expected an image path or a PIL image, got {type(image).__name__}")
+    if image.mode == "RGB":
+        return image
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise ImageError(f"a {image.mode} image cannot be turned into RGB: {exc}") from None
 
 
 def check_pixels(size: tuple[int, int], shown: str, error: type) -> None:

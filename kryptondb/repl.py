@@ -61,6 +61,9 @@ COMMANDS = (
 )
 
 
+_NO_ARGUMENTS = ("help", "quit", "exit", "tables", "models")
+
+
 def run_repl(connection, stdin=sys.stdin, stdout=sys.stdout, interactive=None, stderr=None,
              output_dir: str = ".") -> int:
     """Read-eval-print loop until .quit or end of input. ``interactive`` (default: stdin is a
@@ -178,7 +181,9 @@ class Shell:
         if result.kind == "heatmap":
             self.show_heatmap(result, text)
         elif result.kind == "plan" and fmt in ("svg", "html"):
-            path = self._fresh_path("plan", fmt)
+            from kryptondb.files import writable_file
+
+            path = writable_file(self._fresh_path("plan", fmt), f"plan {fmt.upper()}")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(result.message)
             self.say(f"plan saved to {path}")
@@ -200,13 +205,15 @@ class Shell:
         self.say(f"heatmap saved to {result.save_png(path)}")
 
     def _out_path(self, name: str) -> str:
-        os.makedirs(self.output_dir, exist_ok=True)
-        return os.path.normpath(os.path.join(self.output_dir, name))
+        from kryptondb.files import output_folder
+
+        return os.path.normpath(os.path.join(output_folder(self.output_dir), name))
 
     def _fresh_path(self, stem: str, ext: str) -> str:
-        """<stem>_<n>.<ext> in the output directory, never overwriting an earlier one."""
+        """<stem>_<n>.<ext> in the output directory, never overwriting an earlier one (nor
+        following a link that points nowhere)."""
         n = 1
-        while os.path.exists(path := self._out_path(f"{stem}_{n}.{ext}")):
+        while os.path.lexists(path := self._out_path(f"{stem}_{n}.{ext}")):
             n += 1
         return path
 
@@ -238,6 +245,8 @@ class Shell:
         handler = getattr(self, "cmd_" + name[1:], None) if name[1:].isidentifier() else None
         if handler is None:
             self.fail(f"error: unknown command {name!r}; try .help")
+        elif arg.strip() and name[1:] in _NO_ARGUMENTS:
+            self.fail(f"error: {name} takes no argument, got {arg.strip()!r}")
         else:
             self.attempt(handler, arg.strip())
 
@@ -288,9 +297,10 @@ class Shell:
         self.say(f"opened {con.db.path}" if arg else "opened a new in-memory database")
 
     def cmd_output(self, arg: str) -> None:
+        from kryptondb.files import output_folder
+
         if arg:
-            os.makedirs(os.path.expanduser(arg), exist_ok=True)
-            self.output_dir = os.path.expanduser(arg)
+            self.output_dir = output_folder(os.path.expanduser(arg))
         self.say(f"output directory: {self.output_dir}")
 
     def cmd_timer(self, arg: str) -> None:

@@ -84,6 +84,17 @@ def _onnx_variants(world: World) -> dict[str, bytes]:
     variant("huge_initializer.onnx", lambda m: m.graph.initializer[0].dims.__setitem__(0, 1 << 40))
     variant("string_input.onnx", lambda m: m.graph.input[0].type.tensor_type.__setattr__(
         "elem_type", TensorProto.STRING))
+    # malformed nodes: each raised KeyError, IndexError or ZeroDivisionError on import, or was
+    # accepted and then failed in onnxruntime
+    variant("conv_stride_0.onnx", lambda m: m.graph.node[0].attribute.append(
+        helper.make_attribute("strides", [0, 0])))
+    variant("conv_kernel_shape_lies.onnx", lambda m: m.graph.node[0].attribute.append(
+        helper.make_attribute("kernel_shape", [1, 1])))
+    variant("conv_weight_from_image.onnx", lambda m: m.graph.node[0].input.__setitem__(1, "x"))
+    variant("constant_without_value.onnx", lambda m: m.graph.node.insert(
+        0, helper.make_node("Constant", [], ["k"])))
+    variant("op_of_another_domain.onnx", lambda m: m.graph.node[1].__setattr__(
+        "domain", "com.example"))
     variant("ext_missing.onnx", external("no_such_weights.bin"))
     variant("ext_escape.onnx", external("../../../../../../etc/passwd"))
     variant("ext_absolute.onnx", external("/etc/passwd"))
@@ -143,6 +154,12 @@ def hostile_files(world: World) -> dict[str, Path]:
                                                                                  "RGBA"),
         "tiny_1x1.png": _image_bytes(world, "PNG", size=(1, 1)),
         "thin_1x4000.png": _image_bytes(world, "PNG", size=(4000, 1)),
+        # 4 MP, under the pixel limit, but resized whole to the tiny model's 18 pixels wide it
+        # would be 1.3 G pixels (at 256 wide, a 1 x 60000 image would be 15 G)
+        "thin_1x4000000.png": _image_bytes(world, "PNG", size=(1, 4_000_000)),
+        # PIL's DDS reader raises NotImplementedError for a pixel format it does not know
+        "unknown_format.dds": b"DDS " + struct.pack("<7I", 124, 0x1007, 8, 8, 0, 0, 0)
+        + bytes(200),
         "tiff.tif": _image_bytes(world, "TIFF"), "bmp.bmp": _image_bytes(world, "BMP"),
         "svg.png": b'<svg xmlns="http://www.w3.org/2000/svg" width="99999" height="99999"/>',
         "image_as_video.mp4": good_png, "video_as_image.png": good_vid,
@@ -204,7 +221,7 @@ BY_KIND = {
     "video": ("RECOGNIZE", "RECOGNIZE NAIVE"),
 }
 KINDS = {".onnx": "model", ".pth": "model", ".png": "image", ".jpg": "image", ".gif": "image",
-         ".tif": "image", ".bmp": "image", ".mp4": "video"}
+         ".tif": "image", ".bmp": "image", ".dds": "image", ".mp4": "video"}
 HOSTILE_TIMEOUT_S = 10  # a hostile file is refused in well under a second
 HOSTILE_HEADROOM = 1 << 30
 

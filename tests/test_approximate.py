@@ -170,6 +170,18 @@ def test_tune_statement_stores_a_usable_tuning(con):
     assert scan.arg("predicted_ssim") >= 0.8
 
 
+def test_tune_where_drill_down_cannot_run_tunes_without_it(con):
+    """On a map too small for drill-down's coarse stage (tiny's input at PATCH 8 STRIDE 8), TUNE
+    failed with an error about DRILLDOWN TARGET at a column of a query the user never wrote."""
+    r = con.execute("TUNE MODEL tiny PATCH 8 STRIDE 8 ON IMAGES cat")
+    assert "stored as table tuning_tiny_p8_s8" in r.message
+    t = lookup(con.db, "tiny", 8, 8)
+    assert t.table.num_rows == 7 and not any(t.table.column("drilldown").to_pylist())
+    scan = _scan(con.execute("EXPLAIN OCCLUSION OF IMAGE cat USING MODEL tiny PATCH 8 STRIDE 8 "
+                             "APPROXIMATE WITHIN 100 SECONDS"))
+    assert scan.arg("tau") is not None and not scan.arg("drilldown")
+
+
 def test_tune_errors_name_the_problem(con, tmp_path):
     with pytest.raises(PlanError, match="no image file matches"):
         con.execute(f"TUNE MODEL tiny ON IMAGES '{tmp_path}/*.png'")

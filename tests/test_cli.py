@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import kryptondb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,6 +178,37 @@ def test_an_output_file_in_a_missing_folder_is_refused_before_any_work(tmp_path)
         assert "Traceback" not in r.stderr and not r.stdout  # nothing ran
     r = cli("demo", "--output", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 2 and "it is a folder" in r.stderr
+
+
+def test_shell_options_with_a_subcommand_are_refused(tmp_path):
+    """`kryptondb -c "..." models` ran `models` and ignored -c (and --db, --outdir)."""
+    from kryptondb.cli import main
+
+    for args in (["-c", "SHOW VIEWS", "models"], ["--db", str(tmp_path / "db"), "models"],
+                 ["--outdir", str(tmp_path), "models"]):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 2
+    assert not (tmp_path / "db").exists()
+
+
+def test_a_script_saved_with_a_byte_order_mark_runs(tmp_path):
+    from kryptondb.cli import _read_script
+
+    (tmp_path / "s.kql").write_text("SHOW MODELS;\n", encoding="utf-8-sig")
+    assert _read_script(str(tmp_path / "s.kql")) == "SHOW MODELS;\n"
+
+
+def test_special_files_as_outputs_are_refused_before_any_work(tmp_path):
+    """A FIFO as --output or --sheet failed only at the end ('File or stream is not
+    seekable', no file named); a FIFO or a device as --outdir after the work too."""
+    os.mkfifo(tmp_path / "fifo.png")
+    for args in (("demo", "--output", "fifo.png"), ("recognize", "x.mp4", "--sheet", "fifo.png"),
+                 ("--outdir", "fifo.png", "-c", "SHOW MODELS"),
+                 ("--outdir", os.devnull, "-c", "SHOW MODELS")):
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 2 and not r.stdout, (args, r.stderr)
+        assert re.search(r"'(fifo.png|/dev/null)'.*(FIFO|character device)", r.stderr), r.stderr
 
 
 def test_failures_of_subcommands_are_one_line_and_status_1(tmp_path):

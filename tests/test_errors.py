@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 
 import numpy as np
 import onnx
@@ -79,6 +80,120 @@ def test_negative_pads_are_refused_not_crashed_on(tmp_path):
     path = _save(tmp_path, [helper.make_node("Pad", ["x", "p"], ["y"], name="crop")], {"p": pads})
     with pytest.raises(UnsupportedOpError, match="negative"):
         import_onnx(path)
+
+
+def _w(*shape):
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def _node(op, ins, out="y", **kw):
+    return helper.make_node(op, ins, [out], name=f"{op.lower()}0", **kw)
+
+
+_GAP = [helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["y"])]
+_FLAT = [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+         helper.make_node("Flatten", ["g"], ["f"])]
+_W = {"w": _w(4, 3, 3, 3)}
+
+
+def _on_x(op, ins=("x",), **kw):
+    """``op`` on the image, then global pooling."""
+    return [_node(op, list(ins), "c", **kw)] + _GAP
+
+
+def _const_add(op, ins):
+    """A constant made by ``op`` from ``ins``, added to the image."""
+    return [_node(op, ins, "k"), _node("Add", ["x", "k"], "c")] + _GAP
+
+
+_PADS = np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)
+# Each of these broke the importer with a KeyError, IndexError, ZeroDivisionError, ValueError or
+# TypeError, or was accepted and then failed in onnxruntime (or ran something else than the file).
+MALFORMED = {
+    "conv weight from the image": ([_node("Relu", ["x"], "r")] + _on_x("Conv", ["x", "r"]), {}),
+    "conv without a weight": (_on_x("Conv"), {}),
+    "conv weight of rank 0": (_on_x("Conv", ["x", "w"]), {"w": np.float32(1)}),
+    "conv stride 0": (_on_x("Conv", ["x", "w"], strides=[0, 0]), _W),
+    "conv negative stride": (_on_x("Conv", ["x", "w"], strides=[-1, -1]), _W),
+    "conv dilation 0": (_on_x("Conv", ["x", "w"], dilations=[0, 0]), _W),
+    "conv one pad": (_on_x("Conv", ["x", "w"], pads=[1]), _W),
+    "conv three strides": (_on_x("Conv", ["x", "w"], strides=[1, 1, 1]), _W),
+    "SAME conv stride 0": (_on_x("Conv", ["x", "w"], auto_pad="SAME_UPPER", strides=[0, 0]), _W),
+    "unknown auto_pad": (_on_x("Conv", ["x", "w"], auto_pad="WHATEVER"), _W),
+    "kernel_shape unlike the weight": (_on_x("Conv", ["x", "w"], kernel_shape=[1, 1]), _W),
+    "conv bias of another length": (_on_x("Conv", ["x", "w", "b"]), {**_W, "b": _w(7)}),
+    "conv group 0": (_on_x("Conv", ["x", "w"], group=0), _W),
+    "pool without kernel_shape": (_on_x("MaxPool"), {}),
+    "pool kernel 0": (_on_x("MaxPool", kernel_shape=[0, 0]), {}),
+    "pool stride 0": (_on_x("MaxPool", kernel_shape=[2, 2], strides=[0, 0]), {}),
+    "pool pads as large as the kernel": (_on_x("MaxPool", kernel_shape=[2, 2], pads=[2] * 4), {}),
+    "LRN without size": (_on_x("LRN"), {}),
+    "LRN size 0": (_on_x("LRN", size=0), {}),
+    "LRN even size": (_on_x("LRN", size=4), {}),
+    "Constant without a value": (_const_add("Constant", []), {}),
+    "ConstantOfShape of a 2-D shape": (_const_add("ConstantOfShape", ["s"]),
+                                       {"s": np.ones((2, 2), np.int64)}),
+    "ConstantOfShape of a float shape": (_const_add("ConstantOfShape", ["s"]),
+                                         {"s": np.array([1e30], np.float32)}),
+    "constant Reshape to the wrong size": (_const_add("Reshape", ["a", "s"]),
+                                           {"a": _w(4), "s": np.array([3], np.int64)}),
+    "Unsqueeze beyond the rank": (_const_add("Unsqueeze", ["a", "ax"]),
+                                  {"a": _w(3), "ax": np.array([99], np.int64)}),
+    "Gather out of bounds": (_const_add("Gather", ["a", "i"]),
+                             {"a": _w(3), "i": np.array([99], np.int64)}),
+    "Reshape to an empty shape": (_on_x("Reshape", ["x", "s"]), {"s": np.array([], np.int64)}),
+    "Reshape to a float shape": (_on_x("Reshape", ["x", "s"]),
+                                 {"s": np.array([1, 3, 8, 8], np.float32)}),
+    "Concat axis beyond the rank": (_on_x("Concat", ["x", "x"], axis=99), {}),
+    "Concat of nothing": (_on_x("Concat", [], axis=1), {}),
+    "Softmax axis beyond the rank": (_on_x("Softmax", axis=-99), {}),
+    "Softmax over the batch": (_on_x("Softmax", axis=0), {}),
+    "Gemm with a 1-D B": (_FLAT + [_node("Gemm", ["f", "b"])], {"b": _w(3)}),
+    "Gemm C of another length": (_FLAT + [_node("Gemm", ["f", "b", "cc"])],
+                                 {"b": _w(3, 5), "cc": _w(7)}),
+    "MatMul B from the image": (_FLAT + [_node("MatMul", ["f", "f"])], {}),
+    "Clip bounds of several values": (_on_x("Clip", ["x", "lo"]), {"lo": _w(3)}),
+    "Pad value of several values": (_on_x("Pad", ["x", "p", "v"]), {"p": _PADS, "v": _w(3)}),
+    "Pad without pads": (_on_x("Pad"), {}),
+    "BatchNormalization missing inputs": (_on_x("BatchNormalization", ["x", "a"]), {"a": _w(3)}),
+    "BatchNormalization of the wrong length": (_on_x("BatchNormalization", ["x"] + ["a"] * 4),
+                                               {"a": _w(5)}),
+    "a constant that adds axes": (_on_x("Add", ["x", "a"]), {"a": _w(1, 5, 3, 8, 8)}),
+    "a constant of strings": (_on_x("Add", ["x", "a"]), {"a": np.array(["s"])}),
+    "a node without outputs": ([helper.make_node("Relu", ["x"], [], name="r")] + _GAP, {}),
+    "an op of another domain": ([helper.make_node("Relu", ["x"], ["c"], domain="com.example")]
+                                + _GAP, {}),
+}
+
+
+def _text_constant():
+    return helper.make_node("Constant", [], ["k"], value_string="a")
+
+
+MALFORMED["Constant holding a string"] = ([_text_constant(), _node("Add", ["x", "k"], "c")]
+                                          + _GAP, {})
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_node_is_a_model_import_error(tmp_path, case):
+    nodes, inits = MALFORMED[case]
+    path = _save(tmp_path, nodes, inits, opset=13)
+    with pytest.raises((ModelImportError, ShapeError), match="m.onnx"):
+        kryptondb.load_model(path)
+
+
+def test_every_constant_value_attribute_is_read(tmp_path):
+    """value_floats was read as 0.0 (and value_ints too): the model ran something else."""
+    import onnxruntime as ort
+
+    k = np.arange(8, dtype=np.float32) / 8
+    nodes = [_node("Constant", [], "k", value_floats=k.tolist()), _node("Add", ["x", "k"], "c")]
+    path = _save(tmp_path, nodes + _GAP, opset=13)
+    x = _w(1, 3, 8, 8)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = get_backend("numpy").run(kryptondb.load_model(path).graph, {"x": x})
+    np.testing.assert_allclose(next(iter(got.values())).reshape(want.shape), want, atol=1e-6)
 
 
 def test_missing_onnx_file_is_a_file_error(tmp_path):
@@ -169,11 +284,96 @@ def test_backend_reports_an_unfed_input(mobilenet):
         get_backend("numpy").run(mobilenet.graph, {})
 
 
+def test_onnxruntime_refusing_a_graph_is_a_backend_error():
+    """A graph onnxruntime will not load (here an LRN of size 0, which the importer refuses, built
+    directly) is a BackendError naming it, not onnxruntime's own exception."""
+    from kryptondb.model.ir import Graph, Op, input_node, make_node
+
+    g = Graph.build("odd", [input_node("x", (3, 4, 4)), make_node("lrn", Op.LRN, ["x"], size=0,
+                    alpha=1e-4, beta=0.75, bias=1.0)], "lrn", {})
+    with pytest.raises(BackendError, match="onnxruntime could not load graph 'odd'"):
+        get_backend("onnxruntime").run(g, {"x": np.zeros((1, 3, 4, 4), np.float32)})
+
+
 def test_unknown_backend_lists_known_ones(mobilenet):
     with pytest.raises(BackendError, match="tensorrt.*known: numpy, onnxruntime"):
         get_backend("tensorrt")
     with pytest.raises(BackendError, match="known: numpy, onnxruntime"):
         mobilenet.predict(np.zeros((1, 3, 224, 224), np.float32), backend="tpu")
+
+
+# -- the Python API: wrong types and values are KryptonErrors that say what was expected -------
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda m: m.predict(np.zeros((0, 3, 224, 224), np.float32)), "N >= 1"),
+    (lambda m: m.predict([]), "no images"),
+    (lambda m: m.predict(None), "got NoneType"),
+    (lambda m: m.predict(7), "got int"),
+    (lambda m: m.predict([np.zeros((3, 224, 224)), np.zeros((3, 99, 99))]), "99 at item 1"),
+    (lambda m: m.predict([np.zeros((3, 224, 224)), 3.5]), "item 1 is a float"),
+    (lambda m: m.predict(np.zeros((1, 3, 224, 224), np.complex64)), "real numbers"),
+    (lambda m: m.predict(np.zeros((1, 3, 224, 224), object)), "real numbers"),
+    (lambda m: m.predict(np.full((2, 3, 224, 224), np.nan, np.float32)), "input 0 holds NaN"),
+    (lambda m: m.predict(np.zeros((1, 3, 224, 224), np.float32), batch_size=0), "batch_size"),
+    (lambda m: m.predict(np.zeros((1, 3, 224, 224), np.float32), batch_size=2.5), "batch_size"),
+    (lambda m: m.top(np.zeros((1, 3, 224, 224), np.float32), k=0), "k must be"),
+    (lambda m: m.top(np.zeros((1, 3, 224, 224), np.float32), k=-1), "k must be"),
+    (lambda m: m.top(np.zeros((1, 3, 224, 224), np.float32), k=1001), "1 to 1000"),
+    (lambda m: m.predict(_image("RGB", (0, 0))), "0x0"),
+    (lambda m: kryptondb.load_model(None), "expected a path, got NoneType"),
+    (lambda m: kryptondb.load_model("resnet18", seed=-1), "seed"),
+    (lambda m: kryptondb.load_model("resnet18", seed="1"), "seed"),
+    (lambda m: kryptondb.load_image(None), "expected a path"),
+    (lambda m: kryptondb.load_image(3), "expected a path, got int"),
+    (lambda m: kryptondb.Preprocess(resize=0), "resize must be a positive integer"),
+    (lambda m: kryptondb.Preprocess(std=(1, 0, 1)), "std must be"),
+    (lambda m: kryptondb.connect(5), "expected a path, got int"),
+    (lambda m: kryptondb.connect(""), "path is empty"),
+    (lambda m: kryptondb.connect().execute(None), "a query is a str, got NoneType"),
+    (lambda m: kryptondb.connect().execute(b"SHOW MODELS"), "a query is a str, got bytes"),
+    (lambda m: kryptondb.connect().execute(["SHOW MODELS"]), "got list"),
+    (lambda m: kryptondb.explain(5), "a query is a str, got int"),
+], ids=lambda v: "" if callable(v) else v)
+def test_api_misuse_is_a_krypton_error(mobilenet, call, says):
+    with pytest.raises(KryptonError, match=re.escape(says)):
+        call(mobilenet)
+
+
+def _image(mode, size):
+    from PIL import Image
+
+    return Image.new(mode, size)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "I;16", "F", "1", "CMYK"])
+def test_a_pil_image_of_any_mode_is_converted(mobilenet, mode):
+    from PIL import Image
+
+    img = Image.open(kryptondb.bundled_image()).convert(mode)
+    assert mobilenet.predict(img).shape == (1, 1000)
+
+
+def test_the_crop_only_resize_matches_the_whole_resize(monkeypatch):
+    """Past WHOLE_RESIZE_PIXELS only the centre crop's source region is resized (a 1 x 60000
+    image resized whole would be 256 x 15 M pixels): the same pixels, up to one grey level."""
+    from PIL import Image
+
+    from kryptondb import images
+
+    img = Image.fromarray(np.random.default_rng(3).integers(0, 256, (37, 900, 3), np.uint8))
+    whole = images.Preprocess()(img)
+    monkeypatch.setattr(images, "WHOLE_RESIZE_PIXELS", 0)
+    crop = images.Preprocess()(img)
+    assert np.abs(crop - whole).max() <= 1.01 / 255 / min(images.IMAGENET_STD)
+    assert kryptondb.Preprocess()(Image.new("RGB", (1, 60000), (9, 99, 199))).shape == \
+        (3, 224, 224)
+
+
+def test_integer_and_bool_arrays_are_numbers(mobilenet):
+    x = np.zeros((1, 3, 224, 224))
+    for dtype in (np.uint8, np.int64, bool, np.float64):
+        assert mobilenet.predict(x.astype(dtype)).shape == (1, 1000)
 
 
 # -- option ranges: each checked at plan time, the caret under the option --------------------

@@ -230,3 +230,28 @@ def test_unknown_model_names_list_the_known_ones_with_a_caret():
     with pytest.raises(KryptonError, match=r"no model 'resnt18'; known: .*resnet18") as e:
         kryptondb.connect().execute(f"PREDICT IMAGE '{IMG}' USING MODEL resnt18")
     assert "^" in str(e.value)
+
+
+def test_a_file_replaced_while_it_is_imported_is_never_cached_under_its_old_digest(
+        tmp_path, monkeypatch):
+    """The digest is taken, then the file is read again to import it: a file replaced in
+    between was cached under the old content's digest, so that content later ran the other
+    weights."""
+    from kryptondb.model import model as models
+
+    path, other = _save(tmp_path / "m.onnx", seed=71), _save(tmp_path / "o.onnx", seed=72)
+    old_bytes, real = open(path, "rb").read(), models._onnx_model
+
+    def swapped(source, seed):  # another process replaces the file right now
+        os.replace(other, source)
+        return real(source, seed)
+
+    monkeypatch.setattr(models, "_onnx_model", swapped)
+    with pytest.raises(FileError, match="changed while it was being read"):
+        kryptondb.load_model(path)
+    monkeypatch.undo()
+    with open(path, "wb") as f:  # the first content again: it must run its own weights
+        f.write(old_bytes)
+    con = kryptondb.connect()
+    con.execute(f"CREATE MODEL m FROM '{path}'")
+    np.testing.assert_allclose(_probs(con, "m"), _onnxruntime(path), atol=1e-5)

@@ -84,6 +84,22 @@ def test_dot_commands(tmp_path):
     assert HEADERS["models"] not in r.stdout  # .quit ended the session
 
 
+def test_dot_commands_check_their_arguments():
+    """.tables extra, .quit now ... ran as if the argument were not there."""
+    import io
+
+    from kryptondb.repl import run_repl
+
+    for line, says in ((".tables extra", ".tables takes no argument, got 'extra'"),
+                       (".quit now", ".quit takes no argument"), (".timer maybe", "usage: .timer"),
+                       (".open /dev/null", "not a KryptonDB database directory"),
+                       (".output /dev/null", "it is a character device, not a folder")):
+        out = io.StringIO()
+        run_repl(kryptondb.connect(), io.StringIO(line + "\nSHOW VIEWS;\n"), out)
+        assert f"error: {says}" in out.getvalue() or says in out.getvalue(), line
+        assert "(0 rows)" in out.getvalue(), line  # the session went on
+
+
 def test_help_examples_parse():
     for _, example in EXAMPLES:
         parse(example)
@@ -115,6 +131,34 @@ def test_occlusion_heatmaps_and_plans_are_saved_in_the_output_dir(tmp_path):
     assert f"plan saved to {figs / 'plan_1.svg'}" in r.stdout
     assert "<svg" in (figs / "plan_1.svg").read_text()
     assert "digraph plan {" in r.stdout
+
+
+def test_special_files_where_the_shell_writes_are_named(tmp_path):
+    """.output to a FIFO or a device said '[Errno 17] File exists'; a plan SVG (or heatmap PNG)
+    whose path is a FIFO, 'File or stream is not seekable'."""
+    import io
+
+    from kryptondb.repl import run_script
+
+    def run(text: str) -> str:
+        err = io.StringIO()
+        run_script(kryptondb.connect(), text, io.StringIO(), err, output_dir=str(tmp_path))
+        return err.getvalue()
+
+    os.mkfifo(tmp_path / "heat.png")
+    os.mkfifo(tmp_path / "plan_1.svg")
+    (tmp_path / "plan_2.svg").symlink_to(tmp_path / "nowhere.svg")  # a link to nothing: skipped
+    assert "heat.png' as the output folder: it is a FIFO" in run(f".output {tmp_path}/heat.png")
+    assert "/dev/null' as the output folder: it is a character device" in run(".output /dev/null")
+    from hostile import tiny_cnn
+
+    (tmp_path / "tiny.onnx").write_bytes(tiny_cnn().SerializeToString())
+    heat = (f"CREATE MODEL t FROM '{tmp_path}/tiny.onnx'; EXPLAIN OCCLUSION OF IMAGE '{IMAGE}' "
+            "USING MODEL t PATCH 8 STRIDE 8 INTO heat;")
+    assert "heat.png': it is a FIFO (named pipe), not a regular file" in run(heat)
+    plan = "EXPLAIN PLAN FORMAT SVG FOR SHOW MODELS;"  # a fresh name: past the FIFO and the link
+    assert run(plan) == "" and (tmp_path / "plan_3.svg").read_text().startswith("<svg")
+    assert not (tmp_path / "nowhere.svg").exists()
 
 
 def test_the_last_statement_may_omit_its_semicolon(tmp_path):

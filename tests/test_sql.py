@@ -84,11 +84,28 @@ def test_files_settings_and_duckdb_catalog_are_out_of_reach(con, query, says):
     assert says in err.message
 
 
-@pytest.mark.parametrize("query", ["SELECT * FROM '/etc/passwd'", "SELECT * FROM duckdb_tables",
-                                   "SELECT * FROM pg_catalog.pg_class"])
+@pytest.mark.parametrize("query", [
+    "SELECT * FROM '/etc/passwd'", "SELECT * FROM duckdb_tables",
+    "SELECT * FROM pg_catalog.pg_class",
+    # a CTE's name counts only where DuckDB sees it: not beside or above its WITH, not in its own
+    # body, not in an earlier CTE, and in a recursive CTE only in the recursive part
+    "SELECT * FROM (WITH pg_settings AS (SELECT 1) SELECT 1) t, pg_settings",
+    "SELECT 1 WHERE EXISTS (WITH pg_tables AS (SELECT 1) SELECT 1) AND 'x' IN (FROM pg_tables)",
+    "WITH pg_settings AS (SELECT * FROM pg_settings) SELECT * FROM pg_settings",
+    "WITH a AS (SELECT * FROM sqlite_master), sqlite_master AS (SELECT 1) SELECT * FROM a",
+    "WITH RECURSIVE pg_settings(name) AS (SELECT name FROM pg_settings UNION ALL "
+    "SELECT 'x' WHERE false) SELECT * FROM pg_settings",
+])
 def test_a_path_or_a_system_view_is_not_a_table(con, query):
     err = _fails(con, query)
     assert "no table" in str(err) or "SQL here sees" in str(err)
+
+
+def test_cte_names_are_seen_where_duckdb_sees_them(con):
+    q = ("WITH RECURSIVE a AS (SELECT 1 AS v), b AS (SELECT v + 1 AS v FROM a), "
+         "r(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM r WHERE v < 3) "
+         "SELECT (WITH c AS (FROM b) SELECT max(v) FROM c) AS m, count(*) AS n FROM r")
+    assert con.execute(q).to_arrow().to_pylist() == [{"m": 2, "n": 3}]
 
 
 @pytest.mark.parametrize("statement", [
@@ -208,6 +225,16 @@ def test_typo_in_a_column_has_a_caret(con):
     assert str(err).splitlines()[-1] == "         ^^^"
 
 
+def test_values_python_cannot_hold_are_printed(con):
+    """DuckDB's infinite dates, timestamps past the year 9999 and nanosecond timestamps made
+    printing a result (the shell, -c) fail with OverflowError or ValueError."""
+    r = con.execute("SELECT 'infinity'::DATE AS d, '294247-01-10'::TIMESTAMP AS t, "
+                    "TIMESTAMP_NS '2020-01-01 00:00:00.123456789' AS ns, 1 AS n")
+    text = str(r)
+    assert "value out of range" in text and "2020-01-01 00:00:00.123456789" in text
+    assert text.splitlines()[2].rstrip().endswith("1") and text.endswith("(1 row)")
+
+
 def test_positions_count_in_the_whole_statement(con):
     err = _fails(con, "EXPLAIN PLAN ANALYZE FOR\n  SELECT 'é', nme FROM preds", SqlError)
     assert (err.line, err.column, err.length) == (2, 15, 3)
@@ -234,11 +261,14 @@ def test_unknown_table_lists_the_known_ones(con):
     ("SELECT * FROM heat, heat", "Ambiguous reference"),
     ("SELECT 'abc", "unterminated"),
     ("SELECT " + "(" * 2000 + "1" + ")" * 2000, "expression depth"),
+    ("SELECT COLUMNS(x -> x LIKE '%') FROM heat", "lambda arrow"),
+    ("SELECT st_point(1, 2) AS p", "exists in the spatial extension. Extensions are not"),
 ])
 def test_sql_errors_are_query_errors(con, query, says):
     err = _fails(con, query, QueryError)
     assert says in err.message and err.message.startswith("SQL: ")
-    assert " SET " not in err.message  # no advice the sandbox does not allow
+    # no advice the sandbox does not allow
+    assert " SET " not in err.message and "INSTALL" not in err.message
     assert len(err.message) < 600  # DuckDB's list of candidate functions is cut short
 
 

@@ -212,6 +212,46 @@ def test_a_failed_write_is_never_rolled_forward(tmp_path, monkeypatch):
     assert Database(tmp_path).get_table("t").num_rows == 3
 
 
+def test_a_replaced_model_whose_old_views_cannot_be_dropped_is_not_reported_unchanged(
+        tmp_path, monkeypatch, sources):
+    """CREATE MODEL commits the new model, then drops the views of its old weights. A fault there
+    said 'nothing was changed' although the model had been replaced: the drops are clean-up after
+    the point of no return, so they may fail (the views are unreadable garbage), the statement
+    may not."""
+    template = tmp_path / "template"
+    con = kryptondb.connect(template)
+    con.execute(f"CREATE MODEL m FROM '{sources['inline']}'")
+    image = tmp_path / "cat.png"
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), (120, 40, 200)).save(image)
+    con.execute(f"EXPLAIN OCCLUSION OF IMAGE '{image}' USING MODEL m PATCH 4 STRIDE 4 "
+                "INCREMENTAL")
+    assert Database(template).names("view")
+    before = _snapshot(Database(template))
+    faults = Faults(monkeypatch, tmp_path)
+    statement = f"CREATE MODEL m FROM '{sources['external']}'"
+    for step in range(40):
+        root = tmp_path / f"run{step}"
+        shutil.copytree(template, root)
+        con = kryptondb.connect(root)
+        faults.arm(step, errno.ENOSPC, sticky=True)
+        try:
+            con.execute(statement)
+        except StorageError:
+            faults.arm(None)
+            assert _snapshot(Database(root)) == before, f"a fault at step {step}"
+        else:
+            faults.arm(None)
+            models = _snapshot(Database(root))
+            assert models[("model", "m")] != before[("model", "m")], f"step {step}"
+            if not Database(root).names("view"):
+                break  # every step of the statement has failed once
+        shutil.rmtree(root)
+    else:
+        pytest.fail("the statement never ran to its end")
+
+
 def test_names_too_long_for_a_file_are_refused_up_front(tmp_path):
     db = Database(tmp_path)
     for name in ("x" * 129, "y" * 300):
@@ -334,6 +374,48 @@ def test_readers_never_wait_for_a_writer(held):
     assert con.execute("SHOW TABLES").table.column("name").to_pylist() == ["t"]
     assert con.execute("SELECT COUNT(*) AS n FROM t").table.column("n").to_pylist() == [3]
     assert Database(root, lock_timeout=0).get_table("t").num_rows == 3
+
+
+def _writer_strikes(monkeypatch, module, name: str, times: int, write) -> None:
+    """Before each of the first ``times`` calls of ``module.name``, another process's ``write``
+    commits (and removes the version the caller is about to read)."""
+    real, calls = getattr(module, name), []
+
+    def call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= times:
+            write(len(calls))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, call)
+
+
+def test_a_reader_keeps_up_with_writers_replacing_a_table(tmp_path, monkeypatch):
+    """A reader read a table's file after two writers had replaced it in turn (each removing the
+    old file after its commit): 'missing Arrow file', although a newer version was there."""
+    from kryptondb.catalog import database
+
+    Database(tmp_path).put_table("t", _table(1, 0.0))
+    reader, writer = Database(tmp_path), Database(tmp_path)
+    reader.names("table")
+    _writer_strikes(monkeypatch, database, "read_arrow", 3,
+                    lambda i: writer.put_table("t", _table(1 + i, float(i))))
+    assert reader.get_table("t").num_rows == 4
+
+
+def test_binding_keeps_up_with_writers_replacing_a_model(tmp_path, monkeypatch, sources):
+    """PREDICT while another process replaced the model: 'ONNX file ... does not exist' (the
+    version it had looked up was removed after the other commit)."""
+    from kryptondb.model import binding
+
+    root = tmp_path / "db"
+    kryptondb.connect(root).execute(f"CREATE MODEL m FROM '{sources['inline']}'")
+    reader, writer = kryptondb.connect(root), Database(root)
+    files = [sources["external"], sources["inline"]]
+    _writer_strikes(monkeypatch, binding, "load_source", 2,
+                    lambda i: writer.register_model("m", files[i % 2], "onnx"))
+    ref = binding.resolve(reader.db, "m")
+    assert ref.source == str(writer.file_of("model", "m"))
 
 
 def test_the_lock_timeout_default_comes_from_the_environment(monkeypatch):

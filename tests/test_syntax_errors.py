@@ -234,6 +234,13 @@ def test_nested_plans_are_an_error_at_the_inner_one():
     assert (info.value.line, info.value.column) == (2, 3)
 
 
+@pytest.mark.parametrize("depth", [5000, 50000])
+def test_thousands_of_nested_plans_are_a_syntax_error(depth):
+    """They ran out of Python's recursion (RecursionError)."""
+    with pytest.raises(QuerySyntaxError, match="nests too deeply"):
+        parse("EXPLAIN PLAN FOR " * depth + "SHOW MODELS")
+
+
 def test_options_keep_their_spans():
     stmt = parse(OCC + "PATCH 8  FILL 2")
     assert (stmt.spans["patch"].column, stmt.spans["fill"].column) == (44, 53)

@@ -53,13 +53,16 @@ class Tuning:
     # -- fits -------------------------------------------------------------------------------
     @cached_property
     def _summary(self) -> dict[bool, tuple[list[float], list[float], list[float], np.ndarray]]:
-        """Per setting (drill-down or not): tuned taus ascending, the sample's QUANTILE SSIM and
-        median seconds at each, and the degree-2 fit of SSIM(tau) through the quantiles."""
+        """Per setting (drill-down or not) that was measured: tuned taus ascending, the sample's
+        QUANTILE SSIM and median seconds at each, and the degree-2 fit of SSIM(tau) through the
+        quantiles."""
         d = self.table.to_pydict()
         out = {}
         for drill in (False, True):
             rows = [(round(float(t), 4), s, sec) for t, dd, s, sec in
                     zip(d["tau"], d["drilldown"], d["ssim"], d["seconds"]) if dd == drill]
+            if not rows:  # drill-down is not measured where it cannot run (small maps)
+                continue
             taus = sorted({t for t, _, _ in rows})
             q = [float(np.quantile([s for t2, s, _ in rows if t2 == t], QUANTILE)) for t in taus]
             secs = [statistics.median(sec for t2, _, sec in rows if t2 == t) for t in taus]
@@ -91,7 +94,7 @@ class Tuning:
         SSIM can fall off a cliff between two of them (MobileNetV2 between 0.9 and 0.8), which
         the fitted curve smooths over. Exact (tau 1) when no setting qualifies."""
         best = None
-        for drill in _drills(drill):
+        for drill in self._drills(drill):
             tau = None
             for t, q in self.measured(drill):
                 if q < target:
@@ -112,13 +115,20 @@ class Tuning:
         """The most accurate setting predicted to finish within ``budget`` seconds; the
         fastest one when none does."""
         cands = [Choice(float(t), d, self.predicted_ssim(t, d), self.predicted_seconds(t, d), "")
-                 for d in _drills(drill) for t in FINE]
+                 for d in self._drills(drill) for t in FINE]
+        if not cands:
+            return Choice(1.0, False, 1.0, self.exact_seconds, "no tuned setting: exact")
         fits = [c for c in cands if c.predicted_seconds <= budget]
         if fits:
             best = max(fits, key=lambda c: (round(c.predicted_ssim, 4), -c.predicted_seconds))
             return _why(best, f"most accurate setting predicted within {budget:g} s")
         best = min(cands, key=lambda c: c.predicted_seconds)
         return _why(best, f"nothing is predicted within {budget:g} s: the fastest setting")
+
+    def _drills(self, drill: bool | None) -> tuple[bool, ...]:
+        """The settings to choose among: both, or only as ``drill`` says; measured ones only."""
+        return tuple(d for d in ((False, True) if drill is None else (drill,))
+                     if d in self._summary)
 
     # -- storage ----------------------------------------------------------------------------
     def info(self) -> dict:
@@ -131,10 +141,6 @@ class Tuning:
         return cls(info["model"], int(info["patch"]), int(info["stride"]),
                    table.select(["image", "tau", "drilldown", "ssim", "seconds"]),
                    float(info["exact_seconds"]))
-
-
-def _drills(drill: bool | None) -> tuple[bool, ...]:
-    return (False, True) if drill is None else (drill,)
 
 
 def _why(c: Choice, reason: str) -> Choice:
@@ -174,7 +180,7 @@ def tune(db, model, images: list[str], patch: int = 16, stride: int = 4,
     ``db``. ``model``: the bound ModelRef (or a name, bound here). Runs in a scratch in-memory
     database, so that no views are left behind, on the same weights (checked by digest)."""
     import kryptondb
-    from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET
+    from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET, coarse_stride
     from kryptondb.approx.quality import ssim
     from kryptondb.model.binding import resolve
 
@@ -187,6 +193,9 @@ def tune(db, model, images: list[str], patch: int = 16, stride: int = 4,
     if resolve(scratch.db, ref.entry).digest != ref.digest:
         raise KryptonError(f"model {ref.name} changed while TUNE started; run it again")
     model = ref.entry
+    side = min(ref.input_shape[1:])  # drill-down needs a coarse stage of 2+ positions
+    drills = (False, True) if coarse_stride(stride, DEFAULT_RATIO, DEFAULT_TARGET) <= \
+        side - patch else (False,)
     rows = {"image": [], "tau": [], "drilldown": [], "ssim": [], "seconds": []}
     exact_times = []
     base = f"USING MODEL {model} PATCH {patch} STRIDE {stride} FILL {fill}"
@@ -197,7 +206,7 @@ def tune(db, model, images: list[str], patch: int = 16, stride: int = 4,
         exact = scratch.execute(f"EXPLAIN OCCLUSION OF IMAGE {quoted} {base} INCREMENTAL")
         exact_times.append(time.perf_counter() - t)
         for tau in taus:
-            for drill in (False, True):
+            for drill in drills:
                 rows["image"].append(str(path))
                 rows["tau"].append(float(tau))
                 rows["drilldown"].append(drill)

@@ -52,6 +52,7 @@ from kryptondb.errors import (CatalogError, FileError, ImageError, StorageError,
 from kryptondb.files import check_regular, open_regular
 
 CATALOG = "catalog.json"
+_READ_RETRIES = 100  # a reader looks again while writers keep replacing what it reads
 _KIND_OF_RELATION = {section: kind for kind, section in SECTIONS.items()}
 
 
@@ -127,6 +128,11 @@ class Database:
         except KeyError:
             raise self._unknown(kind, name) from None
 
+    def version(self) -> object:
+        """What changes whenever any process commits to this database (None in memory)."""
+        self._refresh()
+        return self._stamp
+
     def get_table(self, name: str, kind: str = "table") -> pa.Table:
         """The stored table (zero-copy from its memory-mapped file; read once, then cached)."""
         check_kind(kind, ("table", "view"), "table kind")
@@ -135,14 +141,18 @@ class Database:
         cached = self._tables.get(key)
         if cached is not None and cached[0] == self._tokens[key]:
             return cached[1]
-        try:
-            table = read_arrow(self._files[key])
-        except StorageError:  # another process may have replaced it since we looked: look again
-            stamp = self._stamp
-            self.lookup(kind, name)
-            if stamp == self._stamp:
-                raise
-            table = read_arrow(self._files[key])
+        for _ in range(_READ_RETRIES):
+            try:
+                table = read_arrow(self._files[key])
+                break
+            except StorageError:  # another process replaced it since we looked: look again
+                stamp = self._stamp
+                self.lookup(kind, name)
+                if stamp == self._stamp:  # no newer version: the file is really gone or bad
+                    raise
+        else:
+            raise StorageError(f"{kind} {name!r} in {self.path} was replaced {_READ_RETRIES} "
+                               "times while it was being read; try again")
         self._tables[key] = (self._tokens[key], table)
         return table
 

@@ -116,7 +116,8 @@ class OnnxRuntimeBackend(Backend):
         with self._lock:  # concurrent batches must not build the same session twice
             per_graph = self._sessions.setdefault(graph, {})
             if outputs not in per_graph:
-                per_graph[outputs] = self._make_session(graph, outputs)
+                per_graph[outputs] = _onnxruntime(graph, "load", self._make_session, graph,
+                                                  outputs)
             return per_graph[outputs]
 
     def _make_session(self, graph, outputs):
@@ -142,8 +143,22 @@ class OnnxRuntimeBackend(Backend):
     def run(self, graph, feeds, outputs=None):
         outputs = tuple(outputs or graph.outputs)
         values = check_feeds(graph, feeds)
-        result = self.session(graph, outputs).run(list(outputs), values)
+        result = _onnxruntime(graph, "run", self.session(graph, outputs).run, list(outputs),
+                              values)
         return dict(zip(outputs, result))
+
+
+def _onnxruntime(graph: Graph, what: str, call, *args):
+    """``call(*args)``, with onnxruntime's own exceptions (a model it refuses, a kernel that
+    fails) as a BackendError naming the graph."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        message = " ".join(str(exc).split())[:600]
+        raise BackendError(f"onnxruntime could not {what} graph {graph.name!r}: "
+                           f"{message}") from None
 
 
 _BACKENDS = {"numpy": NumpyBackend, "onnxruntime": OnnxRuntimeBackend}

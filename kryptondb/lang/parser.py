@@ -267,17 +267,24 @@ def parse(text: str) -> ast.Statement:
         raise QuerySyntaxError("empty query", text, 1, 1, expected=("a statement",))
     try:
         tree = _parser().parse(text)
+        stmt = _Build().transform(tree)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text) from None
-    try:
-        stmt = _Build().transform(tree)
+    except RecursionError:  # thousands of nested EXPLAIN PLAN FOR
+        raise _too_deep(text) from None
     except VisitError as exc:
+        if isinstance(exc.orig_exc, RecursionError):
+            raise _too_deep(text) from None
         if not isinstance(exc.orig_exc, _Reject):
             raise
         span = exc.orig_exc.span
         raise QuerySyntaxError(exc.orig_exc.message, text, span.line, span.column,
                                span.length) from None
     return replace(stmt, span=ast.Span(1, 1, len(text), 0))
+
+
+def _too_deep(text: str) -> QuerySyntaxError:
+    return QuerySyntaxError("the statement nests too deeply to be read", text, 1, 1)
 
 
 def parse_script(text: str) -> list[ast.Statement]:

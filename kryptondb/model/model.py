@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import threading
 from collections import OrderedDict
@@ -11,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from kryptondb.errors import KryptonError, ModelImportError, ShapeError, UnknownNameError
+from kryptondb.errors import (FileError, KryptonError, ModelImportError, ShapeError,
+                              UnknownNameError)
 from kryptondb.images import Preprocess
 from kryptondb.model.ir import Graph, Op
 from kryptondb.model.shapes import node_flops
@@ -40,21 +42,40 @@ class Model:
         return self.graph.input_shape
 
     def inputs(self, images) -> np.ndarray:
-        """Paths, PIL images or arrays -> one float32 N x C x H x W batch, checked."""
+        """Paths, PIL images or arrays -> one float32 N x C x H x W batch (N >= 1), checked."""
         if isinstance(images, np.ndarray):
             batch = images[None] if images.ndim == len(self.input_shape) else images
         else:
-            items = [images] if isinstance(images, (str, os.PathLike)) or hasattr(images, "size") \
-                and not isinstance(images, (list, tuple)) else list(images)
-            batch = np.stack([self._one(x) for x in items])
-        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
+            batch = np.stack([self._one(i, x) for i, x in enumerate(self._items(images))])
+        if batch.ndim != 4 or batch.shape[1:] != self.input_shape or not len(batch):
             raise ShapeError(f"model {self.name} takes N x {' x '.join(map(str, self.input_shape))}"
-                             f" input, got {' x '.join(map(str, batch.shape))}")
+                             f" input (N >= 1), got {' x '.join(map(str, batch.shape))}")
+        if batch.dtype != bool and not np.issubdtype(batch.dtype, np.integer) \
+                and not np.issubdtype(batch.dtype, np.floating):
+            raise KryptonError(f"model {self.name} takes real numbers, got an array of "
+                               f"{batch.dtype}")
         return np.ascontiguousarray(batch, dtype=np.float32)
 
-    def _one(self, x) -> np.ndarray:
+    def _items(self, images) -> list:
+        if isinstance(images, (str, bytes, os.PathLike)) or _is_image(images):
+            return [images]
+        if not isinstance(images, (list, tuple)) and not hasattr(images, "__iter__"):
+            raise KryptonError(f"model {self.name} takes image paths, PIL images or arrays (or a "
+                               f"list of them), got {type(images).__name__}")
+        items = list(images)
+        if not items:
+            raise ShapeError(f"model {self.name}: no images to run")
+        return items
+
+    def _one(self, i: int, x) -> np.ndarray:
         if isinstance(x, np.ndarray):
+            if x.shape != self.input_shape:
+                raise ShapeError(f"model {self.name} takes {' x '.join(map(str, self.input_shape))}"
+                                 f" arrays, got {' x '.join(map(str, x.shape))} at item {i}")
             return x
+        if not isinstance(x, (str, bytes, os.PathLike)) and not _is_image(x):
+            raise KryptonError(f"model {self.name}: item {i} is a {type(x).__name__}, not an image "
+                               "path, a PIL image or an array")
         if self.preprocess is None:
             raise KryptonError(f"model {self.name} has no preprocessing; pass arrays of shape "
                                f"{list(self.input_shape)}")
@@ -71,9 +92,13 @@ class Model:
         """
         from kryptondb.engine.backends import get_backend
 
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+                or batch_size < 1:
+            raise KryptonError(f"batch_size must be a positive integer, got {batch_size!r}")
         x, be = self.inputs(images), get_backend(backend)
-        out = [be.run(self.graph, {self.graph.inputs[0]: x[i:i + batch_size]})[self.graph.output]
-               for i in range(0, len(x), batch_size)]
+        feed = self.graph.inputs[0]
+        out = [be.run(self.graph, {feed: _finite(x[i:i + batch_size], self.name, i)})
+               [self.graph.output] for i in range(0, len(x), batch_size)]
         return self.probabilities(np.concatenate(out).reshape(len(x), -1))
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
@@ -85,6 +110,10 @@ class Model:
 
     def top(self, images, k: int = 5, backend: str = "onnxruntime") -> list[list[Prediction]]:
         """The k most probable classes per image, with labels."""
+        classes = math.prod(self.graph[self.graph.output].shape)
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= classes:
+            raise KryptonError(f"k must be an integer from 1 to {classes} (the classes of model "
+                               f"{self.name}), got {k!r}")
         probs = self.predict(images, backend)
         order = np.argsort(-probs, axis=1)[:, :k]
         return [[Prediction(int(c), self.label(int(c)), float(p[c])) for c in row]
@@ -104,6 +133,21 @@ class Model:
             rows.append(LayerRow(n.name, n.op.value, n.shape, int(params), int(flops),
                                  4 * math.prod(n.shape)))
         return Description(self.name, self.weights, tuple(rows))
+
+
+def _is_image(x) -> bool:
+    from PIL import Image
+
+    return isinstance(x, Image.Image)
+
+
+def _finite(x: np.ndarray, model: str, first: int) -> np.ndarray:
+    """``x`` if every value is finite; a NaN or infinity would give meaningless probabilities."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        where = first + int(np.argwhere(bad.reshape(len(x), -1).any(axis=1))[0, 0])
+        raise KryptonError(f"model {model}: input {where} holds NaN or infinite values")
+    return x
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +199,13 @@ def load_model(name_or_path: str | os.PathLike, seed: int = 0) -> Model:
     >>> kryptondb.load_model("resnet18").weights
     'seeded (seed 0): random, not trained'
     """
+    from kryptondb.files import user_path
     from kryptondb.model.zoo import ZOO
 
-    key = os.fspath(name_or_path)
+    key = user_path(name_or_path, "model (a zoo name or an ONNX path)", ModelImportError)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise KryptonError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+    seed = int(seed)
     if key.lower() in ZOO:
         return load_source("zoo", key.lower(), seed)[1]
     if key.lower().endswith(".onnx") or os.path.exists(key):
@@ -180,7 +228,8 @@ def load_source(kind: str, source: str, seed: int = 0) -> tuple[str, Model]:
         digest = zoo_digest(source, seed)
         return digest, CACHE.get(digest, lambda: _zoo_model(source, seed))
     digest = onnx_digest(source, seed)
-    return digest, CACHE.get(digest, lambda: _onnx_model(source, seed))
+    return digest, CACHE.get(digest, lambda: _unchanged(_onnx_model(source, seed), source, seed,
+                                                        digest))
 
 
 CACHE_BYTES = 1 << 30
@@ -237,6 +286,17 @@ def _zoo_model(name: str, seed: int) -> Model:
     else:
         graph, weights = entry.build(seed=seed), f"seeded (seed {seed}): random, not trained"
     return Model(name, graph, entry.preprocess, weights, imagenet_labels())
+
+
+def _unchanged(model: Model, path: str, seed: int, digest: str) -> Model:
+    """``model``, read from ``path`` after its digest was taken, if the file is still what the
+    digest says: else the cache would hold other weights under that digest."""
+    from kryptondb.model.digest import onnx_digest
+
+    if onnx_digest(path, seed) != digest:
+        raise FileError(f"ONNX file {path!r} changed while it was being read; run the statement "
+                        "again")
+    return model
 
 
 def _onnx_model(path: str, seed: int) -> Model:

@@ -121,12 +121,15 @@ def check_declared_sizes(proto, shown: str) -> None:
                                    f"{len(t.raw_data):,} bytes of data")
         total += size
     check_size(total, "model_bytes", f"the weights of {shown}", ModelImportError)
-    for vi in proto.graph.input:
+    for vi in proto.graph.input:  # inputs besides the image are placeholders, seeded as float32
         tensor_type = vi.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor_type.shape.dim]
         what = f"input {vi.name!r} of {shown} (shape {dims})"
-        check_size(declared_bytes(dims, tensor_type.elem_type, what), "tensor_bytes", what,
-                   ModelImportError)
+        size = max(declared_bytes(dims, tensor_type.elem_type, what), 4 * math.prod(dims))
+        check_size(size, "tensor_bytes", what, ModelImportError)
+        total += size
+    check_size(total, "model_bytes", f"the weights and inputs of {shown} together",
+               ModelImportError)
 
 
 def to_array(tensor, where: str):

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kryptondb.errors import ModelImportError, ShapeError, UnsupportedOpError
+from kryptondb.errors import KryptonError, ModelImportError, ShapeError, UnsupportedOpError
 from kryptondb.limits import check_size, tensor_bytes
+from kryptondb.model import onnx_checks as check
 from kryptondb.model.fold import bn_scale_shift, drop_dead, fold_batchnorm
 from kryptondb.model.ir import Graph, Node, Op, input_node, make_node
+from kryptondb.model.onnx_checks import label as _label
 from kryptondb.model.onnx_files import load_onnx_proto, to_array
 from kryptondb.model.shapes import infer_shape
 
@@ -165,11 +167,9 @@ def _fold_const(ctx: _Ctx, n, rng) -> bool:
     a, val = _attrs(n), [ctx.consts[t] for t in ins]
     out = n.output[0]
     if n.op_type == "Constant":
-        value = n.attribute[0].t
-        res = to_array(value, f"node {_label(n)!r}") if value.ByteSize() else \
-            np.asarray(a.get("value_float", a.get("value_int", 0.0)))
+        res = check.constant_value(n, a, to_array)
     elif n.op_type == "ConstantOfShape":
-        ctx.placeholders[out] = tuple(int(s) for s in val[0])
+        ctx.placeholders[out] = tuple(check.int_vector(n, val[0], "the shape (input 0)"))
         res = _seeded(ctx, out, ctx.placeholders[out], rng)
     elif n.op_type == "Unsqueeze":
         res = np.expand_dims(val[0], tuple(a["axes"] if "axes" in a else val[1].tolist()))
@@ -201,22 +201,23 @@ def _attrs(n) -> dict:
 
 
 def _convert_node(ctx: _Ctx, n, rng) -> None:
-    if _fold_const(ctx, n, rng):
-        return
-    conv = _CONVERTERS.get(n.op_type)
-    if conv is None:
-        raise UnsupportedOpError(
-            f"unsupported op {n.op_type!r} at node {_label(n)!r}; supported: "
-            f"{', '.join(sorted(set(_CONVERTERS) | _CONST_OPS))}")
+    check.check_node(n)
     try:
+        if _fold_const(ctx, n, rng):
+            return
+        conv = _CONVERTERS.get(n.op_type)
+        if conv is None:
+            raise UnsupportedOpError(
+                f"unsupported op {n.op_type!r} at node {_label(n)!r}; supported: "
+                f"{', '.join(sorted(set(_CONVERTERS) | _CONST_OPS))}")
         conv(ctx, n, _attrs(n))
     except ShapeError as exc:
         raise ShapeError(f"node {_label(n)!r} ({n.op_type}): {exc}") from None
-
-
-def _label(n) -> str:
-    """A node's name for messages; unnamed ONNX nodes go by their first output."""
-    return n.name or n.output[0]
+    except KryptonError:
+        raise
+    except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as exc:
+        # a malformed node the checks did not foresee: still an error naming it
+        raise check.malformed(n, f"cannot be converted ({type(exc).__name__}: {exc})") from None
 
 
 def _x(ctx, n, i=0) -> str:
@@ -230,9 +231,8 @@ def _x(ctx, n, i=0) -> str:
     return name
 
 
-def _pads(ctx, n, a, kernel, stride, dil, hw):
-    auto = a.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+def _pads(n, a, kernel, stride, dil, hw):
+    auto = check.auto_pad(n, a)
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         pads = []
         for size, k, s, d in zip(hw, kernel, stride, dil):
@@ -240,42 +240,60 @@ def _pads(ctx, n, a, kernel, stride, dil, hw):
             lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
             pads.append((lo, total - lo))
         return (pads[0][0], pads[1][0], pads[0][1], pads[1][1])
-    p = list(a.get("pads", [0, 0, 0, 0]))
-    return (p[0], p[1], p[2], p[3])
+    if auto == "VALID":
+        return (0, 0, 0, 0)
+    return check.ints(n, a, "pads", 4, 0, default=(0, 0, 0, 0))
 
 
 def _window(ctx, n, a, kernel):
     x = _x(ctx, n)
-    stride = tuple(a.get("strides", (1, 1)))
-    dil = tuple(a.get("dilations", (1, 1)))
     if len(kernel) != 2:
         raise UnsupportedOpError(f"{n.op_type} {_label(n)!r}: only 2-D windows are supported")
-    pads = _pads(ctx, n, a, kernel, stride, dil, ctx.shapes[x][1:])
-    return x, dict(kernel=tuple(kernel), stride=stride, pads=pads, dilation=dil)
+    kernel = check.ints(n, {"kernel_shape": list(kernel)}, "kernel_shape", 2, 1)
+    stride = check.ints(n, a, "strides", 2, 1, default=(1, 1))
+    dil = check.ints(n, a, "dilations", 2, 1, default=(1, 1))
+    pads = _pads(n, a, kernel, stride, dil, ctx.shapes[x][1:])
+    return x, dict(kernel=kernel, stride=stride, pads=pads, dilation=dil)
 
 
 def _conv(ctx, n, a):
-    w = ctx.consts[n.input[1]]
+    w = np.asarray(check.constant(ctx, n, 1, "weight"))
+    if w.ndim != 4:
+        raise UnsupportedOpError(f"Conv {_label(n)!r}: only 2-D windows are supported (a 4-D "
+                                 f"weight), got a weight of shape {list(w.shape)}")
+    if "kernel_shape" in a and tuple(a["kernel_shape"]) != w.shape[2:]:
+        raise check.malformed(n, f"kernel_shape {list(a['kernel_shape'])} is not the weight's "
+                              f"{list(w.shape[2:])}")
     out = n.output[0]
-    b = ctx.consts[n.input[2]] if len(n.input) > 2 and n.input[2] else np.zeros(w.shape[0])
-    x, win = _window(ctx, n, a, tuple(a.get("kernel_shape", w.shape[2:])))
+    b = check.optional(ctx, n, 2, "bias")
+    b = np.zeros(w.shape[0]) if b is None else check.sized(n, b, w.shape[0], "the bias")
+    x, win = _window(ctx, n, a, w.shape[2:])
     params = (ctx.weight(f"{out}.weight", w), ctx.weight(f"{out}.bias", b))
-    ctx.add(make_node(out, Op.CONV, [x], params, groups=a.get("group", 1), **win))
+    ctx.add(make_node(out, Op.CONV, [x], params, groups=check.ints(n, a, "group", 1, 1, 1)[0],
+                      **win))
 
 
 def _bn(ctx, n, a):
-    gamma, beta, mean, var = (ctx.consts[t] for t in n.input[1:5])
+    x = _x(ctx, n)
+    channels = ctx.shapes[x][0]
+    gamma, beta, mean, var = (check.sized(n, check.constant(ctx, n, i, what), channels, what)
+                              for i, what in enumerate(("scale", "bias", "mean", "var"), 1))
     scale, shift = bn_scale_shift(gamma, beta, mean, var, a.get("epsilon", 1e-5))
     out = n.output[0]
     params = (ctx.weight(f"{out}.scale", scale), ctx.weight(f"{out}.shift", shift))
-    ctx.add(make_node(out, Op.BATCHNORM, [_x(ctx, n)], params))
+    ctx.add(make_node(out, Op.BATCHNORM, [x], params))
 
 
 def _pool(op):
     def convert(ctx, n, a):
         if len([o for o in n.output if o]) > 1:
             raise UnsupportedOpError(f"MaxPool {_label(n)!r} with an indices output is not supported")
+        if "kernel_shape" not in a:
+            raise check.malformed(n, "attribute kernel_shape is missing")
         x, win = _window(ctx, n, a, tuple(a["kernel_shape"]))
+        if any(p >= k for p, k in zip(win["pads"], win["kernel"] * 2)):
+            raise check.malformed(n, f"pads {list(win['pads'])} must be smaller than the kernel "
+                                  f"{list(win['kernel'])}")
         extra = {"count_include_pad": a.get("count_include_pad", 0)} if op is Op.AVGPOOL else {}
         if op is Op.AVGPOOL and win["dilation"] != (1, 1):
             raise UnsupportedOpError(f"AveragePool {_label(n)!r}: dilation is not supported")
@@ -293,14 +311,17 @@ def _unary(op, **defaults):
 def _clip(ctx, n, a):
     lo, hi = a.get("min", -np.inf), a.get("max", np.inf)
     if len(n.input) > 1 and n.input[1]:
-        lo = float(ctx.consts[n.input[1]])
+        lo = check.scalar(n, check.constant(ctx, n, 1, "min"), "min")
     if len(n.input) > 2 and n.input[2]:
-        hi = float(ctx.consts[n.input[2]])
+        hi = check.scalar(n, check.constant(ctx, n, 2, "max"), "max")
     ctx.add(make_node(n.output[0], Op.CLIP, [_x(ctx, n)], min=float(lo), max=float(hi)))
 
 
 def _per_sample_const(ctx, t: str, rank: int) -> np.ndarray:
     c = np.asarray(ctx.consts[t], np.float32)
+    if c.ndim > rank + 1:  # it would add axes in front of the batch axis
+        raise ShapeError(f"constant {t!r} of shape {list(c.shape)} has more axes than the "
+                         f"activation it meets (batch and {rank})")
     if c.ndim > rank:  # drop the batch axis of a full-rank constant
         if c.shape[0] != 1:
             raise ShapeError(f"constant {t!r} of shape {list(c.shape)} varies along the batch")
@@ -331,8 +352,9 @@ def _arith(kind):
 
 def _concat(ctx, n, a):
     xs = [_x(ctx, n, i) for i in range(len(n.input))]
-    axis = a.get("axis", 1)
-    axis = axis + len(ctx.shapes[xs[0]]) + 1 if axis < 0 else axis
+    if not xs:
+        raise check.malformed(n, "has no inputs")
+    axis = check.axis(n, a.get("axis", 1), len(ctx.shapes[xs[0]]) + 1)
     if axis == 0:
         raise UnsupportedOpError(f"Concat {_label(n)!r} along the batch axis is not supported")
     ctx.add(make_node(n.output[0], Op.CONCAT, xs, axis=axis - 1))
@@ -341,10 +363,13 @@ def _concat(ctx, n, a):
 def _gemm(ctx, n, a):
     if a.get("transA", 0):
         raise UnsupportedOpError(f"Gemm {_label(n)!r} with transA=1 is not supported")
-    b = np.asarray(ctx.consts[n.input[1]], np.float32) * a.get("alpha", 1.0)
+    b = _matrix(ctx, n) * a.get("alpha", 1.0)
     w = b if a.get("transB", 0) else b.T
-    c = ctx.consts[n.input[2]] if len(n.input) > 2 and n.input[2] else np.zeros(w.shape[0])
-    bias = np.broadcast_to(np.asarray(c, np.float32).reshape(-1) * a.get("beta", 1.0), w.shape[:1])
+    c = check.optional(ctx, n, 2, "C")
+    c = np.zeros(w.shape[0]) if c is None else np.asarray(c, np.float32).reshape(-1)
+    if c.size not in (1, w.shape[0]):
+        raise check.malformed(n, f"C has {c.size} values for {w.shape[0]} outputs")
+    bias = np.broadcast_to(c * a.get("beta", 1.0), w.shape[:1])
     out = n.output[0]
     params = (ctx.weight(f"{out}.weight", w), ctx.weight(f"{out}.bias", bias))
     ctx.add(make_node(out, Op.GEMM, [_flat_input(ctx, n)], params))
@@ -362,8 +387,16 @@ def _flat_input(ctx, n) -> str:
     return flat
 
 
+def _matrix(ctx, n) -> np.ndarray:
+    b = np.asarray(check.constant(ctx, n, 1, "B"), np.float32)
+    if b.ndim != 2:
+        raise UnsupportedOpError(f"{n.op_type} {_label(n)!r}: only a 2-D constant B is supported, "
+                                 f"got shape {list(b.shape)}")
+    return b
+
+
 def _matmul(ctx, n, a):
-    w = np.asarray(ctx.consts[n.input[1]], np.float32).T
+    w = _matrix(ctx, n).T
     out = n.output[0]
     params = (ctx.weight(f"{out}.weight", w), ctx.weight(f"{out}.bias", np.zeros(w.shape[0])))
     ctx.add(make_node(out, Op.GEMM, [_flat_input(ctx, n)], params))
@@ -378,7 +411,9 @@ def _flatten(ctx, n, a):
 def _reshape(ctx, n, a):
     x = _x(ctx, n)
     shape = ctx.shapes[x]
-    target = [int(d) for d in ctx.consts[n.input[1]]]
+    target = check.int_vector(n, check.constant(ctx, n, 1, "shape"), "the shape (input 1)")
+    if not target:
+        raise check.malformed(n, "the target shape is empty")
     per = [shape[i] if d == 0 and i < len(shape) else d for i, d in enumerate(target[1:])]
     if -1 in per:
         known = math.prod(d for d in per if d != -1)
@@ -414,8 +449,9 @@ def _transpose(ctx, n, a):
 def _softmax(ctx, n, a):
     x = _x(ctx, n)
     shape = ctx.shapes[x]
-    axis = a.get("axis", 1 if ctx.opset < 13 else -1)
-    axis = axis + len(shape) + 1 if axis < 0 else axis
+    axis = check.axis(n, a.get("axis", 1 if ctx.opset < 13 else -1), len(shape) + 1)
+    if axis == 0:
+        raise UnsupportedOpError(f"Softmax {_label(n)!r} along the batch axis is not supported")
     per = axis - 1
     if ctx.opset < 13:  # softmax over the flattened trailing dims: fine when only one is > 1
         big = [i for i in range(per, len(shape)) if shape[i] > 1]
@@ -429,10 +465,11 @@ def _pad(ctx, n, a):
     mode = a.get("mode", b"constant")
     if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
         raise UnsupportedOpError(f"Pad {_label(n)!r}: only constant padding is supported")
-    pads = list(a["pads"]) if "pads" in a else ctx.consts[n.input[1]].tolist()
+    pads = list(a["pads"]) if "pads" in a else \
+        check.int_vector(n, check.constant(ctx, n, 1, "pads"), "the pads (input 1)")
     value = a.get("value", 0.0)
     if len(n.input) > 2 and n.input[2]:
-        value = float(ctx.consts[n.input[2]])
+        value = check.scalar(n, check.constant(ctx, n, 2, "value"), "the pad value")
     if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)):
         raise UnsupportedOpError(f"Pad {_label(n)!r}: only spatial padding of NCHW is supported")
     if any(p < 0 for p in pads):  # ONNX crops there; the PAD op and its kernels only grow
@@ -440,6 +477,13 @@ def _pad(ctx, n, a):
                                  "supported")
     ctx.add(make_node(n.output[0], Op.PAD, [_x(ctx, n)], pads=(pads[2], pads[3], pads[6],
                       pads[7]), value=float(value)))
+
+
+def _lrn_size(n, a) -> int:
+    size = check.ints(n, a, "size", 1, 1)[0]
+    if size % 2 == 0:
+        raise check.malformed(n, f"size {size} must be odd")
+    return size
 
 
 def _identity(ctx, n, a):
@@ -464,7 +508,7 @@ _CONVERTERS = {
     "AveragePool": _pool(Op.AVGPOOL),
     "GlobalAveragePool": _unary(Op.GLOBAL_AVGPOOL),
     "LRN": lambda ctx, n, a: ctx.add(make_node(
-        n.output[0], Op.LRN, [_x(ctx, n)], size=int(a["size"]), alpha=float(a.get("alpha", 1e-4)),
+        n.output[0], Op.LRN, [_x(ctx, n)], size=_lrn_size(n, a), alpha=float(a.get("alpha", 1e-4)),
         beta=float(a.get("beta", 0.75)), bias=float(a.get("bias", 1.0)))),
     "Concat": _concat,
     "Gemm": _gemm,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from kryptondb.errors import FileError
+from kryptondb.files import writable_file
 
 
 def upsample(heatmap) -> np.ndarray:
@@ -30,9 +28,7 @@ def save_heatmap_png(heatmap, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileError(f"cannot write {path!r}: folder {folder!r} does not exist")
+    path = writable_file(path, "heatmap PNG")
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)
     ax0.imshow(heatmap.image)
     ax0.set_title(f"input ({heatmap.model})")

@@ -33,8 +33,10 @@ def contact_sheet(labels: pa.Table, path: str, count: int = 24, columns: int = 6
     when the relation has it, how the frame was computed (mode). Returns ``path``."""
     from PIL import Image, ImageDraw, ImageFont
 
+    from kryptondb.files import writable_file
     from kryptondb.media.video import frames as decode
 
+    path = writable_file(path, "contact sheet PNG")
     video = (labels.schema.metadata or {}).get(VIDEO_KEY)
     if video is None or "frame" not in labels.column_names:
         raise KryptonError("a contact sheet needs the result of RECOGNIZE OBJECTS (a relation "
@@ -52,7 +54,9 @@ def contact_sheet(labels: pa.Table, path: str, count: int = 24, columns: int = 6
     wanted, tiles = set(chosen), {}
     for index, _, img in decode(video.decode(), chosen[0], chosen[-1]):
         if index in wanted:
-            tiles[index] = img.resize((width, max(1, round(img.height * width / img.width))))
+            # at most square-ish tiles: a frame far taller than wide is squeezed, not 100k high
+            height = min(max(1, round(img.height * width / img.width)), 2 * width)
+            tiles[index] = img.resize((width, height))
     caption_h = 30
     tile_h = max(t.height for t in tiles.values()) + caption_h
     cols = min(columns, len(chosen))

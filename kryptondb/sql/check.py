@@ -77,25 +77,35 @@ def _parser():
     return connect_duckdb(SqlLimits(memory_mb=64, threads=1))
 
 
-def _nodes(tree):
-    """Every JSON object of DuckDB's syntax tree, without recursion (trees may be deep)."""
-    stack = [tree]
+def _scoped_nodes(tree):
+    """Every JSON object of DuckDB's syntax tree with the CTE names visible where it stands,
+    without recursion (trees may be deep). DuckDB's scoping: a WITH's names are seen below it; a
+    CTE's body sees only the CTEs written before it, and its own name only in the recursive part
+    of a recursive CTE (elsewhere the name means a catalog table, as in ``WITH t AS (FROM t)``)."""
+    stack = [(tree, frozenset())]
     while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            yield item
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        item, seen = stack.pop()
+        if isinstance(item, list):
+            stack.extend((x, seen) for x in item)
+        elif isinstance(item, dict):
+            yield item, seen
+            for e in (item.get("cte_map") or {}).get("map", ()):
+                stack.append((e["value"], seen))
+                seen = seen | {e["key"].lower()}
+            recursive = item.get("type") == "RECURSIVE_CTE_NODE"
+            for key, value in item.items():
+                if key == "right" and recursive:
+                    stack.append((value, seen | {item["cte_name"].lower()}))
+                elif key != "cte_map":
+                    stack.append((value, seen))
 
 
 def _read_relations(tree, known: list[str], where: Where) -> list[str]:
-    ctes, refs = set(), []
-    for n in _nodes(tree):
-        ctes.update(e["key"].lower() for e in (n.get("cte_map") or {}).get("map", ()))
+    refs = []
+    for n, ctes in _scoped_nodes(tree):
         kind = n.get("type")
         if kind == "BASE_TABLE":
-            refs.append(n)
+            refs.append((n, ctes))
         elif kind == "TABLE_FUNCTION":
             _check_table_function(n, where)
         elif kind == "SHOW_REF" and n.get("query") is None:
@@ -104,7 +114,7 @@ def _read_relations(tree, known: list[str], where: Where) -> list[str]:
         if n.get("class") == "FUNCTION":
             _check_function(n, where)
     used: dict[str, str] = {}
-    for ref in refs:
+    for ref, ctes in refs:
         name = _resolve(ref, known, ctes, where)
         if name is not None and used.setdefault(name.lower(), name) != name:
             raise where.error(SqlError, f"relations {used[name.lower()]!r} and {name!r} differ "
@@ -112,7 +122,7 @@ def _read_relations(tree, known: list[str], where: Where) -> list[str]:
     return sorted(used.values())
 
 
-def _resolve(ref: dict, known: list[str], ctes: set[str], where: Where) -> str | None:
+def _resolve(ref: dict, known: list[str], ctes: frozenset[str], where: Where) -> str | None:
     """The catalog relation a table reference names (None for a CTE's own name)."""
     name = ref["table_name"]
     if ref.get("schema_name") or ref.get("catalog_name"):

@@ -79,6 +79,9 @@ def _plain(message: str) -> str:
     at DuckDB's own catalog, or more than three candidate functions."""
     message = re.sub(r",? or SET \w+\s*=\s*\w+ to [^.]*\.", ".", message)
     message = re.sub(r'\s*Use "SET [^"]*"[^.]*\.', "", message)
+    message = re.sub(r"\s*Use SET \S+ to [^.]*\.", "", message)
+    message = re.sub(r"Please try installing and loading the \w+ extension:[^;]*;[^;]*;",
+                     "Extensions are not available here.", message)
     lines = [s.strip() for s in message.splitlines() if s.strip()]
     lines = [s for s in lines if not _HIDDEN_HINT.match(s)]
     if "Candidate functions:" in lines:
