@@ -19,12 +19,13 @@ from kryptondb.rewrite.threshold_projective_field import threshold_projective_fi
 
 @dataclass(frozen=True)
 class RuleContext:
-    """What rules may read besides the plan: statement options, a model resolver and the
-    catalog's tunings of approximate settings."""
+    """What rules may read besides the plan: statement options, a model resolver, the
+    catalog's tunings of approximate settings and the statement's text."""
 
     options: object  # kryptondb.plan.binder.Options
     model: Callable[[str], object]  # name -> kryptondb.Model
     tuning: Callable[[str, int, int], object] = lambda model, patch, stride: None
+    text: str = ""  # the statement, for errors with a caret
 
 
 RULES: tuple[Callable[[PlanNode, RuleContext], PlanNode], ...] = (
