@@ -40,9 +40,9 @@ def _setup(spec):
     return kryptondb, model, x
 
 
-def _ort_loop(spec) -> dict:
-    """The baseline: occlude in batches with NumPy, run onnxruntime's own session on an ONNX
-    file, keep the class probability. No KryptonDB code in the timed region."""
+def loop_setup(spec) -> tuple:
+    """The baseline's pieces: onnxruntime's own session on the exported ONNX file, its input
+    name, the image, the gray fill, the patch corners, and occlude(chunk) -> the batch."""
     import numpy as np
     import onnxruntime as ort
 
@@ -53,23 +53,37 @@ def _ort_loop(spec) -> dict:
         path = Path(tmp) / "m.onnx"
         path.write_bytes(to_onnx(model.graph).SerializeToString())
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    p, s, batch = spec["patch"], spec["stride"], spec["batch"]
+    p, s = spec["patch"], spec["stride"]
     mean, std = np.asarray(model.preprocess.mean, np.float32), np.asarray(model.preprocess.std,
                                                                           np.float32)
     fill = ((0.5 - mean) / std).astype(np.float32)[:, None, None]
     _, _, h, w = x.shape
     corners = [(i, j) for i in range(0, h - p + 1, s) for j in range(0, w - p + 1, s)]
+
+    def occlude(chunk):
+        xb = np.repeat(x, len(chunk), axis=0)
+        for n, (i, j) in enumerate(chunk):
+            xb[n, :, i:i + p, j:j + p] = fill
+        return xb
+
+    return sess, sess.get_inputs()[0].name, x, fill, corners, occlude
+
+
+def _ort_loop(spec) -> dict:
+    """The baseline: occlude in batches with NumPy, run onnxruntime's own session on an ONNX
+    file, keep the class probability. No KryptonDB code in the timed region."""
+    import numpy as np
+
+    sess, name, x, fill, corners, occlude = loop_setup(spec)
+    batch = spec["batch"]
     cls = int(sess.run(None, {name: x})[0].argmax())
 
     def heatmap(count=len(corners)):
         out = np.empty(count, np.float32)
         for k in range(0, count, batch):
             chunk = corners[k:min(k + batch, count)]
-            xb = np.repeat(x, len(chunk), axis=0)
-            for n, (i, j) in enumerate(chunk):
-                xb[n, :, i:i + p, j:j + p] = fill
-            out[k:k + len(chunk)] = sess.run(None, {name: xb})[0].reshape(len(chunk), -1)[:, cls]
+            out[k:k + len(chunk)] = sess.run(None, {name: occlude(chunk)})[0].reshape(
+                len(chunk), -1)[:, cls]
         return out
 
     heatmap(min(len(corners), batch + len(corners) % batch))  # warm-up: both batch shapes

@@ -85,7 +85,7 @@ class Connection:
 
         from kryptondb.approx.tuning import lookup
 
-        ctx = RuleContext(options, partial(lookup, self.db))
+        ctx = RuleContext(options, partial(lookup, self.db), text)
         rewritten, steps = rewrite(logical, ctx)
         return Explained(logical, rewritten, tuple(r for r, _ in steps), steps, lower(rewritten))
 

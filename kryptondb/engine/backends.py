@@ -85,8 +85,8 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, threads: int | None = None, spinning: bool = True):
-        self.threads, self.spinning = threads, spinning
+    def __init__(self, threads: int | None = None, spinning: bool = True, borrow: bool = False):
+        self.threads, self.spinning, self.borrow = threads, spinning, borrow
         self._sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._segments: OnnxRuntimeBackend | None = None
         self._single: OnnxRuntimeBackend | None = None
@@ -95,21 +95,24 @@ class OnnxRuntimeBackend(Backend):
     def for_segments(self) -> "OnnxRuntimeBackend":
         # Incremental plans keep dozens of small sessions alive; if idle sessions' workers spin,
         # they starve the busy one (measured: 3x slower on ResNet18). A whole-model session is
-        # faster with spinning (25-60% at batch 1-16), so only segments turn it off.
+        # faster with spinning (25-60% at batch 1-16), so only segments turn it off. Segments
+        # are pieces of a model: their sessions borrow its weights (see _borrowing).
+        if not self.spinning and self.borrow:
+            return self
         if self._segments is None:
-            self._segments = OnnxRuntimeBackend(self.threads, spinning=False)
+            self._segments = OnnxRuntimeBackend(self.threads, spinning=False, borrow=True)
         return self._segments
 
     def concurrent(self) -> tuple[int, "OnnxRuntimeBackend"]:
         # Incremental plans spend a fifth of their time in NumPy gathers (one core) and the
         # rest in many small per-layer calls that two threads split poorly. One batch per core,
         # each call on one thread, keeps every core busy: measured 1.35x on ResNet18 at tau
-        # 0.5 and 1.2x on exact MobileNetV2 (2 cores), identical results.
+        # 0.5 and 1.2x on exact MobileNetV2 (2 cores), identical results. The variant borrows
+        # the model's weights: it runs the global suffix, a piece of the model.
         workers = min(self.threads or usable_cores(), usable_cores())
-        if workers <= 1:
-            return 1, self
         if self._single is None:
-            self._single = OnnxRuntimeBackend(threads=1)
+            self._single = OnnxRuntimeBackend(threads=1 if workers > 1 else self.threads,
+                                              borrow=True)
         return workers, self._single
 
     def session(self, graph: Graph, outputs: tuple[str, ...]):
@@ -137,14 +140,25 @@ class OnnxRuntimeBackend(Backend):
         if not self.spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             opts.enable_cpu_mem_arena = False  # dozens of idle per-layer arenas add up
-        proto = to_onnx(graph, outputs).SerializeToString()
-        return ort.InferenceSession(proto, opts, providers=["CPUExecutionProvider"])
+        if self.borrow:
+            proto, borrowed = _borrowing(opts, graph, to_onnx(graph, outputs, FED_BYTES))
+        else:
+            proto, borrowed = to_onnx(graph, outputs).SerializeToString(), ({}, [])
+        sess = ort.InferenceSession(proto, opts, providers=["CPUExecutionProvider"])
+        # onnxruntime keeps the serialized model for a provider fallback a CPU-only session
+        # never makes: for VGG16 that is 528 MB per session, held as long as the session.
+        if getattr(sess, "_model_bytes", None) is not None:
+            sess._model_bytes = None
+        sess.kryptondb_fed, sess.kryptondb_borrowed = borrowed  # alive as long as the session
+        del proto
+        release_freed_memory()  # the export's and the parse's transient copies of the weights
+        return sess
 
     def run(self, graph, feeds, outputs=None):
         outputs = tuple(outputs or graph.outputs)
         values = check_feeds(graph, feeds)
-        result = _onnxruntime(graph, "run", self.session(graph, outputs).run, list(outputs),
-                              values)
+        sess = self.session(graph, outputs)
+        result = _onnxruntime(graph, "run", sess.run, list(outputs), values | sess.kryptondb_fed)
         return dict(zip(outputs, result))
 
 
@@ -159,6 +173,50 @@ def _onnxruntime(graph: Graph, what: str, call, *args):
         message = " ".join(str(exc).split())[:600]
         raise BackendError(f"onnxruntime could not {what} graph {graph.name!r}: "
                            f"{message}") from None
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed inside the process back to the system (glibc's malloc_trim): large
+    transients (a session's exported model, a pass's outputs) otherwise stay resident as free
+    heap, for VGG16 hundreds of MB. Elsewhere (no glibc) a no-op."""
+    global _TRIM
+    if _TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
+FED_BYTES = 16 << 20  # segment sessions get weights this large fed at each run, never copied
+
+
+def _borrowing(opts, graph: Graph, model) -> tuple[bytes, tuple[dict, list]]:
+    """Segment sessions (per-layer graphs, the global suffix, the views pass) use the graph's
+    own weight arrays instead of copies: without this, every session on a piece of a model
+    holds its own copy of that piece (VGG16's classifier: 500 MB per suffix session). Large
+    weights are graph inputs fed at each run (a session built with them as initializers
+    needs two more transient copies); the others are initializers the session borrows
+    (prepacking still copies those of MatMul and Gemm: at most FED_BYTES each).
+    Returns the serialized model and (fed arrays by input name, borrowed OrtValues)."""
+    import onnxruntime as ort
+
+    from kryptondb.model.onnx_export import weight_arrays
+
+    fed, borrowed = {}, []
+    inputs = {i.name for i in model.graph.input}
+    for name, arr in weight_arrays(graph, model).items():
+        if name in inputs:
+            fed[name] = arr
+        elif arr.dtype == np.float32 and arr.flags.c_contiguous:
+            borrowed.append(ort.OrtValue.ortvalue_from_numpy(arr))
+            opts.add_initializer(name, borrowed[-1])
+    return model.SerializeToString(), (fed, borrowed)
 
 
 _BACKENDS = {"numpy": NumpyBackend, "onnxruntime": OnnxRuntimeBackend}

@@ -10,7 +10,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from kryptondb.engine.backends import get_backend
+from kryptondb.engine.backends import get_backend, release_freed_memory
 from kryptondb.model.shapes import node_flops
 from kryptondb.lang.ast import Fill
 from kryptondb.result import Heatmap
@@ -205,10 +205,10 @@ def _remember(node, ctx, scan: Scan, cls: int) -> Scan:
 
 
 def materialize_views(node, inputs, ctx) -> dict:
-    """The base input's output of every incremental layer, stored as an Arrow view table in
-    the catalog and reused by later queries on the same model and image."""
+    """The base input's output of every incremental layer a plan reads, stored as an Arrow
+    view table in the catalog and reused by later queries on the same model and image."""
     from kryptondb.ivm import views as V
-    from kryptondb.ivm.incremental import base_views
+    from kryptondb.ivm.incremental import base_views, read_views
 
     (x,) = inputs
     ref = node.arg("model")
@@ -217,10 +217,14 @@ def materialize_views(node, inputs, ctx) -> dict:
     if name in ctx.db.names("view"):
         node.stats.update(reused=1)
         return V.from_arrow(ctx.db.get_table(name, "view"))
-    views = base_views(model.graph, x[0], get_backend(node.arg("backend") or "onnxruntime"))
-    table = V.to_arrow(views, [n.name for n in model.graph.nodes])
-    ctx.db.put_table(name, table, kind="view", info={"model": ref.entry, "digest": ref.digest,
-                                                      "layers": len(views)})
+    # One pass with every view as an output, on the segments' variant of the backend: its
+    # sessions borrow the model's weights and keep no arena after the pass.
+    backend = get_backend(node.arg("backend") or "onnxruntime").for_segments()
+    views = base_views(model.graph, x[0], backend, names=read_views(model.graph))
+    table = V.to_arrow(views, [n.name for n in model.graph.nodes], consume=True)
+    release_freed_memory()  # the pass's outputs, now in the table
+    ctx.db.put_table(name, table, kind="view",
+                     info={"model": ref.entry, "digest": ref.digest, "layers": table.num_rows})
     node.stats.update(flops=model_flops(model), bytes=table.nbytes, rows=table.num_rows)
     return V.from_arrow(ctx.db.get_table(name, "view"))
 
@@ -252,56 +256,60 @@ def incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend) ->
         computed = first.count + len(pick)
         node.stats.update(stage1=first.count, stage2=len(pick))
     node.stats.update(gather_s=stats.get("gather_s", 0.0), compute_s=stats.get("compute_s", 0.0),
-                      workers=stats.get("workers", 1),
+                      workers=stats.get("workers", 1), blocks=stats.get("blocks", 0),
+                      in_flight=stats.get("in_flight", 0),
                       flops=int(node.arg("flops_incremental") or 0) * computed)
     return out
 
 
 def _incremental_positions(node, ctx, views, corners, patch, cls, model, fill_x, backend,
                            stats, label) -> np.ndarray:
-    """The heatmap values at ``corners``. The planner's batch bounds the queries in flight;
-    with a backend that prefers it (onnxruntime: one batch per core), that many queries are
-    split into one chunk per worker, run side by side. Stats times are summed over workers."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """The heatmap values at ``corners``. The planner's batch bounds the queries in flight
+    (its memory footprint is the budget's); with a backend that prefers it (onnxruntime: one
+    batch per core), they are split into one chunk per worker, run side by side. Plans are
+    built for a block of positions at a time (the planner's), all with the same region sizes
+    (so with the same per-layer segments). Stats times are summed over workers."""
+    from kryptondb.engine.workers import InFlight, Pool
     from kryptondb.ivm.gather import PaddedView, gather
-    from kryptondb.ivm.incremental import IncrementalPlan
+    from kryptondb.ivm.incremental import IncrementalPlan, region_sizes
 
+    batch = node.arg("batch")
     workers, runner = backend.concurrent()
-    chunk = max(1, math.ceil(node.arg("batch") / workers))
-    plan = IncrementalPlan(model.graph, corners, patch, views, node.arg("tau"))
+    workers = min(workers, batch)
+    chunk = max(1, batch // workers)  # chunk * workers <= batch: the planner's bound holds
+    block = max(chunk * workers, node.arg("block") or len(corners))
+    tau = node.arg("tau")
+    sizes = region_sizes(model.graph, corners, patch, tau, block)
     out = np.empty(len(corners), np.float32)
     fills = PaddedView(fill_x, (0, 0, 0, 0), 0.0)
 
-    def run(start):
-        idx = np.arange(start, min(start + chunk, len(corners)))
-        pv = gather(fills, corners[idx, 0], corners[idx, 1], patch, patch)
-        own: dict = {}
-        res = plan.run(idx, pv, runner, own)
-        return idx, model.probabilities(res.reshape(len(idx), -1))[:, cls], own
+    flight = InFlight()
 
-    bar = ctx.bar(len(corners), label + (" (incremental)" if node.arg("tau") is None else
-                                         f" (tau {node.arg('tau'):g})"))
-    # The main thread runs one chunk of every round itself, helpers the others: it is never
-    # parked for long in a wait, so Ctrl-C (KeyboardInterrupt, raised only in the main thread)
-    # stops the scan within one chunk (a pool's result() wait sometimes lost it in the REPL).
-    helpers = ThreadPoolExecutor(workers - 1, thread_name_prefix="kryptondb-ivm") \
-        if workers > 1 else None
-    starts = list(range(0, len(corners), chunk))
-    try:
-        for r in range(0, len(starts), workers):
-            mine, *theirs = starts[r:r + workers]
-            pending = [helpers.submit(run, s) for s in theirs]
-            for idx, probs, own in [run(mine)] + [f.result() for f in pending]:
-                out[idx] = probs
-                for k, v in own.items():
-                    stats[k] = stats.get(k, 0.0) + v
-                bar.update(len(idx))
-    finally:
-        if helpers is not None:
-            helpers.shutdown(cancel_futures=True)
-        bar.close()
+    def run(plan, here, start, stop):
+        idx = np.arange(start, stop)
+        with flight(len(idx)):
+            pv = gather(fills, here[idx, 0], here[idx, 1], patch, patch)
+            own: dict = {}
+            res = plan.run(idx, pv, runner, own)
+            return idx, model.probabilities(res.reshape(len(idx), -1))[:, cls], own
+
+    bar = ctx.bar(len(corners), label + (" (incremental)" if tau is None else f" (tau {tau:g})"))
+    with Pool(workers) as pool:
+        try:
+            for b in range(0, len(corners), block):
+                here, plan = corners[b:b + block], None  # one block's plan at a time
+                plan = IncrementalPlan(model.graph, here, patch, views, tau, sizes)
+                stats["blocks"] = stats.get("blocks", 0) + 1
+                for idx, probs, own in pool.map(lambda s, e: run(plan, here, s, e), len(here),
+                                                chunk):
+                    out[b + idx] = probs
+                    for k, v in own.items():
+                        stats[k] = stats.get(k, 0.0) + v
+                    bar.update(len(idx))
+        finally:
+            bar.close()
     stats["workers"] = workers
+    stats["in_flight"] = max(stats.get("in_flight", 0), flight.most)
     return out
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from kryptondb.ivm.cost import patch_regions, prefix, unsaturated
 from kryptondb.ivm.gather import PaddedView, gather, margins, overlay
-from kryptondb.ivm.regions import FixedRegion, as_map, fix, read_in, spatial_params
+from kryptondb.ivm.regions import FixedRegion, as_map, fix, fixed_size, read_in, spatial_params
 from kryptondb.model.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node, make_node
 
 
@@ -57,12 +57,15 @@ class Step:
 
 class IncrementalPlan:
     def __init__(self, graph: Graph, corners: np.ndarray, patch: int | tuple[int, int],
-                 views: dict[str, np.ndarray], tau: float | None = None):
+                 views: dict[str, np.ndarray], tau: float | None = None,
+                 sizes: dict[str, tuple[int, int]] | None = None):
         """Queries change a ``patch`` (a square side or an (h, w) box) of the input at
-        ``corners``; ``tau``: projective field threshold (approximate), None: exact."""
+        ``corners``; ``tau``: projective field threshold (approximate), None: exact;
+        ``sizes``: every layer's fixed region size (``region_sizes`` of a larger query set)."""
         self.graph, self.views = graph, views
         changed = patch_regions(graph, corners, patch, tau)
-        self.regions = {k: fix(r, graph[k].shape) for k, r in changed.items()}
+        self.regions = {k: fix(r, graph[k].shape, sizes and sizes[k]) for k, r in changed.items()}
+        del changed  # four arrays per query and layer, not needed past this point
         self.incremental = unsaturated(graph, self.regions)
         self.steps = self._steps()
         used_outside = {i for n in graph.nodes if n.name not in self.incremental
@@ -289,6 +292,19 @@ def _with_sides(n: Node, sides: list[str], weights) -> list[Node]:
                     params=tuple(p for p in n.params if p not in spatial))]
 
 
+def region_sizes(graph: Graph, corners: np.ndarray, patch, tau: float | None = None,
+                 block: int = 4096) -> dict[str, tuple[int, int]]:
+    """Every layer's fixed region size over all ``corners``, computed ``block`` queries at a
+    time, so that plans over blocks of the queries share their shapes (and segments) while
+    none holds the per-query regions of all of them."""
+    out: dict[str, tuple[int, int]] = {}
+    for s in range(0, len(corners), block):
+        for k, r in patch_regions(graph, corners[s:s + block], patch, tau).items():
+            h, w = fixed_size(r)
+            out[k] = (max(h, out.get(k, (1, 1))[0]), max(w, out.get(k, (1, 1))[1]))
+    return out
+
+
 def _merge(head: Node, bufs: list[np.ndarray]) -> np.ndarray:
     if head.op is Op.ADD:
         out = bufs[0] + bufs[1]
@@ -300,10 +316,26 @@ def _merge(head: Node, bufs: list[np.ndarray]) -> np.ndarray:
     return bufs[0]  # Pad: the gathered context is the padded map
 
 
-def base_views(graph: Graph, x: np.ndarray, backend, with_output: bool = False):
-    """The materialized views: every incremental layer's output for the base input (C, H, W);
-    with ``with_output``, (views, the graph's output for x) from the same single pass."""
-    names = [n for n in prefix(graph) if graph[n].op is not Op.INPUT]
+def read_views(graph: Graph) -> list[str]:
+    """The views a plan can read: every incremental layer but those whose only user is a
+    pointwise op that ``_steps`` fuses after them (a fused chain is never read in between)."""
+    users = graph.consumers()
+
+    def fused_away(n: Node) -> bool:
+        u = users[n.name]
+        return (len(u) == 1 and _is_pointwise(graph[u[0]], graph) and u[0] not in graph.outputs
+                and n.op is not Op.PAD and n.name not in graph.outputs)
+
+    return [n for n in prefix(graph) if graph[n].op is not Op.INPUT and not fused_away(graph[n])]
+
+
+def base_views(graph: Graph, x: np.ndarray, backend, with_output: bool = False,
+               names: list[str] | None = None):
+    """The materialized views: every incremental layer's output (or those in ``names``) for
+    the base input (C, H, W); with ``with_output``, (views, the graph's output for x) from the
+    same single pass."""
+    names = [n for n in prefix(graph) if graph[n].op is not Op.INPUT] if names is None \
+        else list(names)
     want = names + ([graph.output] if with_output and graph.output not in names else [])
     out = backend.run(graph, {graph.inputs[0]: x[None]}, want) if want else {}
     views = {k: np.ascontiguousarray(out[k][0]) for k in names}

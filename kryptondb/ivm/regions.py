@@ -143,13 +143,19 @@ class FixedRegion:
     x: np.ndarray  # (n,) start cols
 
 
-def fix(region: Region, out_shape) -> FixedRegion:
+def fix(region: Region, out_shape, size: tuple[int, int] | None = None) -> FixedRegion:
+    """``size``: (h, w) to use instead of the largest here (at least as large), so that plans
+    over parts of one query set share their shapes."""
     _, height, width = out_shape
-    h = int(max(1, region.rows.width.max()))
-    w = int(max(1, region.cols.width.max()))
+    h, w = size or fixed_size(region)
     y = np.clip(region.rows.lo, 0, height - h)
     x = np.clip(region.cols.lo, 0, width - w)
     return FixedRegion(h, w, y.astype(np.int64), x.astype(np.int64))
+
+
+def fixed_size(region: Region) -> tuple[int, int]:
+    """The fixed size of a region: its largest tight extent over the queries (at least 1)."""
+    return int(max(1, region.rows.width.max())), int(max(1, region.cols.width.max()))
 
 
 def read_in(node: Node, out: FixedRegion) -> tuple[int, int, np.ndarray, np.ndarray]:

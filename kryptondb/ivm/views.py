@@ -9,14 +9,26 @@ import numpy as np
 import pyarrow as pa
 
 
-def to_arrow(views: dict[str, np.ndarray], order: list[str]) -> pa.Table:
+def to_arrow(views: dict[str, np.ndarray], order: list[str], consume: bool = False) -> pa.Table:
+    """One copy: every tensor's bytes go straight into the column's single data buffer; with
+    ``consume``, each tensor leaves ``views`` once copied (so the two copies never coexist)."""
     names = [n for n in order if n in views]
+    shapes = [list(views[n].shape) for n in names]
+    dtypes = [str(views[n].dtype) for n in names]
+    sizes = [views[n].nbytes for n in names]
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+    data = np.empty(int(offsets[-1]), np.uint8)
+    for n, start, size in zip(names, offsets, sizes):
+        data[start:start + size] = np.ascontiguousarray(views[n]).reshape(-1).view(np.uint8)
+        if consume:
+            del views[n]
+    tensors = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(names),
+                                               [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     return pa.table({
         "layer": pa.array(names, pa.string()),
-        "shape": pa.array([list(views[n].shape) for n in names], pa.list_(pa.int32())),
-        "dtype": pa.array([str(views[n].dtype) for n in names], pa.string()),
-        "tensor": pa.array([np.ascontiguousarray(views[n]).tobytes() for n in names],
-                           pa.large_binary()),
+        "shape": pa.array(shapes, pa.list_(pa.int32())),
+        "dtype": pa.array(dtypes, pa.string()),
+        "tensor": tensors,
     })
 
 

@@ -1,6 +1,7 @@
 """Graph -> ONNX, so onnxruntime can run a whole model, a segment or one operator.
 
-The exported model has a symbolic batch axis ``N``; weights become initializers.
+The exported model has a symbolic batch axis ``N``; weights become initializers, or, from a
+given size on, extra graph inputs the caller feeds at every run (so no copy of them is made).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ IR_VERSION = 8  # onnxruntime 1.31 accepts IR <= 13; 8 is the IR of opset 17
 
 
 class _Emitter:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, fed_from: int | None = None):
         self.graph, self.nodes, self.inits, self.seen = graph, [], [], set()
+        self.fed_from, self.fed = fed_from, {}
 
     def const(self, name: str, value) -> str:
         if name not in self.seen:
@@ -30,11 +32,27 @@ class _Emitter:
     def weight(self, key: str, shape=None) -> str:
         arr = self.graph.weights[key]
         tag = f"{key}" if shape is None else f"{key}::{'x'.join(map(str, shape))}"
+        if self.fed_from is not None and arr.nbytes >= self.fed_from:
+            self.fed[tag] = arr.shape if shape is None else tuple(shape)
+            return tag
         return self.const(tag, arr if shape is None else arr.reshape(shape))
 
     def emit(self, op: str, inputs, output: str, **attrs) -> str:
         self.nodes.append(helper.make_node(op, list(inputs), [output], **attrs))
         return output
+
+
+def weight_arrays(graph: Graph, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The initializers and fed inputs of ``model`` (exported from ``graph``) that are the
+    graph's weights, as the graph's own arrays (reshaped views where the export reshaped
+    them): a session can borrow these instead of keeping a copy."""
+    out = {}
+    for name in [i.name for i in model.graph.initializer] + [i.name for i in model.graph.input]:
+        key, _, shape = name.partition("::")  # names as _Emitter.weight writes them
+        arr = graph.weights.get(key)
+        if arr is not None:
+            out[name] = arr.reshape([int(v) for v in shape.split("x")]) if shape else arr
+    return out
 
 
 def _window_attrs(node: Node) -> dict:
@@ -141,16 +159,20 @@ def _value_info(name: str, shape) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape])
 
 
-def to_onnx(graph: Graph, outputs: Sequence[str] | None = None) -> onnx.ModelProto:
-    """An ONNX model computing ``outputs`` (default: the graph's) with a batch axis ``N``."""
-    e = _Emitter(graph)
+def to_onnx(graph: Graph, outputs: Sequence[str] | None = None,
+            fed_from: int | None = None) -> onnx.ModelProto:
+    """An ONNX model computing ``outputs`` (default: the graph's) with a batch axis ``N``;
+    weights of ``fed_from`` bytes or more become graph inputs after the graph's own (the
+    caller feeds them: ``weight_arrays``) instead of initializers."""
+    e = _Emitter(graph, fed_from)
     for n in graph.nodes:
         if n.op is not Op.INPUT:
             _emit_node(e, n)
     outs = list(outputs or graph.outputs)
+    fed = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v)) for k, v in e.fed.items()]
     g = helper.make_graph(
         e.nodes, graph.name or "kryptondb",
-        [_value_info(i, graph[i].shape) for i in graph.inputs],
+        [_value_info(i, graph[i].shape) for i in graph.inputs] + fed,
         [_value_info(o, graph[o].shape) for o in outs], e.inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="kryptondb")

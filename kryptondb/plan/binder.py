@@ -24,7 +24,7 @@ class Options:
     """Statement-wide settings the rewrite rules read."""
 
     backend: str = "onnxruntime"
-    memory_mb: int = DEFAULT_MEMORY_MB
+    memory_mb: int | None = None  # MEMORY; None: DEFAULT_MEMORY_MB unless BATCH fixes the batch
     batch: int | None = None
     incremental: bool | None = None  # NAIVE: False, INCREMENTAL: True, None: cost model decides
     approximate: ast.Approximate | None = None  # validated settings of APPROXIMATE
@@ -70,8 +70,7 @@ class Binder:
                 raise self.fail(f"unknown device {device.value!r}", device.span,
                                 ("CPU", "GPU", "NUMPY", "ONNXRUNTIME"))
             backend = DEVICES[device.value]
-        memory = getattr(stmt, "memory_mb", None) or DEFAULT_MEMORY_MB
-        return Options(backend, memory, getattr(stmt, "batch", None),
+        return Options(backend, getattr(stmt, "memory_mb", None), getattr(stmt, "batch", None),
                        getattr(stmt, "incremental", None), getattr(stmt, "approximate", None))
 
 

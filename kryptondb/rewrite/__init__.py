@@ -20,11 +20,13 @@ from kryptondb.rewrite.threshold_projective_field import threshold_projective_fi
 
 @dataclass(frozen=True)
 class RuleContext:
-    """What rules may read besides the plan: statement options and the catalog's tunings of
-    approximate settings. Models are bound in the plan (``model`` arguments are ModelRefs)."""
+    """What rules may read besides the plan: statement options, the catalog's tunings of
+    approximate settings and the statement's text (for errors with a caret). Models are bound in
+    the plan (``model`` arguments are ModelRefs)."""
 
     options: object  # kryptondb.plan.binder.Options
     tuning: Callable[[object, int, int], object] = lambda model, patch, stride: None
+    text: str = ""  # the statement, for errors with a caret
 
     # a node's ``model`` argument -> the Model the binder bound it to; never a lookup by name
     model = staticmethod(bound)
