@@ -130,11 +130,13 @@ def _title(stmt) -> str:
 
 
 def _run_noting(dag, ctx) -> tuple[object, list[str]]:
-    """Run the plan; (its value, a 'warning: ...' line per KryptonDB warning it raised). Every
-    warning is also shown again to the caller."""
+    """Run the plan, then store the caches it deferred (they are kept only when the statement
+    succeeds); (its value, a 'warning: ...' line per KryptonDB warning raised). Every warning is
+    also shown again to the caller."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = run(dag, ctx)
+        ctx.commit_deferred()
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return value, [f"warning: {w.message}" for w in caught

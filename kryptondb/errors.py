@@ -42,6 +42,11 @@ class TruncatedVideoWarning(KryptonWarning):
     the results cover only the frames decoded (the message says which)."""
 
 
+class CacheWarning(KryptonWarning):
+    """A cache (materialized views) that could not be stored after the statement succeeded:
+    the result is complete; a later query recomputes what was not kept."""
+
+
 class ShapeError(KryptonError):
     """A tensor whose shape does not fit where it is used."""
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +251,52 @@ def test_a_replaced_model_whose_old_views_cannot_be_dropped_is_not_reported_unch
         shutil.rmtree(root)
     else:
         pytest.fail("the statement never ran to its end")
+
+
+def test_an_occlusion_whose_into_fails_stores_no_views_either(tmp_path, monkeypatch, sources):
+    """EXPLAIN OCCLUSION ... INCREMENTAL INTO t materializes views, then stores t. A fault at
+    any step of either write fails the statement, and then nothing is stored: the views are a
+    cache written only once the statement has succeeded. A fault that hits only the views'
+    write leaves a complete result, t stored, and a CacheWarning."""
+    from PIL import Image
+
+    from kryptondb.errors import CacheWarning
+
+    template = tmp_path / "template"
+    kryptondb.connect(template).execute(f"CREATE MODEL m FROM '{sources['inline']}'")
+    image = tmp_path / "cat.png"
+    Image.new("RGB", (20, 20), (120, 40, 200)).save(image)
+    before = _snapshot(Database(template))
+    statement = (f"EXPLAIN OCCLUSION OF IMAGE '{image}' USING MODEL m PATCH 4 STRIDE 4 "
+                 "INCREMENTAL INTO t")
+    faults, outcomes = Faults(monkeypatch, tmp_path), set()
+    for step in range(60):
+        root = tmp_path / f"run{step}"
+        shutil.copytree(template, root)
+        con = kryptondb.connect(root)
+        faults.arm(step, errno.ENOSPC)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                con.execute(statement)
+        except StorageError:
+            faults.arm(None)
+            assert _snapshot(Database(root)) == before, f"a fault at step {step}"
+            outcomes.add("failed")
+        else:
+            reached = faults.calls > step
+            faults.arm(None)
+            after = Database(root)
+            assert "t" in after.names("table"), f"step {step}"
+            views = after.names("view")
+            warned = any(issubclass(w.category, CacheWarning) for w in caught)
+            assert bool(views) != warned, f"step {step}: views {views}, warned {warned}"
+            outcomes.add("views lost" if warned else "done")
+            if not reached:
+                break  # every step of the statement has failed once
+        _assert_clean(root)
+        shutil.rmtree(root)
+    assert outcomes == {"failed", "views lost", "done"}, outcomes
 
 
 def test_names_too_long_for_a_file_are_refused_up_front(tmp_path):

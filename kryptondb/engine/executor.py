@@ -23,9 +23,30 @@ class ExecContext:
     progress: Callable | None = None  # (total, label) -> bar with update(n) and close()
     memo: dict = field(default_factory=dict)  # exact occlusion maps by query key (this session)
     sql: object = None  # the connection's SQL sandbox (kryptondb.sql.Sandbox); None: defaults
+    deferred: list = field(default_factory=list)  # (what, write): caches stored on success
 
     # a node's ``model`` argument -> the Model the binder bound it to; never a lookup by name
     model = staticmethod(bound)
+
+    def defer(self, what: str, write: Callable[[], object]) -> None:
+        """Store a cache (materialized views) only once the whole statement has succeeded, so
+        a statement that fails changes nothing in the catalog."""
+        self.deferred.append((what, write))
+
+    def commit_deferred(self) -> None:
+        """Run the deferred writes; one that fails is a warning (the result is complete, only
+        the cache is missing), not an error."""
+        import warnings
+
+        from kryptondb.errors import CacheWarning, KryptonError
+
+        for what, write in self.deferred:
+            try:
+                write()
+            except KryptonError as exc:
+                warnings.warn(CacheWarning(f"{what} not stored, the result is complete: {exc}"),
+                              stacklevel=2)
+        self.deferred.clear()
 
     def bar(self, total: int, label: str):
         return self.progress(total, label) if self.progress else _NoBar()

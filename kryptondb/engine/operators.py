@@ -206,7 +206,9 @@ def _remember(node, ctx, scan: Scan, cls: int) -> Scan:
 
 def materialize_views(node, inputs, ctx) -> dict:
     """The base input's output of every incremental layer a plan reads, stored as an Arrow
-    view table in the catalog and reused by later queries on the same model and image."""
+    view table in the catalog and reused by later queries on the same model and image. The
+    view is stored once the statement has succeeded (``ExecContext.defer``): a statement that
+    fails, say at its INTO, leaves the catalog as it was."""
     from kryptondb.ivm import views as V
     from kryptondb.ivm.incremental import base_views, read_views
 
@@ -223,10 +225,11 @@ def materialize_views(node, inputs, ctx) -> dict:
     views = base_views(model.graph, x[0], backend, names=read_views(model.graph))
     table = V.to_arrow(views, [n.name for n in model.graph.nodes], consume=True)
     release_freed_memory()  # the pass's outputs, now in the table
-    ctx.db.put_table(name, table, kind="view",
-                     info={"model": ref.entry, "digest": ref.digest, "layers": table.num_rows})
+    info = {"model": ref.entry, "digest": ref.digest, "layers": table.num_rows}
+    ctx.defer(f"materialized views {name}",
+              lambda: ctx.db.put_table(name, table, kind="view", info=info))
     node.stats.update(flops=model_flops(model), bytes=table.nbytes, rows=table.num_rows)
-    return V.from_arrow(ctx.db.get_table(name, "view"))
+    return V.from_arrow(table)
 
 
 def incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend) -> np.ndarray:
