@@ -14,7 +14,7 @@ from kryptondb.errors import PlanError, UnknownNameError
 from kryptondb.lang import ast
 from kryptondb.plan import option_ranges as ranges
 from kryptondb.plan.nodes import PlanNode, node
-from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
+
 DEVICES = {"cpu": "onnxruntime", "onnxruntime": "onnxruntime", "ort": "onnxruntime",
            "numpy": "numpy", "gpu": "cupy", "cupy": "cupy"}
 
@@ -24,7 +24,7 @@ class Options:
     """Statement-wide settings the rewrite rules read."""
 
     backend: str = "onnxruntime"
-    memory_mb: int | None = None  # MEMORY; None: DEFAULT_MEMORY_MB unless BATCH fixes the batch
+    memory_mb: int | None = None  # MEMORY; None: the default unless BATCH fixes the batch
     batch: int | None = None
     incremental: bool | None = None  # NAIVE: False, INCREMENTAL: True, None: cost model decides
     approximate: ast.Approximate | None = None  # validated settings of APPROXIMATE

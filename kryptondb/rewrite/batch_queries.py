@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from kryptondb.errors import PlanError
-from kryptondb.plan.binder import DEFAULT_MEMORY_MB
 from kryptondb.plan.nodes import PlanNode, transform
+from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
 
 MAX_BATCH = 256
 MAX_INCREMENTAL_BATCH = 64  # larger batches of small contexts gained nothing, cost memory
