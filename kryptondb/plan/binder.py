@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kryptondb.errors import PlanError, UnknownNameError
 from kryptondb.lang import ast
@@ -28,6 +28,7 @@ class Options:
     batch: int | None = None
     incremental: bool | None = None  # NAIVE: False, INCREMENTAL: True, None: cost model decides
     approximate: ast.Approximate | None = None  # validated settings of APPROXIMATE
+    spans: dict = field(default_factory=dict, compare=False)  # option -> Span, for carets
 
 
 @dataclass
@@ -71,7 +72,8 @@ class Binder:
                                 ("CPU", "GPU", "NUMPY", "ONNXRUNTIME"))
             backend = DEVICES[device.value]
         return Options(backend, getattr(stmt, "memory_mb", None), getattr(stmt, "batch", None),
-                       getattr(stmt, "incremental", None), getattr(stmt, "approximate", None))
+                       getattr(stmt, "incremental", None), getattr(stmt, "approximate", None),
+                       stmt.spans)
 
 
 # ---------------------------------------------------------------------------------------------
