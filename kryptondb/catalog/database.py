@@ -32,7 +32,7 @@ import shutil
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import pyarrow as pa
 
@@ -54,6 +54,7 @@ from kryptondb.files import check_regular, open_regular
 CATALOG = "catalog.json"
 _READ_RETRIES = 100  # a reader looks again while writers keep replacing what it reads
 _KIND_OF_RELATION = {section: kind for kind, section in SECTIONS.items()}
+T = TypeVar("T")
 
 
 def _now() -> str:
@@ -141,20 +142,28 @@ class Database:
         cached = self._tables.get(key)
         if cached is not None and cached[0] == self._tokens[key]:
             return cached[1]
-        for _ in range(_READ_RETRIES):
-            try:
-                table = read_arrow(self._files[key])
-                break
-            except StorageError:  # another process replaced it since we looked: look again
-                stamp = self._stamp
-                self.lookup(kind, name)
-                if stamp == self._stamp:  # no newer version: the file is really gone or bad
-                    raise
-        else:
-            raise StorageError(f"{kind} {name!r} in {self.path} was replaced {_READ_RETRIES} "
-                               "times while it was being read; try again")
+
+        def read() -> pa.Table:
+            self.lookup(kind, name)  # the latest entry (or UnknownNameError: dropped meanwhile)
+            return read_arrow(self._files[key])
+
+        table = self.read_latest(read, f"{kind} {name!r}")
         self._tables[key] = (self._tokens[key], table)
         return table
+
+    def read_latest(self, read: Callable[[], T], what: str) -> T:
+        """``read()``, run again while it fails with a FileError because another process
+        committed a newer version meanwhile (a writer removes the files of the version it
+        replaced, after its commit); a failure with no newer commit is raised as it is."""
+        for _ in range(_READ_RETRIES):
+            version = self.version()
+            try:
+                return read()
+            except FileError:
+                if self.version() == version:  # nothing new: the file is really gone or bad
+                    raise
+        raise StorageError(f"{what} in {self.path} was replaced {_READ_RETRIES} times while it "
+                           "was being read; try again")
 
     def file_of(self, kind: str, name: str) -> Path | None:
         """The data file the database holds for an entry (None in memory, and for images,
