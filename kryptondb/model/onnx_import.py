@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kryptondb.errors import KryptonError, ModelImportError, ShapeError, UnsupportedOpError
-from kryptondb.limits import check_size, tensor_bytes
+from kryptondb.limits import ModelSize, check_size, tensor_bytes
 from kryptondb.model import onnx_checks as check
 from kryptondb.model.fold import bn_scale_shift, drop_dead, fold_batchnorm
 from kryptondb.model.ir import Graph, Node, Op, input_node, make_node
@@ -32,7 +32,7 @@ class _Ctx:
     nodes: list = field(default_factory=list)
     weights: dict = field(default_factory=dict)
     placeholders: dict = field(default_factory=dict)  # name -> shape of seeded stand-ins
-    seeded_bytes: int = 0                          # what the seeded stand-ins take together
+    seeded: ModelSize = field(default_factory=lambda: ModelSize(ModelImportError))  # stand-ins
     users: dict = field(default_factory=dict)      # onnx name -> [onnx nodes reading it]
     opset: int = 13
 
@@ -141,10 +141,8 @@ def _seeded(ctx: _Ctx, name: str, shape, rng) -> np.ndarray:
     what = f"placeholder {name!r} (shape {list(shape)}, seeded as float32)"
     if any(s < 0 for s in shape):
         raise ModelImportError(f"{what} has a negative dimension")
-    check_size(tensor_bytes(shape, 4), "tensor_bytes", what, ModelImportError)
-    ctx.seeded_bytes += tensor_bytes(shape, 4)
-    check_size(ctx.seeded_bytes, "model_bytes", "the seeded placeholders together",
-               ModelImportError)
+    ctx.seeded.add(tensor_bytes(shape, 4), what)
+    ctx.seeded.check_total("the seeded placeholders together")
     size = max(1, math.prod(shape))
     if op == "Conv" and idx == 1:
         std = math.sqrt(2.0 / max(1, math.prod(shape[1:])))
