@@ -28,8 +28,7 @@ crashed writer left. A drop removes the entry before the file, likewise.
 from __future__ import annotations
 
 import os
-import shutil
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
@@ -46,7 +45,7 @@ from kryptondb.catalog.lock import locked
 from kryptondb.catalog.recovery import repair, stamp_table
 from kryptondb.catalog.relations import catalog_relation
 from kryptondb.catalog.storage import (atomic_write, atomic_write_bytes, commit_bytes,
-                                       fsync_dir, read_arrow, write_arrow)
+                                       fsync_dir, read_arrow, remove_quietly, write_arrow)
 from kryptondb.errors import (CatalogError, FileError, ImageError, StorageError,
                               UnknownNameError)
 from kryptondb.files import check_regular, open_regular
@@ -301,11 +300,7 @@ class Database:
     def _remove_files(files: list[Path | None]) -> None:
         """Best effort: leftovers are garbage the next open removes."""
         for file in files:
-            if file is not None and file.is_dir() and not file.is_symlink():
-                shutil.rmtree(file, ignore_errors=True)
-            elif file is not None:
-                with suppress(OSError):
-                    os.unlink(file)
+            remove_quietly(file)
 
     def _store_onnx(self, name: str, model: bytes, data: list[bytes], written: list) -> Path:
         """Write a model version's folder in models/ (appending it to ``written``)."""

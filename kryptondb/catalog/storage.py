@@ -12,6 +12,7 @@ import io
 import os
 import re
 import secrets
+import shutil
 from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -161,6 +162,18 @@ def read_arrow_footer(path: str | os.PathLike) -> tuple[pa.Schema, int]:
     except (pa.ArrowException, OSError) as e:
         raise StorageError(f"corrupt Arrow file {path}: {e}") from e
     return reader.schema, rows
+
+
+def remove_quietly(item: Path | None) -> None:
+    """Remove a data file, or a folder (a model version's) with what it holds; best effort:
+    a leftover is garbage that the next open removes."""
+    if item is None:
+        return
+    if item.is_dir() and not item.is_symlink():
+        shutil.rmtree(item, ignore_errors=True)
+    else:
+        with suppress(OSError):
+            os.unlink(item)
 
 
 def _pid_alive(pid: int) -> bool:
