@@ -40,11 +40,10 @@ class Connection:
     def __init__(self, path: str | os.PathLike | None = None, progress=None, limits=None,
                  sql_limits=None):
         from kryptondb.catalog import Database
-        from kryptondb.limits import resolve
-        from kryptondb.sql import Sandbox
-
         from kryptondb.errors import StorageError
         from kryptondb.files import user_path
+        from kryptondb.limits import resolve
+        from kryptondb.sql import Sandbox
 
         self.limits = resolve(limits)  # kryptondb.limits: sizes and waits, applied per statement
         where = None if path is None else user_path(path, "database directory", StorageError)

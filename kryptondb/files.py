@@ -42,6 +42,11 @@ def user_path(path, what: str, error: type[FileError] = FileError) -> str:
         raise error(f"{what}: expected a path, got {type(path).__name__} {path!r:.60}") from None
 
 
+def _why(exc: OSError | ValueError) -> str:
+    """What went wrong, as the OS says it ("Permission denied"), else the exception's text."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 def _require_regular(st: os.stat_result, shown: str, what: str, error: type) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{what} {shown!r} is {_kind(st.st_mode)}, not a regular file")
@@ -57,8 +62,7 @@ def check_regular(path: str | os.PathLike, what: str,
     except FileNotFoundError:
         raise error(f"{what} {shown!r} does not exist") from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        raise error(f"cannot read {what} {shown!r}: {getattr(exc, 'strerror', None) or exc}") \
-            from None
+        raise error(f"cannot read {what} {shown!r}: {_why(exc)}") from None
     _require_regular(st, shown, what, error)
     return st
 
@@ -71,7 +75,7 @@ def open_regular(path: str | os.PathLike, what: str,
     try:
         fd = os.open(shown, os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise error(f"cannot read {what} {shown!r}: {exc.strerror or exc}") from None
+        raise error(f"cannot read {what} {shown!r}: {_why(exc)}") from None
     try:
         _require_regular(os.fstat(fd), shown, what, error)
         if _NONBLOCK:
@@ -92,8 +96,7 @@ def writable_file(path, what: str, error: type[FileError] = FileError) -> str:
     except FileNotFoundError:
         st = None
     except (OSError, ValueError) as exc:
-        raise error(f"cannot write {what} {shown!r}: {getattr(exc, 'strerror', None) or exc}") \
-            from None
+        raise error(f"cannot write {what} {shown!r}: {_why(exc)}") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else _kind(st.st_mode)
         raise error(f"cannot write {what} {shown!r}: it is {kind}, not a regular file")
@@ -109,7 +112,7 @@ def output_folder(path, what: str = "output folder", error: type[FileError] = Fi
     """``path`` as a str, created if missing (unless not ``create``); an existing file, FIFO or
     device there is ``error`` naming it."""
     shown = user_path(path, what, error)
-    if not create and not os.path.isdir(shown) and not os.path.exists(shown):
+    if not create and not os.path.exists(shown):
         return shown
     try:
         os.makedirs(shown, exist_ok=True)
@@ -117,8 +120,7 @@ def output_folder(path, what: str = "output folder", error: type[FileError] = Fi
         raise error(f"cannot use {shown!r} as the {what}: it is "
                     f"{_kind(os.stat(shown).st_mode)}, not a folder") from None
     except (OSError, ValueError) as exc:
-        raise error(f"cannot use {shown!r} as the {what}: "
-                    f"{getattr(exc, 'strerror', None) or exc}") from None
+        raise error(f"cannot use {shown!r} as the {what}: {_why(exc)}") from None
     return shown
 
 
@@ -134,4 +136,4 @@ def read_regular(path: str | os.PathLike, what: str, limit: str | None = None,
         try:
             return f.read()
         except OSError as exc:
-            raise error(f"cannot read {what} {shown!r}: {exc.strerror or exc}") from None
+            raise error(f"cannot read {what} {shown!r}: {_why(exc)}") from None

@@ -122,6 +122,26 @@ def check_size(size: int, limit_name: str, what: str, error: type[KryptonError],
                     f"{unit} ({how_to_raise(limit_name)})")
 
 
+class ModelSize:
+    """The tensors of one model file, counted as it declares them: each within ``tensor_bytes``
+    (checked by ``add``), all together within ``model_bytes`` (checked by ``check_total``).
+
+    >>> size = ModelSize(KryptonError)
+    >>> size.add(1024, "tensor 'w'"); size.add(2048, "tensor 'b'"); size.total
+    3072
+    """
+
+    def __init__(self, error: type[KryptonError]):
+        self.error, self.total = error, 0
+
+    def add(self, nbytes: int, what: str) -> None:
+        check_size(nbytes, "tensor_bytes", what, self.error)
+        self.total += nbytes
+
+    def check_total(self, what: str) -> None:
+        check_size(self.total, "model_bytes", what, self.error)
+
+
 def tensor_bytes(shape, itemsize: int) -> int:
     """Bytes of a tensor of ``shape``; unknown (negative) dimensions count as 1."""
     return math.prod(max(int(d), 1) for d in shape) * itemsize

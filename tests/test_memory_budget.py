@@ -106,6 +106,16 @@ def test_forced_incremental_below_its_minimum_is_an_error_with_the_minimum(con):
     assert "line 2, column 3" in msg and "^^^^^^" in msg  # under MEMORY
 
 
+def test_memory_caret_is_under_the_option_not_a_word_in_a_path(con, tmp_path):
+    """The caret comes from the parsed option, not from a search of the text ('memory.png')."""
+    image = tmp_path / "memory.png"
+    image.write_bytes(Path(IMAGE).read_bytes())
+    q = f"EXPLAIN OCCLUSION OF IMAGE '{image}' USING MODEL resnet18 INCREMENTAL MEMORY 24 MB"
+    with pytest.raises(PlanError) as e:
+        con.execute(q)
+    assert e.value.column == q.index("MEMORY 24 MB") + 1
+
+
 def test_budget_below_one_naive_position_is_an_error(con):
     with pytest.raises(PlanError, match=r"MEMORY 1 MB is below the \d+ MB this naive scan"):
         con.execute("EXPLAIN OCCLUSION OF IMAGE cat USING MODEL resnet18 NAIVE MEMORY 1 MB")

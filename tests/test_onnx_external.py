@@ -54,6 +54,20 @@ def test_in_memory_and_on_disk_and_later(tmp_path, expected, locations):
     assert later.execute("DESCRIBE MODEL m").table.num_rows > 0
 
 
+def test_a_statement_does_not_parse_the_model_again_to_list_its_data_files(tmp_path,
+                                                                            monkeypatch):
+    """The digest lists the external data files once per version of the model file; binding
+    the model again (every statement that uses it) reads none of it."""
+    source = save_external(tiny_cnn(), tmp_path / "src" / "m.onnx", {"W": "w.bin"})
+    con = kryptondb.connect()
+    con.execute(f"CREATE MODEL m FROM '{source}'")
+    parses, load = [], onnx.load
+    monkeypatch.setattr(onnx, "load", lambda *a, **k: parses.append(a) or load(*a, **k))
+    con.execute("DESCRIBE MODEL m")
+    con.execute("DESCRIBE MODEL m")
+    assert parses == []
+
+
 def test_weights_too_big_for_one_protobuf_go_to_a_data_file(tmp_path, monkeypatch):
     expected = _expected(tmp_path, tiny_cnn(channels=64))  # W: 6912 bytes, G: 2560
     source = save_external(tiny_cnn(channels=64), tmp_path / "src" / "m.onnx")

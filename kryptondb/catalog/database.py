@@ -28,11 +28,10 @@ crashed writer left. A drop removes the entry before the file, likewise.
 from __future__ import annotations
 
 import os
-import shutil
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import pyarrow as pa
 
@@ -46,7 +45,7 @@ from kryptondb.catalog.lock import locked
 from kryptondb.catalog.recovery import repair, stamp_table
 from kryptondb.catalog.relations import catalog_relation
 from kryptondb.catalog.storage import (atomic_write, atomic_write_bytes, commit_bytes,
-                                       fsync_dir, read_arrow, write_arrow)
+                                       fsync_dir, read_arrow, remove_quietly, write_arrow)
 from kryptondb.errors import (CatalogError, FileError, ImageError, StorageError,
                               UnknownNameError)
 from kryptondb.files import check_regular, open_regular
@@ -54,6 +53,7 @@ from kryptondb.files import check_regular, open_regular
 CATALOG = "catalog.json"
 _READ_RETRIES = 100  # a reader looks again while writers keep replacing what it reads
 _KIND_OF_RELATION = {section: kind for kind, section in SECTIONS.items()}
+T = TypeVar("T")
 
 
 def _now() -> str:
@@ -141,20 +141,28 @@ class Database:
         cached = self._tables.get(key)
         if cached is not None and cached[0] == self._tokens[key]:
             return cached[1]
-        for _ in range(_READ_RETRIES):
-            try:
-                table = read_arrow(self._files[key])
-                break
-            except StorageError:  # another process replaced it since we looked: look again
-                stamp = self._stamp
-                self.lookup(kind, name)
-                if stamp == self._stamp:  # no newer version: the file is really gone or bad
-                    raise
-        else:
-            raise StorageError(f"{kind} {name!r} in {self.path} was replaced {_READ_RETRIES} "
-                               "times while it was being read; try again")
+
+        def read() -> pa.Table:
+            self.lookup(kind, name)  # the latest entry (or UnknownNameError: dropped meanwhile)
+            return read_arrow(self._files[key])
+
+        table = self.read_latest(read, f"{kind} {name!r}")
         self._tables[key] = (self._tokens[key], table)
         return table
+
+    def read_latest(self, read: Callable[[], T], what: str) -> T:
+        """``read()``, run again while it fails with a FileError because another process
+        committed a newer version meanwhile (a writer removes the files of the version it
+        replaced, after its commit); a failure with no newer commit is raised as it is."""
+        for _ in range(_READ_RETRIES):
+            version = self.version()
+            try:
+                return read()
+            except FileError:
+                if self.version() == version:  # nothing new: the file is really gone or bad
+                    raise
+        raise StorageError(f"{what} in {self.path} was replaced {_READ_RETRIES} times while it "
+                           "was being read; try again")
 
     def file_of(self, kind: str, name: str) -> Path | None:
         """The data file the database holds for an entry (None in memory, and for images,
@@ -292,11 +300,7 @@ class Database:
     def _remove_files(files: list[Path | None]) -> None:
         """Best effort: leftovers are garbage the next open removes."""
         for file in files:
-            if file is not None and file.is_dir() and not file.is_symlink():
-                shutil.rmtree(file, ignore_errors=True)
-            elif file is not None:
-                with suppress(OSError):
-                    os.unlink(file)
+            remove_quietly(file)
 
     def _store_onnx(self, name: str, model: bytes, data: list[bytes], written: list) -> Path:
         """Write a model version's folder in models/ (appending it to ``written``)."""

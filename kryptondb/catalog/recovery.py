@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from contextlib import suppress
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pyarrow as pa
 from kryptondb.catalog.entries import TableEntry
 from kryptondb.catalog.layout import DATA_DIRS, is_data_file, legacy_file
 from kryptondb.catalog.lock import try_locked
-from kryptondb.catalog.storage import clean_temp_files, read_arrow_footer
+from kryptondb.catalog.storage import clean_temp_files, read_arrow_footer, remove_quietly
 from kryptondb.errors import StorageError
 
 META_INFO = b"kryptondb"  # the caller's info, as JSON, in every stored table's schema metadata
@@ -70,21 +69,11 @@ def rolled_forward(kind: str, name: str, file: Path, token: str | None) -> tuple
     return kind, name, entry, stamp["token"], file
 
 
-def remove_orphans(directory: Path, kind: str, owned: set[Path]) -> list[Path]:
+def remove_orphans(directory: Path, kind: str, owned: set[Path]) -> None:
     """Delete ``directory``'s data files of ``kind`` (layout.py) that are not in ``owned``."""
-    removed = []
-    files = directory.iterdir() if directory.is_dir() else ()
-    for file in files:
+    for file in directory.iterdir() if directory.is_dir() else ():
         if is_data_file(file.name, kind) and file not in owned:
-            try:
-                if file.is_dir() and not file.is_symlink():  # a model version's folder
-                    shutil.rmtree(file)
-                else:
-                    os.unlink(file)
-            except OSError:  # best effort: a leftover is harmless
-                continue
-            removed.append(file)
-    return removed
+            remove_quietly(file)
 
 
 def repair(db) -> None:

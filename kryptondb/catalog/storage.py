@@ -12,6 +12,8 @@ import io
 import os
 import re
 import secrets
+import shutil
+from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -63,9 +65,10 @@ class _FdWriter(io.RawIOBase):
         return os.write(self._fd, data)
 
 
-def write_temp(path: Path, writer: Callable[[BinaryIO], None]) -> tuple[Path, os.stat_result]:
-    """Write a new temp file beside ``path`` and fsync it: (its path, its stat). If anything
-    fails the temp file is removed and the error raised; ``path`` itself is never touched."""
+def _replace(path: Path, writer: Callable[[BinaryIO], None]) -> os.stat_result:
+    """Write a new temp file beside ``path``, fsync it and rename it over ``path``; the new
+    file's stat. If anything up to the rename fails, the temp file is removed, the error raised,
+    and ``path`` is untouched."""
     tmp = temp_path_for(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(tmp, flags, 0o644)
@@ -78,17 +81,12 @@ def write_temp(path: Path, writer: Callable[[BinaryIO], None]) -> tuple[Path, os
                 st = os.fstat(fd)
         finally:
             os.close(fd)
+        os.replace(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        with suppress(OSError):  # left for the next open's clean-up
+            os.unlink(tmp)
         raise
-    return tmp, st
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:  # left for the next open's clean-up
-        pass
+    return st
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> os.stat_result:
@@ -98,12 +96,7 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) ->
     old file is untouched.
     """
     path = Path(path)
-    tmp, st = write_temp(path, writer)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    st = _replace(path, writer)
     fsync_dir(path.parent)
     return st
 
@@ -113,16 +106,9 @@ def commit_bytes(path: Path, data: bytes) -> os.stat_result:
     the rename, ``path`` is untouched and the error raised; once renamed, nothing raises (like
     SQLite, a failed sync of the directory is not reported as a failed write). The stat of the
     new file."""
-    tmp, st = write_temp(path, lambda f: f.write(data))
-    try:
-        os.replace(tmp, path)  # the point of no return
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    try:
+    st = _replace(path, lambda f: f.write(data))  # the rename: the point of no return
+    with suppress(OSError):
         fsync_dir(path.parent)
-    except OSError:
-        pass
     return st
 
 
@@ -176,6 +162,18 @@ def read_arrow_footer(path: str | os.PathLike) -> tuple[pa.Schema, int]:
     except (pa.ArrowException, OSError) as e:
         raise StorageError(f"corrupt Arrow file {path}: {e}") from e
     return reader.schema, rows
+
+
+def remove_quietly(item: Path | None) -> None:
+    """Remove a data file, or a folder (a model version's) with what it holds; best effort:
+    a leftover is garbage that the next open removes."""
+    if item is None:
+        return
+    if item.is_dir() and not item.is_symlink():
+        shutil.rmtree(item, ignore_errors=True)
+    else:
+        with suppress(OSError):
+            os.unlink(item)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -153,7 +153,7 @@ def sql(node, inputs, ctx) -> Result:
     from kryptondb.sql import default_sandbox
 
     tables = {name: _relation(ctx, name) for name in node.arg("tables").split()}
-    sandbox = getattr(ctx, "sql", None) or default_sandbox()
+    sandbox = ctx.sql or default_sandbox()
     table = sandbox.run(node.arg("sql"), tables, ctx.text)
     node.stats.update(rows=table.num_rows)
     return Result("table", table=table)

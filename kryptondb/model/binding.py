@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from kryptondb.errors import FileError, UnknownNameError
+from kryptondb.errors import UnknownNameError
 from kryptondb.model.model import Model, load_source
 
 
@@ -70,23 +70,12 @@ def bound(ref: ModelRef) -> Model:
     return ref.model
 
 
-_RETRIES = 100  # binding looks again while other processes keep replacing the model
-
-
 def resolve(db, name: str, seed: int = 0) -> ModelRef:
     """Bind ``name`` in ``db``: a registered model (for a zoo name in any case: the one
     registered under the zoo's spelling), else a zoo model; UnknownNameError lists both.
     A model file that vanished because another process replaced the model meanwhile (its old
-    version is removed after the commit) is looked up again."""
-    for _ in range(_RETRIES):
-        version = db.version()
-        try:
-            return _resolve(db, name, seed)
-        except FileError:
-            if db.version() == version:  # nothing was committed: the file is really gone
-                raise
-    raise FileError(f"model {name!r} was replaced {_RETRIES} times while it was being loaded; "
-                    "try again")
+    version is removed after the commit) is looked up again (``Database.read_latest``)."""
+    return db.read_latest(lambda: _resolve(db, name, seed), f"model {name!r}")
 
 
 def _resolve(db, name: str, seed: int) -> ModelRef:

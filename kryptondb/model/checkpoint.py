@@ -30,7 +30,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from kryptondb.errors import CheckpointError, KryptonError, UnsafeCheckpointError
 from kryptondb.files import open_regular
-from kryptondb.limits import check_size
+from kryptondb.limits import ModelSize
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -203,7 +203,7 @@ def _check_sizes(state: Mapping[str, _TensorRef]) -> None:
     """Before any tensor is copied out: none has more elements than the storage window it views
     (a stride-0 view of 1 element as a 10^10-element tensor), none is over ``tensor_bytes``,
     and all together are within ``model_bytes`` (many tensors can view one storage)."""
-    total = 0
+    size = ModelSize(_CorruptError)
     for name, ref in state.items():
         count = math.prod(ref.size)
         if count > ref.storage.numel:
@@ -211,10 +211,8 @@ def _check_sizes(state: Mapping[str, _TensorRef]) -> None:
                 f"tensor {name!r} (size {ref.size}, stride {ref.stride}) has {count:,} elements "
                 f"but views a storage of {ref.storage.numel:,}: views that repeat elements "
                 "would multiply memory, and are refused")
-        nbytes = count * ref.storage.stype.itemsize
-        check_size(nbytes, "tensor_bytes", f"tensor {name!r}", _CorruptError)
-        total += nbytes
-    check_size(total, "model_bytes", "the tensors together", _CorruptError)
+        size.add(count * ref.storage.stype.itemsize, f"tensor {name!r}")
+    size.check_total("the tensors together")
 
 
 def _arrays(state: Mapping[str, _TensorRef], storages: Mapping[str, np.ndarray]) -> dict:
@@ -346,13 +344,11 @@ def _read_zip(f: BinaryIO, path: str) -> dict[str, np.ndarray]:
 
 def _check_storages(roots: dict, keys) -> None:
     """The storages to be read, each within ``tensor_bytes`` and all within ``model_bytes``."""
-    total = 0
+    size = ModelSize(_CorruptError)
     for key in keys:
         stype, numel = roots.get(key, (None, 0))
-        nbytes = numel * stype.itemsize if stype is not None else 0
-        check_size(nbytes, "tensor_bytes", f"storage {key!r}", _CorruptError)
-        total += nbytes
-    check_size(total, "model_bytes", "the storages together", _CorruptError)
+        size.add(numel * stype.itemsize if stype is not None else 0, f"storage {key!r}")
+    size.check_total("the storages together")
 
 
 def _zip_member(zf: zipfile.ZipFile, name: str, size: int, exact: bool = False) -> bytes:

@@ -3,8 +3,9 @@ the seed of any placeholder weights), or a zoo architecture with its weights fil
 
 Caches key on these digests (kryptondb/model/model.py), so the same weights under any name, path
 or connection are imported once, and new weights under an old name are never mistaken for the
-old ones. A file is hashed once per version: the digest is memoized by path and stat (device,
-inode, size, modification and change times in nanoseconds), and re-read when any of them change.
+old ones. A file is hashed (and an ONNX file's external data references listed) once per
+version: both are memoized by path and stat (device, inode, size, modification and change times
+in nanoseconds), and read again when any of them change.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from kryptondb.files import check_regular, open_regular
 
 _CHUNK = 1 << 20
 _MARKER = b"location"  # the key every external-data reference stores; absent -> no external data
-_MEMO: "OrderedDict[str, tuple[tuple, str, bool]]" = OrderedDict()
+_MEMO: "OrderedDict[tuple[str, str], tuple[tuple, object]]" = OrderedDict()
 _MEMO_SIZE = 256
 _LOCK = threading.Lock()
 
@@ -28,14 +29,31 @@ def _stamp(st: os.stat_result) -> tuple:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def _hashed(path: str, what: str) -> tuple[str, bool]:
-    """(sha256 hex of the file, whether its bytes contain the external-data marker)."""
-    path = os.path.abspath(os.fspath(path))
+def _per_version(path: str, what: str, kind: str, compute):
+    """``compute(path)``, memoized per file version (its path and stamp): computed again once
+    the file changes, and not memoized when it changed while ``compute`` read it."""
     stamp = _stamp(check_regular(path, what))
     with _LOCK:
-        hit = _MEMO.get(path)
+        hit = _MEMO.get((path, kind))
     if hit is not None and hit[0] == stamp:
-        return hit[1], hit[2]
+        return hit[1]
+    result = compute(path)
+    if _stamp(check_regular(path, what)) == stamp:  # not changed while it was read
+        with _LOCK:
+            _MEMO[(path, kind)] = (stamp, result)
+            _MEMO.move_to_end((path, kind))
+            while len(_MEMO) > _MEMO_SIZE:
+                _MEMO.popitem(last=False)
+    return result
+
+
+def _hashed(path: str, what: str) -> tuple[str, bool]:
+    """(sha256 hex of the file, whether its bytes contain the external-data marker)."""
+    return _per_version(os.path.abspath(os.fspath(path)), what, "sha256",
+                        lambda p: _hash(p, what))
+
+
+def _hash(path: str, what: str) -> tuple[str, bool]:
     h, marker, tail = hashlib.sha256(), False, b""
     try:
         with open_regular(path, what) as f:
@@ -45,14 +63,7 @@ def _hashed(path: str, what: str) -> tuple[str, bool]:
                 tail = chunk[-len(_MARKER):]
     except OSError as exc:
         raise FileError(f"cannot read {what} {path!r}: {exc.strerror or exc}") from None
-    result = h.hexdigest(), marker
-    if _stamp(check_regular(path, what)) == stamp:  # not changed while it was read
-        with _LOCK:
-            _MEMO[path] = (stamp, *result)
-            _MEMO.move_to_end(path)
-            while len(_MEMO) > _MEMO_SIZE:
-                _MEMO.popitem(last=False)
-    return result
+    return h.hexdigest(), marker
 
 
 def file_digest(path: str | os.PathLike, what: str = "file") -> str:
@@ -60,8 +71,13 @@ def file_digest(path: str | os.PathLike, what: str = "file") -> str:
     return _hashed(os.fspath(path), what)[0]
 
 
-def _external_locations(path: str) -> list[str]:
-    """The external data files an ONNX file refers to (as written in it, unchecked), sorted."""
+def _external_locations(path: str) -> tuple[str, ...]:
+    """The external data files an ONNX file refers to (as written in it, unchecked), sorted;
+    parsed once per file version."""
+    return _per_version(path, "ONNX file", "locations", _parse_locations)
+
+
+def _parse_locations(path: str) -> tuple[str, ...]:
     from kryptondb.model.onnx_files import external_locations
 
     try:
@@ -69,8 +85,8 @@ def _external_locations(path: str) -> list[str]:
 
         proto = onnx.load(path, load_external_data=False)
     except Exception:  # noqa: BLE001 - unreadable files fail with a clear error at import
-        return []
-    return external_locations(proto)
+        return ()
+    return tuple(external_locations(proto))
 
 
 def onnx_digest(path: str | os.PathLike, seed: int = 0) -> str:

@@ -259,13 +259,6 @@ class ModelCache:
                 self._models.popitem(last=False)
             return model
 
-    def __contains__(self, digest: str) -> bool:
-        return digest in self._models
-
-    def clear(self) -> None:
-        with self._lock:
-            self._models.clear()
-
 
 CACHE = ModelCache(CACHE_BYTES)
 

@@ -25,7 +25,7 @@ from typing import BinaryIO, Iterator
 
 from kryptondb.errors import ModelImportError
 from kryptondb.files import check_regular, open_regular, read_regular
-from kryptondb.limits import check_size
+from kryptondb.limits import ModelSize
 
 _PROTOBUF_MAX = (1 << 31) - 1  # one serialized protobuf message, in bytes
 
@@ -111,25 +111,22 @@ def declared_bytes(dims, data_type: int, what: str) -> int:
 
 def check_declared_sizes(proto, shown: str) -> None:
     """Each tensor's and input's declared size against the limits, before any is allocated."""
-    total = 0
+    declared = ModelSize(ModelImportError)
     for t in tensors(proto):
         what = f"tensor {t.name!r} in {shown}"
         size = declared_bytes(t.dims, t.data_type, what)
-        check_size(size, "tensor_bytes", f"{what} (shape {list(t.dims)})", ModelImportError)
+        declared.add(size, f"{what} (shape {list(t.dims)})")
         if t.HasField("raw_data") and len(t.raw_data) != size and t.data_type != 8:
             raise ModelImportError(f"{what} has shape {list(t.dims)} ({size:,} bytes) but holds "
                                    f"{len(t.raw_data):,} bytes of data")
-        total += size
-    check_size(total, "model_bytes", f"the weights of {shown}", ModelImportError)
+    declared.check_total(f"the weights of {shown}")
     for vi in proto.graph.input:  # inputs besides the image are placeholders, seeded as float32
         tensor_type = vi.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor_type.shape.dim]
         what = f"input {vi.name!r} of {shown} (shape {dims})"
         size = max(declared_bytes(dims, tensor_type.elem_type, what), 4 * math.prod(dims))
-        check_size(size, "tensor_bytes", what, ModelImportError)
-        total += size
-    check_size(total, "model_bytes", f"the weights and inputs of {shown} together",
-               ModelImportError)
+        declared.add(size, what)
+    declared.check_total(f"the weights and inputs of {shown} together")
 
 
 def to_array(tensor, where: str):

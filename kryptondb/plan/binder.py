@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kryptondb.errors import PlanError, UnknownNameError
 from kryptondb.lang import ast
 from kryptondb.plan import option_ranges as ranges
 from kryptondb.plan.nodes import PlanNode, node
-from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
+
 DEVICES = {"cpu": "onnxruntime", "onnxruntime": "onnxruntime", "ort": "onnxruntime",
            "numpy": "numpy", "gpu": "cupy", "cupy": "cupy"}
 
@@ -24,10 +24,11 @@ class Options:
     """Statement-wide settings the rewrite rules read."""
 
     backend: str = "onnxruntime"
-    memory_mb: int | None = None  # MEMORY; None: DEFAULT_MEMORY_MB unless BATCH fixes the batch
+    memory_mb: int | None = None  # MEMORY; None: the default unless BATCH fixes the batch
     batch: int | None = None
     incremental: bool | None = None  # NAIVE: False, INCREMENTAL: True, None: cost model decides
     approximate: ast.Approximate | None = None  # validated settings of APPROXIMATE
+    spans: dict = field(default_factory=dict, compare=False)  # option -> Span, for carets
 
 
 @dataclass
@@ -71,7 +72,8 @@ class Binder:
                                 ("CPU", "GPU", "NUMPY", "ONNXRUNTIME"))
             backend = DEVICES[device.value]
         return Options(backend, getattr(stmt, "memory_mb", None), getattr(stmt, "batch", None),
-                       getattr(stmt, "incremental", None), getattr(stmt, "approximate", None))
+                       getattr(stmt, "incremental", None), getattr(stmt, "approximate", None),
+                       stmt.spans)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,14 +14,13 @@ when nothing fits, the query fails with the minimum it needs.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from kryptondb.errors import PlanError
-from kryptondb.plan.binder import DEFAULT_MEMORY_MB
 from kryptondb.plan.nodes import PlanNode, transform
+from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
 
 MAX_BATCH = 256
 MAX_INCREMENTAL_BATCH = 64  # larger batches of small contexts gained nothing, cost memory
@@ -285,12 +284,8 @@ def _parts(fp: Footprint) -> str:
 
 
 def _fail(ctx, message: str) -> PlanError:
-    """A PlanError with a caret under MEMORY (or BATCH) in the statement, when it is there."""
-    text = getattr(ctx, "text", "") or ""
-    m = re.search(r"\bMEMORY\b", text, re.IGNORECASE) or re.search(r"\bBATCH\b", text,
-                                                                     re.IGNORECASE)
-    if m is None:
-        return PlanError(message, text)
-    line = text.count("\n", 0, m.start()) + 1
-    column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
-    return PlanError(message, text, line, column, len(m.group()))
+    """A PlanError with a caret under MEMORY (or BATCH) where the statement wrote it."""
+    span = ctx.options.spans.get("memory_mb") or ctx.options.spans.get("batch")
+    if span is None:
+        return PlanError(message, ctx.text)
+    return PlanError(message, ctx.text, span.line, span.column, span.length)
