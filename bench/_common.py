@@ -199,7 +199,7 @@ def child_main(argv: Sequence[str], measure: Callable[[dict], dict]) -> None:
     result = measure(spec)
     result["peak_rss_mib"] = peak_rss_mib()
     result["vm_hwm_mib"] = vm_hwm_mib()
-    Path(spec["result_path"]).write_text(json.dumps(result))
+    Path(spec["result_path"]).write_text(json.dumps(result, default=_json_default))
 
 
 # -- facts about the run ------------------------------------------------------------------------
@@ -306,6 +306,4 @@ def _json_default(o):
         return o.tolist()
     if isinstance(o, (set, frozenset, tuple)):
         return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serializable: {type(o).__name__}")
+    return str(o)  # paths, and plan arguments such as a bound model, as EXPLAIN prints them
