@@ -13,15 +13,19 @@ from pathlib import Path
 import numpy as np
 
 
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that declares width x height RGB pixels and holds none (IHDR, IEND)."""
+def png_header(width: int, height: int, body: bytes | None = None,
+               color_type: int = 2) -> bytes:
+    """A PNG that declares width x height pixels (RGB by default) and holds none (IHDR, IEND),
+    or, with ``body``, that much pixel data (often far too little: a decompression bomb only
+    needs the header to lie)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data) & 0xFFFFFFFF
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(body)) if body is not None else b""
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
 
 
 def jpeg_header(width: int, height: int) -> bytes:

@@ -12,26 +12,18 @@ import socket
 import struct
 import tempfile
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from corpus_worker import World, connect
+from hostile import png_header
 
 # -- hostile files -----------------------------------------------------------------------------
 
 
 def _png(width: int, height: int, body: bytes = b"", color_type: int = 2) -> bytes:
-    """A PNG whose header declares width x height; its pixel data is ``body`` (often far too
-    little: a decompression bomb only needs the header to lie)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(body))
-            + chunk(b"IEND", b""))
+    return png_header(width, height, body, color_type)
 
 
 def _image_bytes(world: World, fmt: str, mode: str = "RGB", size=(20, 20), **kw) -> bytes:
