@@ -3,7 +3,7 @@
 For each model and batch size this measures ms/image and peak RSS of four engines:
 
   ort-file        baseline: onnxruntime's own InferenceSession, loaded from an .onnx file written
-                  by kryptondb.model.onnx_export.to_onnx, default SessionOptions, CPU provider,
+                  by kryptondb.runtime.onnx_export.to_onnx, default SessionOptions, CPU provider,
                   fed directly with sess.run
   kdb-ort         kryptondb's 'onnxruntime' backend on the whole graph (backend.run: includes our
                   feed checks and output-dict building)
@@ -102,7 +102,7 @@ def _load_graph(spec):
 
 
 def _setup_kdb_whole(spec, x):
-    from kryptondb.engine.backends import get_backend
+    from kryptondb.runtime.backends import get_backend
 
     graph, be = _load_graph(spec), get_backend(spec["backend"])
     if hasattr(be, "session"):  # create the session now so setup_s holds export + session
@@ -112,8 +112,8 @@ def _setup_kdb_whole(spec, x):
 
 
 def _setup_kdb_layers(spec, x):
-    from kryptondb.engine.backends import get_backend
-    from kryptondb.model.ir import Op
+    from kryptondb.runtime.backends import get_backend
+    from kryptondb.graph.ir import Op
 
     graph, be = _load_graph(spec), get_backend("onnxruntime")
     # incremental plans run their segments on backend.for_segments() (sessions tuned for many
@@ -152,7 +152,7 @@ def prepare_model(spec: dict) -> dict:
     import onnx
 
     import kryptondb
-    from kryptondb.model.onnx_export import to_onnx
+    from kryptondb.runtime.onnx_export import to_onnx
 
     t = time.perf_counter()
     model = kryptondb.load_model(spec["model"])

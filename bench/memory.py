@@ -70,7 +70,7 @@ def _engine(spec: dict, done: dict, info: dict) -> None:
     plan = con.execute("EXPLAIN PLAN FOR " + q).plan
     scan = next(n for n in plan.dag.nodes if n.op == "OcclusionScan")
     info["plan"] = dict(scan.args)
-    from kryptondb.engine.backends import get_backend
+    from kryptondb.runtime.backends import get_backend
 
     workers, _ = get_backend("onnxruntime").concurrent()
     info["workers"] = min(workers, scan.arg("batch")) if scan.arg("mode") == "incremental" else 1

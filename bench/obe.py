@@ -46,7 +46,7 @@ def loop_setup(spec) -> tuple:
     import numpy as np
     import onnxruntime as ort
 
-    from kryptondb.model.onnx_export import to_onnx
+    from kryptondb.runtime.onnx_export import to_onnx
 
     _, model, x = _setup(spec)
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kryptondb.model.ir import Op
+from kryptondb.graph.ir import Op
 
 
 class TorchGraph(torch.nn.Module):

@@ -45,7 +45,7 @@ def _baseline(spec) -> dict:
 
     import kryptondb
     from kryptondb.media.video import frames
-    from kryptondb.model.onnx_export import to_onnx
+    from kryptondb.runtime.onnx_export import to_onnx
 
     model = kryptondb.load_model(spec["model"])
     sess = ort.InferenceSession(to_onnx(model.graph).SerializeToString(),

@@ -7,7 +7,7 @@
 """
 
 from kryptondb.errors import KryptonError
-from kryptondb.images import Preprocess, bundled_image, load_image
+from kryptondb.media.images import Preprocess, bundled_image, load_image
 from kryptondb.model.model import Model, Prediction, load_model
 
 __all__ = ["KryptonError", "Model", "Prediction", "Preprocess", "bundled_image", "connect",

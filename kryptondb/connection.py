@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 
-from kryptondb.engine.executor import ExecContext, run
+from kryptondb.exec.executor import ExecContext, run
 from kryptondb.errors import KryptonWarning
 from kryptondb.plan.explain import Explained
 from kryptondb.lang import ast, parse

@@ -12,12 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_ivm_properties import SETTINGS, cnns
 
-from kryptondb.engine.backends import get_backend
-from kryptondb.engine.numpy_ops import KERNELS
+from kryptondb.runtime.backends import get_backend
+from kryptondb.runtime.numpy_ops import KERNELS
 from kryptondb.ivm.cost import theoretical
 from kryptondb.ivm.incremental import IncrementalPlan, base_views
 from kryptondb.ivm.regions import Interval, cap_axis
-from kryptondb.model.ir import Op
+from kryptondb.graph.ir import Op
 from kryptondb.obe.occlusion import Grid, occluded_batch
 
 

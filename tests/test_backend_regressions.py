@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from kryptondb.engine.backends import get_backend
-from kryptondb.model.ir import Graph, Op, input_node, make_node
+from kryptondb.runtime.backends import get_backend
+from kryptondb.graph.ir import Graph, Op, input_node, make_node
 
 
 def test_pad_before_ceil_mode_maxpool_is_not_folded_by_onnxruntime():

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import kryptondb
-from kryptondb.engine.backends import get_backend
+from kryptondb.runtime.backends import get_backend
 from kryptondb.errors import (BackendError, CheckpointError, FileError, ImageError, KryptonError,
                               ModelImportError, PlanError, ShapeError, UnsafeCheckpointError,
                               UnsupportedOpError)
@@ -287,7 +287,7 @@ def test_backend_reports_an_unfed_input(mobilenet):
 def test_onnxruntime_refusing_a_graph_is_a_backend_error():
     """A graph onnxruntime will not load (here an LRN of size 0, which the importer refuses, built
     directly) is a BackendError naming it, not onnxruntime's own exception."""
-    from kryptondb.model.ir import Graph, Op, input_node, make_node
+    from kryptondb.graph.ir import Graph, Op, input_node, make_node
 
     g = Graph.build("odd", [input_node("x", (3, 4, 4)), make_node("lrn", Op.LRN, ["x"], size=0,
                     alpha=1e-4, beta=0.75, bias=1.0)], "lrn", {})
@@ -359,7 +359,7 @@ def test_the_crop_only_resize_matches_the_whole_resize(monkeypatch):
     image resized whole would be 256 x 15 M pixels): the same pixels, up to one grey level."""
     from PIL import Image
 
-    from kryptondb import images
+    from kryptondb.media import images
 
     img = Image.fromarray(np.random.default_rng(3).integers(0, 256, (37, 900, 3), np.uint8))
     whole = images.Preprocess()(img)

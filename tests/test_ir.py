@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import kryptondb
-from kryptondb.engine.backends import get_backend
+from kryptondb.runtime.backends import get_backend
 from kryptondb.errors import ShapeError
-from kryptondb.model import builder as builder_module
-from kryptondb.model.builder import Builder
-from kryptondb.model.fold import fold_batchnorm
-from kryptondb.model.ir import Graph, Node, Op, input_node, make_node
-from kryptondb.model.shapes import window_out
+from kryptondb.graph import builder as builder_module
+from kryptondb.graph.builder import Builder
+from kryptondb.graph.fold import fold_batchnorm
+from kryptondb.graph.ir import Graph, Node, Op, input_node, make_node
+from kryptondb.graph.shapes import window_out
 
 # -- Node and Graph.build ----------------------------------------------------------------------
 

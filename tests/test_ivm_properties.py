@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kryptondb.engine.backends import get_backend
+from kryptondb.runtime.backends import get_backend
 from kryptondb.ivm.incremental import IncrementalPlan, base_views
-from kryptondb.model.builder import Builder
+from kryptondb.graph.builder import Builder
 from kryptondb.obe.occlusion import Grid, occluded_batch
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,

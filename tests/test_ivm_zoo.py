@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kryptondb
-from kryptondb.engine.backends import get_backend
+from kryptondb.runtime.backends import get_backend
 from kryptondb.ivm.incremental import IncrementalPlan, base_views
 from kryptondb.lang.ast import Fill
 from kryptondb.obe.occlusion import Grid, fill_tensor, occluded_batch

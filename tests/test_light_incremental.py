@@ -19,10 +19,10 @@ import numpy as np
 import onnx
 import pytest
 
-from kryptondb.engine.backends import get_backend
+from kryptondb.runtime.backends import get_backend
 from kryptondb.ivm.cost import prefix
 from kryptondb.ivm.incremental import IncrementalPlan, base_views
-from kryptondb.model.ir import Graph, Op
+from kryptondb.graph.ir import Graph, Op
 from kryptondb.model.onnx_import import import_onnx
 from kryptondb.obe.occlusion import occluded_batch
 

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from kryptondb.engine.backends import get_backend
+from kryptondb.runtime.backends import get_backend
 from kryptondb.model.onnx_import import import_onnx, load_onnx_proto, with_seeded_weights
 
 LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")

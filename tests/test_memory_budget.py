@@ -19,12 +19,12 @@ from test_ivm_properties import SETTINGS, cases
 from test_obe_naive import _tiny_graph, tiny_connection
 
 import kryptondb
-from kryptondb.engine.backends import FED_BYTES, OnnxRuntimeBackend, get_backend
+from kryptondb.runtime.backends import FED_BYTES, OnnxRuntimeBackend, get_backend
 from kryptondb.errors import PlanError
 from kryptondb.ivm.cost import prefix
 from kryptondb.ivm.gather import PaddedView, gather
 from kryptondb.ivm.incremental import IncrementalPlan, base_views, read_views, region_sizes
-from kryptondb.model.builder import Builder
+from kryptondb.graph.builder import Builder
 from kryptondb.obe.occlusion import Grid, occluded_batch
 from kryptondb.rewrite.batch_queries import (MAX_INCREMENTAL_BATCH, MIN_BLOCK, NUMPY, PLAN_BYTES,
                                               footprint, peak_live)
@@ -52,7 +52,7 @@ def _scan(con, query: str) -> dict:
 def _footprint(con, query: str):
     plan = con.execute("EXPLAIN PLAN FOR " + query).plan
     node = next(n for n in plan.rewritten.walk() if n.op == "OcclusionScan")
-    from kryptondb.engine.executor import ExecContext
+    from kryptondb.exec.executor import ExecContext
 
     return footprint(ExecContext(con.db).model(node.arg("model")).graph, node)
 
@@ -143,7 +143,7 @@ def _run_with(con, query: str, **args):
     """Run ``query`` with the scan's plan arguments replaced: (heatmap, the scan's counters)."""
     from dataclasses import replace
 
-    from kryptondb.engine.executor import ExecContext, run
+    from kryptondb.exec.executor import ExecContext, run
     from kryptondb.lang.parser import parse
     from kryptondb.plan.nodes import Dag
 

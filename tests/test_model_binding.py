@@ -16,8 +16,8 @@ import pytest
 
 import kryptondb
 from kryptondb.errors import CatalogError, FileError, KryptonError
-from kryptondb.model.builder import Builder
-from kryptondb.model.onnx_export import to_onnx
+from kryptondb.graph.builder import Builder
+from kryptondb.runtime.onnx_export import to_onnx
 
 IMG = kryptondb.bundled_image()
 
@@ -141,7 +141,7 @@ def test_another_spelling_of_a_zoo_name_is_refused(tmp_path):
 
 
 def test_later_stages_never_take_a_name():
-    from kryptondb.engine.executor import ExecContext
+    from kryptondb.exec.executor import ExecContext
     from kryptondb.rewrite import RuleContext
 
     for resolve in (ExecContext.model, RuleContext.model):

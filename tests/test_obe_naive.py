@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import kryptondb
-from kryptondb.engine.backends import get_backend
-from kryptondb.images import Preprocess
-from kryptondb.model.builder import Builder
-from kryptondb.model.onnx_export import to_onnx
+from kryptondb.runtime.backends import get_backend
+from kryptondb.media.images import Preprocess
+from kryptondb.graph.builder import Builder
+from kryptondb.runtime.onnx_export import to_onnx
 
 
 def _tiny_graph():
@@ -152,7 +152,7 @@ def test_backends_agree_on_the_same_scan(con):
 def test_concurrent_batches_give_the_loops_heatmap(con, monkeypatch, workers):
     """onnxruntime runs one chunk of each batch per core side by side; whatever the number of
     workers (3 splits BATCH 7 into chunks of 3, 3 and 1), the heatmap is the loop's."""
-    from kryptondb.engine.backends import OnnxRuntimeBackend
+    from kryptondb.runtime.backends import OnnxRuntimeBackend
 
     single = OnnxRuntimeBackend(threads=1)
     monkeypatch.setattr(OnnxRuntimeBackend, "concurrent", lambda self: (workers, single))

@@ -16,7 +16,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from kryptondb.engine.backends import get_backend
+from kryptondb.runtime.backends import get_backend
 from kryptondb.model.onnx_import import import_onnx
 
 TOLERANCE = 1e-4
@@ -76,7 +76,7 @@ def check(workdir, log_error, label, model, x) -> None:
 
 
 def _out_len(size, k, s, lo, hi, d=1, ceil=False) -> int:
-    """ONNX's output length, written out here rather than taken from kryptondb.model.shapes."""
+    """ONNX's output length, written out here rather than taken from kryptondb.graph.shapes."""
     span = size + lo + hi - d * (k - 1) - 1
     if span < 0:
         return 0

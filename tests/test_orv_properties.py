@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_ivm_properties import SETTINGS, cnns
 
-from kryptondb.engine.backends import get_backend
+from kryptondb.runtime.backends import get_backend
 from kryptondb.orv.incremental import Settings, VideoIVM
 
 

@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 
 import kryptondb
-from kryptondb.engine.backends import get_backend
+from kryptondb.runtime.backends import get_backend
 from kryptondb.errors import ShapeError, UnknownNameError
-from kryptondb.model.ir import Op
-from kryptondb.model.onnx_export import to_onnx
+from kryptondb.graph.ir import Op
+from kryptondb.runtime.onnx_export import to_onnx
 from kryptondb.model.zoo import ZOO
 
 NAMES = ("resnet18", "resnet50", "vgg16", "inception3", "mobilenet_v2", "efficientnet_lite0")

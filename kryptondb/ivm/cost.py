@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kryptondb.ivm.regions import FixedRegion, Interval, Region, cap, fix, node_region
-from kryptondb.model.ir import Graph, Op
-from kryptondb.model.shapes import node_flops
+from kryptondb.graph.ir import Graph, Op
+from kryptondb.graph.shapes import node_flops
 
 
 SATURATED = 0.85  # share of a map from which a layer (and all after it) is recomputed in full
@@ -18,7 +18,7 @@ SATURATED = 0.85  # share of a map from which a layer (and all after it) is reco
 
 def prefix(graph: Graph) -> list[str]:
     """Nodes computable incrementally: not global, and fed only by such nodes."""
-    from kryptondb.model.ir import GLOBAL
+    from kryptondb.graph.ir import GLOBAL
 
     ok: set[str] = set()
     for n in graph.nodes:

@@ -19,7 +19,7 @@ import numpy as np
 from kryptondb.ivm.cost import patch_regions, prefix, unsaturated
 from kryptondb.ivm.gather import PaddedView, gather, margins, overlay
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, fixed_size, read_in, spatial_params
-from kryptondb.model.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node, make_node
+from kryptondb.graph.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node, make_node
 
 
 _SEGMENTS: "weakref.WeakKeyDictionary[Graph, dict]" = weakref.WeakKeyDictionary()
@@ -155,7 +155,7 @@ class IncrementalPlan:
         exclude padding (count_include_pad=0) or reach past it (ceil mode) divide by fewer,
         and the factor, applied to the pool's own output before anything fused after it,
         restores them."""
-        from kryptondb.engine.numpy_ops import avgpool_divisor
+        from kryptondb.runtime.numpy_ops import avgpool_divisor
 
         d = avgpool_divisor(node, self.graph[node.inputs[0]].shape[1:], node.shape)[0]
         kh, kw = node.attr("kernel")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kryptondb.model.ir import GLOBAL, WINDOWED, Node, Op
+from kryptondb.graph.ir import GLOBAL, WINDOWED, Node, Op
 
 
 @dataclass(frozen=True)

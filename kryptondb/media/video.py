@@ -32,7 +32,7 @@ def _open(path: str):
     or device by name; frames over the image_pixels limit are refused from the header."""
     import av
 
-    from kryptondb.images import check_pixels
+    from kryptondb.media.images import check_pixels
 
     f = open_regular(path, "video file")
     try:

@@ -3,8 +3,8 @@ define them, with the same parameter names so real checkpoints load into them.""
 
 from __future__ import annotations
 
-from kryptondb.model.builder import Builder
-from kryptondb.model.ir import Graph
+from kryptondb.graph.builder import Builder
+from kryptondb.graph.ir import Graph
 
 
 def _head(b: Builder, x: str, classes: int = 1000, fc: str = "fc") -> Graph:

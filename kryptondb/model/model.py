@@ -14,9 +14,9 @@ import numpy as np
 
 from kryptondb.errors import (FileError, KryptonError, ModelImportError, ShapeError,
                               UnknownNameError)
-from kryptondb.images import Preprocess
-from kryptondb.model.ir import Graph, Op
-from kryptondb.model.shapes import node_flops
+from kryptondb.media.images import Preprocess
+from kryptondb.graph.ir import Graph, Op
+from kryptondb.graph.shapes import node_flops
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ class Model:
         >>> p.shape, m.labels[int(p.argmax())]
         ((1, 1000), 'Egyptian cat')
         """
-        from kryptondb.engine.backends import get_backend
+        from kryptondb.runtime.backends import get_backend
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
                 or batch_size < 1:

@@ -11,8 +11,8 @@ import numpy as np
 
 from kryptondb.errors import ModelImportError, ShapeError, UnsupportedOpError
 from kryptondb.model import onnx_checks as check
-from kryptondb.model.fold import bn_scale_shift
-from kryptondb.model.ir import Op, make_node
+from kryptondb.graph.fold import bn_scale_shift
+from kryptondb.graph.ir import Op, make_node
 from kryptondb.model.onnx_checks import label as _label
 
 

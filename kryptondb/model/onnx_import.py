@@ -15,12 +15,12 @@ import numpy as np
 from kryptondb.errors import KryptonError, ModelImportError, ShapeError, UnsupportedOpError
 from kryptondb.limits import ModelSize, check_size, tensor_bytes
 from kryptondb.model import onnx_checks as check
-from kryptondb.model.fold import drop_dead, fold_batchnorm
-from kryptondb.model.ir import Graph, Node, input_node
+from kryptondb.graph.fold import drop_dead, fold_batchnorm
+from kryptondb.graph.ir import Graph, Node, input_node
 from kryptondb.model.onnx_checks import label as _label
 from kryptondb.model.onnx_converters import CONVERTERS
 from kryptondb.model.onnx_files import load_onnx_proto, to_array
-from kryptondb.model.shapes import infer_shape
+from kryptondb.graph.shapes import infer_shape
 
 # ops evaluated at import time when all their inputs are constants
 _CONST_OPS = {"Constant", "ConstantOfShape", "Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast",

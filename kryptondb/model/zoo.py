@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from kryptondb.images import Preprocess
+from kryptondb.media.images import Preprocess
 from kryptondb.model import architectures as arch
-from kryptondb.model.ir import Graph
+from kryptondb.graph.ir import Graph
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kryptondb.images import Preprocess
+from kryptondb.media.images import Preprocess
 from kryptondb.lang.ast import Fill
 
 

@@ -203,7 +203,7 @@ def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
 
 def _sql_tables(b: Binder, sql_text: str) -> list[str]:
     """The relations a SELECT reads, each checked against the catalog (kryptondb.sql)."""
-    from kryptondb.engine.catalog_ops import relation_names
+    from kryptondb.exec.catalog_ops import relation_names
     from kryptondb.sql import relations
 
     return relations(sql_text, relation_names(b.db), b.text)

@@ -96,7 +96,7 @@ def _workspace(graph, n) -> int:
     """Scratch a kernel needs beside its input and output: a padded copy of the input for
     windowed ops, and im2col columns for a convolution (the NumPy kernel's; onnxruntime's
     are smaller)."""
-    from kryptondb.model.ir import Op, WINDOWED
+    from kryptondb.graph.ir import Op, WINDOWED
 
     if n.op not in WINDOWED or not n.inputs:
         return 0

@@ -67,7 +67,7 @@ def setup_flops(graph, backend: str, full_flops: int) -> tuple[int, int]:
     """(FLOP-equivalents, sessions to build) of an incremental plan's setup on ``graph``."""
     from kryptondb.ivm.cost import prefix
     from kryptondb.ivm.incremental import segments_built
-    from kryptondb.model.ir import POINTWISE, Op
+    from kryptondb.graph.ir import POINTWISE, Op
 
     if backend not in COMPILING_BACKENDS or segments_built(graph):
         return full_flops, 0

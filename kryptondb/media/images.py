@@ -122,4 +122,4 @@ def check_pixels(size: tuple[int, int], shown: str, error: type) -> None:
 
 def bundled_image(name: str = "chelsea.png") -> str:
     """Path of an image shipped with KryptonDB (chelsea.png: scikit-image's CC0 cat photo)."""
-    return os.path.join(os.path.dirname(__file__), "data", name)
+    return os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", name)

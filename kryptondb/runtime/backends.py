@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from kryptondb.errors import BackendError, ShapeError
-from kryptondb.model.ir import Graph, Op
+from kryptondb.graph.ir import Graph, Op
 
 
 class Backend:
@@ -62,7 +62,7 @@ class NumpyBackend(Backend):
     name = "numpy"
 
     def run(self, graph, feeds, outputs=None):
-        from kryptondb.engine.numpy_ops import KERNELS
+        from kryptondb.runtime.numpy_ops import KERNELS
 
         outputs = tuple(outputs or graph.outputs)
         values = check_feeds(graph, feeds)
@@ -126,7 +126,7 @@ class OnnxRuntimeBackend(Backend):
     def _make_session(self, graph, outputs):
         import onnxruntime as ort
 
-        from kryptondb.model.onnx_export import to_onnx
+        from kryptondb.runtime.onnx_export import to_onnx
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -206,7 +206,7 @@ def _borrowing(opts, graph: Graph, model) -> tuple[bytes, tuple[dict, list]]:
     Returns the serialized model and (fed arrays by input name, borrowed OrtValues)."""
     import onnxruntime as ort
 
-    from kryptondb.model.onnx_export import weight_arrays
+    from kryptondb.runtime.onnx_export import weight_arrays
 
     fed, borrowed = {}, []
     inputs = {i.name for i in model.graph.input}

@@ -10,8 +10,8 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from kryptondb.engine.backends import get_backend, release_freed_memory
-from kryptondb.model.shapes import node_flops
+from kryptondb.runtime.backends import get_backend, release_freed_memory
+from kryptondb.graph.shapes import node_flops
 from kryptondb.lang.ast import Fill
 from kryptondb.result import Heatmap
 
@@ -34,7 +34,7 @@ def model_flops(model) -> int:
 
 
 def load_image(node, inputs, ctx):
-    from kryptondb.images import load_image as load
+    from kryptondb.media.images import load_image as load
 
     img = load(_media_path(ctx, node, "image"))
     node.stats.update(rows=1, bytes=img.size[0] * img.size[1] * 3)
@@ -272,7 +272,7 @@ def _incremental_positions(node, ctx, views, corners, patch, cls, model, fill_x,
     batch per core), they are split into one chunk per worker, run side by side. Plans are
     built for a block of positions at a time (the planner's), all with the same region sizes
     (so with the same per-layer segments). Stats times are summed over workers."""
-    from kryptondb.engine.workers import InFlight, Pool
+    from kryptondb.runtime.workers import InFlight, Pool
     from kryptondb.ivm.gather import PaddedView, gather
     from kryptondb.ivm.incremental import IncrementalPlan, region_sizes
 
@@ -411,7 +411,7 @@ def store(node, inputs, ctx):
 
 
 def _operators() -> dict:
-    from kryptondb.engine import catalog_ops as c
+    from kryptondb.exec import catalog_ops as c
 
     return {
         "LoadImage": load_image, "VideoScan": video_scan, "Preprocess": preprocess,

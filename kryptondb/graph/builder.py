@@ -10,8 +10,8 @@ from typing import Mapping
 import numpy as np
 
 from kryptondb.errors import CheckpointError
-from kryptondb.model.fold import bn_scale_shift, fold_batchnorm
-from kryptondb.model.ir import Graph, Node, Op, input_node, make_node
+from kryptondb.graph.fold import bn_scale_shift, fold_batchnorm
+from kryptondb.graph.ir import Graph, Node, Op, input_node, make_node
 
 
 def _pair(v):
@@ -55,7 +55,7 @@ class Builder:
         return self.rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
 
     def _add(self, node: Node) -> str:
-        from kryptondb.model.shapes import infer_shape
+        from kryptondb.graph.shapes import infer_shape
 
         shape = infer_shape(node, [self.shapes[i] for i in node.inputs], self.weights)
         self.shapes[node.name] = tuple(shape)

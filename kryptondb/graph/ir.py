@@ -102,7 +102,7 @@ class Graph:
     @staticmethod
     def build(name: str, nodes: Iterable[Node], outputs, weights: Mapping[str, np.ndarray]):
         """Check references, infer every shape and freeze the weights."""
-        from kryptondb.model.shapes import infer_shape
+        from kryptondb.graph.shapes import infer_shape
 
         frozen = {}
         for key, arr in weights.items():

@@ -62,7 +62,7 @@ def load_media(node, inputs, ctx) -> Result:
     kind, name = node.arg("kind"), node.arg("name")
     path = os.path.abspath(os.path.expanduser(node.arg("path")))
     if kind == "image":
-        from kryptondb.images import load_image
+        from kryptondb.media.images import load_image
 
         img = load_image(path)
         info = {"width": img.size[0], "height": img.size[1]}

@@ -11,7 +11,7 @@ from typing import Callable, Mapping
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from kryptondb.model.ir import Node, Op
+from kryptondb.graph.ir import Node, Op
 
 _IM2COL_BYTES = 256 << 20  # cap on one im2col buffer; larger batches are split
 

@@ -80,7 +80,7 @@ class _Timed:
 
 def run(dag: Dag, ctx: ExecContext):
     """The root node's value."""
-    from kryptondb.engine.operators import OPERATORS
+    from kryptondb.exec.operators import OPERATORS
 
     values: list = []
     for n in dag.nodes:

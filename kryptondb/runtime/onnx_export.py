@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from kryptondb.model.ir import Graph, Node, Op
+from kryptondb.graph.ir import Graph, Node, Op
 
 OPSET = 17
 IR_VERSION = 8  # onnxruntime 1.31 accepts IR <= 13; 8 is the IR of opset 17
