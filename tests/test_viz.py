@@ -15,7 +15,7 @@ import pytest
 
 from kryptondb.plan.nodes import Dag, DagNode
 from kryptondb.viz import FORMATS, render, to_dot, to_html, to_svg
-from kryptondb.viz.format import fmt_bytes, fmt_flops, fmt_time, fmt_value
+from kryptondb.format import fmt_bytes, fmt_flops, fmt_time, fmt_value
 
 SVG_NS = {"s": "http://www.w3.org/2000/svg"}
 

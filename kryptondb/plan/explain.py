@@ -54,7 +54,7 @@ def _tree(n: PlanNode, names, top: bool, prefix: str = "") -> list[str]:
 
 def format_dag(dag: Dag, analyze: bool = False) -> str:
     """One line per physical operator: ``%id Op(%inputs) args [stats]``."""
-    from kryptondb.viz.format import fmt_bytes, fmt_flops, fmt_time
+    from kryptondb.format import fmt_bytes, fmt_flops, fmt_time
 
     lines = []
     for n in dag.nodes:

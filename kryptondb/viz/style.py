@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from numbers import Real
 
 from kryptondb.plan.nodes import Dag, DagNode
-from kryptondb.viz.format import fmt_bytes, fmt_flops, fmt_percent, fmt_time, fmt_value
+from kryptondb.format import fmt_bytes, fmt_flops, fmt_percent, fmt_time, fmt_value
 
 ARG_LIMIT = 40  # characters per argument value inside a box; tooltips show the full value
 KNOWN_STATS = ("time_s", "share", "flops", "bytes", "batches", "rows")
