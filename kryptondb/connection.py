@@ -8,16 +8,25 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from functools import partial
 
+from kryptondb.approx.tuning import lookup
+from kryptondb.catalog import Database
+from kryptondb.errors import KryptonError, KryptonWarning, StorageError
 from kryptondb.exec.executor import ExecContext, run
-from kryptondb.errors import KryptonWarning
-from kryptondb.plan.explain import Explained
+from kryptondb.files import user_path
 from kryptondb.lang import ast, parse
 from kryptondb.lang.parser import split_statements
+from kryptondb.limits import applied, resolve
 from kryptondb.plan.binder import bind
+from kryptondb.plan.explain import Explained, plain
 from kryptondb.plan.physical import lower
+from kryptondb.progress import ProgressBar
 from kryptondb.result import Heatmap, Result
 from kryptondb.rewrite import RuleContext, rewrite
+from kryptondb.sql import Sandbox
+from kryptondb.viz import render
+from kryptondb.viz.diagram import diagram
 
 
 class Connection:
@@ -39,12 +48,6 @@ class Connection:
 
     def __init__(self, path: str | os.PathLike | None = None, progress=None, limits=None,
                  sql_limits=None):
-        from kryptondb.catalog import Database
-        from kryptondb.errors import StorageError
-        from kryptondb.files import user_path
-        from kryptondb.limits import resolve
-        from kryptondb.sql import Sandbox
-
         self.limits = resolve(limits)  # kryptondb.limits: sizes and waits, applied per statement
         where = None if path is None else user_path(path, "database directory", StorageError)
         if where is not None and not where.strip():
@@ -57,8 +60,6 @@ class Connection:
 
     def execute(self, text: str) -> Result:
         """Run one statement (or several separated by ';'; the last one's result is returned)."""
-        from kryptondb.limits import applied
-
         check_text(text)
         with applied(self.limits):
             return self._execute(text)
@@ -73,37 +74,37 @@ class Connection:
         if isinstance(stmt, ast.ExplainPlan):
             return self._explain(stmt, text)
         explained = self.plan(stmt, text)
-        value, notes = _run_noting(explained.dag, self._context(text))
+        ctx = self._context(text)
+        value, notes = _run_noting(explained.dag, ctx)
         result = _result(value, explained)
+        result.profile = ctx.profile
         result.message = "\n".join(m for m in (result.message, *notes) if m)
         return result
 
     def plan(self, stmt: ast.Statement, text: str = "") -> Explained:
         logical, options = bind(self.db, stmt, text)
-        from functools import partial
-
-        from kryptondb.approx.tuning import lookup
-
         ctx = RuleContext(options, partial(lookup, self.db), text)
         rewritten, steps = rewrite(logical, ctx)
         return Explained(logical, rewritten, tuple(r for r, _ in steps), steps, lower(rewritten))
 
     def _explain(self, stmt: ast.ExplainPlan, text: str) -> Result:
-        from kryptondb.viz import render
-
         explained = self.plan(stmt.statement, text)
         notes: list[str] = []
+        profile = None
         if stmt.analyze:
-            _, notes = _run_noting(explained.dag, self._context(text, analyze=True))
-        plan_text = "\n".join([explained.text(stmt.analyze, stmt.verbose), *notes])
+            ctx = self._context(text)
+            _, notes = _run_noting(explained.dag, ctx)
+            profile = ctx.profile
+        plan_text = "\n".join([explained.text(profile, stmt.verbose), *notes])
         if stmt.format == "text":
-            return Result("plan", message=plan_text, plan=explained)
-        body = render(explained.dag, stmt.format, title=_title(stmt.statement),
-                      plan_text=plan_text)
-        return Result("plan", message=body, plan=explained, extra={"format": stmt.format})
+            return Result("plan", message=plan_text, plan=explained, profile=profile)
+        body = render(diagram(explained.dag, profile, plain), stmt.format,
+                      title=_title(stmt.statement), plan_text=plan_text)
+        return Result("plan", message=body, plan=explained, extra={"format": stmt.format},
+                      profile=profile)
 
-    def _context(self, text: str, analyze: bool = False) -> ExecContext:
-        return ExecContext(self.db, text, analyze, self.progress, self._memo, sql=self._sql)
+    def _context(self, text: str) -> ExecContext:
+        return ExecContext(self.db, text, self.progress, self._memo, sql=self._sql)
 
     def close(self) -> None:
         self._sql.close()
@@ -118,8 +119,6 @@ class Connection:
 
 def check_text(text) -> None:
     """A query is a str (a NUL byte or any other character is the parser's to judge)."""
-    from kryptondb.errors import KryptonError
-
     if not isinstance(text, str):
         raise KryptonError(f"a query is a str, got {type(text).__name__} {text!r:.60}")
 
@@ -163,6 +162,4 @@ def _result(value, explained: Explained) -> Result:
 
 def terminal_progress(total: int, label: str):
     """A progress bar on stderr, shown only for work that lasts more than a second."""
-    from kryptondb.progress import ProgressBar
-
     return ProgressBar(total, label, stream=sys.stderr)

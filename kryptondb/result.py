@@ -58,6 +58,7 @@ class Result:
     message: str = ""
     plan: object = None  # kryptondb.plan.explain.Explained for EXPLAIN PLAN, else the executed plan
     extra: dict = field(default_factory=dict)
+    profile: object = None  # kryptondb.exec.profile.Profile: what the run measured per plan node
 
     def to_arrow(self) -> pa.Table:
         if self.table is not None:

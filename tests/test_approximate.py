@@ -24,7 +24,7 @@ def con(tmp_path_factory):
 
 
 def _scan(result):
-    return next(n for n in result.plan.dag.nodes if n.op == "OcclusionScan")
+    return next(n for n in result.plan.rewritten.walk() if n.op == "OcclusionScan")
 
 
 @pytest.mark.parametrize("option, message", [

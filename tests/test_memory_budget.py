@@ -26,6 +26,7 @@ from kryptondb.ivm.gather import PaddedView, gather
 from kryptondb.ivm.incremental import IncrementalPlan, base_views, read_views, region_sizes
 from kryptondb.graph.builder import Builder
 from kryptondb.obe.occlusion import Grid, occluded_batch
+from kryptondb.plan.ops import OCCLUSION_SCANS
 from kryptondb.rewrite.batch_queries import (MAX_INCREMENTAL_BATCH, MIN_BLOCK, NUMPY, PLAN_BYTES,
                                               footprint, peak_live)
 
@@ -46,7 +47,7 @@ def tiny(tmp_path_factory):
 
 def _scan(con, query: str) -> dict:
     plan = con.execute("EXPLAIN PLAN FOR " + query).plan
-    return dict(next(n for n in plan.dag.nodes if n.op == "OcclusionScan").args)
+    return dict(next(n for n in plan.rewritten.walk() if n.op == "OcclusionScan").args)
 
 
 def _footprint(con, query: str):
@@ -149,9 +150,10 @@ def _run_with(con, query: str, **args):
 
     dag = con.plan(parse(query), query).dag
     nodes = tuple(replace(n, args=tuple(sorted((dict(n.args) | args).items())))
-                  if n.op == "OcclusionScan" else n for n in dag.nodes)
-    heat = run(Dag(nodes), ExecContext(con.db, query))
-    return heat, next(n for n in nodes if n.op == "OcclusionScan").stats
+                  if n.op in OCCLUSION_SCANS else n for n in dag.nodes)
+    ctx = ExecContext(con.db, query)
+    heat = run(Dag(nodes), ctx)
+    return heat, ctx.profile.of(next(n for n in nodes if n.op in OCCLUSION_SCANS))
 
 
 def test_executor_keeps_to_the_plans_batch_and_blocks_and_stays_exact(tiny):
@@ -172,10 +174,10 @@ def test_explain_analyze_counts_no_more_in_flight_than_the_budgets_batch(con):
     budget = next(mb for mb in range(40, 200, 4) if _scan(con, q.format(mb))["mode"] ==
                   "incremental")
     r = con.execute(f"EXPLAIN PLAN ANALYZE FOR {q.format(budget)}")
-    scan = next(n for n in r.plan.dag.nodes if n.op == "OcclusionScan")
+    scan = next(n for n in r.plan.dag.nodes if n.op in OCCLUSION_SCANS)
     assert scan.arg("limited_by") == "MEMORY" and scan.arg("batch") < 49
-    assert 0 < scan.stats["in_flight"] <= scan.arg("batch")
-    assert scan.stats["blocks"] == 1
+    assert 0 < r.profile.of(scan)["in_flight"] <= scan.arg("batch")
+    assert r.profile.of(scan)["blocks"] == 1
 
 
 # -- the accounting against NumPy's actual allocations -------------------------------------------

@@ -54,7 +54,7 @@ def _probs(con, model: str) -> np.ndarray:
 
 
 def _scan(result):
-    return next(n for n in result.plan.dag.nodes if n.op == "OcclusionScan")
+    return next(n for n in result.plan.rewritten.walk() if n.op == "OcclusionScan")
 
 
 # -- the model a name runs -----------------------------------------------------------------------
@@ -106,7 +106,7 @@ def test_views_of_replaced_weights_are_never_reused(tmp_path):
     con = kryptondb.connect(db)
     incremental, naive = con.execute(query + " INCREMENTAL"), con.execute(query + " NAIVE")
     views = next(n for n in incremental.plan.dag.nodes if n.op == "MaterializeViews")
-    assert not views.stats.get("reused")
+    assert not incremental.profile.of(views).get("reused")
     np.testing.assert_allclose(incremental.heatmap.probability, naive.heatmap.probability,
                                atol=1e-5)
     assert not old_views & set(con.db.names("view"))  # the old weights' views were dropped

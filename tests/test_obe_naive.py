@@ -8,6 +8,7 @@ import kryptondb
 from kryptondb.runtime.backends import get_backend
 from kryptondb.media.images import Preprocess
 from kryptondb.graph.builder import Builder
+from kryptondb.plan.ops import OCCLUSION_SCANS
 from kryptondb.runtime.onnx_export import to_onnx
 
 
@@ -60,7 +61,7 @@ def _hand_loop(model, x, cls, patch, stride, fill_pixel, backend):
 def test_heatmap_equals_hand_loop(con, backend, patch, stride, mode):
     r = con.execute(f"EXPLAIN OCCLUSION OF IMAGE cat USING MODEL tiny PATCH {patch} "
                     f"STRIDE {stride} ON {backend} BATCH 7 {mode}")
-    scan = next(n for n in r.plan.dag.nodes if n.op == "OcclusionScan")
+    scan = next(n for n in r.plan.rewritten.walk() if n.op == "OcclusionScan")
     assert scan.arg("mode") == ("naive" if mode == "NAIVE" else "incremental")
     model = kryptondb.load_model(con.db.models()["tiny"].source)
     x = model.inputs(kryptondb.bundled_image())[0]
@@ -158,8 +159,8 @@ def test_concurrent_batches_give_the_loops_heatmap(con, monkeypatch, workers):
     monkeypatch.setattr(OnnxRuntimeBackend, "concurrent", lambda self: (workers, single))
     r = con.execute("EXPLAIN OCCLUSION OF IMAGE cat USING MODEL tiny PATCH 8 STRIDE 3 "
                     "ON cpu BATCH 7 INCREMENTAL")
-    scan = next(n for n in r.plan.dag.nodes if n.op == "OcclusionScan")
-    assert scan.stats["workers"] == workers
+    scan = next(n for n in r.plan.dag.nodes if n.op in OCCLUSION_SCANS)
+    assert r.profile.of(scan)["workers"] == workers
     model = kryptondb.load_model(con.db.models()["tiny"].source)
     x = model.inputs(kryptondb.bundled_image())[0]
     expected = _hand_loop(model, x, r.heatmap.class_id, 8, 3, 0.5, "onnxruntime")

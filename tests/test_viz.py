@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from kryptondb.plan.nodes import Dag, DagNode
+from kryptondb.viz.diagram import Diagram as Dag, DiagramNode as DagNode
 from kryptondb.viz import FORMATS, render, to_dot, to_html, to_svg
 from kryptondb.format import fmt_bytes, fmt_flops, fmt_time, fmt_value
 

@@ -79,16 +79,16 @@ def tune(node, inputs, ctx) -> Result:
     """Tune approximate occlusion for a model on sample images; the result is a catalog table."""
     from kryptondb.approx.tuning import table_name, tune as run_tuning
 
-    images = node.arg("images").split("\n")
-    t = run_tuning(ctx.db, node.arg("model"), images, node.arg("patch"), node.arg("stride"),
-                   node.arg("fill"), progress=ctx.progress)
+    images, grid = list(node.arg("images")), node.arg("grid")
+    t = run_tuning(ctx.db, node.arg("model"), images, grid.patch, grid.stride,
+                   node.arg("fill").text, progress=ctx.progress)
     name = table_name(t.model, t.patch, t.stride)
     lines = [f"tuned {t.model} at patch {t.patch}, stride {t.stride} on {len(images)} image(s); "
              f"stored as table {name}"]
     for q in (0.95, 0.9, 0.8):
         c = t.for_ssim(q)
         lines.append(f"  SSIM >= {q:g}: {c.why}")
-    node.stats.update(rows=len(images))
+    ctx.stats(node).update(rows=len(images))
     return Result("message", message="\n".join(lines))
 
 
@@ -152,10 +152,10 @@ def sql(node, inputs, ctx) -> Result:
     """A SELECT over the relations the binder found in it, run by the connection's DuckDB."""
     from kryptondb.sql import default_sandbox
 
-    tables = {name: _relation(ctx, name) for name in node.arg("tables").split()}
+    tables = {name: _relation(ctx, name) for name in node.arg("tables")}
     sandbox = ctx.sql or default_sandbox()
     table = sandbox.run(node.arg("sql"), tables, ctx.text)
-    node.stats.update(rows=table.num_rows)
+    ctx.stats(node).update(rows=table.num_rows)
     return Result("table", table=table)
 
 

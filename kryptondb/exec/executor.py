@@ -1,16 +1,22 @@
 """Run a physical DAG: each node's operator on its inputs' values, in topological order.
 
-With ``analyze`` on, each node's stats (wall time, FLOPs, bytes, batches, rows) are recorded in
-its ``stats`` dict. Operators that stream (video) return iterators; their time is measured
-inside each ``next`` and attributed exclusively (upstream time subtracted).
+The executor dispatches on the node's kind (``OPERATORS``); the decisions are in the plan. Each
+node's statistics (wall time, FLOPs, bytes, batches, rows) go into the run's ``Profile``, keyed
+by node id, beside the plan. Operators that stream (video) return iterators; their time is
+measured inside each ``next`` and attributed exclusively (upstream time subtracted). An error an
+operator raises names the node it came from (``%5 IncrementalOcclusionScan: ...``).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from kryptondb.errors import CacheWarning, KryptonError
+from kryptondb.exec.operators import OPERATORS
+from kryptondb.exec.profile import Profile
 from kryptondb.model.binding import bound
 from kryptondb.plan.nodes import Dag
 
@@ -18,15 +24,19 @@ from kryptondb.plan.nodes import Dag
 @dataclass
 class ExecContext:
     db: object
-    text: str = ""
-    analyze: bool = False
+    text: str = ""  # the statement, for carets in errors of the SQL it holds
     progress: Callable | None = None  # (total, label) -> bar with update(n) and close()
     memo: dict = field(default_factory=dict)  # exact occlusion maps by query key (this session)
     sql: object = None  # the connection's SQL sandbox (kryptondb.sql.Sandbox); None: defaults
     deferred: list = field(default_factory=list)  # (what, write): caches stored on success
+    profile: Profile = field(default_factory=Profile)
 
     # a node's ``model`` argument -> the Model the binder bound it to; never a lookup by name
     model = staticmethod(bound)
+
+    def stats(self, node) -> dict:
+        """Where ``node``'s operator records what it measured."""
+        return self.profile.of(node)
 
     def defer(self, what: str, write: Callable[[], object]) -> None:
         """Store a cache (materialized views) only once the whole statement has succeeded, so
@@ -36,10 +46,6 @@ class ExecContext:
     def commit_deferred(self) -> None:
         """Run the deferred writes; one that fails is a warning (the result is complete, only
         the cache is missing), not an error."""
-        import warnings
-
-        from kryptondb.errors import CacheWarning, KryptonError
-
         for what, write in self.deferred:
             try:
                 write()
@@ -60,11 +66,22 @@ class _NoBar:
         pass
 
 
-class _Timed:
-    """An iterator wrapper that adds the time spent in ``next`` to a stats dict."""
+def named(exc: KryptonError, node) -> KryptonError:
+    """``exc`` with the plan node it came from in front of its message (once: an error passes
+    through every streaming node downstream of where it was raised)."""
+    if getattr(exc, "plan_node", None) is None:
+        exc.plan_node = node.label
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (f"{node.label}: {exc.args[0]}", *exc.args[1:])
+    return exc
 
-    def __init__(self, it: Iterator, stats: dict):
-        self.it, self.stats = it, stats
+
+class _Timed:
+    """An iterator wrapper that adds the time spent in ``next`` to a stats dict and names its
+    node in the errors raised there."""
+
+    def __init__(self, it: Iterator, stats: dict, node):
+        self.it, self.stats, self.node = it, stats, node
 
     def __iter__(self):
         return self
@@ -73,36 +90,28 @@ class _Timed:
         t = time.perf_counter()
         try:
             return next(self.it)
+        except KryptonError as exc:
+            raise named(exc, self.node)
         finally:
             self.stats["inclusive_s"] = self.stats.get("inclusive_s", 0.0) + (
                 time.perf_counter() - t)
 
 
 def run(dag: Dag, ctx: ExecContext):
-    """The root node's value."""
-    from kryptondb.exec.operators import OPERATORS
-
+    """The root node's value; ``ctx.profile`` holds what each node measured."""
     values: list = []
     for n in dag.nodes:
-        n.stats.clear()
+        stats = ctx.stats(n)
+        stats.clear()
         inputs = [values[i] for i in n.inputs]
         t = time.perf_counter()
-        value = OPERATORS[n.op](n, inputs, ctx)
-        n.stats["time_s"] = time.perf_counter() - t
+        try:
+            value = OPERATORS[n.op](n, inputs, ctx)
+        except KryptonError as exc:
+            raise named(exc, n)
+        stats["time_s"] = time.perf_counter() - t
         if isinstance(value, Iterator):
-            value = _Timed(value, n.stats)
+            value = _Timed(value, stats, n)
         values.append(value)
-    _exclusive_times(dag)
+    ctx.profile.exclusive_times(dag)
     return values[-1]
-
-
-def _exclusive_times(dag: Dag) -> None:
-    """Streaming operators: own time = time inside next() minus their streaming inputs'."""
-    inclusive = {n.id: n.stats.pop("inclusive_s") for n in dag.nodes if "inclusive_s" in n.stats}
-    for n in dag.nodes:
-        if n.id in inclusive:
-            upstream = sum(inclusive.get(i, 0.0) for i in n.inputs)
-            n.stats["time_s"] += max(0.0, inclusive[n.id] - upstream)
-    total = sum(n.stats.get("time_s", 0.0) for n in dag.nodes) or 1.0
-    for n in dag.nodes:
-        n.stats["share"] = n.stats.get("time_s", 0.0) / total

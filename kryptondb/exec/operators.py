@@ -12,7 +12,9 @@ import pyarrow as pa
 
 from kryptondb.runtime.backends import get_backend, release_freed_memory
 from kryptondb.graph.shapes import node_flops
-from kryptondb.lang.ast import Fill
+from kryptondb.approx import drilldown as D
+from kryptondb.obe.occlusion import fill_tensor, occluded_batch
+from kryptondb.plan.ops import Op
 from kryptondb.result import Heatmap
 
 VIDEO_CHUNK = 16
@@ -37,7 +39,7 @@ def load_image(node, inputs, ctx):
     from kryptondb.media.images import load_image as load
 
     img = load(_media_path(ctx, node, "image"))
-    node.stats.update(rows=1, bytes=img.size[0] * img.size[1] * 3)
+    ctx.stats(node).update(rows=1, bytes=img.size[0] * img.size[1] * 3)
     return img
 
 
@@ -69,7 +71,7 @@ def preprocess(node, inputs, ctx):
     if isinstance(src, Iterator):
         return ((b, model.inputs([img for _, _, img in b])) for b in src)
     x = model.inputs(src)
-    node.stats.update(rows=1, bytes=x.nbytes)
+    ctx.stats(node).update(rows=1, bytes=x.nbytes)
     return x
 
 
@@ -79,19 +81,19 @@ def full_inference(node, inputs, ctx):
     (src,) = inputs
     per_item = model_flops(model)
     if isinstance(src, Iterator):
-        return _stream_inference(node, model, backend, src, per_item)
+        return _stream_inference(node, ctx.stats(node), model, backend, src, per_item)
     probs = model.predict(src, backend=backend, batch_size=node.arg("batch") or 16)
-    node.stats.update(flops=per_item * len(src), batches=math.ceil(len(src) / 16),
+    ctx.stats(node).update(flops=per_item * len(src), batches=math.ceil(len(src) / 16),
                       rows=len(src), bytes=src.nbytes)
     return probs
 
 
-def _stream_inference(node, model, backend, src, per_item):
+def _stream_inference(node, stats, model, backend, src, per_item):
     for frames_meta, x in src:
         probs = model.predict(x, backend=backend, batch_size=node.arg("batch") or len(x))
-        node.stats["flops"] = node.stats.get("flops", 0) + per_item * len(x)
-        node.stats["batches"] = node.stats.get("batches", 0) + 1
-        node.stats["rows"] = node.stats.get("rows", 0) + len(x)
+        stats["flops"] = stats.get("flops", 0) + per_item * len(x)
+        stats["batches"] = stats.get("batches", 0) + 1
+        stats["rows"] = stats.get("rows", 0) + len(x)
         yield frames_meta, probs
 
 
@@ -107,19 +109,20 @@ def incremental_video_inference(node, inputs, ctx):
                         keyframe_area=node.arg("keyframe_area") or Settings.keyframe_area,
                         max_boxes=node.arg("max_boxes") or Settings.max_boxes,
                         agreement=bool(node.arg("agreement")))
-    ivm = VideoIVM(model, backend, settings, stats=node.stats)
+    stats = ctx.stats(node)
+    ivm = VideoIVM(model, backend, settings, stats=stats)
     (src,) = inputs
     per_item = model_flops(model)
     for frames_meta, x in src:
-        out, stats = ivm.window(x)  # a window: the decoder's chunk of frames
+        out, frame_stats = ivm.window(x)  # a window: the decoder's chunk of frames
         probs = model.probabilities(out.reshape(len(x), -1))
-        share = sum(st.flops_share for st in stats)
-        node.stats["flops"] = node.stats.get("flops", 0) + int(per_item * share)
-        node.stats["rows"] = node.stats.get("rows", 0) + len(x)
-        node.stats["batches"] = node.stats.get("batches", 0) + 1
-        for st in stats:
-            node.stats[st.mode] = node.stats.get(st.mode, 0) + 1
-        yield [(i, t, st) for (i, t, _), st in zip(frames_meta, stats)], probs
+        share = sum(st.flops_share for st in frame_stats)
+        stats["flops"] = stats.get("flops", 0) + int(per_item * share)
+        stats["rows"] = stats.get("rows", 0) + len(x)
+        stats["batches"] = stats.get("batches", 0) + 1
+        for st in frame_stats:
+            stats[st.mode] = stats.get(st.mode, 0) + 1
+        yield [(i, t, st) for (i, t, _), st in zip(frames_meta, frame_stats)], probs
 
 
 def pick_class(node, inputs, ctx) -> int:
@@ -144,22 +147,28 @@ class Scan:
     ssim: float | None = None
 
 
-def occlusion_scan(node, inputs, ctx) -> Scan:
-    """The naive plan: every position's occluded image through the full model, in batches."""
-    from kryptondb.obe.occlusion import Grid, fill_tensor, occluded_batch
-
+def incremental_occlusion_scan(node, inputs, ctx) -> Scan:
+    """IncrementalOcclusionScan and DrillDown: positions through incremental inference."""
     x, cls = inputs[:2]
-    ref = node.arg("model")
+    ref, grid, batch = node.arg("model"), node.arg("grid"), node.arg("batch")
+    patch, stride = grid.patch, grid.stride
     model = ctx.model(ref)
     backend = get_backend(node.arg("backend") or "onnxruntime")
-    patch, stride, batch = node.arg("patch"), node.arg("stride"), node.arg("batch")
-    grid = Grid(x.shape[2], x.shape[3], patch, stride)
-    fill_x = fill_tensor(x[0], Fill.parse(node.arg("fill")), model.preprocess, patch)
-    if node.arg("mode") == "incremental":
-        out = incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend)
-        node.stats.update(rows=grid.count, batches=math.ceil(grid.count / batch))
-        return _remember(node, ctx, Scan(out.reshape(grid.rows, grid.cols), ref, patch, stride,
-                                         x), cls)
+    fill_x = fill_tensor(x[0], node.arg("fill"), model.preprocess, patch)
+    out = incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend)
+    ctx.stats(node).update(rows=grid.count, batches=math.ceil(grid.count / batch))
+    return _remember(node, ctx, Scan(out.reshape(grid.rows, grid.cols), ref, patch, stride, x),
+                     cls)
+
+
+def naive_occlusion_scan(node, inputs, ctx) -> Scan:
+    """The naive plan: every position's occluded image through the full model, in batches."""
+    x, cls = inputs[:2]
+    ref, grid, batch = node.arg("model"), node.arg("grid"), node.arg("batch")
+    patch, stride = grid.patch, grid.stride
+    model = ctx.model(ref)
+    backend = get_backend(node.arg("backend") or "onnxruntime")
+    fill_x = fill_tensor(x[0], node.arg("fill"), model.preprocess, patch)
     corners, g = grid.corners(), model.graph
     out = np.empty(grid.count, np.float32)
     bar = ctx.bar(grid.count, f"occlusion {grid.rows}x{grid.cols}")
@@ -171,13 +180,19 @@ def occlusion_scan(node, inputs, ctx) -> Scan:
             bar.update(len(xb))
     finally:
         bar.close()
-    node.stats.update(flops=model_flops(model) * grid.count, rows=grid.count,
-                      batches=math.ceil(grid.count / batch), bytes=grid.count * x[0].nbytes)
+    ctx.stats(node).update(flops=model_flops(model) * grid.count, rows=grid.count,
+                           batches=math.ceil(grid.count / batch), bytes=grid.count * x[0].nbytes)
     return _remember(node, ctx, Scan(out.reshape(grid.rows, grid.cols), ref, patch, stride, x),
                      cls)
 
 
-APPROXIMATE_ARGS = ("tau", "drilldown", "coarse_stride", "predicted_ssim")
+def _approximate(node) -> dict:
+    """The approximate settings a scan ran with (empty: exact), as its result reports them."""
+    stage1 = node.arg("stage1")
+    settings = {"tau": node.arg("tau"), "drilldown": node.arg("ratio"),
+                "coarse_stride": stage1.stride if stage1 is not None else None,
+                "predicted_ssim": node.arg("predicted_ssim")}
+    return {k: v for k, v in settings.items() if v is not None}
 
 
 def _remember(node, ctx, scan: Scan, cls: int) -> Scan:
@@ -186,7 +201,7 @@ def _remember(node, ctx, scan: Scan, cls: int) -> Scan:
     from kryptondb.ivm.views import view_name  # keyed like the views: model digest and input
 
     key = (view_name(scan.model, scan.x), scan.patch, scan.stride, node.arg("fill"), cls)
-    settings = {k: node.arg(k) for k in APPROXIMATE_ARGS if node.arg(k) is not None}
+    settings = _approximate(node)
     if not settings:
         ctx.memo[key] = scan.probability
         return scan
@@ -196,7 +211,7 @@ def _remember(node, ctx, scan: Scan, cls: int) -> Scan:
         from kryptondb.approx.quality import ssim
 
         score = ssim(exact, scan.probability)
-        node.stats.update(ssim=score)
+        ctx.stats(node).update(ssim=score)
     return replace(scan, approximate=settings, ssim=score)
 
 
@@ -217,7 +232,7 @@ def materialize_views(node, inputs, ctx) -> dict:
     model = ctx.model(ref)
     name = V.view_name(ref, x)
     if name in ctx.db.names("view"):
-        node.stats.update(reused=1)
+        ctx.stats(node).update(reused=1)
         return V.from_arrow(ctx.db.get_table(name, "view"))
     # One pass with every view as an output, on the segments' variant of the backend: its
     # sessions borrow the model's weights and keep no arena after the pass.
@@ -228,7 +243,7 @@ def materialize_views(node, inputs, ctx) -> dict:
     info = {"model": ref.entry, "digest": ref.digest, "layers": table.num_rows}
     ctx.defer(f"materialized views {name}",
               lambda: ctx.db.put_table(name, table, kind="view", info=info))
-    node.stats.update(flops=model_flops(model), bytes=table.nbytes, rows=table.num_rows)
+    ctx.stats(node).update(flops=model_flops(model), bytes=table.nbytes, rows=table.num_rows)
     return V.from_arrow(table)
 
 
@@ -236,32 +251,31 @@ def incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend) ->
     """Every position through incremental inference over the materialized views; with a
     projective field threshold (tau) each layer's recomputed region is capped; with drill-down,
     a coarse stage over the whole map and the requested stride only where drops are largest."""
-    from kryptondb.approx import drilldown as D
-    from kryptondb.obe.occlusion import Grid
-
     stats: dict = {}
 
     def scan(corners, label):
         return _incremental_positions(node, ctx, inputs[2], corners, grid.patch, cls, model,
                                       fill_x, backend, stats, label)
 
-    ratio, coarse = node.arg("drilldown"), node.arg("coarse_stride")
-    if ratio is None:
+    ratio = node.arg("ratio")
+    if node.op is not Op.DRILL_DOWN:
         out = scan(grid.corners(), f"occlusion {grid.rows}x{grid.cols}")
         computed = grid.count
     else:
-        first = Grid(grid.height, grid.width, grid.patch, coarse)
+        first = node.arg("stage1")
+        coarse = first.stride
         rough = scan(first.corners(), f"drill-down stage 1: {first.rows}x{first.cols}")
         fine = grid.corners()
         out, pick = D.combine(rough.reshape(first.rows, first.cols), coarse, fine, ratio,
                               lambda p: scan(fine[p], f"drill-down stage 2: {len(p)} of "
                                                       f"{grid.count}"))
         computed = first.count + len(pick)
-        node.stats.update(stage1=first.count, stage2=len(pick))
-    node.stats.update(gather_s=stats.get("gather_s", 0.0), compute_s=stats.get("compute_s", 0.0),
-                      workers=stats.get("workers", 1), blocks=stats.get("blocks", 0),
-                      in_flight=stats.get("in_flight", 0),
-                      flops=int(node.arg("flops_incremental") or 0) * computed)
+        ctx.stats(node).update(stage1=first.count, stage2=len(pick))
+    ctx.stats(node).update(gather_s=stats.get("gather_s", 0.0),
+                           compute_s=stats.get("compute_s", 0.0),
+                           workers=stats.get("workers", 1), blocks=stats.get("blocks", 0),
+                           in_flight=stats.get("in_flight", 0),
+                           flops=int(node.arg("flops_incremental") or 0) * computed)
     return out
 
 
@@ -319,7 +333,7 @@ def _incremental_positions(node, ctx, views, corners, patch, cls, model, fill_x,
 def heatmap(node, inputs, ctx) -> Heatmap:
     scan, base, cls = inputs
     model = ctx.model(scan.model)
-    node.stats.update(rows=scan.probability.size)
+    ctx.stats(node).update(rows=scan.probability.size)
     return Heatmap(scan.probability, float(base[0, cls]), cls, model.label(cls), scan.patch,
                    scan.stride, display_image(scan.x[0], model.preprocess), model.name,
                    scan.approximate, scan.ssim)
@@ -345,7 +359,7 @@ def top_k(node, inputs, ctx):
     if isinstance(probs, Iterator):
         return ((meta, _topk_rows(p, k, model)) for meta, p in probs)
     table = pa.table(_topk_rows(probs, k, model)[0])
-    node.stats.update(rows=table.num_rows)
+    ctx.stats(node).update(rows=table.num_rows)
     return table
 
 
@@ -398,7 +412,7 @@ def frame_labels(node, inputs, ctx) -> pa.Table:
     from kryptondb.orv.sheet import VIDEO_KEY  # the video, for a contact sheet of the frames
 
     table = table.replace_schema_metadata({VIDEO_KEY: _media_path(ctx, node, "video")})
-    node.stats.update(rows=table.num_rows)
+    ctx.stats(node).update(rows=table.num_rows)
     return table
 
 
@@ -406,7 +420,7 @@ def store(node, inputs, ctx):
     (value,) = inputs
     table = value.to_arrow() if isinstance(value, Heatmap) else value
     ctx.db.put_table(node.arg("table"), table)
-    node.stats.update(rows=table.num_rows, bytes=table.nbytes)
+    ctx.stats(node).update(rows=table.num_rows, bytes=table.nbytes)
     return value
 
 
@@ -414,15 +428,16 @@ def _operators() -> dict:
     from kryptondb.exec import catalog_ops as c
 
     return {
-        "LoadImage": load_image, "VideoScan": video_scan, "Preprocess": preprocess,
-        "FullInference": full_inference, "PickClass": pick_class,
-        "IncrementalVideoInference": incremental_video_inference,
-        "OcclusionScan": occlusion_scan, "MaterializeViews": materialize_views,
-        "Heatmap": heatmap, "TopK": top_k,
-        "FrameLabels": frame_labels, "StoreTable": store,
-        "CreateModel": c.create_model, "LoadMedia": c.load_media, "ShowCatalog": c.show_catalog,
-        "Tune": c.tune,
-        "DescribeModel": c.describe_model, "Drop": c.drop, "Sql": c.sql,
+        Op.LOAD_IMAGE: load_image, Op.VIDEO_SCAN: video_scan, Op.PREPROCESS: preprocess,
+        Op.FULL_INFERENCE: full_inference, Op.PICK_CLASS: pick_class,
+        Op.INCREMENTAL_VIDEO_INFERENCE: incremental_video_inference,
+        Op.NAIVE_OCCLUSION_SCAN: naive_occlusion_scan,
+        Op.INCREMENTAL_OCCLUSION_SCAN: incremental_occlusion_scan,
+        Op.DRILL_DOWN: incremental_occlusion_scan, Op.MATERIALIZE_VIEWS: materialize_views,
+        Op.HEATMAP: heatmap, Op.TOP_K: top_k, Op.FRAME_LABELS: frame_labels,
+        Op.STORE_TABLE: store, Op.CREATE_MODEL: c.create_model, Op.LOAD_MEDIA: c.load_media,
+        Op.SHOW_CATALOG: c.show_catalog, Op.TUNE: c.tune, Op.DESCRIBE_MODEL: c.describe_model,
+        Op.DROP: c.drop, Op.SQL: c.sql,
     }
 
 

@@ -70,7 +70,8 @@ class IncrementalPlan:
         self.steps = self._steps()
         used_outside = {i for n in graph.nodes if n.name not in self.incremental
                         for i in n.inputs}
-        self.frontier = [n for n in self.incremental if n in used_outside or n in graph.outputs]
+        self.frontier = [n.name for n in graph.nodes if n.name in self.incremental and
+                         (n.name in used_outside or n.name in graph.outputs)]  # graph order
         rest = tuple(n.name for n in graph.nodes if n.name not in self.incremental)
         self.suffix = self._cached(("suffix", rest),
                                    lambda: graph.segment(list(rest), graph.outputs)) if rest else None

@@ -6,14 +6,18 @@ defaults, so every later stage sees explicit, valid arguments.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 from dataclasses import dataclass, field
 
 from kryptondb.errors import PlanError, UnknownNameError
 from kryptondb.lang import ast
+from kryptondb.model.binding import resolve
+from kryptondb.obe.occlusion import Grid
 from kryptondb.plan import option_ranges as ranges
 from kryptondb.plan.nodes import PlanNode, node
+from kryptondb.plan.ops import Op
 
 DEVICES = {"cpu": "onnxruntime", "onnxruntime": "onnxruntime", "ort": "onnxruntime",
            "numpy": "numpy", "gpu": "cupy", "cupy": "cupy"}
@@ -45,8 +49,6 @@ class Binder:
     def model(self, name: ast.Name):
         """Bind a model name once (kryptondb/model/binding.py): the ModelRef every later stage
         uses. A registered model first, then the zoo."""
-        from kryptondb.model.binding import resolve
-
         try:
             return resolve(self.db, name.value)
         except UnknownNameError as exc:
@@ -85,15 +87,14 @@ def plan_occlusion(b: Binder, s: ast.ExplainOcclusion) -> tuple[PlanNode, Option
     b.media_path(s.image, "image")  # the image must exist before anything is planned
     patch, stride, fill = ranges.check_occlusion(b, s, model)
     _, h, w = model.input_shape
-    img = node("ImageScan", **_scan_args(s.image))
-    pre = node("Preprocess", img, model=model, shape=_shape(model.input_shape))
-    base = node("Inference", pre, model=model)
-    cls = node("ChooseClass", base, target=_target(b, model, s))
-    rows, cols = (h - patch) // stride + 1, (w - patch) // stride + 1
-    occ = node("Occlude", pre, patch=patch, stride=stride, fill=fill.text,
-               positions=f"{rows}x{cols}")
-    prob = node("ClassProbability", node("Inference", occ, model=model), cls)
-    root = node("Heatmap", prob, base, cls, rows=rows, cols=cols)
+    grid = Grid(h, w, patch, stride)  # the positions, computed once: every later stage reads it
+    img = node(Op.IMAGE_SCAN, **_scan_args(s.image))
+    pre = node(Op.PREPROCESS, img, model=model, shape=tuple(model.input_shape))
+    base = node(Op.INFERENCE, pre, model=model)
+    cls = node(Op.CHOOSE_CLASS, base, target=_target(b, model, s))
+    occ = node(Op.OCCLUDE, pre, grid=grid, fill=fill)
+    prob = node(Op.CLASS_PROBABILITY, node(Op.INFERENCE, occ, model=model), cls)
+    root = node(Op.HEATMAP, prob, base, cls, rows=grid.rows, cols=grid.cols)
     return _into(b, s, root), b.options(s)
 
 
@@ -115,10 +116,6 @@ def _target(b: Binder, model, s: ast.ExplainOcclusion):
                  tuple(close) or ("a class id",))
 
 
-def _shape(shape) -> str:
-    return "x".join(map(str, shape))
-
-
 def _scan_args(ref: ast.Ref) -> dict:
     """How a scan names its media in plans: as written (stable across machines)."""
     return {"source": ref.value, "catalog": not ref.quoted}
@@ -131,15 +128,16 @@ def _into(b: Binder, s, root: PlanNode) -> PlanNode:
     if name.lower() in ("models", "images", "videos", "tables", "views"):
         raise b.fail(f"{name!r} is the name of a catalog relation; choose another table name",
                      s.into.span)
-    return node("Store", root, table=name)
+    return node(Op.STORE, root, table=name)
 
 
 def plan_predict(b: Binder, s: ast.Predict) -> tuple[PlanNode, Options]:
     model = b.model(s.model)
+    b.media_path(s.image, "image")  # a name or file that is not there fails here, with a caret
     k = ranges.check_top(b, s, model)
-    img = node("ImageScan", **_scan_args(s.image))
-    pre = node("Preprocess", img, model=model, shape=_shape(model.input_shape))
-    top = node("TopK", node("Inference", pre, model=model), k=k, model=model)
+    img = node(Op.IMAGE_SCAN, **_scan_args(s.image))
+    pre = node(Op.PREPROCESS, img, model=model, shape=tuple(model.input_shape))
+    top = node(Op.TOP_K, node(Op.INFERENCE, pre, model=model), k=k, model=model)
     return _into(b, s, top), b.options(s)
 
 
@@ -149,11 +147,11 @@ def plan_recognize(b: Binder, s: ast.RecognizeObjects) -> tuple[PlanNode, Option
     k = ranges.check_top(b, s, model)
     ranges.check_video(b, s)
     first, last = s.frames or (0, None)
-    scan = node("VideoScan", **_scan_args(s.video), first=first, last=last, every=s.every or 1)
-    pre = node("Preprocess", scan, model=model, shape=_shape(model.input_shape))
-    inference = node("Inference", pre, model=model, **_video_settings(b, s))
-    top = node("TopK", inference, k=k, model=model)
-    return _into(b, s, node("FrameLabels", top, **_scan_args(s.video))), b.options(s)
+    scan = node(Op.VIDEO_SCAN, **_scan_args(s.video), first=first, last=last, every=s.every or 1)
+    pre = node(Op.PREPROCESS, scan, model=model, shape=tuple(model.input_shape))
+    inference = node(Op.INFERENCE, pre, model=model, **_video_settings(b, s))
+    top = node(Op.TOP_K, inference, k=k, model=model)
+    return _into(b, s, node(Op.FRAME_LABELS, top, **_scan_args(s.video))), b.options(s)
 
 
 def _video_settings(b: Binder, s: ast.RecognizeObjects) -> dict:
@@ -168,8 +166,6 @@ def _video_settings(b: Binder, s: ast.RecognizeObjects) -> dict:
 
 def plan_tune(b: Binder, s: ast.Tune) -> tuple[PlanNode, Options]:
     """TUNE: image references resolve now (catalog names, files, globs), so a typo fails here."""
-    import glob
-
     model = b.model(s.model)
     patch, stride = ranges.check_window(b, s, model)
     fill = ranges.check_fill(b, s)
@@ -182,23 +178,24 @@ def plan_tune(b: Binder, s: ast.Tune) -> tuple[PlanNode, Options]:
             paths += [os.path.abspath(f) for f in found]
         else:
             paths.append(b.media_path(ref, "image"))
-    return node("Tune", model=model, patch=patch, stride=stride, fill=fill.text,
-                images="\n".join(paths)), b.options(s)
+    _, h, w = model.input_shape
+    return node(Op.TUNE, model=model, grid=Grid(h, w, patch, stride), fill=fill,
+                images=tuple(paths)), b.options(s)
 
 
 def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
     if isinstance(s, ast.CreateModel):
-        return node("CreateModel", name=s.name.value, path=s.path.value), Options()
+        return node(Op.CREATE_MODEL, name=s.name.value, path=s.path.value), Options()
     if isinstance(s, ast.LoadMedia):
-        return node("LoadMedia", kind=s.kind, path=s.path.value, name=s.name.value), Options()
+        return node(Op.LOAD_MEDIA, kind=s.kind, path=s.path.value, name=s.name.value), Options()
     if isinstance(s, ast.Show):
-        return node("ShowCatalog", what=s.what), Options()
+        return node(Op.SHOW_CATALOG, what=s.what), Options()
     if isinstance(s, ast.Describe):
-        return node("DescribeModel", model=b.model(s.model)), Options()
+        return node(Op.DESCRIBE_MODEL, model=b.model(s.model)), Options()
     if isinstance(s, ast.Drop):
-        return node("Drop", kind=s.kind, name=s.name.value, if_exists=s.if_exists), Options()
+        return node(Op.DROP, kind=s.kind, name=s.name.value, if_exists=s.if_exists), Options()
     assert isinstance(s, ast.Select)
-    return node("Sql", sql=s.sql, tables=" ".join(_sql_tables(b, s.sql))), Options()
+    return node(Op.SQL, sql=s.sql, tables=tuple(_sql_tables(b, s.sql))), Options()
 
 
 def _sql_tables(b: Binder, sql_text: str) -> list[str]:

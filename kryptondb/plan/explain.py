@@ -7,16 +7,39 @@ absolute paths, no timings unless ANALYZE asked for them, so plans can be golden
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
+from kryptondb.format import fmt_bytes, fmt_flops, fmt_time
+from kryptondb.lang.ast import Fill
+from kryptondb.obe.occlusion import Grid
 from kryptondb.plan.nodes import Dag, PlanNode
 
 
+def plain(v):
+    """A typed argument as people read it: numbers, flags and text as they are; a Grid as its
+    positions, patch and stride; a shape as 3x224x224; a Fill by its name; names in brackets."""
+    if isinstance(v, Grid):
+        return f"{v.rows}x{v.cols}(patch={v.patch},stride={v.stride})"
+    if isinstance(v, Fill):
+        return v.text
+    if isinstance(v, Enum):
+        return str(v)
+    if isinstance(v, tuple) and v and all(isinstance(x, int) for x in v):
+        return "x".join(map(str, v))
+    if isinstance(v, tuple):
+        return "[" + ",".join(map(str, v)) + "]"
+    if isinstance(v, (str, int, float, bool)):
+        return v
+    return str(v)
+
+
 def _value(v) -> str:
+    """Text (names, reasons) quoted unless it is a bare name; typed values as ``plain``."""
     if isinstance(v, str):
         return repr(v) if (not v.isidentifier() or v in ("True", "False", "None")) else v
     if isinstance(v, float):
         return f"{v:g}"
-    return str(v)
+    return str(plain(v))
 
 
 def _label(op: str, args) -> str:
@@ -52,17 +75,16 @@ def _tree(n: PlanNode, names, top: bool, prefix: str = "") -> list[str]:
     return out
 
 
-def format_dag(dag: Dag, analyze: bool = False) -> str:
-    """One line per physical operator: ``%id Op(%inputs) args [stats]``."""
-    from kryptondb.format import fmt_bytes, fmt_flops, fmt_time
-
+def format_dag(dag: Dag, profile=None) -> str:
+    """One line per physical operator: ``%id Op(%inputs) args [stats]``; the stats are those a
+    run measured (``profile``, kryptondb.exec.profile.Profile), when given."""
     lines = []
     for n in dag.nodes:
         ins = f"({', '.join(f'%{i}' for i in n.inputs)})" if n.inputs else ""
         line = f"%{n.id} {n.op}{ins} " + " ".join(f"{k}={_value(v)}" for k, v in n.args
                                                   if v is not None)
-        if analyze:
-            s = n.stats
+        if profile is not None:
+            s = profile.of(n)
             parts = [f"time {fmt_time(s.get('time_s', 0.0))} ({100 * s.get('share', 0.0):.1f}%)"]
             if s.get("flops"):
                 parts.append(fmt_flops(s["flops"]))
@@ -91,16 +113,16 @@ class Explained:
     steps: tuple[tuple[str, PlanNode], ...]
     dag: Dag
 
-    def text(self, analyze: bool = False, verbose: bool = False) -> str:
+    def text(self, profile=None, verbose: bool = False) -> str:
+        """The plans; with the ``profile`` of a run (EXPLAIN PLAN ANALYZE), its statistics."""
         out = ["== logical plan ==", format_tree(self.logical), ""]
         if verbose:
             for rule, plan in self.steps:
                 out += [f"== after {rule} ==", format_tree(plan), ""]
         fired = ", ".join(self.fired) or "none"
         out += [f"== rewritten plan (rules fired: {fired}) ==", format_tree(self.rewritten), ""]
-        out += ["== physical plan" + (" (analyzed) ==" if analyze else " =="),
-                format_dag(self.dag, analyze)]
-        if analyze:
-            total = sum(n.stats.get("time_s", 0.0) for n in self.dag.nodes)
-            out.append(f"total {total * 1e3:.1f} ms")
+        out += ["== physical plan" + (" (analyzed) ==" if profile is not None else " =="),
+                format_dag(self.dag, profile)]
+        if profile is not None:
+            out.append(f"total {profile.total_s() * 1e3:.1f} ms")
         return "\n".join(out)

@@ -1,25 +1,28 @@
 """Plan IR shared by the logical plan, the rewrite rules and the physical DAG.
 
-A ``PlanNode`` is a small immutable record: an operator name, its arguments (sorted key/value
-pairs, all printable), and its children. Logical and rewritten plans are trees of them with
-shared subtrees; the physical plan is the same nodes numbered in topological order (``Dag``).
+A ``PlanNode`` is a small immutable record: an operator kind (``Op``), its arguments (sorted
+key/value pairs of typed values, checked against ``ops.SCHEMA`` when the node is made), and its
+children. Logical and rewritten plans are trees of them with shared subtrees; the physical plan
+is the lowered nodes numbered in topological order (``Dag``). Nothing is written into a plan once
+it is made: what a run measures lives beside it (``kryptondb.exec.profile``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
+
+from kryptondb.plan.ops import Op, check_args
 
 
 @dataclass(frozen=True, slots=True)
 class PlanNode:
-    op: str
+    op: Op
     args: tuple[tuple[str, Any], ...] = ()
     children: tuple["PlanNode", ...] = ()
 
     def __post_init__(self):
-        if not self.op:
-            raise ValueError("a plan node needs an operator name")
+        check_args(self.op, self.args)
 
     def arg(self, key: str, default: Any = None) -> Any:
         for k, v in self.args:
@@ -49,7 +52,7 @@ def _walk(node: PlanNode, seen: set[int]) -> Iterator[PlanNode]:
     yield node
 
 
-def node(op: str, *children: PlanNode, **args: Any) -> PlanNode:
+def node(op: Op, *children: PlanNode, **args: Any) -> PlanNode:
     return PlanNode(op, tuple(sorted(args.items())), tuple(children))
 
 
@@ -71,10 +74,17 @@ class DagNode:
     """One physical operator: ``id`` is its position; ``inputs`` are ids of earlier nodes."""
 
     id: int
-    op: str
+    op: Op
     args: tuple[tuple[str, Any], ...]
     inputs: tuple[int, ...]
-    stats: dict = field(default_factory=dict, compare=False)  # filled by EXPLAIN ANALYZE
+
+    def __post_init__(self):
+        check_args(self.op, self.args)
+
+    @property
+    def label(self) -> str:
+        """``%5 IncrementalOcclusionScan``: how errors and profiles name the node."""
+        return f"%{self.id} {self.op}"
 
     def arg(self, key: str, default: Any = None) -> Any:
         return dict(self.args).get(key, default)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from kryptondb.approx import drilldown as D
+from kryptondb.approx.tuning import lookup
 from kryptondb.lang import ast
 
 DEFAULT_PATCH, DEFAULT_STRIDE, DEFAULT_TOP = 16, 4, 5
@@ -93,9 +95,6 @@ def check_tau(b, a: ast.Approximate) -> None:
 def check_approximate(b, s: ast.ExplainOcclusion, model, patch: int, stride: int,
                       side: int) -> None:
     """Valid ranges for every approximate setting, and a tuning to read for accuracy targets."""
-    from kryptondb.approx import drilldown as D
-    from kryptondb.approx.tuning import lookup
-
     a = s.approximate
     at = a.spans.get
     if s.incremental is False:

@@ -19,6 +19,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from kryptondb.errors import PlanError
+from kryptondb.graph.ir import WINDOWED, Op as GraphOp
+from kryptondb.ivm.cost import prefix
+from kryptondb.ivm.incremental import IncrementalPlan, read_views, region_sizes
+from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, transform
 from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
 
@@ -56,6 +60,8 @@ class Footprint:
     per_position: int
     per_item: int
     materialize: int = 0
+    frontier: tuple[str, ...] = ()  # incremental: the last layers computed incrementally
+    segments: int = 0  # incremental: backend calls per batch before the frontier
 
     def bytes(self, batch: int, block: int) -> int:
         scan = sum(self.fixed.values()) + block * self.per_position + batch * self.per_item
@@ -96,14 +102,12 @@ def _workspace(graph, n) -> int:
     """Scratch a kernel needs beside its input and output: a padded copy of the input for
     windowed ops, and im2col columns for a convolution (the NumPy kernel's; onnxruntime's
     are smaller)."""
-    from kryptondb.graph.ir import Op, WINDOWED
-
     if n.op not in WINDOWED or not n.inputs:
         return 0
     c, h, w = graph[n.inputs[0]].shape
     pt, pl, pb, pr = n.attr("pads", (0, 0, 0, 0))
     padded = nbytes((c, h + pt + pb + 1, w + pl + pr + 1)) if any((pt, pl, pb, pr)) else 0
-    if n.op is not Op.CONV:
+    if n.op is not GraphOp.CONV:
         return padded + nbytes(n.shape)
     kh, kw = n.attr("kernel")
     return padded + nbytes((c, kh, kw, *n.shape[1:])) + nbytes(n.shape)
@@ -123,9 +127,6 @@ def incremental_footprint(graph, corners: np.ndarray, patch, tau=None,
     and per position in flight the new regions of every step (all kept to the end of a
     batch) plus the larger of the busiest step (its contexts, side maps and segment) and the
     global part (the frontier's full maps and the suffix)."""
-    from kryptondb.ivm.cost import prefix
-    from kryptondb.ivm.incremental import IncrementalPlan, read_views, region_sizes
-
     sizes = region_sizes(graph, corners, patch, tau, BLOCK)
     views = {n: np.broadcast_to(np.float32(0), graph[n].shape) for n in prefix(graph)}
     plan = IncrementalPlan(graph, corners[:1], patch, views, tau, sizes)
@@ -142,7 +143,8 @@ def incremental_footprint(graph, corners: np.ndarray, patch, tau=None,
     # the views pass: the model run with every view as an output, then each copied into the
     # table and freed
     materialize = stored + peak_live(graph, alloc) + 2 * x
-    return Footprint(fixed, per_position, item, materialize)
+    return Footprint(fixed, per_position, item, materialize, tuple(plan.frontier),
+                     len(plan.steps))
 
 
 def _step_bytes(plan, step, alloc: Allocator) -> int:
@@ -192,14 +194,12 @@ def _largest_block(fp: Footprint, budget: int, batch: int, target: int) -> int |
     return int(block)
 
 
-def scan_corners(graph, n: PlanNode) -> np.ndarray:
+def scan_corners(n: PlanNode) -> np.ndarray:
     """Every position the scan runs: its grid, and the coarse grid of a drill-down."""
-    from kryptondb.obe.occlusion import Grid
-
-    _, h, w = graph.input_shape
-    grids = [Grid(h, w, n.arg("patch"), n.arg("stride"))]
+    grid = n.arg("grid")
+    grids = [grid]
     if n.arg("coarse_stride"):
-        grids.append(Grid(h, w, n.arg("patch"), n.arg("coarse_stride")))
+        grids.append(replace(grid, stride=n.arg("coarse_stride")))
     return np.concatenate([g.corners() for g in grids])
 
 
@@ -207,18 +207,18 @@ def footprint(graph, n: PlanNode, mode: str | None = None) -> Footprint:
     """The footprint of the OcclusionScan ``n`` (in ``mode``, default its own)."""
     mode = mode or n.arg("mode")
     alloc = NUMPY if n.arg("backend") == "numpy" else ONNXRUNTIME
-    corners = scan_corners(graph, n)
+    corners = scan_corners(n)
     if mode == "incremental":
-        return incremental_footprint(graph, corners, n.arg("patch"), n.arg("tau"), alloc)
+        return incremental_footprint(graph, corners, n.arg("grid").patch, n.arg("tau"), alloc)
     return naive_footprint(graph, len(corners), alloc)
 
 
 def batch_queries(plan: PlanNode, ctx) -> PlanNode:
     def visit(n: PlanNode) -> PlanNode:
-        if n.op == "Inference" and n.arg("batch") is None:
-            video = n.children[0].children and n.children[0].children[0].op == "VideoScan"
+        if n.op == Op.INFERENCE and n.arg("batch") is None:
+            video = n.children[0].children and n.children[0].children[0].op == Op.VIDEO_SCAN
             return n.with_args(batch=16 if video else 1)
-        if n.op != "OcclusionScan" or n.arg("batch") is not None:
+        if n.op != Op.OCCLUSION_SCAN or n.arg("batch") is not None:
             return n
         return _plan_scan(n, ctx)
 
@@ -228,8 +228,7 @@ def batch_queries(plan: PlanNode, ctx) -> PlanNode:
 def _plan_scan(n: PlanNode, ctx) -> PlanNode:
     graph = ctx.model(n.arg("model")).graph
     budget_mb = ctx.options.memory_mb
-    rows, cols = (int(v) for v in n.arg("positions").split("x"))
-    positions = rows * cols
+    positions = n.arg("grid").count
     fp = footprint(graph, n)
     if ctx.options.batch:  # BATCH fixes it; MEMORY, when given too, must hold it
         block = positions if not fp.per_position else max(ctx.options.batch, BLOCK)
@@ -237,34 +236,37 @@ def _plan_scan(n: PlanNode, ctx) -> PlanNode:
         if budget_mb is not None and est > budget_mb << 20:
             raise _fail(ctx, f"BATCH {ctx.options.batch} needs about {_mb(est)} MB, more than "
                              f"MEMORY {budget_mb} MB")
-        return _with_choice(n, Choice(ctx.options.batch, min(block, positions), est), budget_mb)
+        return _with_choice(n, fp, Choice(ctx.options.batch, min(block, positions), est), budget_mb)
     budget = (budget_mb or DEFAULT_MEMORY_MB) << 20
     incremental = n.arg("mode") == "incremental"
     cap = MAX_INCREMENTAL_BATCH if incremental else MAX_BATCH
     choice = choose(fp, budget, positions, cap)
     if choice is not None:
-        return _with_choice(n, choice, budget >> 20, cap)
+        return _with_choice(n, fp, choice, budget >> 20, cap)
     forced = ctx.options.incremental or ctx.options.approximate is not None
     if incremental and not forced:  # the cost model's choice: fall back to the naive plan
         naive_fp = footprint(graph, n, "naive")
         naive = choose(naive_fp, budget, positions, MAX_BATCH)
         if naive is not None:
             why = f"incremental plan needs at least {_mb(fp.bytes(1, 1))} MB (MEMORY)"
-            return _with_choice(_as_naive(n, why), naive, budget >> 20, MAX_BATCH)
+            return _with_choice(_as_naive(n, why), naive_fp, naive, budget >> 20, MAX_BATCH)
         fp = naive_fp
     raise _fail(ctx, f"MEMORY {budget >> 20} MB is below the {_mb(fp.bytes(1, 1))} MB this "
                      f"{'incremental' if fp.per_position else 'naive'} scan needs for one "
                      f"position at a time ({_parts(fp)})")
 
 
-def _with_choice(n: PlanNode, c: Choice, budget_mb: int | None, cap: int = 0) -> PlanNode:
+def _with_choice(n: PlanNode, fp: Footprint, c: Choice, budget_mb: int | None,
+                 cap: int = 0) -> PlanNode:
     args = dict(batch=c.batch, memory_estimate_mb=_mb(c.estimate))
+    if n.arg("mode") == "incremental":
+        args.update(frontier=fp.frontier, segments=fp.segments)
     if budget_mb is not None:
         args["memory_mb"] = budget_mb
-    rows, cols = (int(v) for v in n.arg("positions").split("x"))
-    if c.block < rows * cols and n.arg("mode") == "incremental":
+    positions = n.arg("grid").count
+    if c.block < positions and n.arg("mode") == "incremental":
         args["block"] = c.block
-    if cap and c.batch < min(cap, rows * cols):
+    if cap and c.batch < min(cap, positions):
         args["limited_by"] = "MEMORY"
     return n.with_args(**args)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, transform
 
 
@@ -9,7 +10,7 @@ def choose_backend(plan: PlanNode, ctx) -> PlanNode:
     backend = ctx.options.backend
 
     def visit(n: PlanNode) -> PlanNode:
-        if n.op == "Inference" and n.arg("backend") is None:
+        if n.op == Op.INFERENCE and n.arg("backend") is None:
             return n.with_args(backend=backend)
         return n
 

@@ -7,6 +7,7 @@ one stage: S1^2 / (S^2 + r S1^2).
 from __future__ import annotations
 
 from kryptondb.approx import drilldown as D
+from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, transform
 
 
@@ -14,14 +15,15 @@ def drill_down(plan: PlanNode, ctx) -> PlanNode:
     a = ctx.options.approximate
 
     def visit(n: PlanNode) -> PlanNode:
-        if n.op != "OcclusionScan" or n.arg("mode") != "incremental":
+        if n.op != Op.OCCLUSION_SCAN or n.arg("mode") != "incremental":
             return n
         ratio = n.arg("drilldown") or (a.drilldown if a else None)
         if ratio is None:
             return n
         target = n.arg("target") or (a.target if a and a.target else D.default_target(ratio))
-        coarse = D.coarse_stride(n.arg("stride"), ratio, target)
+        stride = n.arg("grid").stride
+        coarse = D.coarse_stride(stride, ratio, target)
         return n.with_args(drilldown=ratio, target=target, coarse_stride=coarse,
-                           drilldown_speedup=round(D.speedup(coarse, n.arg("stride"), ratio), 2))
+                           drilldown_speedup=round(D.speedup(coarse, stride, ratio), 2))
 
     return transform(plan, visit)

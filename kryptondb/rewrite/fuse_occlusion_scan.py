@@ -7,18 +7,19 @@ incremental inference over materialized views.
 
 from __future__ import annotations
 
+from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, node, transform
 
 
 def fuse_occlusion_scan(plan: PlanNode, ctx) -> PlanNode:
     def visit(n: PlanNode) -> PlanNode:
-        if n.op != "ClassProbability":
+        if n.op != Op.CLASS_PROBABILITY:
             return n
         inf, cls = n.children
-        if inf.op != "Inference" or inf.children[0].op != "Occlude":
+        if inf.op != Op.INFERENCE or inf.children[0].op != Op.OCCLUDE:
             return n
         occ = inf.children[0]
         args = dict(occ.args) | {k: v for k, v in inf.args if k != "batch"} | {"mode": "naive"}
-        return node("OcclusionScan", occ.children[0], cls, **args)
+        return node(Op.OCCLUSION_SCAN, occ.children[0], cls, **args)
 
     return transform(plan, visit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, transform
 
 
@@ -17,13 +18,13 @@ def maintain_video_views(plan: PlanNode, ctx) -> PlanNode:
         return plan
 
     def visit(n: PlanNode) -> PlanNode:
-        if n.op != "Inference" or not _over_video(n):
+        if n.op != Op.INFERENCE or not _over_video(n):
             return n
-        return replace(n, op="VideoIVM").with_args(threshold=n.arg("threshold", 0.0))
+        return replace(n, op=Op.VIDEO_IVM).with_args(threshold=n.arg("threshold", 0.0))
 
     return transform(plan, visit)
 
 
 def _over_video(n: PlanNode) -> bool:
     child = n.children[0] if n.children else None
-    return child is not None and bool(child.children) and child.children[0].op == "VideoScan"
+    return child is not None and bool(child.children) and child.children[0].op == Op.VIDEO_SCAN

@@ -22,6 +22,10 @@ rewrite is made only when it pays, counted in FLOPs:
 
 from __future__ import annotations
 
+from kryptondb.graph.ir import POINTWISE, Op as GraphOp
+from kryptondb.ivm.cost import prefix, theoretical
+from kryptondb.ivm.incremental import segments_built
+from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, node, transform
 
 MIN_SPEEDUP = 1.25
@@ -38,14 +42,12 @@ def maintain_views(plan: PlanNode, ctx) -> PlanNode:
         return plan
 
     def visit(n: PlanNode) -> PlanNode:
-        if n.op != "OcclusionScan" or n.arg("mode") != "naive":
+        if n.op != Op.OCCLUSION_SCAN or n.arg("mode") != "naive":
             return n
-        from kryptondb.ivm.cost import theoretical
-
         pre, cls = n.children
         model = n.arg("model")
         graph = ctx.model(model).graph
-        cost = theoretical(graph, n.arg("patch"))
+        cost = theoretical(graph, n.arg("grid").patch)
         speedup = round(cost.speedup, 2)
         forced = ctx.options.incremental or ctx.options.approximate is not None
         if not forced and cost.speedup < MIN_SPEEDUP:
@@ -55,7 +57,7 @@ def maintain_views(plan: PlanNode, ctx) -> PlanNode:
             why = _setup_outweighs(graph, n, cost)
             if why:
                 return n.with_args(theoretical_speedup=speedup, why=why)
-        views = node("MaterializeViews", pre, model=model, backend=n.arg("backend"))
+        views = node(Op.MATERIALIZE_VIEWS, pre, model=model, backend=n.arg("backend"))
         return n.with_args(mode="incremental", flops_full=cost.full_flops,
                            flops_incremental=cost.incremental_flops,
                            theoretical_speedup=speedup).with_children(pre, cls, views)
@@ -65,14 +67,10 @@ def maintain_views(plan: PlanNode, ctx) -> PlanNode:
 
 def setup_flops(graph, backend: str, full_flops: int) -> tuple[int, int]:
     """(FLOP-equivalents, sessions to build) of an incremental plan's setup on ``graph``."""
-    from kryptondb.ivm.cost import prefix
-    from kryptondb.ivm.incremental import segments_built
-    from kryptondb.graph.ir import POINTWISE, Op
-
     if backend not in COMPILING_BACKENDS or segments_built(graph):
         return full_flops, 0
     layers = sum(1 for k in prefix(graph) if graph[k].op not in POINTWISE and
-                 graph[k].op is not Op.INPUT)
+                 graph[k].op is not GraphOp.INPUT)
     weights = sum(int(w.nbytes) for w in graph.weights.values())
     sessions = layers + 2  # per-layer segments, the suffix, the views' session
     return full_flops + 2 * weights * SESSION_FLOPS_PER_BYTE + sessions * SESSION_FLOPS, sessions
@@ -80,8 +78,7 @@ def setup_flops(graph, backend: str, full_flops: int) -> tuple[int, int]:
 
 def _setup_outweighs(graph, n: PlanNode, cost) -> str | None:
     """Why the naive plan is cheaper once the incremental plan's setup is counted, or None."""
-    rows, cols = (int(v) for v in n.arg("positions").split("x"))
-    positions = rows * cols
+    positions = n.arg("grid").count
     setup, sessions = setup_flops(graph, n.arg("backend") or "onnxruntime", cost.full_flops)
     effective = positions * cost.full_flops / (positions * cost.incremental_flops + setup)
     if effective >= MIN_SPEEDUP:

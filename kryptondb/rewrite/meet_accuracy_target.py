@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET
 from kryptondb.approx.tuning import speedup
+from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, transform
 
 DEFAULT_SSIM = 0.9
@@ -20,9 +21,10 @@ def meet_accuracy_target(plan: PlanNode, ctx) -> PlanNode:
         return plan
 
     def visit(n: PlanNode) -> PlanNode:
-        if n.op != "OcclusionScan":
+        if n.op != Op.OCCLUSION_SCAN:
             return n
-        tuning = ctx.tuning(n.arg("model"), n.arg("patch"), n.arg("stride"))
+        grid = n.arg("grid")
+        tuning = ctx.tuning(n.arg("model"), grid.patch, grid.stride)
         if tuning is None:  # the binder checked; a tuning dropped since is a plain error
             return n.with_args(why="no tuning for this model, patch and stride")
         drill = True if a.drilldown is not None else None

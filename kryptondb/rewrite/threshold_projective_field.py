@@ -6,6 +6,8 @@ plan's FLOPs and theoretical speedup are recomputed with the capped regions.
 
 from __future__ import annotations
 
+from kryptondb.ivm.cost import theoretical
+from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, transform
 
 
@@ -13,14 +15,12 @@ def threshold_projective_field(plan: PlanNode, ctx) -> PlanNode:
     a = ctx.options.approximate
 
     def visit(n: PlanNode) -> PlanNode:
-        if n.op != "OcclusionScan" or n.arg("mode") != "incremental":
+        if n.op != Op.OCCLUSION_SCAN or n.arg("mode") != "incremental":
             return n
         tau = n.arg("tau") if n.arg("tau") is not None else (a.tau if a else None)
         if tau is None:
             return n
-        from kryptondb.ivm.cost import theoretical
-
-        cost = theoretical(ctx.model(n.arg("model")).graph, n.arg("patch"), tau)
+        cost = theoretical(ctx.model(n.arg("model")).graph, n.arg("grid").patch, tau)
         return n.with_args(tau=tau, flops_incremental=cost.incremental_flops,
                            theoretical_speedup=round(cost.speedup, 2))
 

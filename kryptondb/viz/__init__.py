@@ -1,7 +1,7 @@
 """Pictures of physical plans: Graphviz DOT, a self-contained SVG, and an HTML page around it.
 
->>> from kryptondb.plan.nodes import Dag, DagNode
->>> dag = Dag((DagNode(0, "LoadImage", (("path", "cat.png"),), ()),))
+>>> from kryptondb.viz.diagram import Diagram, DiagramNode
+>>> dag = Diagram((DiagramNode(0, "LoadImage", (("path", "cat.png"),), ()),))
 >>> render(dag, "svg").startswith("<svg")
 True
 >>> render(dag, "png")
@@ -12,7 +12,7 @@ ValueError: unknown plan format 'png'; known: dot, html, svg
 
 from __future__ import annotations
 
-from kryptondb.plan.nodes import Dag
+from kryptondb.viz.diagram import Diagram
 from kryptondb.viz.dot import to_dot
 from kryptondb.viz.html import to_html
 from kryptondb.viz.svg import to_svg
@@ -22,7 +22,7 @@ __all__ = ["FORMATS", "render", "to_dot", "to_html", "to_svg"]
 FORMATS = ("dot", "html", "svg")
 
 
-def render(dag: Dag, fmt: str, title: str = "", plan_text: str = "") -> str:
+def render(dag: Diagram, fmt: str, title: str = "", plan_text: str = "") -> str:
     """``fmt`` is one of FORMATS; ``plan_text`` only shows in the HTML page."""
     if fmt == "dot":
         return to_dot(dag, title)

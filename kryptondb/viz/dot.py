@@ -1,8 +1,8 @@
 """Graphviz DOT for a physical plan: sources at the top, data flowing down to the root.
 
->>> from kryptondb.plan.nodes import Dag, DagNode
->>> dag = Dag((DagNode(0, "LoadImage", (("path", "cat.png"),), ()),
-...            DagNode(1, "Inference", (("model", "resnet18"),), (0,))))
+>>> from kryptondb.viz.diagram import Diagram, DiagramNode
+>>> dag = Diagram((DiagramNode(0, "LoadImage", (("path", "cat.png"),), ()),
+...            DiagramNode(1, "Inference", (("model", "resnet18"),), (0,))))
 >>> for line in to_dot(dag).splitlines()[-4:]:
 ...     print(line)
   n0 [label="%0 LoadImage\\npath='cat.png'\\l", fillcolor="#dbe9f6"];
@@ -13,11 +13,11 @@
 
 from __future__ import annotations
 
-from kryptondb.plan.nodes import Dag
+from kryptondb.viz.diagram import Diagram
 from kryptondb.viz import style
 
 
-def to_dot(dag: Dag, title: str = "") -> str:
+def to_dot(dag: Diagram, title: str = "") -> str:
     """One box per node (``%id Op``, its args, its costs after ANALYZE), one edge per input.
     Same plan, same bytes: nodes are named by position and listed in plan order."""
     style.check(dag)
@@ -34,7 +34,7 @@ def to_dot(dag: Dag, title: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
-def _preamble(dag: Dag, title: str) -> list[str]:
+def _preamble(dag: Diagram, title: str) -> list[str]:
     costs = style.costs(dag)
     caption = [title] if title else []
     if costs is not None:

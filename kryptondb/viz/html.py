@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
-from kryptondb.plan.nodes import Dag
+from kryptondb.viz.diagram import Diagram
 from kryptondb.viz.svg import to_svg
 
 CSS = """\
@@ -17,7 +17,7 @@ pre { font: 12px/1.45 "DejaVu Sans Mono", Menlo, Consolas, monospace; background
       border: 1px solid #ddd; border-radius: 4px; padding: 12px; overflow-x: auto; }"""
 
 
-def to_html(dag: Dag, title: str = "", plan_text: str = "") -> str:
+def to_html(dag: Diagram, title: str = "", plan_text: str = "") -> str:
     """The page's title names the plan; the SVG carries no title of its own to avoid saying it
     twice. ``plan_text`` (e.g. EXPLAIN output) goes below the picture, escaped."""
     heading = f"<h1>{escape(title)}</h1>\n" if title else ""

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from numbers import Real
 
-from kryptondb.plan.nodes import Dag, DagNode
+from kryptondb.viz.diagram import Diagram, DiagramNode
 from kryptondb.format import fmt_bytes, fmt_flops, fmt_percent, fmt_time, fmt_value
 
 ARG_LIMIT = 40  # characters per argument value inside a box; tooltips show the full value
@@ -31,7 +31,7 @@ class Costs:
     basis: str  # "time", "FLOPs" or "bytes"
 
 
-def check(dag: Dag) -> None:
+def check(dag: Diagram) -> None:
     """Renderers trust ids to be distinct and inputs to point at earlier nodes."""
     seen: set[int] = set()
     for n in dag.nodes:
@@ -45,7 +45,7 @@ def check(dag: Dag) -> None:
         seen.add(n.id)
 
 
-def edges(dag: Dag) -> list[tuple[int, int]]:
+def edges(dag: Diagram) -> list[tuple[int, int]]:
     """(input id, consumer id) pairs, each once, in plan order."""
     out: dict[tuple[int, int], None] = {}
     for n in dag.nodes:
@@ -54,11 +54,11 @@ def edges(dag: Dag) -> list[tuple[int, int]]:
     return list(out)
 
 
-def header(n: DagNode) -> str:
+def header(n: DiagramNode) -> str:
     return visible(f"%{n.id} {n.op}")
 
 
-def arg_lines(n: DagNode, limit: int | None = ARG_LIMIT) -> list[str]:
+def arg_lines(n: DiagramNode, limit: int | None = ARG_LIMIT) -> list[str]:
     return [visible(f"{k}={fmt_value(v, limit)}") for k, v in n.args]
 
 
@@ -81,7 +81,7 @@ def stat_lines(stats: dict, basis: str = "time") -> list[str]:
     ]
 
 
-def cost_lines(n: DagNode, costs: Costs | None) -> list[str]:
+def cost_lines(n: DiagramNode, costs: Costs | None) -> list[str]:
     """A node's figures, with its share worked out from the whole run when EXPLAIN gave none."""
     if not n.stats or costs is None or "share" in n.stats:
         return stat_lines(n.stats)
@@ -99,7 +99,7 @@ def _num(stats: dict, key: str, fmt) -> str:
     return "" if v is None else f"{key}={fmt_value(v, ARG_LIMIT)}"
 
 
-def tooltip(n: DagNode) -> str:
+def tooltip(n: DiagramNode) -> str:
     """Everything known about a node, unabridged, one fact per line."""
     lines = [header(n), *arg_lines(n, None)]
     if n.inputs:
@@ -110,7 +110,7 @@ def tooltip(n: DagNode) -> str:
     return "\n".join(lines)
 
 
-def costs(dag: Dag) -> Costs | None:
+def costs(dag: Diagram) -> Costs | None:
     """Shares from ``share`` when given, else from time, FLOPs or bytes; None without stats."""
     if not any(n.stats for n in dag.nodes):
         return None
@@ -128,7 +128,7 @@ def _real(v) -> float | None:
     return float(v) if isinstance(v, Real) and not isinstance(v, bool) else None
 
 
-def kinds(dag: Dag) -> dict[int, str]:
+def kinds(dag: Diagram) -> dict[int, str]:
     """source: reads no other node; sink: nothing reads it; operator: the rest."""
     consumed = {i for n in dag.nodes for i in n.inputs}
     return {
@@ -137,7 +137,7 @@ def kinds(dag: Dag) -> dict[int, str]:
     }
 
 
-def fills(dag: Dag) -> dict[int, str]:
+def fills(dag: Diagram) -> dict[int, str]:
     c = costs(dag)
     if c is not None:
         return {n.id: heat(c.share[n.id]) for n in dag.nodes}

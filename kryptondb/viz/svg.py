@@ -1,8 +1,8 @@
 """A self-contained SVG picture of a physical plan, laid out by ``viz.layout``: no Graphviz, no
 fonts or scripts from elsewhere. Text is measured by assuming a monospace font.
 
->>> from kryptondb.plan.nodes import Dag, DagNode
->>> svg = to_svg(Dag((DagNode(0, "LoadImage", (("path", "a<b>.png"),), ()),)), "demo")
+>>> from kryptondb.viz.diagram import Diagram, DiagramNode
+>>> svg = to_svg(Diagram((DiagramNode(0, "LoadImage", (("path", "a<b>.png"),), ()),)), "demo")
 >>> svg.startswith("<svg") and "a&lt;b&gt;.png" in svg
 True
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import unicodedata
 
-from kryptondb.plan.nodes import Dag, DagNode
+from kryptondb.viz.diagram import Diagram, DiagramNode
 from kryptondb.viz import style
 from kryptondb.viz.layout import Box, Layout, Route, layout
 
@@ -25,7 +25,7 @@ EDGE, STAT_INK, RULE = "#555555", "#7a2e0e", "#9a9a9a"
 LEGEND_BAR_W, LEGEND_BAR_H, LEGEND_GAP, LEGEND_H = 180, 10, 28, 46
 
 
-def to_svg(dag: Dag, title: str = "") -> str:
+def to_svg(dag: Diagram, title: str = "") -> str:
     """Title, then the plan top to bottom, then a legend for the fill colours. Same plan, same
     bytes: no ids but node numbers, and the layout is deterministic."""
     style.check(dag)
@@ -54,7 +54,7 @@ def to_svg(dag: Dag, title: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
-def _sections(n: DagNode, costs) -> list[tuple[str, list[str]]]:
+def _sections(n: DiagramNode, costs) -> list[tuple[str, list[str]]]:
     """Header, args, costs: the blocks of a box, divided by thin rules."""
     blocks = (
         ("op", [style.header(n)]),
@@ -96,7 +96,7 @@ def _open(width: float, height: float, costs) -> str:
     )
 
 
-def _edges(dag: Dag, lay: Layout, dx: float, dy: float) -> list[str]:
+def _edges(dag: Diagram, lay: Layout, dx: float, dy: float) -> list[str]:
     ops = {n.id: n.op for n in dag.nodes}
     out = ['<g class="edges" fill="none">']
     for r in lay.routes:
@@ -122,7 +122,7 @@ def _path(r: Route, dx: float, dy: float) -> str:
     return " ".join(d)
 
 
-def _node(n: DagNode, b: Box, sections, fill: str, dx: float, dy: float) -> list[str]:
+def _node(n: DiagramNode, b: Box, sections, fill: str, dx: float, dy: float) -> list[str]:
     x, y = b.x + dx, b.y + dy
     out = [
         f'<g class="node" id="node-{n.id}">',

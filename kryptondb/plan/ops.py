@@ -1,0 +1,159 @@
+"""The plan's vocabulary: every operator kind, and the typed arguments each may carry.
+
+A plan node's arguments are values, never text to parse back: ints, floats, tuples, a ``Fill``,
+a ``Grid`` of patch positions (computed once, by the binder), a bound ``ModelRef``. ``SCHEMA``
+says which arguments an operator takes and of which types; ``PlanNode`` checks its arguments
+against it when it is made, so a rule that writes a wrong value fails where it writes it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from numbers import Integral, Real
+
+from kryptondb.lang.ast import Fill
+from kryptondb.model.binding import ModelRef
+from kryptondb.obe.occlusion import Grid
+
+
+class Op(str, Enum):
+    """Operator kinds. Logical ones come from the binder, the rewrite rules make the fused and
+    incremental ones, and lowering (plan/physical.py) names the physical ones. A kind equals its
+    name as EXPLAIN prints it (``Op.DRILL_DOWN == "DrillDown"``)."""
+
+    # logical (binder)
+    IMAGE_SCAN = "ImageScan"
+    VIDEO_SCAN = "VideoScan"
+    PREPROCESS = "Preprocess"
+    INFERENCE = "Inference"
+    CHOOSE_CLASS = "ChooseClass"
+    OCCLUDE = "Occlude"
+    CLASS_PROBABILITY = "ClassProbability"
+    HEATMAP = "Heatmap"
+    TOP_K = "TopK"
+    FRAME_LABELS = "FrameLabels"
+    STORE = "Store"
+    TUNE = "Tune"
+    CREATE_MODEL = "CreateModel"
+    LOAD_MEDIA = "LoadMedia"
+    SHOW_CATALOG = "ShowCatalog"
+    DESCRIBE_MODEL = "DescribeModel"
+    DROP = "Drop"
+    SQL = "Sql"
+    # made by rewrite rules
+    OCCLUSION_SCAN = "OcclusionScan"
+    MATERIALIZE_VIEWS = "MaterializeViews"
+    VIDEO_IVM = "VideoIVM"
+    # physical only (lowering)
+    LOAD_IMAGE = "LoadImage"
+    FULL_INFERENCE = "FullInference"
+    PICK_CLASS = "PickClass"
+    STORE_TABLE = "StoreTable"
+    INCREMENTAL_VIDEO_INFERENCE = "IncrementalVideoInference"
+    NAIVE_OCCLUSION_SCAN = "NaiveOcclusionScan"
+    INCREMENTAL_OCCLUSION_SCAN = "IncrementalOcclusionScan"
+    DRILL_DOWN = "DrillDown"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# the physical kinds of an occlusion scan, one per plan the rewrite can choose
+OCCLUSION_SCANS = frozenset({Op.NAIVE_OCCLUSION_SCAN, Op.INCREMENTAL_OCCLUSION_SCAN,
+                             Op.DRILL_DOWN})
+
+# -- argument types ------------------------------------------------------------------------------
+
+
+class _Kind:
+    """A named check of an argument value; ``name`` is what an error says was expected."""
+
+    def __init__(self, name: str, check):
+        self.name, self.check = name, check
+
+    def __call__(self, value) -> bool:
+        return self.check(value)
+
+
+INT = _Kind("an int", lambda v: isinstance(v, Integral) and not isinstance(v, bool))
+NUMBER = _Kind("a number", lambda v: isinstance(v, Real) and not isinstance(v, bool))
+TEXT = _Kind("a str", lambda v: isinstance(v, str))
+FLAG = _Kind("a bool", lambda v: isinstance(v, bool))
+NAMES = _Kind("a tuple of str", lambda v: isinstance(v, tuple) and all(isinstance(x, str)
+                                                                       for x in v))
+SHAPE = _Kind("a tuple of int", lambda v: isinstance(v, tuple) and all(INT(x) for x in v))
+MODEL = _Kind("a bound ModelRef", lambda v: isinstance(v, ModelRef))
+GRID = _Kind("a Grid", lambda v: isinstance(v, Grid))
+FILL = _Kind("a Fill", lambda v: isinstance(v, Fill))
+BACKEND = _Kind("a backend name", lambda v: v in ("onnxruntime", "numpy", "cupy"))
+MODE = _Kind("'naive' or 'incremental'", lambda v: v in ("naive", "incremental"))
+CLASS = _Kind("a class id or 'top1'", lambda v: v == "top1" or INT(v))
+OPTIONAL_INT = _Kind("an int or None", lambda v: v is None or INT(v))
+
+
+def one_of(*values: str) -> _Kind:
+    return _Kind(" or ".join(map(repr, values)), lambda v: v in values)
+
+
+MEDIA = {"source": TEXT, "catalog": FLAG}
+VIDEO_SETTINGS = {"threshold": NUMBER, "tau": NUMBER, "keyframe_every": INT,
+                  "keyframe_area": NUMBER, "max_boxes": INT, "agreement": FLAG}
+INFERENCE = {"model": MODEL, "backend": BACKEND, "batch": INT}
+# an occlusion scan as the rules grow it: the query, the cost model's reasons and estimates,
+# the approximate settings, the memory planner's batch
+SCAN_QUERY = {"model": MODEL, "backend": BACKEND, "grid": GRID, "fill": FILL}
+SCAN_COST = {"why": TEXT, "theoretical_speedup": NUMBER, "flops_full": INT,
+             "flops_incremental": INT, "frontier": NAMES, "segments": INT}
+SCAN_APPROXIMATE = {"tau": NUMBER, "drilldown": NUMBER, "target": NUMBER, "coarse_stride": INT,
+                    "drilldown_speedup": NUMBER, "predicted_ssim": NUMBER,
+                    "predicted_seconds": NUMBER, "predicted_speedup_vs_exact": NUMBER}
+SCAN_MEMORY = {"batch": INT, "block": INT, "memory_mb": INT, "memory_estimate_mb": INT,
+               "limited_by": TEXT}
+SCAN = SCAN_QUERY | SCAN_COST | SCAN_APPROXIMATE | SCAN_MEMORY
+PHYSICAL_SCAN = {k: v for k, v in SCAN.items() if k not in ("drilldown", "coarse_stride")}
+
+SCHEMA: dict[Op, dict[str, _Kind]] = {
+    Op.IMAGE_SCAN: MEDIA,
+    Op.LOAD_IMAGE: MEDIA,
+    Op.VIDEO_SCAN: MEDIA | {"first": INT, "last": OPTIONAL_INT, "every": INT},
+    Op.PREPROCESS: {"model": MODEL, "shape": SHAPE},
+    Op.INFERENCE: INFERENCE | VIDEO_SETTINGS,
+    Op.FULL_INFERENCE: INFERENCE,
+    Op.VIDEO_IVM: INFERENCE | VIDEO_SETTINGS,
+    Op.INCREMENTAL_VIDEO_INFERENCE: INFERENCE | VIDEO_SETTINGS,
+    Op.CHOOSE_CLASS: {"target": CLASS},
+    Op.PICK_CLASS: {"target": CLASS},
+    Op.OCCLUDE: {"grid": GRID, "fill": FILL},
+    Op.CLASS_PROBABILITY: {},
+    Op.HEATMAP: {"rows": INT, "cols": INT},
+    Op.TOP_K: {"k": INT, "model": MODEL},
+    Op.FRAME_LABELS: MEDIA,
+    Op.STORE: {"table": TEXT},
+    Op.STORE_TABLE: {"table": TEXT},
+    Op.TUNE: {"model": MODEL, "grid": GRID, "fill": FILL, "images": NAMES},
+    Op.CREATE_MODEL: {"name": TEXT, "path": TEXT},
+    Op.LOAD_MEDIA: {"kind": one_of("image", "video"), "path": TEXT, "name": TEXT},
+    Op.SHOW_CATALOG: {"what": TEXT},
+    Op.DESCRIBE_MODEL: {"model": MODEL},
+    Op.DROP: {"kind": TEXT, "name": TEXT, "if_exists": FLAG},
+    Op.SQL: {"sql": TEXT, "tables": NAMES},
+    Op.OCCLUSION_SCAN: SCAN | {"mode": MODE},
+    Op.MATERIALIZE_VIEWS: {"model": MODEL, "backend": BACKEND},
+    Op.NAIVE_OCCLUSION_SCAN: PHYSICAL_SCAN,
+    Op.INCREMENTAL_OCCLUSION_SCAN: PHYSICAL_SCAN,
+    Op.DRILL_DOWN: PHYSICAL_SCAN | {"stage1": GRID, "ratio": NUMBER},
+}
+
+
+def check_args(op: Op, args: tuple[tuple[str, object], ...]) -> None:
+    """Raise TypeError naming the operator and argument when ``args`` break ``SCHEMA[op]``
+    (a planner bug, not a user error: user values were checked by the binder)."""
+    if not isinstance(op, Op):
+        raise TypeError(f"a plan node's op is an Op, got {op!r}")
+    schema = SCHEMA[op]
+    for key, value in args:
+        if key not in schema:
+            raise TypeError(f"{op} takes no argument {key!r} (it takes: "
+                            f"{', '.join(sorted(schema)) or 'none'})")
+        if value is not None and not schema[key](value):
+            raise TypeError(f"{op} argument {key}={value!r} is not {schema[key].name}")
