@@ -242,7 +242,7 @@ def incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend) ->
     stats: dict = {}
 
     def scan(corners, label):
-        return _incremental_positions(node, ctx, inputs[2], corners, grid.patch, cls, model,
+        return _incremental_positions(node, ctx, inputs[2], corners, grid.window[0], cls, model,
                                       fill_x, backend, stats, label)
 
     ratio, coarse = node.arg("drilldown"), node.arg("coarse_stride")
@@ -250,7 +250,7 @@ def incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend) ->
         out = scan(grid.corners(), f"occlusion {grid.rows}x{grid.cols}")
         computed = grid.count
     else:
-        first = Grid(grid.height, grid.width, grid.patch, coarse)
+        first = Grid(grid.height, grid.width, grid.window[0], coarse)
         rough = scan(first.corners(), f"drill-down stage 1: {first.rows}x{first.cols}")
         fine = grid.corners()
         out, pick = D.combine(rough.reshape(first.rows, first.cols), coarse, fine, ratio,
