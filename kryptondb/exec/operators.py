@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from kryptondb.runtime.backends import get_backend, release_freed_memory
 from kryptondb.graph.shapes import node_flops
+from kryptondb.ivm import views as V
 from kryptondb.lang.ast import Fill
+from kryptondb.obe.grid import Grid
+from kryptondb.obe.incremental import views_of
+from kryptondb.obe.memo import remember
+from kryptondb.obe.occlusion import fill_tensor
+from kryptondb.obe.render import display_image
+from kryptondb.obe.scan import scan
+from kryptondb.obe.spec import Scores, ScanSpec
+from kryptondb.obe.strategy import DrillDown, Incremental, Naive, Runtime
 from kryptondb.result import Heatmap
+from kryptondb.runtime.backends import get_backend, release_freed_memory
 
 VIDEO_CHUNK = 16
 
@@ -128,80 +136,45 @@ def pick_class(node, inputs, ctx) -> int:
     return int(np.argmax(probs[0])) if target == "top1" else int(target)
 
 
-# -- occlusion -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class Scan:
-    """An occlusion scan's output: the class probability at every grid position."""
-
-    probability: np.ndarray  # (rows, cols)
-    model: object  # the ModelRef the plan was bound to
-    patch: int
-    stride: int
-    x: np.ndarray  # the unoccluded input (1, C, H, W)
-    approximate: dict | None = None
-    ssim: float | None = None
-
-
-def occlusion_scan(node, inputs, ctx) -> Scan:
-    """The naive plan: every position's occluded image through the full model, in batches."""
-    from kryptondb.obe.occlusion import Grid, fill_tensor, occluded_batch
-
-    x, cls = inputs[:2]
-    ref = node.arg("model")
-    model = ctx.model(ref)
-    backend = get_backend(node.arg("backend") or "onnxruntime")
-    patch, stride, batch = node.arg("patch"), node.arg("stride"), node.arg("batch")
-    grid = Grid(x.shape[2], x.shape[3], patch, stride)
-    fill_x = fill_tensor(x[0], Fill.parse(node.arg("fill")), model.preprocess, patch)
-    if node.arg("mode") == "incremental":
-        out = incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend)
-        node.stats.update(rows=grid.count, batches=math.ceil(grid.count / batch))
-        return _remember(node, ctx, Scan(out.reshape(grid.rows, grid.cols), ref, patch, stride,
-                                         x), cls)
-    corners, g = grid.corners(), model.graph
-    out = np.empty(grid.count, np.float32)
-    bar = ctx.bar(grid.count, f"occlusion {grid.rows}x{grid.cols}")
-    try:
-        for s in range(0, grid.count, batch):
-            xb = occluded_batch(x[0], fill_x, corners[s:s + batch], patch)
-            res = backend.run(g, {g.inputs[0]: xb})[g.output].reshape(len(xb), -1)
-            out[s:s + batch] = model.probabilities(res)[:, cls]
-            bar.update(len(xb))
-    finally:
-        bar.close()
-    node.stats.update(flops=model_flops(model) * grid.count, rows=grid.count,
-                      batches=math.ceil(grid.count / batch), bytes=grid.count * x[0].nbytes)
-    return _remember(node, ctx, Scan(out.reshape(grid.rows, grid.cols), ref, patch, stride, x),
-                     cls)
+# -- occlusion: thin adapters over kryptondb/obe ---------------------------------------------------
 
 
 APPROXIMATE_ARGS = ("tau", "drilldown", "coarse_stride", "predicted_ssim")
 
 
-def _remember(node, ctx, scan: Scan, cls: int) -> Scan:
-    """Exact maps are kept for the session; an approximate one is scored (SSIM) against the
-    exact map of the same query when there is one."""
-    from kryptondb.ivm.views import view_name  # keyed like the views: model digest and input
-
-    key = (view_name(scan.model, scan.x), scan.patch, scan.stride, node.arg("fill"), cls)
-    settings = {k: node.arg(k) for k in APPROXIMATE_ARGS if node.arg(k) is not None}
-    if not settings:
-        ctx.memo[key] = scan.probability
-        return scan
-    exact = ctx.memo.get(key)
-    score = None
-    if exact is not None:
-        from kryptondb.approx.quality import ssim
-
-        score = ssim(exact, scan.probability)
-        node.stats.update(ssim=score)
-    return replace(scan, approximate=settings, ssim=score)
+def occlusion_scan(node, inputs, ctx) -> Scores:
+    """The scan's spec and the plan's decisions, run by the occlusion driver (kryptondb/obe);
+    exact scores are kept for the session, an approximate scan is scored (SSIM) against them."""
+    x, cls = inputs[:2]
+    model = ctx.model(node.arg("model"))
+    spec = _scan_spec(node, model, x, cls)
+    rt = Runtime(model, get_backend(node.arg("backend") or "onnxruntime"), ctx.bar, node.stats,
+                 tuple(inputs[2:3]))  # the materialized views of an incremental plan
+    scores = Scores(spec, scan(spec, _decisions(node, spec.grid), rt), node.arg("model"))
+    scores = remember(ctx.memo, scores, {k: node.arg(k) for k in APPROXIMATE_ARGS
+                                         if node.arg(k) is not None})
+    if scores.ssim is not None:
+        node.stats.update(ssim=scores.ssim)
+    return scores
 
 
+def _scan_spec(node, model, x: np.ndarray, cls: int) -> ScanSpec:
+    """KQL's scan: a square patch at one stride, windows that fit, a FILL, one class."""
+    patch = node.arg("patch")
+    grid = Grid(x.shape[2], x.shape[3], patch, node.arg("stride"))
+    fill = fill_tensor(x[0], Fill.parse(node.arg("fill")), model.preprocess, patch)
+    return ScanSpec(x, grid, (cls,), fill)
 
 
+def _decisions(node, grid: Grid) -> Naive | Incremental | DrillDown:
+    """What the rewrite decided: the mode, the batch and blocks, tau, the drill-down."""
+    batch = node.arg("batch")
+    if node.arg("mode") != "incremental":
+        return Naive(batch)
+    stage = Incremental(batch, node.arg("block"), node.arg("tau"))
+    if node.arg("drilldown") is None:
+        return stage
+    return DrillDown(grid.with_strides(node.arg("coarse_stride")), node.arg("drilldown"), stage)
 
 
 def materialize_views(node, inputs, ctx) -> dict:
@@ -209,9 +182,6 @@ def materialize_views(node, inputs, ctx) -> dict:
     view table in the catalog and reused by later queries on the same model and image. The
     view is stored once the statement has succeeded (``ExecContext.defer``): a statement that
     fails, say at its INTO, leaves the catalog as it was."""
-    from kryptondb.ivm import views as V
-    from kryptondb.ivm.incremental import base_views, read_views
-
     (x,) = inputs
     ref = node.arg("model")
     model = ctx.model(ref)
@@ -219,10 +189,7 @@ def materialize_views(node, inputs, ctx) -> dict:
     if name in ctx.db.names("view"):
         node.stats.update(reused=1)
         return V.from_arrow(ctx.db.get_table(name, "view"))
-    # One pass with every view as an output, on the segments' variant of the backend: its
-    # sessions borrow the model's weights and keep no arena after the pass.
-    backend = get_backend(node.arg("backend") or "onnxruntime").for_segments()
-    views = base_views(model.graph, x[0], backend, names=read_views(model.graph))
+    views = views_of(model.graph, x[0], get_backend(node.arg("backend") or "onnxruntime"))
     table = V.to_arrow(views, [n.name for n in model.graph.nodes], consume=True)
     release_freed_memory()  # the pass's outputs, now in the table
     info = {"model": ref.entry, "digest": ref.digest, "layers": table.num_rows}
@@ -232,107 +199,15 @@ def materialize_views(node, inputs, ctx) -> dict:
     return V.from_arrow(table)
 
 
-def incremental_scan(node, inputs, ctx, x, cls, model, grid, fill_x, backend) -> np.ndarray:
-    """Every position through incremental inference over the materialized views; with a
-    projective field threshold (tau) each layer's recomputed region is capped; with drill-down,
-    a coarse stage over the whole map and the requested stride only where drops are largest."""
-    from kryptondb.approx import drilldown as D
-    from kryptondb.obe.occlusion import Grid
-
-    stats: dict = {}
-
-    def scan(corners, label):
-        return _incremental_positions(node, ctx, inputs[2], corners, grid.window[0], cls, model,
-                                      fill_x, backend, stats, label)
-
-    ratio, coarse = node.arg("drilldown"), node.arg("coarse_stride")
-    if ratio is None:
-        out = scan(grid.corners(), f"occlusion {grid.rows}x{grid.cols}")
-        computed = grid.count
-    else:
-        first = Grid(grid.height, grid.width, grid.window[0], coarse)
-        rough = scan(first.corners(), f"drill-down stage 1: {first.rows}x{first.cols}")
-        fine = grid.corners()
-        out, pick = D.combine(rough.reshape(first.rows, first.cols), coarse, fine, ratio,
-                              lambda p: scan(fine[p], f"drill-down stage 2: {len(p)} of "
-                                                      f"{grid.count}"))
-        computed = first.count + len(pick)
-        node.stats.update(stage1=first.count, stage2=len(pick))
-    node.stats.update(gather_s=stats.get("gather_s", 0.0), compute_s=stats.get("compute_s", 0.0),
-                      workers=stats.get("workers", 1), blocks=stats.get("blocks", 0),
-                      in_flight=stats.get("in_flight", 0),
-                      flops=int(node.arg("flops_incremental") or 0) * computed)
-    return out
-
-
-def _incremental_positions(node, ctx, views, corners, patch, cls, model, fill_x, backend,
-                           stats, label) -> np.ndarray:
-    """The heatmap values at ``corners``. The planner's batch bounds the queries in flight
-    (its memory footprint is the budget's); with a backend that prefers it (onnxruntime: one
-    batch per core), they are split into one chunk per worker, run side by side. Plans are
-    built for a block of positions at a time (the planner's), all with the same region sizes
-    (so with the same per-layer segments). Stats times are summed over workers."""
-    from kryptondb.runtime.workers import InFlight, Pool
-    from kryptondb.ivm.gather import PaddedView, gather
-    from kryptondb.ivm.incremental import IncrementalPlan, region_sizes
-
-    batch = node.arg("batch")
-    workers, runner = backend.concurrent()
-    workers = min(workers, batch)
-    chunk = max(1, batch // workers)  # chunk * workers <= batch: the planner's bound holds
-    block = max(chunk * workers, node.arg("block") or len(corners))
-    tau = node.arg("tau")
-    sizes = region_sizes(model.graph, corners, patch, tau, block)
-    out = np.empty(len(corners), np.float32)
-    fills = PaddedView(fill_x, (0, 0, 0, 0), 0.0)
-
-    flight = InFlight()
-
-    def run(plan, here, start, stop):
-        idx = np.arange(start, stop)
-        with flight(len(idx)):
-            pv = gather(fills, here[idx, 0], here[idx, 1], patch, patch)
-            own: dict = {}
-            res = plan.run(idx, pv, runner, own)
-            return idx, model.probabilities(res.reshape(len(idx), -1))[:, cls], own
-
-    bar = ctx.bar(len(corners), label + (" (incremental)" if tau is None else f" (tau {tau:g})"))
-    with Pool(workers) as pool:
-        try:
-            for b in range(0, len(corners), block):
-                here, plan = corners[b:b + block], None  # one block's plan at a time
-                plan = IncrementalPlan(model.graph, here, patch, views, tau, sizes)
-                stats["blocks"] = stats.get("blocks", 0) + 1
-                for idx, probs, own in pool.map(lambda s, e: run(plan, here, s, e), len(here),
-                                                chunk):
-                    out[b + idx] = probs
-                    for k, v in own.items():
-                        stats[k] = stats.get(k, 0.0) + v
-                    bar.update(len(idx))
-        finally:
-            bar.close()
-    stats["workers"] = workers
-    stats["in_flight"] = max(stats.get("in_flight", 0), flight.most)
-    return out
-
-
 def heatmap(node, inputs, ctx) -> Heatmap:
-    scan, base, cls = inputs
-    model = ctx.model(scan.model)
-    node.stats.update(rows=scan.probability.size)
-    return Heatmap(scan.probability, float(base[0, cls]), cls, model.label(cls), scan.patch,
-                   scan.stride, display_image(scan.x[0], model.preprocess), model.name,
-                   scan.approximate, scan.ssim)
-
-
-def display_image(x: np.ndarray, pre) -> np.ndarray:
-    """A model input (C, H, W) back to an (H, W, 3) picture in [0, 1]."""
-    img = x
-    if pre is not None and x.shape[0] == len(pre.mean):
-        img = x * np.asarray(pre.std, np.float32)[:, None, None] + \
-            np.asarray(pre.mean, np.float32)[:, None, None]
-    img = img[:3] if img.shape[0] >= 3 else np.repeat(img[:1], 3, axis=0)
-    return np.clip(img.transpose(1, 2, 0), 0.0, 1.0)
+    """The scan's scores of its one input and class, with the base probability and picture."""
+    scores, base, cls = inputs
+    model = ctx.model(scores.model)
+    probability, grid = scores.values[0, 0], scores.spec.grid
+    node.stats.update(rows=probability.size)
+    return Heatmap(probability, float(base[0, cls]), cls, model.label(cls), grid.window[0],
+                   grid.strides[0], display_image(scores.spec.inputs[0], model.preprocess),
+                   model.name, scores.approximate, scores.ssim)
 
 
 # -- tables ----------------------------------------------------------------------------------------
