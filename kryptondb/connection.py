@@ -82,7 +82,7 @@ class Connection:
         logical, options = bind(self.db, stmt, text)
         from functools import partial
 
-        from kryptondb.approx.tuning import lookup
+        from kryptondb.obe.tuning import lookup
 
         ctx = RuleContext(options, partial(lookup, self.db), text)
         rewritten, steps = rewrite(logical, ctx)

@@ -16,6 +16,7 @@ from kryptondb.obe.grid import Grid
 from kryptondb.obe.scan import scan
 from kryptondb.obe.spec import Scores, ScanSpec
 from kryptondb.obe.strategy import DrillDown, Incremental, Naive, Runtime
+from kryptondb.obe.tuning import TAUS, tune
 from kryptondb.runtime.backends import get_backend
 
 
@@ -204,6 +205,33 @@ def test_scan_errors(how, message):
 def test_decision_errors(make, message):
     with pytest.raises(KryptonError, match=message):
         make()
+
+
+# -- tuning, given a way to compute heatmaps -------------------------------------------------------
+
+
+def test_tuning_measures_every_tau_against_the_exact_map():
+    class Ref:
+        entry, input_shape = "m", (3, 64, 64)
+
+    calls = []
+
+    def occlude(image, tau, drill):
+        calls.append((image, tau, drill))
+        exact = np.linspace(0, 1, 49, dtype=np.float32).reshape(7, 7)
+        return exact if tau is None else exact[::-1]
+
+    t = tune(Ref(), ["a.png", "b.png"], occlude, patch=16, stride=8)
+    d = t.table.to_pydict()
+    assert (t.model, t.patch, t.stride) == ("m", 16, 8)
+    assert len(d["tau"]) == 2 * len(TAUS) * 2  # per image, tau and drill-down setting
+    assert [c for c in calls if c[0] == "a.png"][0] == ("a.png", None, False)  # exact first
+    assert ("a.png", 1.0, False) not in calls  # tau 1, one stage: the exact scan itself
+    exact_rows = [s for s, tau, dd in zip(d["ssim"], d["tau"], d["drilldown"])
+                  if tau == 1 and not dd]
+    assert exact_rows == [1.0, 1.0] and min(d["ssim"]) < 0.5
+    with pytest.raises(KryptonError, match="at least one image"):
+        tune(Ref(), [], occlude)
 
 
 # -- drill-down's stages ---------------------------------------------------------------------------

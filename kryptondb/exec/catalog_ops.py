@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import pyarrow as pa
 
-from kryptondb.errors import UnknownNameError
+from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET
+from kryptondb.catalog import Database
+from kryptondb.errors import KryptonError, UnknownNameError
+from kryptondb.exec import executor  # a module: exec's modules import each other
+from kryptondb.lang import parse
+from kryptondb.model.binding import resolve
+from kryptondb.obe import tuning
+from kryptondb.plan.binder import bind
+from kryptondb.plan.physical import lower
 from kryptondb.result import Result
+from kryptondb.rewrite import RuleContext, rewrite
 
 RELATIONS = ("models", "images", "videos", "tables", "views")
 
@@ -76,13 +86,16 @@ def load_media(node, inputs, ctx) -> Result:
 
 
 def tune(node, inputs, ctx) -> Result:
-    """Tune approximate occlusion for a model on sample images; the result is a catalog table."""
-    from kryptondb.approx.tuning import table_name, tune as run_tuning
-
+    """Tune approximate occlusion for a model on sample images; the result is a catalog table.
+    The heatmaps are computed in a scratch in-memory database (no views left behind) bound to
+    the same weights."""
     images = node.arg("images").split("\n")
-    t = run_tuning(ctx.db, node.arg("model"), images, node.arg("patch"), node.arg("stride"),
-                   node.arg("fill"), progress=ctx.progress)
-    name = table_name(t.model, t.patch, t.stride)
+    ref, patch, stride = node.arg("model"), node.arg("patch"), node.arg("stride")
+    scratch = _Scratch(ctx, ref, f"USING MODEL {ref.entry} PATCH {patch} STRIDE {stride} "
+                                 f"FILL {node.arg('fill')}")
+    t = tuning.tune(ref, images, scratch.occlude, patch, stride)
+    name = tuning.table_name(t.model, t.patch, t.stride)
+    ctx.db.put_table(name, t.table, info=t.info() | {"digest": ref.digest})
     lines = [f"tuned {t.model} at patch {t.patch}, stride {t.stride} on {len(images)} image(s); "
              f"stored as table {name}"]
     for q in (0.95, 0.9, 0.8):
@@ -90,6 +103,40 @@ def tune(node, inputs, ctx) -> Result:
         lines.append(f"  SSIM >= {q:g}: {c.why}")
     node.stats.update(rows=len(images))
     return Result("message", message="\n".join(lines))
+
+
+class _Scratch:
+    """TUNE's occlusion queries, each through bind, rewrite, lower and run in a scratch
+    in-memory database whose model name binds to ``ref``'s weights; one image's views at a
+    time."""
+
+    def __init__(self, ctx, ref, using: str):
+        self.db = Database()
+        if ref.registered:  # the scratch database must bind the name to the same model
+            self.db.register_model(ref.entry, ref.source, ref.kind)
+        if resolve(self.db, ref.entry).digest != ref.digest:
+            raise KryptonError(f"model {ref.name} changed while TUNE started; run it again")
+        self.using, self.progress, self.memo, self.image = using, ctx.progress, {}, None
+
+    def occlude(self, image: str, tau: float | None, drill: bool):
+        """The heatmap of ``image``: exact (``tau`` None) or approximate at ``tau``."""
+        if image != self.image:  # the last image's views are not needed again
+            for view in self.db.names("view"):
+                self.db.drop("view", view)
+            self.image = image
+        how = "INCREMENTAL" if tau is None else f"APPROXIMATE TAU {tau}" + (
+            f" DRILLDOWN {DEFAULT_RATIO} TARGET {DEFAULT_TARGET}" if drill else "")
+        quoted = "'" + image.replace("'", "''") + "'"
+        return self.run(f"EXPLAIN OCCLUSION OF IMAGE {quoted} {self.using} {how}").probability
+
+    def run(self, text: str):
+        logical, options = bind(self.db, parse(text), text)
+        rewritten, _ = rewrite(logical, RuleContext(options, partial(tuning.lookup, self.db),
+                                                    text))
+        ctx = executor.ExecContext(self.db, text, progress=self.progress, memo=self.memo)
+        value = executor.run(lower(rewritten), ctx)
+        ctx.commit_deferred()
+        return value
 
 
 def show_catalog(node, inputs, ctx) -> Result:

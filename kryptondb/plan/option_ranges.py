@@ -94,7 +94,7 @@ def check_approximate(b, s: ast.ExplainOcclusion, model, patch: int, stride: int
                       side: int) -> None:
     """Valid ranges for every approximate setting, and a tuning to read for accuracy targets."""
     from kryptondb.approx import drilldown as D
-    from kryptondb.approx.tuning import lookup
+    from kryptondb.obe.tuning import lookup
 
     a = s.approximate
     at = a.spans.get

@@ -8,7 +8,7 @@ the most accurate one predicted to fit the time budget, and says why in the plan
 from __future__ import annotations
 
 from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET
-from kryptondb.approx.tuning import speedup
+from kryptondb.obe.tuning import speedup
 from kryptondb.plan.nodes import PlanNode, transform
 
 DEFAULT_SSIM = 0.9
