@@ -33,14 +33,15 @@ def _args(argv=None):
 def drilled(exact, multiple: int, stride: int, ratio: float):
     """The drill-down heatmap at coarse stride multiple x stride, from the exact one: the
     engine's own combination of the two stages, fed the exact map's values."""
-    import numpy as np
+    from kryptondb.obe.drilldown import drill_down
+    from kryptondb.obe.grid import Grid
+    from kryptondb.obe.strategy import DrillDown, Naive
 
-    from kryptondb.approx import drilldown as D
-
-    rows, cols = exact.shape
-    fine = np.array([(i * stride, j * stride) for i in range(rows) for j in range(cols)])
-    out, _ = D.combine(exact[::multiple, ::multiple], multiple * stride, fine, ratio,
-                       lambda pick: exact.ravel()[pick])
+    rows, cols = exact.shape  # a grid of 1-pixel windows with exactly these positions
+    grid = Grid((rows - 1) * stride + 1, (cols - 1) * stride + 1, 1, stride)
+    how = DrillDown(grid.with_strides(multiple * stride), ratio, Naive(1))
+    out = drill_down(how, grid, lambda c, _: exact[c[:, 0] // stride, c[:, 1] // stride, None],
+                     {})
     return out.reshape(exact.shape)
 
 

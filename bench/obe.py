@@ -117,7 +117,7 @@ def _approximate(spec, kryptondb, con) -> dict:
     """An approximate plan, timed like the exact one; SSIM against the exact heatmap (computed
     first, untimed, in the same connection). SSIM-target engines read the tuning that
     bench/tuning.py stored in --tuning-db."""
-    from kryptondb.approx.tuning import lookup, table_name
+    from kryptondb.obe.tuning import lookup, table_name
 
     opts = APPROXIMATE[spec["engine"]]
     if "SSIM" in opts:

@@ -28,7 +28,7 @@ def _args(argv=None):
 def main(argv=None) -> int:
     import kryptondb
     from kryptondb.approx import samples
-    from kryptondb.approx.tuning import lookup, table_name
+    from kryptondb.obe.tuning import lookup, table_name
 
     args = _args(argv)
     tune_set, miss1 = samples.paths(samples.TUNING)

@@ -8,22 +8,18 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from functools import partial
 
-from kryptondb.approx.tuning import lookup
 from kryptondb.catalog import Database
 from kryptondb.errors import KryptonError, KryptonWarning, StorageError
 from kryptondb.exec.executor import ExecContext, run
+from kryptondb.exec.pipeline import plan
 from kryptondb.files import user_path
 from kryptondb.lang import ast, parse
 from kryptondb.lang.parser import split_statements
 from kryptondb.limits import applied, resolve
-from kryptondb.plan.binder import bind
 from kryptondb.plan.explain import Explained, plain
-from kryptondb.plan.physical import lower
 from kryptondb.progress import ProgressBar
 from kryptondb.result import Heatmap, Result
-from kryptondb.rewrite import RuleContext, rewrite
 from kryptondb.sql import Sandbox
 from kryptondb.viz import render
 from kryptondb.viz.diagram import diagram
@@ -82,10 +78,8 @@ class Connection:
         return result
 
     def plan(self, stmt: ast.Statement, text: str = "") -> Explained:
-        logical, options = bind(self.db, stmt, text)
-        ctx = RuleContext(options, partial(lookup, self.db), text)
-        rewritten, steps = rewrite(logical, ctx)
-        return Explained(logical, rewritten, tuple(r for r, _ in steps), steps, lower(rewritten))
+        """Every plan of ``stmt``: logical, after each rule that fired, physical."""
+        return plan(self.db, stmt, text)
 
     def _explain(self, stmt: ast.ExplainPlan, text: str) -> Result:
         explained = self.plan(stmt.statement, text)

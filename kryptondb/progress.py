@@ -72,3 +72,18 @@ class ProgressBar:
             end = self._line(time.perf_counter())
             self.stream.write(("\r" + end + "\n") if self.tty else end + "\n")
             self.stream.flush()
+
+
+class Silent:
+    """A progress bar that shows nothing."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def silent(total: int, label: str) -> Silent:
+    """A bar factory like ``ProgressBar``'s, for work nobody watches."""
+    return Silent()

@@ -11,7 +11,7 @@ from test_obe_naive import tiny_connection
 import kryptondb
 from kryptondb.approx import drilldown as D
 from kryptondb.approx.quality import ssim
-from kryptondb.approx.tuning import Tuning, lookup, table_name
+from kryptondb.obe.tuning import Tuning, lookup, table_name
 from kryptondb.errors import PlanError
 from kryptondb.obe.occlusion import Grid
 

@@ -185,7 +185,7 @@ def test_a_fresh_connection_reuses_the_imported_graph_and_its_segments(tmp_path)
 def test_a_tuning_of_replaced_weights_is_not_used(tmp_path):
     import pyarrow as pa
 
-    from kryptondb.approx.tuning import lookup, table_name
+    from kryptondb.obe.tuning import lookup, table_name
     from kryptondb.model.binding import resolve
 
     con = kryptondb.connect()

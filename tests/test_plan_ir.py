@@ -8,7 +8,7 @@ import pytest
 import kryptondb
 from kryptondb.errors import KryptonError
 from kryptondb.lang.ast import Fill
-from kryptondb.obe.occlusion import Grid
+from kryptondb.obe.grid import Grid
 from kryptondb.plan.nodes import PlanNode, node
 from kryptondb.plan.ops import SCHEMA, Op
 

@@ -16,7 +16,7 @@ import pytest
 
 import kryptondb
 from golden import cases, check, read
-from kryptondb.approx.tuning import Tuning, lookup, table_name
+from kryptondb.obe.tuning import Tuning, lookup, table_name
 from kryptondb.lang import parse
 from kryptondb.plan.binder import bind
 from kryptondb.plan.explain import format_tree
@@ -121,7 +121,7 @@ def _target_met(plan):
 
 
 def _drilled(plan):
-    return all(n.arg("coarse_stride") >= n.arg("grid").stride and 0 < n.arg("drilldown") < 1
+    return all(n.arg("coarse_stride") >= max(n.arg("grid").strides) and 0 < n.arg("drilldown") < 1
                for n in _scans(plan) if n.arg("drilldown") is not None)
 
 

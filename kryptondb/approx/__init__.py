@@ -1,2 +1,2 @@
-"""Approximate occlusion: projective field thresholding (tau), adaptive drill-down, the SSIM
-quality measure, and offline tuning of tau against an accuracy target."""
+"""Approximation math for occlusion: adaptive drill-down's geometry and speedup, the SSIM
+quality measure, the sample photos tuning uses (tuning itself: kryptondb/obe/tuning.py)."""

@@ -9,7 +9,6 @@ the coarse stride is S1 = sqrt(t / (1 - r * t)) * S2.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 
@@ -43,12 +42,15 @@ def speedup(coarse: int, stride: int, ratio: float) -> float:
     return coarse ** 2 / (stride ** 2 + ratio * coarse ** 2)
 
 
-def upsample(coarse: np.ndarray, coarse_stride: int, fine_corners: np.ndarray) -> np.ndarray:
-    """Bilinear interpolation of the coarse map (rows1, cols1) at fine corners (n, 2), in pixel
-    coordinates; corners past the last coarse position take its edge values."""
+def upsample(coarse: np.ndarray, coarse_stride: int | tuple[int, int],
+             fine_corners: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation of the coarse map (rows1, cols1), its positions ``coarse_stride``
+    (one, or (sy, sx)) pixels apart, at fine corners (n, 2), in pixel coordinates; corners past
+    the last coarse position take its edge values."""
     rows, cols = coarse.shape
-    fy = np.clip(fine_corners[:, 0] / coarse_stride, 0, rows - 1)
-    fx = np.clip(fine_corners[:, 1] / coarse_stride, 0, cols - 1)
+    sy, sx = (coarse_stride, coarse_stride) if np.ndim(coarse_stride) == 0 else coarse_stride
+    fy = np.clip(fine_corners[:, 0] / sy, 0, rows - 1)
+    fx = np.clip(fine_corners[:, 1] / sx, 0, cols - 1)
     y0, x0 = np.floor(fy).astype(int), np.floor(fx).astype(int)
     y1, x1 = np.minimum(y0 + 1, rows - 1), np.minimum(x0 + 1, cols - 1)
     wy, wx = fy - y0, fx - x0
@@ -62,14 +64,3 @@ def select(estimate: np.ndarray, ratio: float) -> np.ndarray:
     largest drops), in position order."""
     k = min(len(estimate), max(1, math.ceil(ratio * len(estimate))))
     return np.sort(np.argsort(estimate, kind="stable")[:k])
-
-
-def combine(coarse: np.ndarray, coarse_stride: int, fine_corners: np.ndarray, ratio: float,
-            exact: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The drill-down map at ``fine_corners`` (n,): stage one's map ``coarse`` upsampled, with
-    the ``ratio`` share of positions whose estimated drops are largest set to ``exact(picked)``
-    (stage two: the values at those indices of ``fine_corners``). Returns (map, picked)."""
-    out = upsample(coarse, coarse_stride, fine_corners)
-    pick = select(out, ratio)
-    out[pick] = exact(pick)
-    return out, pick

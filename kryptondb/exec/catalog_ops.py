@@ -6,8 +6,17 @@ import os
 
 import pyarrow as pa
 
-from kryptondb.errors import UnknownNameError
+from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET
+from kryptondb.catalog import Database
+from kryptondb.errors import CatalogError, KryptonError, StorageError, UnknownNameError
+from kryptondb.media.images import load_image
+from kryptondb.media.video import probe
+from kryptondb.model.binding import resolve
+from kryptondb.model.model import load_model
+from kryptondb.model.zoo import ZOO
+from kryptondb.obe import tuning
 from kryptondb.result import Result
+from kryptondb.sql import default_sandbox
 
 RELATIONS = ("models", "images", "videos", "tables", "views")
 
@@ -19,11 +28,6 @@ def create_model(node, inputs, ctx) -> Result:
     shadows the zoo model in this database, for every spelling of the name (said here, in
     EXPLAIN and DESCRIBE); a different spelling of a zoo name is refused, as it would leave the
     zoo name bound to something else than what the user registered."""
-    from kryptondb.errors import CatalogError
-    from kryptondb.model.binding import resolve
-    from kryptondb.model.model import load_model
-    from kryptondb.model.zoo import ZOO
-
     name = node.arg("name")
     zoo = name.lower() if name.lower() in ZOO else None
     if zoo is not None and name != zoo:
@@ -47,8 +51,6 @@ def _drop_stale_views(db, ref) -> None:
     digest): drop them instead of leaving them on disk. This is clean-up after the statement's
     commit (the model is replaced): a drop that fails leaves garbage that the next CREATE MODEL
     of this name drops, and never reports the statement as failed."""
-    from kryptondb.errors import StorageError
-
     for name, entry in db.tables("view").items():
         info = entry.info or {}
         if info.get("model") == ref.entry and info.get("digest") not in (None, ref.digest):
@@ -62,13 +64,9 @@ def load_media(node, inputs, ctx) -> Result:
     kind, name = node.arg("kind"), node.arg("name")
     path = os.path.abspath(os.path.expanduser(node.arg("path")))
     if kind == "image":
-        from kryptondb.media.images import load_image
-
         img = load_image(path)
         info = {"width": img.size[0], "height": img.size[1]}
     else:
-        from kryptondb.media.video import probe
-
         info = probe(path)
     ctx.db.add_media(name, kind, path, info)
     size = f"{info['width']}x{info['height']}"
@@ -76,13 +74,16 @@ def load_media(node, inputs, ctx) -> Result:
 
 
 def tune(node, inputs, ctx) -> Result:
-    """Tune approximate occlusion for a model on sample images; the result is a catalog table."""
-    from kryptondb.approx.tuning import table_name, tune as run_tuning
-
+    """Tune approximate occlusion for a model on sample images; the result is a catalog table.
+    The heatmaps are computed in a scratch in-memory database (no views left behind) bound to
+    the same weights."""
     images, grid = list(node.arg("images")), node.arg("grid")
-    t = run_tuning(ctx.db, node.arg("model"), images, grid.patch, grid.stride,
-                   node.arg("fill").text, progress=ctx.progress)
-    name = table_name(t.model, t.patch, t.stride)
+    ref, (patch, _), (stride, _) = node.arg("model"), grid.window, grid.strides
+    scratch = _Scratch(ctx, ref, f"USING MODEL {ref.entry} PATCH {patch} STRIDE {stride} "
+                                 f"FILL {node.arg('fill').text}")
+    t = tuning.tune(ref, images, scratch.occlude, patch, stride)
+    name = tuning.table_name(t.model, t.patch, t.stride)
+    ctx.db.put_table(name, t.table, info=t.info() | {"digest": ref.digest})
     lines = [f"tuned {t.model} at patch {t.patch}, stride {t.stride} on {len(images)} image(s); "
              f"stored as table {name}"]
     for q in (0.95, 0.9, 0.8):
@@ -90,6 +91,34 @@ def tune(node, inputs, ctx) -> Result:
         lines.append(f"  SSIM >= {q:g}: {c.why}")
     ctx.stats(node).update(rows=len(images))
     return Result("message", message="\n".join(lines))
+
+
+class _Scratch:
+    """TUNE's occlusion queries, each through bind, rewrite, lower and run in a scratch
+    in-memory database whose model name binds to ``ref``'s weights; one image's views at a
+    time."""
+
+    def __init__(self, ctx, ref, using: str):
+        self.db = Database()
+        if ref.registered:  # the scratch database must bind the name to the same model
+            self.db.register_model(ref.entry, ref.source, ref.kind)
+        if resolve(self.db, ref.entry).digest != ref.digest:
+            raise KryptonError(f"model {ref.name} changed while TUNE started; run it again")
+        self.ctx, self.using, self.memo, self.image = ctx, using, {}, None
+
+    def occlude(self, image: str, tau: float | None, drill: bool):
+        """The heatmap of ``image``: exact (``tau`` None) or approximate at ``tau``."""
+        if image != self.image:  # the last image's views are not needed again
+            for view in self.db.names("view"):
+                self.db.drop("view", view)
+            self.image = image
+        how = "INCREMENTAL" if tau is None else f"APPROXIMATE TAU {tau}" + (
+            f" DRILLDOWN {DEFAULT_RATIO} TARGET {DEFAULT_TARGET}" if drill else "")
+        quoted = "'" + image.replace("'", "''") + "'"
+        return self.run(f"EXPLAIN OCCLUSION OF IMAGE {quoted} {self.using} {how}").probability
+
+    def run(self, text: str):
+        return self.ctx.subquery(self.db, text, self.memo)
 
 
 def show_catalog(node, inputs, ctx) -> Result:
@@ -101,8 +130,6 @@ def catalog_relation(db, what: str) -> pa.Table:
     table = db.relation(what)
     if what != "models":
         return table
-    from kryptondb.model.zoo import ZOO
-
     registered = set(table.column("name").to_pylist())
     zoo = [{"name": n, "kind": "zoo", "source": n} for n in ZOO if n not in registered]
     return pa.concat_tables([table, pa.Table.from_pylist(zoo, schema=table.schema)])
@@ -150,8 +177,6 @@ def relation_names(db) -> list[str]:
 
 def sql(node, inputs, ctx) -> Result:
     """A SELECT over the relations the binder found in it, run by the connection's DuckDB."""
-    from kryptondb.sql import default_sandbox
-
     tables = {name: _relation(ctx, name) for name in node.arg("tables")}
     sandbox = ctx.sql or default_sandbox()
     table = sandbox.run(node.arg("sql"), tables, ctx.text)

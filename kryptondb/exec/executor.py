@@ -16,9 +16,12 @@ from typing import Callable, Iterator
 
 from kryptondb.errors import CacheWarning, KryptonError
 from kryptondb.exec.operators import OPERATORS
+from kryptondb.exec.pipeline import plan
 from kryptondb.exec.profile import Profile
+from kryptondb.lang import parse
 from kryptondb.model.binding import bound
 from kryptondb.plan.nodes import Dag
+from kryptondb.progress import silent
 
 
 @dataclass
@@ -55,15 +58,15 @@ class ExecContext:
         self.deferred.clear()
 
     def bar(self, total: int, label: str):
-        return self.progress(total, label) if self.progress else _NoBar()
+        return (self.progress or silent)(total, label)
 
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    def subquery(self, db, text: str, memo: dict):
+        """Run the statement ``text`` on ``db`` with this context's progress bars (TUNE's
+        queries in its scratch database); the caches it defers are stored when it succeeds."""
+        ctx = ExecContext(db, text, self.progress, memo, self.sql)
+        value = run(plan(db, parse(text), text).dag, ctx)
+        ctx.commit_deferred()
+        return value
 
 
 def named(exc: KryptonError, node) -> KryptonError:

@@ -1,45 +1,19 @@
-"""The geometry and data of occlusion: where the patch goes, what it is filled with, and the
-occluded input batches the naive plan runs in full."""
+"""The data of occlusion: what the window is filled with, and the occluded input batches the
+naive plan runs in full (where the window goes: kryptondb/obe/grid.py)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from kryptondb.media.images import Preprocess
-from kryptondb.lang.ast import Fill
+from kryptondb.obe.grid import Grid, pair
+
+__all__ = ["Grid", "fill_tensor", "occluded_batch"]  # Grid: where it was first imported from
 
 
-@dataclass(frozen=True, slots=True)
-class Grid:
-    """Patch positions: top-left corners (i * stride, j * stride) that keep the patch inside."""
-
-    height: int
-    width: int
-    patch: int
-    stride: int
-
-    @property
-    def rows(self) -> int:
-        return (self.height - self.patch) // self.stride + 1
-
-    @property
-    def cols(self) -> int:
-        return (self.width - self.patch) // self.stride + 1
-
-    @property
-    def count(self) -> int:
-        return self.rows * self.cols
-
-    def corners(self) -> np.ndarray:
-        """(count, 2) array of (y, x) pixel corners in row-major order."""
-        ii, jj = np.meshgrid(np.arange(self.rows), np.arange(self.cols), indexing="ij")
-        return np.stack([ii.ravel() * self.stride, jj.ravel() * self.stride], axis=1)
-
-
-def fill_tensor(x: np.ndarray, fill: Fill, pre: Preprocess | None, patch: int) -> np.ndarray:
-    """The (C, H, W) tensor whose pixels replace the occluded ones, in the model's input space.
+def fill_tensor(x: np.ndarray, fill, pre: Preprocess | None, patch: int) -> np.ndarray:
+    """The (C, H, W) tensor whose pixels replace the occluded ones, in the model's input space;
+    ``fill`` has a ``kind`` and a ``value`` (a query's FILL, ``kryptondb.lang.ast.Fill``).
 
     Constants are pixel values in [0, 1] (gray = 0.5), normalised like the image; MEAN is the
     image's own per-channel mean; BLUR is the image under a Gaussian of sigma = patch / 4.
@@ -65,9 +39,12 @@ def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
     return sum(k[i] * rows[:, :, i:i + x.shape[2]] for i in range(len(k))).astype(np.float32)
 
 
-def occluded_batch(x: np.ndarray, fill: np.ndarray, corners: np.ndarray, patch: int) -> np.ndarray:
-    """Copies of ``x`` with the patch at each corner replaced by ``fill``: (n, C, H, W)."""
+def occluded_batch(x: np.ndarray, fill: np.ndarray, corners: np.ndarray,
+                   window: int | tuple[int, int]) -> np.ndarray:
+    """Copies of ``x`` with the window (a square side, or (h, w)) at each corner replaced by
+    ``fill``: (n, C, H, W). A window reaching past the border is cut off there."""
+    h, w = pair(window, "the window")
     out = np.repeat(x[None], len(corners), axis=0)
     for k, (y, xx) in enumerate(corners):
-        out[k, :, y:y + patch, xx:xx + patch] = fill[:, y:y + patch, xx:xx + patch]
+        out[k, :, y:y + h, xx:xx + w] = fill[:, y:y + h, xx:xx + w]
     return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from kryptondb.errors import PlanError, UnknownNameError
 from kryptondb.lang import ast
 from kryptondb.model.binding import resolve
-from kryptondb.obe.occlusion import Grid
+from kryptondb.obe.grid import Grid
 from kryptondb.plan import option_ranges as ranges
 from kryptondb.plan.nodes import PlanNode, node
 from kryptondb.plan.ops import Op

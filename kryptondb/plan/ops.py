@@ -13,7 +13,7 @@ from numbers import Integral, Real
 
 from kryptondb.lang.ast import Fill
 from kryptondb.model.binding import ModelRef
-from kryptondb.obe.occlusion import Grid
+from kryptondb.obe.grid import Grid
 
 
 class Op(str, Enum):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from kryptondb.approx import drilldown as D
-from kryptondb.approx.tuning import lookup
+from kryptondb.obe.tuning import lookup
 from kryptondb.lang import ast
 
 DEFAULT_PATCH, DEFAULT_STRIDE, DEFAULT_TOP = 16, 4, 5

@@ -37,6 +37,6 @@ def _scan(n: PlanNode) -> PlanNode:
         return replace(n, op=Op.NAIVE_OCCLUSION_SCAN, args=args)
     if n.arg("drilldown") is None:
         return replace(n, op=Op.INCREMENTAL_OCCLUSION_SCAN, args=args)
-    stage1 = replace(n.arg("grid"), stride=n.arg("coarse_stride"))
+    stage1 = n.arg("grid").with_strides(n.arg("coarse_stride"))
     return replace(n, op=Op.DRILL_DOWN, args=args).with_args(stage1=stage1,
                                                              ratio=n.arg("drilldown"))

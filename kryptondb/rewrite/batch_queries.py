@@ -199,7 +199,7 @@ def scan_corners(n: PlanNode) -> np.ndarray:
     grid = n.arg("grid")
     grids = [grid]
     if n.arg("coarse_stride"):
-        grids.append(replace(grid, stride=n.arg("coarse_stride")))
+        grids.append(grid.with_strides(n.arg("coarse_stride")))
     return np.concatenate([g.corners() for g in grids])
 
 
@@ -209,7 +209,7 @@ def footprint(graph, n: PlanNode, mode: str | None = None) -> Footprint:
     alloc = NUMPY if n.arg("backend") == "numpy" else ONNXRUNTIME
     corners = scan_corners(n)
     if mode == "incremental":
-        return incremental_footprint(graph, corners, n.arg("grid").patch, n.arg("tau"), alloc)
+        return incremental_footprint(graph, corners, n.arg("grid").window, n.arg("tau"), alloc)
     return naive_footprint(graph, len(corners), alloc)
 
 

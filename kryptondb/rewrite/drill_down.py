@@ -21,7 +21,7 @@ def drill_down(plan: PlanNode, ctx) -> PlanNode:
         if ratio is None:
             return n
         target = n.arg("target") or (a.target if a and a.target else D.default_target(ratio))
-        stride = n.arg("grid").stride
+        stride = n.arg("grid").strides[0]  # KQL: one stride for both axes
         coarse = D.coarse_stride(stride, ratio, target)
         return n.with_args(drilldown=ratio, target=target, coarse_stride=coarse,
                            drilldown_speedup=round(D.speedup(coarse, stride, ratio), 2))

@@ -47,7 +47,7 @@ def maintain_views(plan: PlanNode, ctx) -> PlanNode:
         pre, cls = n.children
         model = n.arg("model")
         graph = ctx.model(model).graph
-        cost = theoretical(graph, n.arg("grid").patch)
+        cost = theoretical(graph, n.arg("grid").window)
         speedup = round(cost.speedup, 2)
         forced = ctx.options.incremental or ctx.options.approximate is not None
         if not forced and cost.speedup < MIN_SPEEDUP:

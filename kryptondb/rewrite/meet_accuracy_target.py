@@ -8,7 +8,7 @@ the most accurate one predicted to fit the time budget, and says why in the plan
 from __future__ import annotations
 
 from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET
-from kryptondb.approx.tuning import speedup
+from kryptondb.obe.tuning import speedup
 from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, transform
 
@@ -24,7 +24,7 @@ def meet_accuracy_target(plan: PlanNode, ctx) -> PlanNode:
         if n.op != Op.OCCLUSION_SCAN:
             return n
         grid = n.arg("grid")
-        tuning = ctx.tuning(n.arg("model"), grid.patch, grid.stride)
+        tuning = ctx.tuning(n.arg("model"), grid.window[0], grid.strides[0])
         if tuning is None:  # the binder checked; a tuning dropped since is a plain error
             return n.with_args(why="no tuning for this model, patch and stride")
         drill = True if a.drilldown is not None else None

@@ -20,7 +20,7 @@ def threshold_projective_field(plan: PlanNode, ctx) -> PlanNode:
         tau = n.arg("tau") if n.arg("tau") is not None else (a.tau if a else None)
         if tau is None:
             return n
-        cost = theoretical(ctx.model(n.arg("model")).graph, n.arg("grid").patch, tau)
+        cost = theoretical(ctx.model(n.arg("model")).graph, n.arg("grid").window, tau)
         return n.with_args(tau=tau, flops_incremental=cost.incremental_flops,
                            theoretical_speedup=round(cost.speedup, 2))
 

@@ -16,10 +16,13 @@ import statistics
 import time
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET, coarse_stride
+from kryptondb.approx.quality import ssim
 from kryptondb.errors import KryptonError
 
 TAUS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
@@ -174,60 +177,54 @@ def _entry(model) -> str:
     return getattr(model, "entry", model)
 
 
-def tune(db, model, images: list[str], patch: int = 16, stride: int = 4,
-         fill: str = "gray", taus=TAUS, progress=None) -> Tuning:
-    """Measure exact vs approximate heatmaps on ``images`` (paths) and store the tuning table in
-    ``db``. ``model``: the bound ModelRef (or a name, bound here). Runs in a scratch in-memory
-    database, so that no views are left behind, on the same weights (checked by digest)."""
-    import kryptondb
-    from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET, coarse_stride
-    from kryptondb.approx.quality import ssim
-    from kryptondb.model.binding import resolve
+Occlude = Callable[[str, "float | None", bool], np.ndarray]
+"""(image path, tau or None for the exact scan, drill-down) -> the image's heatmap (rows, cols)."""
 
+
+def drills(model, patch: int, stride: int) -> tuple[bool, ...]:
+    """The settings worth measuring: with drill-down only where its coarse stage fits 2+
+    positions on ``model``'s input."""
+    side = min(model.input_shape[1:])
+    fits = coarse_stride(stride, DEFAULT_RATIO, DEFAULT_TARGET) <= side - patch
+    return (False, True) if fits else (False,)
+
+
+def tune(model, images: Sequence[str], occlude: Occlude, patch: int = 16,
+         stride: int = 4) -> Tuning:
+    """Measure exact vs approximate heatmaps of ``model`` (a bound ModelRef) on ``images``
+    (paths), each computed by ``occlude``, which the caller runs on the same weights (the
+    TUNE operator: a scratch database, so that no views are left behind)."""
     if not images:
-        raise ValueError("tuning needs at least one image")
-    ref = model if hasattr(model, "digest") else resolve(db, model)
-    scratch = kryptondb.connect(progress=progress)
-    if ref.registered:  # the scratch database must bind the name to the same model
-        scratch.db.register_model(ref.entry, ref.source, ref.kind)
-    if resolve(scratch.db, ref.entry).digest != ref.digest:
-        raise KryptonError(f"model {ref.name} changed while TUNE started; run it again")
-    model = ref.entry
-    side = min(ref.input_shape[1:])  # drill-down needs a coarse stage of 2+ positions
-    drills = (False, True) if coarse_stride(stride, DEFAULT_RATIO, DEFAULT_TARGET) <= \
-        side - patch else (False,)
-    rows = {"image": [], "tau": [], "drilldown": [], "ssim": [], "seconds": []}
-    exact_times = []
-    base = f"USING MODEL {model} PATCH {patch} STRIDE {stride} FILL {fill}"
-
-    for path in images:
-        quoted = "'" + str(path).replace("'", "''") + "'"
-        t = time.perf_counter()
-        exact = scratch.execute(f"EXPLAIN OCCLUSION OF IMAGE {quoted} {base} INCREMENTAL")
-        exact_times.append(time.perf_counter() - t)
-        for tau in taus:
-            for drill in drills:
-                rows["image"].append(str(path))
-                rows["tau"].append(float(tau))
-                rows["drilldown"].append(drill)
-                if tau >= 1 and not drill:  # no cap, one stage: the exact plan itself
-                    rows["seconds"].append(exact_times[-1])
-                    rows["ssim"].append(1.0)
-                    continue
-                extra = f" DRILLDOWN {DEFAULT_RATIO} TARGET {DEFAULT_TARGET}" if drill else ""
-                t = time.perf_counter()
-                approx = scratch.execute(f"EXPLAIN OCCLUSION OF IMAGE {quoted} {base} "
-                                         f"APPROXIMATE TAU {tau}{extra}")
-                rows["seconds"].append(time.perf_counter() - t)
-                rows["ssim"].append(ssim(exact.heatmap.probability, approx.heatmap.probability))
-        for view in scratch.db.names("view"):  # one image's views are not needed again
-            scratch.db.drop("view", view)
+        raise KryptonError("tuning needs at least one image")
+    rows: dict[str, list] = {"image": [], "tau": [], "drilldown": [], "ssim": [], "seconds": []}
+    exact_times = [_measure(str(path), occlude, drills(model, patch, stride), rows)
+                   for path in images]
     table = pa.table({"image": pa.array(rows["image"], pa.string()),
                       "tau": pa.array(rows["tau"], pa.float32()),
                       "drilldown": pa.array(rows["drilldown"], pa.bool_()),
                       "ssim": pa.array(rows["ssim"], pa.float32()),
                       "seconds": pa.array(rows["seconds"], pa.float32())})
-    result = Tuning(model, patch, stride, table, float(statistics.median(exact_times)))
-    db.put_table(table_name(model, patch, stride), table,
-                 info=result.info() | {"digest": ref.digest})
-    return result
+    return Tuning(model.entry, patch, stride, table, float(statistics.median(exact_times)))
+
+
+def _measure(image: str, occlude: Occlude, drill_settings: tuple[bool, ...],
+             rows: dict[str, list]) -> float:
+    """One image's rows (per tau in TAUS and drill-down setting); returns the exact scan's
+    seconds."""
+    t = time.perf_counter()
+    exact = occlude(image, None, False)
+    exact_s = time.perf_counter() - t
+    for tau in TAUS:
+        for drill in drill_settings:
+            rows["image"].append(image)
+            rows["tau"].append(float(tau))
+            rows["drilldown"].append(drill)
+            if tau >= 1 and not drill:  # no cap, one stage: the exact plan itself
+                rows["seconds"].append(exact_s)
+                rows["ssim"].append(1.0)
+                continue
+            t = time.perf_counter()
+            approx = occlude(image, float(tau), drill)
+            rows["seconds"].append(time.perf_counter() - t)
+            rows["ssim"].append(ssim(exact, approx))
+    return exact_s

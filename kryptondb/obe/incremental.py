@@ -1,0 +1,103 @@
+"""The incremental scan: positions through incremental inference over the input's materialized
+views (kryptondb/ivm), in blocks, with chunks of a block run side by side by a pool of workers.
+
+A window cut off at the border runs as a full-size box shifted back inside the input: the box
+shows the fill inside the cut window and the input's own pixels elsewhere, so the changed region
+the plan recomputes is a superset of the real one, which keeps the result exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kryptondb.ivm.cost import theoretical
+from kryptondb.ivm.gather import PaddedView, gather
+from kryptondb.ivm.incremental import IncrementalPlan, base_views, read_views, region_sizes
+from kryptondb.obe.spec import ScanSpec
+from kryptondb.obe.strategy import Incremental, Runtime, add
+from kryptondb.runtime.workers import InFlight, Pool
+
+
+def views_of(graph, x: np.ndarray, backend) -> dict[str, np.ndarray]:
+    """The views an incremental scan of ``x`` (C, H, W) reads: one pass with every view as an
+    output, on the segments' variant of the backend (its sessions borrow the model's weights
+    and keep no arena after the pass)."""
+    return base_views(graph, x, backend.for_segments(), names=read_views(graph))
+
+
+def incremental_positions(rt: Runtime, how: Incremental, spec: ScanSpec, corners: np.ndarray,
+                          label: str) -> np.ndarray:
+    """(len(corners), K): the targets' scores on ``spec``'s one input with the window at each
+    corner. The planner's batch bounds the positions in flight (its memory footprint is the
+    budget's); with a backend that prefers it (onnxruntime: one batch per core), they are split
+    into one chunk per worker, run side by side. Plans are built for a block of positions at a
+    time, all with the same region sizes (so with the same per-layer segments). Stats times are
+    summed over workers."""
+    job = _Blocks(rt, how, spec, corners)
+    out = np.empty((len(corners), len(spec.targets)), np.float32)
+    bar = rt.bar(len(corners), label + (" (incremental)" if how.tau is None
+                                        else f" (tau {how.tau:g})"))
+    with Pool(job.workers) as pool:
+        try:
+            for b in range(0, len(corners), job.size):
+                part = slice(b, b + job.size)
+                job.block(pool, corners[part], job.boxes[part], out[part], bar)
+        finally:
+            bar.close()
+    cost = theoretical(rt.model.graph, spec.grid.window, how.tau)
+    add(rt.stats, gather_s=0.0, compute_s=0.0, flops=cost.incremental_flops * len(corners))
+    rt.stats["workers"] = job.workers
+    rt.stats["in_flight"] = max(rt.stats.get("in_flight", 0), job.flight.most)
+    return out
+
+
+class _Blocks:
+    """One input's scan, a block of positions at a time: a plan per block, its positions in
+    chunks (one per worker), each chunk's window values gathered, run and scored."""
+
+    def __init__(self, rt: Runtime, how: Incremental, spec: ScanSpec, corners: np.ndarray):
+        self.rt, self.tau, self.spec = rt, how.tau, spec
+        graph = rt.model.graph
+        workers, self.runner = rt.backend.concurrent()
+        self.workers = min(workers, how.batch)
+        self.chunk = max(1, how.batch // self.workers)  # chunk * workers <= batch: bound holds
+        self.size = max(self.chunk * self.workers, how.block or len(corners))  # a block's
+        self.boxes = spec.grid.inside(corners)  # full windows: the changed regions' superset
+        self.sizes = region_sizes(graph, self.boxes, spec.grid.window, how.tau, self.size)
+        self.views = rt.views[0] if rt.views else views_of(graph, spec.inputs[0], rt.backend)
+        self.fills = PaddedView(spec.baseline(0), (0, 0, 0, 0), 0.0)
+        self.image = PaddedView(spec.inputs[0], (0, 0, 0, 0), 0.0)
+        self.flight = InFlight()
+
+    def block(self, pool: Pool, corners, boxes, out: np.ndarray, bar) -> None:
+        """Scores of one block into ``out``; counters added to the runtime's stats."""
+        plan = IncrementalPlan(self.rt.model.graph, boxes, self.spec.grid.window, self.views,
+                               self.tau, self.sizes)
+        add(self.rt.stats, blocks=1)
+        for idx, scores, own in pool.map(lambda s, e: self.run_chunk(plan, corners, boxes, s, e),
+                                         len(boxes), self.chunk):
+            out[idx] = scores
+            add(self.rt.stats, **own)
+            bar.update(len(idx))
+
+    def run_chunk(self, plan: IncrementalPlan, corners, boxes, start: int, stop: int):
+        """(positions, their scores, the plan's counters) of ``start:stop`` of the block."""
+        idx = np.arange(start, stop)
+        with self.flight(len(idx)):
+            values = self.window_values(corners[idx], boxes[idx])
+            own: dict = {}
+            res = plan.run(idx, values, self.runner, own)
+            return idx, self.spec.scores(self.rt.model, res.reshape(len(idx), -1)), own
+
+    def window_values(self, corners: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """(B, C, h, w): what each box shows, the fill where its window is and the input where
+        the window was cut off (the box sticks out of the window on the inside)."""
+        h, w = self.spec.grid.window
+        fill = gather(self.fills, boxes[:, 0], boxes[:, 1], h, w)
+        cut = corners - boxes
+        if not cut.any():
+            return fill
+        image = gather(self.image, boxes[:, 0], boxes[:, 1], h, w)
+        rows = np.arange(h)[None, :] >= cut[:, :1]
+        cols = np.arange(w)[None, :] >= cut[:, 1:]
+        return np.where((rows[:, :, None] & cols[:, None, :])[:, None], fill, image)
