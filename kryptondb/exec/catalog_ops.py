@@ -6,10 +6,9 @@ import os
 
 import pyarrow as pa
 
+from kryptondb.catalog import RELATIONS, relation_names
 from kryptondb.errors import UnknownNameError
 from kryptondb.result import Result
-
-RELATIONS = ("models", "images", "videos", "tables", "views")
 
 
 def create_model(node, inputs, ctx) -> Result:
@@ -142,10 +141,6 @@ def drop(node, inputs, ctx) -> Result:
 
 
 # -- SQL ------------------------------------------------------------------------------------------
-
-
-def relation_names(db) -> list[str]:
-    return list(RELATIONS) + db.names("table") + db.names("view")
 
 
 def sql(node, inputs, ctx) -> Result:

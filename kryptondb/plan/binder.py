@@ -10,6 +10,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from kryptondb.catalog import RELATIONS, relation_names
 from kryptondb.errors import PlanError, UnknownNameError
 from kryptondb.lang import ast
 from kryptondb.plan import option_ranges as ranges
@@ -128,7 +129,7 @@ def _into(b: Binder, s, root: PlanNode) -> PlanNode:
     if s.into is None:
         return root
     name = s.into.value
-    if name.lower() in ("models", "images", "videos", "tables", "views"):
+    if name.lower() in RELATIONS:
         raise b.fail(f"{name!r} is the name of a catalog relation; choose another table name",
                      s.into.span)
     return node("Store", root, table=name)
@@ -203,7 +204,6 @@ def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
 
 def _sql_tables(b: Binder, sql_text: str) -> list[str]:
     """The relations a SELECT reads, each checked against the catalog (kryptondb.sql)."""
-    from kryptondb.exec.catalog_ops import relation_names
     from kryptondb.sql import relations
 
     return relations(sql_text, relation_names(b.db), b.text)
