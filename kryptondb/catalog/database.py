@@ -58,11 +58,11 @@ def _stat_stamp(st: os.stat_result) -> tuple:
 
 
 class Database(Writes):
-    """The embedded database (its changes: writes.py). ``path=None`` keeps everything in memory; a directory path stores
+    """The embedded database. ``path=None`` keeps everything in memory; a directory path stores
     it there (created if missing) and re-reads catalog.json whenever another Database object has
     committed to it. Writers in different processes take turns (catalog.lock), each waiting at
     most ``lock_timeout`` seconds (default: kryptondb.limits); readers never wait. One object is
-    not thread-safe."""
+    not thread-safe. Reading is here; changing, in its base class Writes (writes.py)."""
 
     def __init__(self, path: str | os.PathLike | None = None,
                  lock_timeout: float | None = None):
