@@ -306,4 +306,6 @@ def _json_default(o):
         return o.tolist()
     if isinstance(o, (set, frozenset, tuple)):
         return list(o)
-    return str(o)  # paths, and plan arguments such as a bound model, as EXPLAIN prints them
+    from kryptondb.plan.explain import plain  # plan arguments (a Grid, a Fill, a bound model)
+
+    return str(plain(o))  # as EXPLAIN prints them; paths as they are

@@ -47,7 +47,7 @@ def _child(spec: dict) -> dict:
                             f"MODEL {name} {spec['query']} {mode}")
             row[mode or "default"] = time.perf_counter() - t
             if not mode:
-                scan = next(n for n in r.plan.dag.nodes if n.op == "OcclusionScan")
+                scan = next(n for n in r.plan.rewritten.walk() if n.op == "OcclusionScan")
                 row["chose"] = scan.arg("mode")
             con.close()
         rounds.append(row)

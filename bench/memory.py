@@ -68,7 +68,7 @@ def _engine(spec: dict, done: dict, info: dict) -> None:
     q = (f"EXPLAIN OCCLUSION OF IMAGE img USING MODEL {spec['model']} PATCH {spec['patch']} "
          f"STRIDE {spec['stride']} MEMORY {spec['budget']} MB")
     plan = con.execute("EXPLAIN PLAN FOR " + q).plan
-    scan = next(n for n in plan.dag.nodes if n.op == "OcclusionScan")
+    scan = next(n for n in plan.rewritten.walk() if n.op == "OcclusionScan")
     info["plan"] = dict(scan.args)
     from kryptondb.runtime.backends import get_backend
 

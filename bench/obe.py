@@ -108,7 +108,7 @@ def _krypton(spec) -> dict:
     else:  # the incremental plan's segments depend on the positions: warm up on the same query
         con.execute(q)
     times, r = C.time_reps(lambda: con.execute(q), spec["reps"], warmup=0)
-    scan = next(n for n in r.plan.dag.nodes if n.op == "OcclusionScan")
+    scan = next(n for n in r.plan.rewritten.walk() if n.op == "OcclusionScan")
     return {"times": times, "heatmap": r.heatmap.probability.ravel().tolist(),
             "plan": dict(scan.args), "positions": int(r.heatmap.probability.size)}
 
@@ -132,7 +132,7 @@ def _approximate(spec, kryptondb, con) -> dict:
     exact = con.execute(q + "INCREMENTAL")
     con.execute(q + opts)  # warm-up
     times, r = C.time_reps(lambda: con.execute(q + opts), spec["reps"], warmup=0)
-    scan = next(n for n in r.plan.dag.nodes if n.op == "OcclusionScan")
+    scan = next(n for n in r.plan.rewritten.walk() if n.op == "OcclusionScan")
     return {"times": times, "heatmap": r.heatmap.probability.ravel().tolist(),
             "plan": dict(scan.args), "positions": int(r.heatmap.probability.size),
             "ssim": r.heatmap.ssim, "settings": r.heatmap.approximate,

@@ -6,13 +6,15 @@
 ['Egyptian cat']
 """
 
+from kryptondb.connection import Connection, check_text
 from kryptondb.errors import KryptonError
 from kryptondb.media.images import Preprocess, bundled_image, load_image
 from kryptondb.model.model import Model, Prediction, load_model
+from kryptondb.sql import SqlLimits
+from kryptondb.version import __version__  # noqa: F401 - the package's version, re-exported
 
 __all__ = ["KryptonError", "Model", "Prediction", "Preprocess", "bundled_image", "connect",
            "execute", "explain", "load_image", "load_model"]
-__version__ = "0.1.0"
 
 _default = None
 
@@ -27,9 +29,6 @@ def connect(path=None, progress=None, limits=None, *, sql_max_rows=None, sql_tim
     SQL statement (``SELECT``): result rows (default 1,000,000), seconds (30), DuckDB's memory in
     MB (1024) and threads (up to 4); see docs/language.md.
     """
-    from kryptondb.connection import Connection
-    from kryptondb.sql import SqlLimits
-
     given = {"max_rows": sql_max_rows, "timeout_s": sql_timeout_s, "memory_mb": sql_memory_mb,
              "threads": sql_threads}
     return Connection(path, progress, limits,
@@ -52,7 +51,5 @@ def execute(query: str):
 
 def explain(query: str) -> str:
     """The EXPLAIN PLAN text of a query, without running it."""
-    from kryptondb.connection import check_text
-
     check_text(query)
     return execute(f"EXPLAIN PLAN FOR {query}").message

@@ -9,8 +9,15 @@ import os
 import signal
 import sys
 import time
+import traceback
+import warnings
 
-from kryptondb.errors import KryptonError
+import kryptondb
+from kryptondb.connection import terminal_progress
+from kryptondb.errors import KryptonError, KryptonWarning
+from kryptondb.files import output_folder as check_folder, read_regular, writable_file
+from kryptondb.model.zoo import ZOO
+from kryptondb.repl import run_repl, run_script
 
 USAGE = """\
 kryptondb [--db PATH] [-c STATEMENTS | -f FILE] [--outdir DIR]
@@ -57,8 +64,6 @@ in the shell, type .help."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    import kryptondb
-
     p = argparse.ArgumentParser(prog="kryptondb", usage=USAGE, description=DESCRIPTION,
                                 epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,8 +156,6 @@ class FrameRange(argparse.Action):
 def output_file(path: str) -> str:
     """argparse type: a file to write, whose folder exists, and which is not a folder, FIFO or
     device (checked before any work is done)."""
-    from kryptondb.files import writable_file
-
     try:
         return writable_file(path, "file")
     except KryptonError as exc:
@@ -162,17 +165,13 @@ def output_file(path: str) -> str:
 def output_folder(path: str) -> str:
     """argparse type: the folder files go to (created when the first one is written); not a
     file, FIFO or device."""
-    from kryptondb.files import output_folder as check
-
     try:
-        return check(path, "--outdir folder", create=False)
+        return check_folder(path, "--outdir folder", create=False)
     except KryptonError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _predict(model_name, images, k, backend) -> None:
-    import kryptondb
-
     t = time.perf_counter()
     model = kryptondb.load_model(model_name)
     classes = math.prod(model.graph[model.graph.output].shape)
@@ -193,10 +192,6 @@ def _quote(text: str) -> str:
 
 def _demo(args) -> int:
     """Top-5 classes of the image, then the occlusion query that explains the top one."""
-    import kryptondb
-    from kryptondb.connection import terminal_progress
-    from kryptondb.model.zoo import ZOO
-
     image = args.image or kryptondb.bundled_image()
     _predict(args.model, [image], args.top, args.backend)
     con = kryptondb.connect(progress=terminal_progress)
@@ -216,9 +211,6 @@ def _demo(args) -> int:
 
 
 def _recognize(args) -> int:
-    import kryptondb
-    from kryptondb.connection import terminal_progress
-
     query = (f"RECOGNIZE OBJECTS IN VIDEO {_quote(args.video)} USING MODEL {args.model} "
              f"TOP {args.top}"
              + (f" FRAMES {args.frames[0]} TO {args.frames[1]}" if args.frames else "")
@@ -240,8 +232,6 @@ def _recognize(args) -> int:
 
 
 def _models(args) -> int:
-    from kryptondb.model.zoo import ZOO
-
     print(f"{'model':<20}{'input':<12}weights")
     for e in ZOO.values():
         size = f"{e.preprocess.crop}x{e.preprocess.crop}"
@@ -252,18 +242,12 @@ def _models(args) -> int:
 
 
 def _describe(args) -> int:
-    import kryptondb
-
     print(kryptondb.load_model(args.model).describe())
     return 0
 
 
 def _queries(args) -> int:
     """The shell, or -c / -f: statements on the database (--db, else in memory)."""
-    import kryptondb
-    from kryptondb.connection import terminal_progress
-    from kryptondb.repl import run_repl, run_script
-
     con = kryptondb.connect(args.db, progress=terminal_progress)
     if args.statements is not None:
         return run_script(con, args.statements, output_dir=args.outdir)
@@ -276,8 +260,6 @@ def _queries(args) -> int:
 def _read_script(path: str) -> str:
     """The script's text; only a regular file is read ('-' is standard input), so a FIFO or a
     device is an error at once, not a hang."""
-    from kryptondb.files import read_regular
-
     if path == "-":
         return sys.stdin.read()
     try:
@@ -298,10 +280,6 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
-    import warnings
-
-    from kryptondb.errors import KryptonWarning
-
     parser = _parser()
     args = parser.parse_args(argv)
     shell_only = [flag for flag, value in (("-c", args.statements), ("-f", args.file),
@@ -326,8 +304,6 @@ def main(argv=None) -> int:
         print(f"internal error: {type(exc).__name__}: {exc} (set KRYPTON_DEBUG=1 for the "
               "traceback)", file=sys.stderr)
         if os.environ.get("KRYPTON_DEBUG"):
-            import traceback
-
             traceback.print_exc()
         return 1
 

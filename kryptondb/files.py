@@ -20,6 +20,7 @@ import stat
 from typing import BinaryIO
 
 from kryptondb.errors import FileError
+from kryptondb.limits import check_size
 
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -127,8 +128,6 @@ def output_folder(path, what: str = "output folder", error: type[FileError] = Fi
 def read_regular(path: str | os.PathLike, what: str, limit: str | None = None,
                  error: type[FileError] = FileError) -> bytes:
     """The whole file, refusing one over the named limit (kryptondb.limits) before reading."""
-    from kryptondb.limits import check_size
-
     shown = os.fspath(path)
     with open_regular(shown, what, error) as f:
         if limit is not None:

@@ -6,15 +6,19 @@ model -> runtime -> graph), and the helpers everyone needs sit at the bottom. te
 parses every module's imports (top-level and inside functions) and fails on an import of a later
 room, which also rules out cycles between rooms.
 
-Function-local imports remain only for optional or heavy third-party packages (onnxruntime, onnx,
-av, PIL, matplotlib, scipy, skimage, duckdb, readline, cupy), each with a one-line reason.
+Function-local imports remain only for optional or slow-to-import third-party packages
+(tests/test_layers.py's LAZY: onnx with google.protobuf, onnxruntime, av, matplotlib, scipy,
+skimage, duckdb; readline, cupy, torch), each with a one-line reason, so that `import kryptondb`
+stays light.
 """
 
 from __future__ import annotations
 
 ROOMS: tuple[str, ...] = (
+    # files shipped inside the wheel: the bundled image, the grammar, CUDA kernels
+    "data", "grammar", "kernels",
     # helpers every room may use
-    "data", "errors", "format", "progress", "limits", "files", "tables",
+    "version", "errors", "format", "progress", "limits", "files", "tables",
     # the CNN: its graph IR, how tensors are computed, where inputs come from, models
     "graph",      # IR, shape inference, BN folding, the graph builder
     "runtime",    # backends (onnxruntime, NumPy kernels), ONNX export, worker pools
@@ -35,7 +39,9 @@ ROOMS: tuple[str, ...] = (
     "exec",       # runs physical plans: operators are thin adapters over obe/, orv/
     "viz",        # plan pictures (SVG, DOT, HTML)
     # the doors
-    "connection", "repl", "cli", "layers", "__init__", "__main__",
+    "connection",  # the query pipeline: text in, a Result out
+    "__init__",    # the public API: connect(), execute(), load_model() ...
+    "repl", "cli", "__main__", "layers",
 )
 
 

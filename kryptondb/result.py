@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -9,6 +10,9 @@ import numpy as np
 import pyarrow as pa
 
 from kryptondb.errors import KryptonError
+from kryptondb.obe.render import save_heatmap_png
+from kryptondb.orv.sheet import contact_sheet
+from kryptondb.tables import format_table
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,8 +47,6 @@ class Heatmap:
             "probability": pa.array(self.probability.ravel(), pa.float32()),
             "drop": pa.array(self.drop.ravel(), pa.float32()),
         })
-        import json
-
         return table.replace_schema_metadata({b"kryptondb": json.dumps(meta).encode()})
 
 
@@ -81,15 +83,11 @@ class Result:
         """Heatmap over the image with a colour bar; returns the path written."""
         if self.heatmap is None:
             raise KryptonError(f"this result is a {self.kind}, not a heatmap: nothing to draw")
-        from kryptondb.obe.render import save_heatmap_png
-
         return save_heatmap_png(self.heatmap, os.fspath(path))
 
     def save_contact_sheet(self, path, frames: int = 24, columns: int = 6) -> str:
         """RECOGNIZE OBJECTS results: a PNG grid of up to ``frames`` frames (evenly spaced), each
         captioned with its top-1 label; returns the path written."""
-        from kryptondb.orv.sheet import contact_sheet
-
         if self.table is None:
             raise KryptonError(f"this result is a {self.kind}, not video frames: nothing to draw")
         return contact_sheet(self.table, os.fspath(path), frames, columns)
@@ -97,8 +95,6 @@ class Result:
     def __str__(self) -> str:
         if self.kind == "plan" or (self.kind == "message" and self.table is None):
             return self.message
-        from kryptondb.tables import format_table
-
         text = format_table(self.to_arrow())
         return f"{self.message}\n{text}" if self.message else text
 

@@ -21,7 +21,7 @@ import pytest
 import kryptondb
 from kryptondb.catalog import (Database, MediaEntry, ModelEntry, TableEntry, atomic_write,
                                atomic_write_bytes, read_arrow, write_arrow)
-from kryptondb.catalog import database as database_module
+from kryptondb.catalog import writes as writes_module
 from kryptondb.catalog.storage import is_temp_name, temp_path_for
 from kryptondb.errors import (CatalogError, ImageError, KryptonError, StorageError,
                               UnknownNameError)
@@ -251,7 +251,7 @@ def test_failed_put_table_keeps_previous_version(tmp_path, monkeypatch):
     def failing_write(path, table):
         atomic_write(path, lambda f: (f.write(b"ARROW1 partial"), 1 / 0))
 
-    monkeypatch.setattr(database_module, "write_arrow", failing_write)
+    monkeypatch.setattr(writes_module, "write_arrow", failing_write)
     with pytest.raises(ZeroDivisionError):
         db.put_table("t", _scores(9))
     assert db.get_table("t").num_rows == 3 and not _temp_files(tmp_path)
@@ -364,7 +364,7 @@ def test_open_neither_waits_for_a_live_writer_nor_sweeps_its_file(tmp_path, monk
         opened.wait(10)  # the window between the data file and catalog.json
 
     writer = Database(tmp_path)
-    monkeypatch.setattr(database_module, "write_arrow", slow_write)
+    monkeypatch.setattr(writes_module, "write_arrow", slow_write)
     thread = threading.Thread(target=writer.put_table, args=("new", _scores()))
     thread.start()
     assert landed.wait(10)

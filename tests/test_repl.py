@@ -14,7 +14,8 @@ import pytest
 
 import kryptondb
 from kryptondb.lang import parse
-from kryptondb.repl import EXAMPLES, Completer, take_statements
+from kryptondb.lang.statements import take_statements
+from kryptondb.repl import EXAMPLES, Completer
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = kryptondb.bundled_image()

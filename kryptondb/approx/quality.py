@@ -19,7 +19,7 @@ def ssim(exact: np.ndarray, approx: np.ndarray) -> float:
     >>> ssim(h, h[::-1]) < 0.5
     True
     """
-    from skimage.metrics import structural_similarity
+    from skimage.metrics import structural_similarity  # heavy; only approximate scans score
 
     exact, approx = np.asarray(exact, np.float64), np.asarray(approx, np.float64)
     if exact.shape != approx.shape or exact.ndim != 2:

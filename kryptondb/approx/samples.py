@@ -21,11 +21,11 @@ HELD_OUT = ("skimage:chelsea.png", "skimage:coffee.png", "opencv:squirrel_cls.jp
 
 def _folder(source: str) -> str:
     if source == "skimage":
-        from skimage import data
+        from skimage import data  # optional and slow to import: only to find its sample images
 
         return os.path.dirname(data.__file__)
     if source == "matplotlib":
-        import matplotlib
+        import matplotlib  # heavy: only to find its sample images
 
         return os.path.join(matplotlib.get_data_path(), "sample_data")
     return OPENCV

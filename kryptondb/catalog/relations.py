@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from kryptondb.catalog.entries import MediaEntry, ModelEntry, TableEntry
+from kryptondb.catalog.entries import RELATIONS, MediaEntry, ModelEntry, TableEntry
 
 _S, _I, _F = pa.string(), pa.int64(), pa.float64()
 SCHEMAS = {
@@ -19,6 +19,12 @@ SCHEMAS = {
     "tables": pa.schema([("name", _S), ("rows", _I), ("columns", _S), ("created", _S)]),
 }
 SCHEMAS["views"] = SCHEMAS["tables"]
+
+
+def relation_names(db) -> list[str]:
+    """Every name SQL can read in ``db``: the catalog's own relations (``RELATIONS``, reserved
+    names), then its tables and views."""
+    return list(RELATIONS) + db.names("table") + db.names("view")
 
 
 def _number(value, cast):

@@ -7,7 +7,7 @@ import os
 import pyarrow as pa
 
 from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET
-from kryptondb.catalog import Database
+from kryptondb.catalog import RELATIONS, Database
 from kryptondb.errors import CatalogError, KryptonError, StorageError, UnknownNameError
 from kryptondb.media.images import load_image
 from kryptondb.media.video import probe
@@ -17,8 +17,6 @@ from kryptondb.model.zoo import ZOO
 from kryptondb.obe import tuning
 from kryptondb.result import Result
 from kryptondb.sql import default_sandbox
-
-RELATIONS = ("models", "images", "videos", "tables", "views")
 
 
 def create_model(node, inputs, ctx) -> Result:
@@ -169,10 +167,6 @@ def drop(node, inputs, ctx) -> Result:
 
 
 # -- SQL ------------------------------------------------------------------------------------------
-
-
-def relation_names(db) -> list[str]:
-    return list(RELATIONS) + db.names("table") + db.names("view")
 
 
 def sql(node, inputs, ctx) -> Result:

@@ -12,6 +12,7 @@ import numpy as np
 from kryptondb.errors import CheckpointError
 from kryptondb.graph.fold import bn_scale_shift, fold_batchnorm
 from kryptondb.graph.ir import Graph, Node, Op, input_node, make_node
+from kryptondb.graph.shapes import infer_shape
 
 
 def _pair(v):
@@ -55,8 +56,6 @@ class Builder:
         return self.rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
 
     def _add(self, node: Node) -> str:
-        from kryptondb.graph.shapes import infer_shape
-
         shape = infer_shape(node, [self.shapes[i] for i in node.inputs], self.weights)
         self.shapes[node.name] = tuple(shape)
         self.nodes.append(node)

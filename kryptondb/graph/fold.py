@@ -8,7 +8,7 @@ from typing import Iterable
 
 import numpy as np
 
-from kryptondb.graph.ir import Node, Op
+from kryptondb.graph.ops import Node, Op
 
 
 def bn_scale_shift(gamma, beta, mean, var, eps) -> tuple[np.ndarray, np.ndarray]:

@@ -7,86 +7,18 @@ arrays) and nodes refer to them by name, so a rewrite that copies a node never c
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
 from kryptondb.errors import ShapeError
+from kryptondb.graph.ops import GLOBAL, POINTWISE, WINDOWED, Node, Op, input_node, make_node
+from kryptondb.graph.shapes import infer_shape
 
-
-class Op(enum.Enum):
-    INPUT = "Input"
-    CONV = "Conv"
-    BATCHNORM = "BatchNormalization"
-    RELU = "Relu"
-    CLIP = "Clip"
-    LEAKY_RELU = "LeakyRelu"
-    SIGMOID = "Sigmoid"
-    HARD_SIGMOID = "HardSigmoid"
-    HARD_SWISH = "HardSwish"
-    MUL = "Mul"
-    ADD = "Add"
-    MAXPOOL = "MaxPool"
-    AVGPOOL = "AveragePool"
-    GLOBAL_AVGPOOL = "GlobalAveragePool"
-    LRN = "LRN"
-    CONCAT = "Concat"
-    GEMM = "Gemm"
-    FLATTEN = "Flatten"
-    RESHAPE = "Reshape"
-    SOFTMAX = "Softmax"
-    PAD = "Pad"
-    CHANNEL_SHUFFLE = "ChannelShuffle"
-
-
-# Ops whose output at a pixel depends only on the inputs at that pixel (and per-channel weights).
-POINTWISE = frozenset(
-    {Op.BATCHNORM, Op.RELU, Op.CLIP, Op.LEAKY_RELU, Op.SIGMOID, Op.HARD_SIGMOID, Op.HARD_SWISH}
-    | {Op.LRN, Op.CHANNEL_SHUFFLE}
-)
-# Ops that mix every spatial position: incremental inference stops before the first of them.
-GLOBAL = frozenset({Op.GLOBAL_AVGPOOL, Op.GEMM, Op.FLATTEN, Op.RESHAPE, Op.SOFTMAX})
-WINDOWED = frozenset({Op.CONV, Op.MAXPOOL, Op.AVGPOOL})
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """One operator. ``inputs`` name producer nodes, ``params`` name tensors in Graph.weights.
-
-    Windowed ops carry ``kernel``, ``stride``, ``pads`` (top, left, bottom, right) and
-    ``dilation`` attributes, always 2-D and explicit, so region algebra never guesses defaults.
-    """
-
-    name: str
-    op: Op
-    inputs: tuple[str, ...] = ()
-    params: tuple[str, ...] = ()
-    attrs: tuple[tuple[str, Any], ...] = ()
-    shape: tuple[int, ...] = ()
-
-    def __post_init__(self):
-        if not self.name:
-            raise ValueError("a node needs a name")
-        if self.op is not Op.INPUT and not self.inputs:
-            raise ValueError(f"node {self.name!r} ({self.op.value}) has no inputs")
-
-    def attr(self, key: str, default: Any = None) -> Any:
-        for k, v in self.attrs:
-            if k == key:
-                return v
-        return default
-
-    def with_attrs(self, **changes: Any) -> "Node":
-        merged = dict(self.attrs) | changes
-        return replace(self, attrs=tuple(sorted(merged.items())))
-
-
-def make_node(name, op, inputs=(), params=(), **attrs) -> Node:
-    """Build a node with attributes in canonical (sorted, hashable) form."""
-    return Node(name, op, tuple(inputs), tuple(params), tuple(sorted(attrs.items())))
+# the node vocabulary is re-exported: `from kryptondb.graph.ir import Graph, Node, Op` keeps working
+__all__ = ["GLOBAL", "POINTWISE", "WINDOWED", "Graph", "Node", "Op", "input_node", "make_node"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,8 +34,6 @@ class Graph:
     @staticmethod
     def build(name: str, nodes: Iterable[Node], outputs, weights: Mapping[str, np.ndarray]):
         """Check references, infer every shape and freeze the weights."""
-        from kryptondb.graph.shapes import infer_shape
-
         frozen = {}
         for key, arr in weights.items():
             arr = np.ascontiguousarray(arr, dtype=np.float32)
@@ -169,10 +99,6 @@ class Graph:
 
     def with_weights(self, weights: Mapping[str, np.ndarray]) -> "Graph":
         return Graph.build(self.name, self.nodes, self.outputs, dict(self.weights) | dict(weights))
-
-
-def input_node(name: str, shape: tuple[int, ...]) -> Node:
-    return Node(name, Op.INPUT, attrs=(("shape", tuple(shape)),))
 
 
 def _sinks(nodes: list[Node]) -> tuple[str, ...]:

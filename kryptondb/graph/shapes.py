@@ -12,7 +12,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from kryptondb.errors import ShapeError
-from kryptondb.graph.ir import GLOBAL, Node, Op
+from kryptondb.graph.ops import GLOBAL, Node, Op
 
 Shape = tuple[int, ...]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kryptondb.ivm.regions import FixedRegion, Interval, Region, cap, fix, node_region
-from kryptondb.graph.ir import Graph, Op
+from kryptondb.graph.ir import GLOBAL, Graph, Op
 from kryptondb.graph.shapes import node_flops
 
 
@@ -18,8 +18,6 @@ SATURATED = 0.85  # share of a map from which a layer (and all after it) is reco
 
 def prefix(graph: Graph) -> list[str]:
     """Nodes computable incrementally: not global, and fed only by such nodes."""
-    from kryptondb.graph.ir import GLOBAL
-
     ok: set[str] = set()
     for n in graph.nodes:
         if n.op not in GLOBAL and all(i in ok for i in n.inputs) and len(n.shape) == 3:

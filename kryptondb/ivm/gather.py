@@ -12,6 +12,8 @@ of a view (those cost a second copy of every view a scan reads).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -38,25 +40,37 @@ def margins(view_shape, ys, xs, rh, rw) -> tuple[int, int, int, int]:
             max(0, int(ys.max()) + rh - h), max(0, int(xs.max()) + rw - w))
 
 
+@dataclass(frozen=True, slots=True)
+class NewValues:
+    """A batch's new values of one map: ``values`` (B, C, h, w) at starts (ys, xs) in map
+    coordinates. With ``owners`` (B,), items that share an owner are regions of one input
+    (several changed boxes of one video frame)."""
+
+    values: np.ndarray
+    ys: np.ndarray
+    xs: np.ndarray
+    owners: np.ndarray | None = None
+
+
 def gather(padded: PaddedView, ys: np.ndarray, xs: np.ndarray, rh: int, rw: int,
-           new: np.ndarray | None = None, ny: np.ndarray | None = None,
-           nx: np.ndarray | None = None, owners: np.ndarray | None = None) -> np.ndarray:
-    """(B, C, rh, rw) contexts at starts (ys, xs) in map coordinates, with ``new`` (B, C, h, w)
-    written at (ny, nx) where it falls inside each context. With ``owners`` (B,), items that
-    share an owner are regions of one input (several changed boxes of one video frame): each
-    context gets the new values of every region of its owner."""
+           new: NewValues | None = None) -> np.ndarray:
+    """(B, C, rh, rw) contexts at starts (ys, xs) in map coordinates, with ``new`` written
+    where it falls inside each context: each context gets the new values of every region of
+    its owner (by default, its own)."""
     if (ys == ys[0]).all() and (xs == xs[0]).all():  # one window for all (e.g. the whole map)
         one = np.empty((1, padded.view.shape[0], rh, rw), padded.view.dtype)
         _context(padded, ys[0], xs[0], one[0])
         buf = np.repeat(one, len(ys), axis=0)
     else:
         buf = _contexts(padded, ys, xs, rh, rw)
-    if new is not None:
-        if owners is None or len(np.unique(owners)) == len(owners):
-            overlay(buf, new, ny - ys, nx - xs)
-        else:
-            dst, src = pairs(owners)
-            overlay(buf, new, ny[src] - ys[dst], nx[src] - xs[dst], dst, src)
+    if new is None:
+        return buf
+    owners, ny, nx = new.owners, new.ys, new.xs
+    if owners is None or len(np.unique(owners)) == len(owners):
+        overlay(buf, new.values, ny - ys, nx - xs)
+    else:
+        dst, src = pairs(owners)
+        overlay(buf, new.values, ny[src] - ys[dst], nx[src] - xs[dst], dst, src)
     return buf
 
 

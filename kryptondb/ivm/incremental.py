@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from kryptondb.ivm.cost import patch_regions, prefix, unsaturated
-from kryptondb.ivm.gather import PaddedView, gather, margins, overlay
+from kryptondb.ivm.gather import NewValues, PaddedView, gather, margins, overlay
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, fixed_size, read_in, spatial_params
 from kryptondb.graph.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node, make_node
+from kryptondb.runtime.numpy_ops import avgpool_divisor
 
 
 _SEGMENTS: "weakref.WeakKeyDictionary[Graph, dict]" = weakref.WeakKeyDictionary()
@@ -156,8 +157,6 @@ class IncrementalPlan:
         exclude padding (count_include_pad=0) or reach past it (ceil mode) divide by fewer,
         and the factor, applied to the pool's own output before anything fused after it,
         restores them."""
-        from kryptondb.runtime.numpy_ops import avgpool_divisor
-
         d = avgpool_divisor(node, self.graph[node.inputs[0]].shape[1:], node.shape)[0]
         kh, kw = node.attr("kernel")
         return None if (d == kh * kw).all() else (kh * kw / d).astype(np.float32)
@@ -218,7 +217,7 @@ class IncrementalPlan:
                     (nx == xs[idx]).all():
                 bufs.append(vals)  # the context is exactly the new region: nothing to gather
             else:
-                bufs.append(gather(pv, ys[idx], xs[idx], rh, rw, vals, ny, nx, owners))
+                bufs.append(gather(pv, ys[idx], xs[idx], rh, rw, NewValues(vals, ny, nx, owners)))
         r = step.region
         bufs += [gather(pv, r.y[idx], r.x[idx], r.h, r.w) for pv in step.sides]
         t2 = time.perf_counter()

@@ -61,13 +61,6 @@ class Fill:
         name = name.lower()
         return Fill(name, 0.0 if name == "black" else 0.5)
 
-    @staticmethod
-    def parse(text: str) -> "Fill":
-        """Inverse of ``text``: plans carry fills as text."""
-        if text in ("gray", "black", "mean", "blur"):
-            return Fill.named(text)
-        return Fill("constant", float(text))
-
     @property
     def text(self) -> str:
         return f"{self.value:g}" if self.kind == "constant" else self.kind

@@ -10,23 +10,28 @@ from dataclasses import dataclass, replace
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
                              UnexpectedToken, VisitError)
+from lark.lexer import PatternStr
 
 from kryptondb.errors import QuerySyntaxError
 from kryptondb.lang import ast
+from kryptondb.lang.statements import split_statements
 
-def _grammar_path() -> str:
-    try:
-        import kryptondb.grammar as g  # installed: grammar/ is the package kryptondb.grammar
+try:
+    import kryptondb.grammar as _installed_grammar  # installed: grammar/ is kryptondb.grammar
+except ImportError:  # a source checkout used without installing: grammar/ is beside us
+    _installed_grammar = None
 
-        return os.path.join(os.path.dirname(g.__file__), "kql.lark")
-    except ImportError:  # a source checkout used without installing: grammar/ is beside us
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        return os.path.join(root, "grammar", "kql.lark")
+def grammar_path() -> str:
+    """Where grammar/kql.lark is: in the installed package, or beside a source checkout."""
+    if _installed_grammar is not None:
+        return os.path.join(os.path.dirname(_installed_grammar.__file__), "kql.lark")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.join(root, "grammar", "kql.lark")
 
 
 @functools.cache
 def _parser() -> Lark:
-    with open(_grammar_path(), encoding="utf-8") as f:
+    with open(grammar_path(), encoding="utf-8") as f:
         return Lark(f.read(), parser="lalr", propagate_positions=True, maybe_placeholders=False)
 
 
@@ -292,40 +297,6 @@ def parse_script(text: str) -> list[ast.Statement]:
     return [parse(s) for s in split_statements(text)]
 
 
-def split_statements(text: str) -> list[str]:
-    """Split at top-level semicolons, keeping quoted strings and comments intact."""
-    out, cur, quote, i = [], [], None, 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\" and i + 1 < len(text):  # an escaped character never ends the string
-                cur.append(text[i:i + 2])
-                i += 2
-                continue
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif text.startswith("--", i):
-            j = text.find("\n", i)
-            j = len(text) if j < 0 else j
-            cur.append(text[i:j])
-            i = j
-            continue
-        elif ch == ";":
-            out.append("".join(cur))
-            cur = []
-            i += 1
-            continue
-        cur.append(ch)
-        i += 1
-    out.append("".join(cur))
-    return [s for s in (x.strip() for x in out) if s and not s.startswith("--") or _has_code(s)]
-
-
-def _has_code(s: str) -> bool:
-    return any(line.strip() and not line.strip().startswith("--") for line in s.splitlines())
-
-
 # ---------------------------------------------------------------------------------------------
 
 _FRIENDLY = {"STRING": "a quoted string", "INT": "an integer", "DECIMAL": "a number",
@@ -348,8 +319,6 @@ def _expected(names) -> tuple[str, ...]:
 
 def _literal(terminal: str) -> str | None:
     """'>=' for the anonymous terminal of a literal string in the grammar."""
-    from lark.lexer import PatternStr
-
     found = [t.pattern for t in _parser().terminals if t.name == terminal]
     return f"'{found[0].value}'" if found and isinstance(found[0], PatternStr) else None
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from kryptondb.errors import ImageError, KryptonError
 from kryptondb.files import open_regular, user_path
@@ -45,8 +47,6 @@ class Preprocess:
 
     def __call__(self, image) -> np.ndarray:
         """PIL image or path -> float32 array of shape (3, crop, crop)."""
-        from PIL import Image
-
         img = load_image(image) if isinstance(image, (str, bytes, os.PathLike)) else _rgb(image)
         w, h = img.size
         if w < 1 or h < 1:
@@ -70,15 +70,11 @@ class Preprocess:
         return np.ascontiguousarray(((hwc - mean) / std).transpose(2, 0, 1), dtype=np.float32)
 
 
-def load_image(path) -> "PIL.Image.Image":  # noqa: F821
+def load_image(path) -> Image.Image:
     """Open an image file as RGB; a missing file, one that is not a regular file (a FIFO, a
     device, a directory), one that is not an image, or one with more pixels than the
     ``image_pixels`` limit (kryptondb.limits, checked from the header before any pixel is
     decoded) is an ImageError."""
-    import warnings
-
-    from PIL import Image
-
     path = user_path(path, "image file", ImageError)
     limit = current().image_pixels
     if Image.MAX_IMAGE_PIXELS is not None and limit > 2 * Image.MAX_IMAGE_PIXELS:
@@ -99,10 +95,8 @@ def load_image(path) -> "PIL.Image.Image":  # noqa: F821
                          f"{exc})") from None
 
 
-def _rgb(image) -> "PIL.Image.Image":  # noqa: F821
+def _rgb(image) -> Image.Image:
     """A PIL image as RGB (a grey, palette, alpha or 16-bit one converted)."""
-    from PIL import Image
-
     if not isinstance(image, Image.Image):
         raise KryptonError(f"expected an image path or a PIL image, got {type(image).__name__}")
     if image.mode == "RGB":

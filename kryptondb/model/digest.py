@@ -17,6 +17,9 @@ from collections import OrderedDict
 
 from kryptondb.errors import FileError
 from kryptondb.files import check_regular, open_regular
+from kryptondb.model.onnx_files import external_locations
+from kryptondb.model.zoo import ZOO
+from kryptondb.version import __version__
 
 _CHUNK = 1 << 20
 _MARKER = b"location"  # the key every external-data reference stores; absent -> no external data
@@ -78,10 +81,8 @@ def _external_locations(path: str) -> tuple[str, ...]:
 
 
 def _parse_locations(path: str) -> tuple[str, ...]:
-    from kryptondb.model.onnx_files import external_locations
-
     try:
-        import onnx
+        import onnx  # ~55 ms to import; only ONNX files with external data need it here
 
         proto = onnx.load(path, load_external_data=False)
     except Exception:  # noqa: BLE001 - unreadable files fail with a clear error at import
@@ -92,8 +93,6 @@ def _parse_locations(path: str) -> tuple[str, ...]:
 def onnx_digest(path: str | os.PathLike, seed: int = 0) -> str:
     """The digest of what an ONNX file runs: its bytes, the bytes of every external data file it
     names (resolved next to it, as onnx does), and the seed that fills placeholder weights."""
-    from kryptondb import __version__
-
     path = os.path.abspath(os.fspath(path))
     content, marker = _hashed(path, "ONNX file")
     h = hashlib.sha256(f"onnx\0{__version__}\0{content}\0seed {seed}".encode())
@@ -110,9 +109,6 @@ def onnx_digest(path: str | os.PathLike, seed: int = 0) -> str:
 def zoo_digest(name: str, seed: int = 0) -> str:
     """The digest of a zoo model: its architecture (by name and KryptonDB version) and its
     weights: the checkpoint file's bytes when it has real ones, else the seed."""
-    from kryptondb import __version__
-    from kryptondb.model.zoo import ZOO
-
     entry = ZOO[name]
     if entry.has_real_weights:
         path = entry.checkpoint_path()

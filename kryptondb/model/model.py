@@ -11,12 +11,20 @@ from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from kryptondb.errors import (FileError, KryptonError, ModelImportError, ShapeError,
                               UnknownNameError)
-from kryptondb.media.images import Preprocess
+from kryptondb.files import user_path
 from kryptondb.graph.ir import Graph, Op
 from kryptondb.graph.shapes import node_flops
+from kryptondb.media.images import Preprocess
+from kryptondb.model.checkpoint import load_checkpoint
+from kryptondb.model.digest import onnx_digest, zoo_digest
+from kryptondb.model.labels import imagenet_labels
+from kryptondb.model.onnx_import import import_onnx
+from kryptondb.model.zoo import ZOO
+from kryptondb.runtime.backends import get_backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +98,6 @@ class Model:
         >>> p.shape, m.labels[int(p.argmax())]
         ((1, 1000), 'Egyptian cat')
         """
-        from kryptondb.runtime.backends import get_backend
-
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
                 or batch_size < 1:
             raise KryptonError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -136,8 +142,6 @@ class Model:
 
 
 def _is_image(x) -> bool:
-    from PIL import Image
-
     return isinstance(x, Image.Image)
 
 
@@ -199,9 +203,6 @@ def load_model(name_or_path: str | os.PathLike, seed: int = 0) -> Model:
     >>> kryptondb.load_model("resnet18").weights
     'seeded (seed 0): random, not trained'
     """
-    from kryptondb.files import user_path
-    from kryptondb.model.zoo import ZOO
-
     key = user_path(name_or_path, "model (a zoo name or an ONNX path)", ModelImportError)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
         raise KryptonError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
@@ -222,8 +223,6 @@ def load_source(kind: str, source: str, seed: int = 0) -> tuple[str, Model]:
     under any name, path or connection, returns the same Model and Graph objects, and with them
     the per-Graph caches of incremental segments and onnxruntime sessions; changed weights are a
     new digest, read anew. The cache holds at most CACHE_BYTES of weights (always the last)."""
-    from kryptondb.model.digest import onnx_digest, zoo_digest
-
     if kind == "zoo":
         digest = zoo_digest(source, seed)
         return digest, CACHE.get(digest, lambda: _zoo_model(source, seed))
@@ -264,10 +263,6 @@ CACHE = ModelCache(CACHE_BYTES)
 
 
 def _zoo_model(name: str, seed: int) -> Model:
-    from kryptondb.model.checkpoint import load_checkpoint
-    from kryptondb.model.labels import imagenet_labels
-    from kryptondb.model.zoo import ZOO
-
     entry = ZOO[name]
     if entry.has_real_weights:
         path = entry.checkpoint_path()
@@ -284,8 +279,6 @@ def _zoo_model(name: str, seed: int) -> Model:
 def _unchanged(model: Model, path: str, seed: int, digest: str) -> Model:
     """``model``, read from ``path`` after its digest was taken, if the file is still what the
     digest says: else the cache would hold other weights under that digest."""
-    from kryptondb.model.digest import onnx_digest
-
     if onnx_digest(path, seed) != digest:
         raise FileError(f"ONNX file {path!r} changed while it was being read; run the statement "
                         "again")
@@ -293,9 +286,6 @@ def _unchanged(model: Model, path: str, seed: int, digest: str) -> Model:
 
 
 def _onnx_model(path: str, seed: int) -> Model:
-    from kryptondb.model.labels import imagenet_labels
-    from kryptondb.model.onnx_import import import_onnx
-
     imported = import_onnx(path, seed=seed)
     g = imported.graph
     weights = (f"from {os.path.basename(path)}" if not imported.placeholders else
@@ -309,6 +299,4 @@ def _onnx_model(path: str, seed: int) -> Model:
 
 
 def names() -> Sequence[str]:
-    from kryptondb.model.zoo import ZOO
-
     return tuple(ZOO)

@@ -63,8 +63,8 @@ def portable_copy(path: str | os.PathLike, data_name: str,
 
 
 def _parse(raw: bytes, shown: str):
-    import onnx
-    from google.protobuf.message import DecodeError
+    import onnx  # slow to import (~55 ms): ONNX files only
+    from google.protobuf.message import DecodeError  # comes with onnx, as lazily
 
     try:
         return onnx.load_model_from_string(raw)
@@ -94,7 +94,7 @@ def _graph_tensors(graph) -> Iterator:
 
 def itemsize(data_type: int) -> int:
     """Bytes per element of an ONNX element type (1 for strings and unknown types)."""
-    from onnx import helper
+    from onnx import helper  # slow to import (~55 ms): ONNX files only
 
     try:
         size = helper.tensor_dtype_to_np_dtype(data_type).itemsize
@@ -132,7 +132,7 @@ def check_declared_sizes(proto, shown: str) -> None:
 def to_array(tensor, where: str):
     """numpy_helper.to_array, with a malformed tensor as a ModelImportError naming it and
     ``where`` it is (the file, or a node)."""
-    from onnx import numpy_helper
+    from onnx import numpy_helper  # slow to import (~55 ms): ONNX files only
 
     try:
         return numpy_helper.to_array(tensor)
@@ -145,7 +145,7 @@ def to_array(tensor, where: str):
 
 
 def _is_external(tensor) -> bool:
-    from onnx import TensorProto
+    from onnx import TensorProto  # slow to import (~55 ms): ONNX files only
 
     return tensor.data_location == TensorProto.EXTERNAL
 
@@ -159,7 +159,7 @@ def external_locations(proto) -> list[str]:
 
 def _read_external(proto, shown: str) -> None:
     """Read every tensor's external data into the tensor (see the module docstring)."""
-    from onnx import TensorProto
+    from onnx import TensorProto  # slow to import (~55 ms): ONNX files only
 
     folder = os.path.realpath(os.path.dirname(os.path.abspath(shown)))
     opened: dict[str, BinaryIO] = {}
@@ -217,6 +217,7 @@ def _external_path(location: str, folder: str, what: str) -> str:
 
 def _externalize(proto, data_name: str) -> tuple[bytes, list[bytes]]:
     """Move tensors' data (1 KiB and up) into one data file ``data_name``; (model, chunks)."""
+    # onnx is slow to import (~55 ms): ONNX files only
     from onnx.external_data_helper import set_external_data
 
     chunks, offset = [], 0

@@ -193,7 +193,7 @@ def _fold_const(ctx: _Ctx, n, rng) -> bool:
 
 
 def _attrs(n) -> dict:
-    from onnx import helper
+    from onnx import helper  # slow to import (~55 ms): ONNX files only
 
     return {a.name: helper.get_attribute_value(a) for a in n.attribute}
 
@@ -225,8 +225,8 @@ def _convert_node(ctx: _Ctx, n, rng) -> None:
 def with_seeded_weights(proto, seeded: dict):
     """A copy of ``proto`` whose placeholders are initializers holding ``seeded``: the same
     weights KryptonDB runs, for feeding onnxruntime the original graph."""
-    import onnx
-    from onnx import numpy_helper
+    import onnx  # slow to import (~55 ms): ONNX files only
+    from onnx import numpy_helper  # slow to import (~55 ms): ONNX files only
 
     model = onnx.ModelProto()
     model.CopyFrom(proto)

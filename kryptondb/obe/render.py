@@ -35,10 +35,10 @@ def upsample(heatmap) -> np.ndarray:
 
 
 def save_heatmap_png(heatmap, path: str) -> str:
-    import matplotlib
+    import matplotlib  # heavy (~0.3 s): only when a picture is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): no display needed
 
     path = writable_file(path, "heatmap PNG")
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)

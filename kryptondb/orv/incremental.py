@@ -61,6 +61,16 @@ class _Base:
     since_key: int = 0
 
 
+@dataclass(frozen=True)
+class _Boxes:
+    """One shape group of a window: its boxes' plan, the frame of each box, and their corners."""
+
+    plan: IncrementalPlan
+    owners: np.ndarray              # (n,) frame index of each box
+    corners: np.ndarray             # (n, 2) top-left corners
+    shape: tuple[int, int]
+
+
 @dataclass
 class VideoIVM:
     """Streaming state: feed windows of preprocessed frames with ``window``."""
@@ -135,22 +145,7 @@ class VideoIVM:
         if not pending:
             return
         g = self.model.graph
-        _, height, width = g.input_shape
-        groups: dict[tuple[int, int], list] = {}
-        full_frames = []
-        for i, found in pending:
-            if found is None:
-                full_frames.append(i)
-                continue
-            pads = [padded(b, height, width, self.settings.align) for b in found]
-            shape = (max(b.h for b in pads), max(b.w for b in pads))
-            stats[i].flops_share = self._share(shape, len(pads))
-            floor = self.settings.min_speedup
-            if floor > 0 and stats[i].flops_share > 1 / floor:
-                full_frames.append(i)
-                continue
-            corners = [(min(b.y0, height - shape[0]), min(b.x0, width - shape[1])) for b in pads]
-            groups.setdefault(shape, []).append((i, corners))
+        groups, full_frames = self._group(pending, stats)
         last = pending[-1][0]
         others = [i for i in full_frames if i != last]
         if others:
@@ -172,31 +167,54 @@ class VideoIVM:
         elif kept is not None:  # the input the views belong to: base pixels + the boxes
             self.base = _Base(kept[g.inputs[0]], kept, outs[last], self.base.since_key)
 
+    def _group(self, pending, stats) -> tuple[dict[tuple[int, int], list], list[int]]:
+        """(frames by the padded shape of their boxes, with the boxes' corners; frames to run
+        in full: no boxes found, or boxes saving less than ``min_speedup``)."""
+        _, height, width = self.model.graph.input_shape
+        groups: dict[tuple[int, int], list] = {}
+        full_frames = []
+        for i, found in pending:
+            if found is None:
+                full_frames.append(i)
+                continue
+            pads = [padded(b, height, width, self.settings.align) for b in found]
+            shape = (max(b.h for b in pads), max(b.w for b in pads))
+            stats[i].flops_share = self._share(shape, len(pads))
+            floor = self.settings.min_speedup
+            if floor > 0 and stats[i].flops_share > 1 / floor:
+                full_frames.append(i)
+                continue
+            corners = [(min(b.y0, height - shape[0]), min(b.x0, width - shape[1])) for b in pads]
+            groups.setdefault(shape, []).append((i, corners))
+        return groups, full_frames
+
     def _run_group(self, x, shape, members, outs, last):
-        g = self.model.graph
         owners = np.array([i for i, corners in members for _ in corners])
         corners = np.array([c for _, cs in members for c in cs], dtype=np.int64)
-        plan = IncrementalPlan(g, corners, shape, self.base.views, self.settings.tau)
-        h, w = shape
+        plan = IncrementalPlan(self.model.graph, corners, shape, self.base.views,
+                               self.settings.tau)
+        group = _Boxes(plan, owners, corners, shape)
         # batches of whole frames (all boxes of a frame in one batch); the last frame alone,
         # keeping its maintained views
         batch: list[int] = []
         for frame in (i for i, _ in members if i != last):
             batch.append(frame)
             if np.isin(owners, batch).sum() >= ITEMS_PER_BATCH:
-                self._run_items(plan, x, owners, corners, h, w, batch, outs)
+                self._run_items(group, x, batch, outs)
                 batch = []
         if batch:
-            self._run_items(plan, x, owners, corners, h, w, batch, outs)
+            self._run_items(group, x, batch, outs)
         if last in owners:
-            return self._run_items(plan, x, owners, corners, h, w, [last], outs, keep=True)
+            return self._run_items(group, x, [last], outs, keep=True)
         return None
 
-    def _run_items(self, plan, x, owners, corners, h, w, frames, outs, keep=False):
+    def _run_items(self, group: _Boxes, x, frames, outs, keep=False):
+        """Run the boxes of ``frames``; with ``keep``, return the maintained views."""
+        (h, w), owners, corners = group.shape, group.owners, group.corners
         items = np.flatnonzero(np.isin(owners, frames))
         vals = np.stack([x[owners[k], :, corners[k, 0]:corners[k, 0] + h,
                            corners[k, 1]:corners[k, 1] + w] for k in items])
-        res = plan.run(items, vals, self.backend, self.stats, owners[items], keep)
+        res = group.plan.run(items, vals, self.backend, self.stats, owners[items], keep)
         out, kept = res if keep else (res, None)
         seen = list(dict.fromkeys(owners[items]))  # frames in order of first appearance
         for row, frame in enumerate(seen):

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+from PIL import Image, ImageDraw, ImageFont
 
 from kryptondb.errors import KryptonError
+from kryptondb.files import writable_file
+from kryptondb.media.video import frames as decode
 
 VIDEO_KEY = b"kryptondb.video"  # schema metadata of a frame relation: the video it came from
 
@@ -31,11 +33,6 @@ def contact_sheet(labels: pa.Table, path: str, count: int = 24, columns: int = 6
     """Write a PNG grid of up to ``count`` frames of the relation ``labels`` (evenly spaced),
     each ``width`` pixels wide with a caption: frame number, time, top-1 label, probability and,
     when the relation has it, how the frame was computed (mode). Returns ``path``."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    from kryptondb.files import writable_file
-    from kryptondb.media.video import frames as decode
-
     path = writable_file(path, "contact sheet PNG")
     video = (labels.schema.metadata or {}).get(VIDEO_KEY)
     if video is None or "frame" not in labels.column_names:
@@ -44,22 +41,32 @@ def contact_sheet(labels: pa.Table, path: str, count: int = 24, columns: int = 6
     if count < 1 or columns < 1:
         raise KryptonError(f"a contact sheet needs at least one frame and one column, got "
                            f"{count} frames in {columns} columns")
-    top = labels.filter(pc.equal(labels["rank"], 1)) if "rank" in labels.column_names \
-        else labels
-    rows = {r["frame"]: r for r in top.to_pylist()}
+    rows = {r["frame"]: r for r in labels.to_pylist() if r.get("rank", 1) == 1}  # top-1 rows
     chosen = pick(sorted(rows), count)
     if not chosen:
         raise KryptonError("the relation has no frames to draw")
-    font = ImageFont.load_default()
+    _draw(rows, chosen, _tiles(video.decode(), chosen, width), min(columns, len(chosen)),
+          width).save(path)
+    return path
+
+
+def _tiles(video: str, chosen: list[int], width: int) -> dict[int, Image.Image]:
+    """The chosen frames of ``video``, each resized to ``width`` pixels wide."""
     wanted, tiles = set(chosen), {}
-    for index, _, img in decode(video.decode(), chosen[0], chosen[-1]):
+    for index, _, img in decode(video, chosen[0], chosen[-1]):
         if index in wanted:
             # at most square-ish tiles: a frame far taller than wide is squeezed, not 100k high
             height = min(max(1, round(img.height * width / img.width)), 2 * width)
             tiles[index] = img.resize((width, height))
+    return tiles
+
+
+def _draw(rows: dict, chosen: list[int], tiles: dict[int, Image.Image], cols: int,
+          width: int) -> Image.Image:
+    """The sheet: tiles in rows of ``cols``, each captioned from its row of the relation."""
+    font = ImageFont.load_default()
     caption_h = 30
     tile_h = max(t.height for t in tiles.values()) + caption_h
-    cols = min(columns, len(chosen))
     sheet = Image.new("RGB", (cols * width, -(-len(chosen) // cols) * tile_h), "white")
     draw = ImageDraw.Draw(sheet)
     for k, index in enumerate(chosen):
@@ -72,5 +79,4 @@ def contact_sheet(labels: pa.Table, path: str, count: int = 24, columns: int = 6
                   f"#{index}  {r['timestamp']:.2f} s{mode}", fill="black", font=font)
         draw.text((x + 3, y + tile_h - caption_h + 15),
                   f"{r['label'][:26]}  {r['probability']:.2f}", fill="black", font=font)
-    sheet.save(path)
-    return path
+    return sheet

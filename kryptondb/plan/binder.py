@@ -11,6 +11,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from kryptondb.catalog import RELATIONS, relation_names
 from kryptondb.errors import PlanError, UnknownNameError
 from kryptondb.lang import ast
 from kryptondb.model.binding import resolve
@@ -18,6 +19,7 @@ from kryptondb.obe.grid import Grid
 from kryptondb.plan import option_ranges as ranges
 from kryptondb.plan.nodes import PlanNode, node
 from kryptondb.plan.ops import Op
+from kryptondb.sql import relations
 
 DEVICES = {"cpu": "onnxruntime", "onnxruntime": "onnxruntime", "ort": "onnxruntime",
            "numpy": "numpy", "gpu": "cupy", "cupy": "cupy"}
@@ -125,7 +127,7 @@ def _into(b: Binder, s, root: PlanNode) -> PlanNode:
     if s.into is None:
         return root
     name = s.into.value
-    if name.lower() in ("models", "images", "videos", "tables", "views"):
+    if name.lower() in RELATIONS:
         raise b.fail(f"{name!r} is the name of a catalog relation; choose another table name",
                      s.into.span)
     return node(Op.STORE, root, table=name)
@@ -200,9 +202,6 @@ def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
 
 def _sql_tables(b: Binder, sql_text: str) -> list[str]:
     """The relations a SELECT reads, each checked against the catalog (kryptondb.sql)."""
-    from kryptondb.exec.catalog_ops import relation_names
-    from kryptondb.sql import relations
-
     return relations(sql_text, relation_names(b.db), b.text)
 
 

@@ -3,6 +3,9 @@ a batch of any size. Heavy imports happen inside the backend that needs them."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import threading
 import weakref
 from typing import Mapping, Sequence
@@ -11,6 +14,8 @@ import numpy as np
 
 from kryptondb.errors import BackendError, ShapeError
 from kryptondb.graph.ir import Graph, Op
+from kryptondb.runtime.numpy_ops import KERNELS
+from kryptondb.runtime.onnx_export import to_onnx, weight_arrays
 
 
 class Backend:
@@ -33,8 +38,6 @@ class Backend:
 
 
 def usable_cores() -> int:
-    import os
-
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -62,8 +65,6 @@ class NumpyBackend(Backend):
     name = "numpy"
 
     def run(self, graph, feeds, outputs=None):
-        from kryptondb.runtime.numpy_ops import KERNELS
-
         outputs = tuple(outputs or graph.outputs)
         values = check_feeds(graph, feeds)
         remaining = {k: len(v) for k, v in graph.consumers().items()}
@@ -124,9 +125,7 @@ class OnnxRuntimeBackend(Backend):
             return per_graph[outputs]
 
     def _make_session(self, graph, outputs):
-        import onnxruntime as ort
-
-        from kryptondb.runtime.onnx_export import to_onnx
+        import onnxruntime as ort  # ~25 ms to import; only onnxruntime sessions need it
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -181,9 +180,6 @@ def release_freed_memory() -> None:
     heap, for VGG16 hundreds of MB. Elsewhere (no glibc) a no-op."""
     global _TRIM
     if _TRIM is None:
-        import ctypes
-        import ctypes.util
-
         try:
             _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
         except (OSError, AttributeError):
@@ -204,9 +200,7 @@ def _borrowing(opts, graph: Graph, model) -> tuple[bytes, tuple[dict, list]]:
     needs two more transient copies); the others are initializers the session borrows
     (prepacking still copies those of MatMul and Gemm: at most FED_BYTES each).
     Returns the serialized model and (fed arrays by input name, borrowed OrtValues)."""
-    import onnxruntime as ort
-
-    from kryptondb.runtime.onnx_export import weight_arrays
+    import onnxruntime as ort  # ~25 ms to import; only onnxruntime sessions need it
 
     fed, borrowed = {}, []
     inputs = {i.name for i in model.graph.input}

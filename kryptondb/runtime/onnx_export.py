@@ -6,13 +6,14 @@ given size on, extra graph inputs the caller feeds at every run (so no copy of t
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from kryptondb.graph.ir import Graph, Node, Op
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 17
 IR_VERSION = 8  # onnxruntime 1.31 accepts IR <= 13; 8 is the IR of opset 17
@@ -25,6 +26,8 @@ class _Emitter:
 
     def const(self, name: str, value) -> str:
         if name not in self.seen:
+            from onnx import numpy_helper  # onnx costs ~55 ms to import; only exports need it
+
             self.seen.add(name)
             self.inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
@@ -38,6 +41,8 @@ class _Emitter:
         return self.const(tag, arr if shape is None else arr.reshape(shape))
 
     def emit(self, op: str, inputs, output: str, **attrs) -> str:
+        from onnx import helper  # onnx costs ~55 ms to import; only exports need it
+
         self.nodes.append(helper.make_node(op, list(inputs), [output], **attrs))
         return output
 
@@ -156,6 +161,8 @@ def _emit_shuffle(e: _Emitter, n: Node, x: str, out: str) -> None:
 
 
 def _value_info(name: str, shape) -> onnx.ValueInfoProto:
+    from onnx import TensorProto, helper  # onnx costs ~55 ms to import; only exports need it
+
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape])
 
 
@@ -164,6 +171,8 @@ def to_onnx(graph: Graph, outputs: Sequence[str] | None = None,
     """An ONNX model computing ``outputs`` (default: the graph's) with a batch axis ``N``;
     weights of ``fed_from`` bytes or more become graph inputs after the graph's own (the
     caller feeds them: ``weight_arrays``) instead of initializers."""
+    from onnx import TensorProto, helper  # onnx costs ~55 ms to import; only exports need it
+
     e = _Emitter(graph, fed_from)
     for n in graph.nodes:
         if n.op is not Op.INPUT:

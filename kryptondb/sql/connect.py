@@ -44,7 +44,7 @@ class SqlLimits:
 
 def connect_duckdb(limits: SqlLimits):
     """A fresh in-memory DuckDB connection, locked down (its settings cannot be changed later)."""
-    import duckdb
+    import duckdb  # ~60 ms to import: only SQL statements need it
 
     config = {**_LOCKED, "memory_limit": f"{limits.memory_mb}MB", "threads": limits.threads,
               "lock_configuration": True}

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from kryptondb.errors import KryptonError, QuerySyntaxError, SqlError
+from kryptondb.lang.ast import Span
 from kryptondb.sql.connect import SqlLimits
 
 
@@ -25,8 +26,6 @@ class Where:
 
     def span(self, pos: int | None = None, length: int | None = None):
         """The Span of bytes [pos, pos + length) of ``sql``; no ``pos``: its first line."""
-        from kryptondb.lang.ast import Span
-
         raw = self.sql.encode()
         start = len(raw[:pos].decode(errors="ignore")) if pos is not None else 0
         text = self.text_or_sql
