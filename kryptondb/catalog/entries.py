@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kryptondb.catalog import layout
-from kryptondb.errors import CatalogError, StorageError, UnknownNameError
+from kryptondb.errors import CatalogError, KryptonError, StorageError, UnknownNameError
+from kryptondb.media.images import Preprocess, preprocess_from_json, preprocess_to_json
 
 FORMAT, VERSION = "kryptondb", 2  # 2: each table version in its own file (layout.py)
 MAX_NAME = 128  # characters: <name>.<token>.onnx.data and its temp name fit NAME_MAX (255 bytes)
@@ -30,14 +31,22 @@ _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
-    """A model: ``source`` is a zoo name (kind 'zoo') or an absolute .onnx path (kind 'onnx')."""
+    """A model: ``source`` is a zoo name (kind 'zoo') or an absolute .onnx path (kind 'onnx');
+    ``preprocess`` the preprocessing its CREATE MODEL declared, or None for the default (a zoo
+    model's own; for an ONNX file IMAGENET when its input is square and 3-channel, else NONE:
+    kryptondb/model/model.py default_preprocess). Catalogs written before declarations existed
+    have none."""
 
     name: str
     source: str
     kind: str
+    preprocess: Preprocess | None = None
 
     def __post_init__(self):
         check_kind(self.kind, MODEL_KINDS, "model kind")
+        if self.preprocess is not None and not isinstance(self.preprocess, Preprocess):
+            raise CatalogError(f"model {self.name!r}: preprocess must be a Preprocess, got "
+                               f"{type(self.preprocess).__name__}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +131,10 @@ def _model_to_json(e: ModelEntry, root: Path) -> dict:
     source = e.source
     if e.kind == "onnx" and layout.stored_item(root, "model", Path(source)) is not None:
         source = layout.to_json(root, Path(source))  # relative: the directory can be moved
-    return {"kind": e.kind, "source": source}
+    record = {"kind": e.kind, "source": source}
+    if e.preprocess is not None:  # absent: the default (older releases ignore the key)
+        record["preprocess"] = preprocess_to_json(e.preprocess)
+    return record
 
 
 def entry_to_json(entry, token: str | None, file: Path | None, root: Path) -> dict:
@@ -142,7 +154,7 @@ def entry_from_json(kind: str, name: str, d: dict, root: Path):
         source = d["source"]
         if d["kind"] == "onnx" and not Path(source).is_absolute():
             source = str(layout.from_json(root, "model", source))
-        return ModelEntry(name, source, d["kind"]), None, None
+        return ModelEntry(name, source, d["kind"], _preprocess(d.get("preprocess"))), None, None
     if kind in ("image", "video"):
         return MediaEntry(name, kind, str(d["path"]), dict(d["info"])), None, None
     entry = TableEntry(name, kind, int(d["rows"]), tuple(map(str, d["columns"])),
@@ -150,6 +162,13 @@ def entry_from_json(kind: str, name: str, d: dict, root: Path):
     file = layout.from_json(root, kind, d["file"]) if "file" in d \
         else layout.legacy_file(root, kind, name)
     return entry, str(d["token"]), file
+
+
+def _preprocess(record) -> Preprocess | None:
+    try:
+        return None if record is None else preprocess_from_json(record)
+    except KryptonError as e:  # CatalogError: catalog_from_json names the entry
+        raise CatalogError(f"bad preprocess {record!r}: {e}") from None
 
 
 def catalog_to_json(entries: dict, tokens: dict, files: dict, root: Path) -> bytes:

@@ -23,6 +23,7 @@ from kryptondb.catalog.storage import (atomic_write, atomic_write_bytes, fsync_d
 from kryptondb.errors import CatalogError, FileError, ImageError, StorageError
 from kryptondb.files import check_regular
 from kryptondb.limits import current
+from kryptondb.media.images import Preprocess
 from kryptondb.model.onnx_files import portable_copy
 
 
@@ -35,9 +36,11 @@ class Writes:
 
     # -- changing --------------------------------------------------------------------------
 
-    def register_model(self, name: str, source: str | os.PathLike, kind: str) -> ModelEntry:
+    def register_model(self, name: str, source: str | os.PathLike, kind: str,
+                       preprocess: Preprocess | None = None) -> ModelEntry:
         """Add or replace a model. An 'onnx' file is copied into an on-disk database, with its
-        external data (see kryptondb.model.onnx_files.portable_copy)."""
+        external data (see kryptondb.model.onnx_files.portable_copy); ``preprocess`` is its
+        declared preprocessing (None: the default, see ModelEntry)."""
         check_kind(kind, MODEL_KINDS, "model kind")
         check_name(name)
         if kind == "zoo" and (not isinstance(source, str) or not source):
@@ -55,7 +58,7 @@ class Writes:
             try:
                 if copy is not None:
                     source = self._store_onnx(name, *copy, written)
-                entry = ModelEntry(name, str(source), kind)
+                entry = ModelEntry(name, str(source), kind, preprocess)
                 self._commit([("model", name, entry, None, None)])
             except BaseException:
                 self._remove_files(written)

@@ -9,7 +9,7 @@ import pyarrow as pa
 from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET
 from kryptondb.catalog import RELATIONS, Database
 from kryptondb.errors import CatalogError, KryptonError, StorageError, UnknownNameError
-from kryptondb.media.images import load_image
+from kryptondb.media.images import load_image, preprocess_text
 from kryptondb.media.video import probe
 from kryptondb.model.binding import resolve
 from kryptondb.model.model import load_model
@@ -34,14 +34,28 @@ def create_model(node, inputs, ctx) -> Result:
                            "another name")
     path = os.path.abspath(os.path.expanduser(node.arg("path")))
     load_model(path)  # validates: missing, corrupt or unsupported files fail here
-    ctx.db.register_model(name, path, "onnx")
+    ctx.db.register_model(name, path, "onnx", node.arg("preprocess"))
     ref = resolve(ctx.db, name)
     _drop_stale_views(ctx.db, ref)
     model = ref.model
     note = (f"; it shadows the zoo model {zoo} in this database (DROP MODEL {name} to use the "
             "zoo's again)") if ref.shadows_zoo else ""
     return Result("message", message=f"created model {name} ({len(model.graph.nodes)} layers, "
-                  f"input {model.input_shape}, {model.weights}; digest {ref.short_digest}){note}")
+                  f"input {model.input_shape}, {model.weights}; digest {ref.short_digest}; "
+                  f"preprocessing {preprocessing(ref)}){note}")
+
+
+def preprocessing(ref) -> str:
+    """The preprocessing a bound model runs, as KQL, and whether it was declared: IMAGENET
+    spelled out, since its sizes follow the model's input."""
+    pre = ref.model.preprocess
+    if pre is None:
+        return "none: images are refused, pass tensors"
+    shown = f"IMAGENET = {preprocess_text(pre, named=False)}" if pre.is_imagenet else str(pre)
+    if ref.declared is not None:
+        return f"{shown} (declared)"
+    whose = "the zoo model's" if ref.kind == "zoo" else "the default for its input"
+    return f"{shown} ({whose}; CREATE MODEL ... PREPROCESS declares another)"
 
 
 def _drop_stale_views(db, ref) -> None:
@@ -99,7 +113,7 @@ class _Scratch:
     def __init__(self, ctx, ref, using: str):
         self.db = Database()
         if ref.registered:  # the scratch database must bind the name to the same model
-            self.db.register_model(ref.entry, ref.source, ref.kind)
+            self.db.register_model(ref.entry, ref.source, ref.kind, ref.declared)
         if resolve(self.db, ref.entry).digest != ref.digest:
             raise KryptonError(f"model {ref.name} changed while TUNE started; run it again")
         self.ctx, self.using, self.memo, self.image = ctx, using, {}, None
@@ -145,7 +159,7 @@ def describe_model(node, inputs, ctx) -> Result:
     })
     msg = (f"model {model.name}: {d.total_params:,} parameters, {d.total_flops / 1e9:.2f} GFLOPs "
            f"per image, input {'x'.join(map(str, model.input_shape))}; weights: {model.weights}; "
-           f"{_origin(ref)}, digest {ref.short_digest}")
+           f"{_origin(ref)}, digest {ref.short_digest}; preprocessing {preprocessing(ref)}")
     return Result("table", table=table, message=msg)
 
 

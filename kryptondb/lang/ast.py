@@ -118,9 +118,27 @@ class Predict(Statement):
 
 
 @dataclass(frozen=True, slots=True)
+class Preprocessing:
+    """PREPROCESS NONE | IMAGENET | [(] [RESIZE r | RESIZE h w] [CROP c | CROP h w] [SCALE k]
+    [MEAN (m, ...)] [STD (s, ...)] [)], as written (checked and made a Preprocess by the
+    binder, plan/preprocessing.py). ``spans``: each step's, and each MEAN/STD value's
+    (``"std.0"``, ...)."""
+
+    kind: str  # 'none' | 'imagenet' | 'steps'
+    resize: tuple[int, ...] | None = None  # (r,): the shorter side; (h, w): exactly
+    crop: tuple[int, ...] | None = None    # (c,): square; (h, w)
+    scale: float | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    spans: dict = field(default_factory=dict, compare=False)
+    span: Span = field(default_factory=Span, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class CreateModel(Statement):
     name: Name
     path: Ref
+    preprocess: Preprocessing | None = None  # None: not declared (the default)
 
 
 @dataclass(frozen=True, slots=True)

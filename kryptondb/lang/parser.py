@@ -224,8 +224,40 @@ class _Build(Transformer):
         return ast.Tune(_name(name), images, **values, spans=spans)
 
     @_statement
-    def create_model(self, name, path):
-        return ast.CreateModel(_name(name), ast.Ref(_unquote(path), True, _span(path)))
+    def create_model(self, name, path, preprocess=None):
+        return ast.CreateModel(_name(name), ast.Ref(_unquote(path), True, _span(path)),
+                               preprocess)
+
+    # -- PREPROCESS -------------------------------------------------------------------------
+    pre_resize = _option("resize", "RESIZE", lambda *sides: tuple(map(_int, sides)))
+    pre_crop = _option("crop", "CROP", lambda *sides: tuple(map(_int, sides)))
+    pre_scale = _option("scale", "SCALE")
+    pre_mean = _option("mean", "MEAN", lambda *values: values)
+    pre_std = _option("std", "STD", lambda *values: values)
+
+    @v_args(meta=True)
+    def signed(self, meta, children):
+        """A number with its sign and span: (value, span)."""
+        return (-children[-1] if len(children) == 2 else children[-1]), _meta_span(meta)
+
+    @v_args(meta=True)
+    def pre_none(self, meta, children):
+        return ast.Preprocessing("none", span=_meta_span(meta))
+
+    @v_args(meta=True)
+    def pre_imagenet(self, meta, children):
+        return ast.Preprocessing("imagenet", span=_meta_span(meta))
+
+    @v_args(meta=True)
+    def pre_steps(self, meta, steps):
+        values, spans = _merge(steps)
+        if "scale" in values:
+            values["scale"], spans["scale.0"] = values["scale"]
+        for key in ("mean", "std"):
+            if key in values:
+                spans |= {f"{key}.{i}": span for i, (_, span) in enumerate(values[key])}
+                values[key] = tuple(v for v, _ in values[key])
+        return ast.Preprocessing("steps", **values, spans=spans, span=_meta_span(meta))
 
     @_statement
     def load_media(self, kind, path, name):
@@ -301,7 +333,8 @@ def parse_script(text: str) -> list[ast.Statement]:
 
 _FRIENDLY = {"STRING": "a quoted string", "INT": "an integer", "DECIMAL": "a number",
              "NAME": "a name", "$END": "end of statement", "SEMICOLON": "';'", "SQL": "SELECT",
-             "MORETHAN": "'>'",
+             "MORETHAN": "'>'", "MINUS": "'-'", "LPAR": "'('", "RPAR": "')'",
+             "COMMA": "','",
              "CATALOG_KIND": "MODELS, IMAGES, VIDEOS, VIEWS or TABLES",
              "MEDIA_KIND": "IMAGE or VIDEO", "DROP_KIND": "MODEL, IMAGE, VIDEO, VIEW or TABLE",
              "PLAN_FORMAT": "TEXT, DOT, SVG or HTML"}

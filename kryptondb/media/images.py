@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from kryptondb.errors import ImageError, KryptonError
+from kryptondb.errors import ImageError, KryptonError, ShapeError
 from kryptondb.files import open_regular, user_path
 from kryptondb.limits import check_size, current, how_to_raise
 
@@ -23,51 +23,244 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 WHOLE_RESIZE_PIXELS = 1 << 24
 
 
+Side = "int | tuple[int, int]"  # a square side, or (height, width)
+
+
 @dataclass(frozen=True, slots=True)
 class Preprocess:
-    """Resize the shorter side to ``resize`` (bilinear), centre-crop ``crop``, scale to [0, 1],
-    normalise per channel. Matches torchvision's ImageNet evaluation transform."""
+    """How an image becomes a model input, in four steps, each of which may be left out:
 
-    resize: int = 256
-    crop: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    1. ``resize``: the shorter side to ``resize`` pixels (bilinear, keeping the aspect ratio),
+       or the whole image to exactly ``(height, width)``; None: not resized;
+    2. ``crop``: the centre ``crop`` x ``crop`` (or ``(height, width)``) pixels; None: none;
+    3. pixels to [0, 1], times ``scale``;
+    4. ``(x - mean) / std`` per channel; ``mean`` and ``std`` empty: not normalised.
+
+    An image is read as grey when ``mean`` has one value, else as RGB. The default is
+    torchvision's ImageNet evaluation transform; ``str()`` is the KQL that declares it
+    (``CREATE MODEL m FROM 'm.onnx' PREPROCESS ...``, docs/models.md).
+
+    >>> str(Preprocess()), str(Preprocess.none()), str(Preprocess.scaled(255))
+    ('IMAGENET', 'NONE', 'SCALE 255')
+    >>> str(Preprocess(resize=(28, 28), crop=None, mean=(0.5,), std=(0.5,)))
+    '(RESIZE 28 28 MEAN (0.5) STD (0.5))'
+    """
+
+    resize: int | tuple[int, int] | None = 256
+    crop: int | tuple[int, int] | None = 224
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    scale: float = 1.0
 
     def __post_init__(self):
         for name in ("resize", "crop"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise KryptonError(f"Preprocess {name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, _side(getattr(self, name), name, name == "crop"))
         for name in ("mean", "std"):
-            value = getattr(self, name)
-            if len(value) != 3 or not all(isinstance(v, numbers.Real) and math.isfinite(v)
-                                          for v in value) or name == "std" and 0 in value:
-                raise KryptonError(f"Preprocess {name} must be three finite numbers"
-                                   f"{' (none zero)' if name == 'std' else ''}, got {value!r}")
+            object.__setattr__(self, name, _numbers(getattr(self, name), name))
+        if len(self.mean) != len(self.std):
+            raise KryptonError(f"Preprocess mean and std must have one value per channel each, "
+                               f"got {len(self.mean)} and {len(self.std)}")
+        if not isinstance(self.scale, numbers.Real) or isinstance(self.scale, bool) \
+                or not math.isfinite(self.scale) or self.scale <= 0:
+            raise KryptonError(f"Preprocess scale must be a positive number, got {self.scale!r}")
+        object.__setattr__(self, "scale", float(self.scale))
+        if self.crop is not None and self.resize is not None and \
+                not all(c <= r for c, r in zip(_pair(self.crop), self.resized_bound)):
+            raise KryptonError(f"Preprocess crop {self.crop} is larger than its resize "
+                               f"{self.resize}: the crop must fit in the resized image")
+
+    @staticmethod
+    def imagenet(side: int = 224) -> "Preprocess":
+        """torchvision's ImageNet transform for a ``side`` x ``side`` input: the shorter side to
+        side * 256 / 224, the centre crop, ImageNet mean and std."""
+        return Preprocess(resize=side * 256 // 224, crop=side)
+
+    @staticmethod
+    def none() -> "Preprocess":
+        """Images as [0, 1] floats, neither resized nor normalised; tensors as they are."""
+        return Preprocess(None, None, (), ())
+
+    @staticmethod
+    def scaled(scale: float) -> "Preprocess":
+        """Images as [0, 1] floats times ``scale`` (255: the model takes 0..255), not resized."""
+        return Preprocess(None, None, (), (), scale)
+
+    @property
+    def resized_bound(self) -> tuple[int, int]:
+        """What a crop must fit in: (r, r) for a shorter side r, else the (height, width)."""
+        return _pair(self.resize)
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(height, width) of the images it makes; None: an image keeps its own size."""
+        if self.crop is not None:
+            return _pair(self.crop)
+        return self.resize if isinstance(self.resize, tuple) else None
+
+    @property
+    def channels(self) -> int | None:
+        """Channels of the input it makes of an image (1: grey, 3: RGB); None: it cannot (its
+        mean and std have another number of channels)."""
+        return {0: 3, 1: 1, 3: 3}.get(len(self.mean))
+
+    @property
+    def is_imagenet(self) -> bool:
+        """The shape of ``Preprocess.imagenet(crop)`` (what ``IMAGENET`` declares)."""
+        return isinstance(self.crop, int) and self == Preprocess.imagenet(self.crop)
+
+    def __str__(self) -> str:
+        return preprocess_text(self)
+
+    def refuses(self, shape: tuple[int, ...]) -> str | None:
+        """Why image files cannot become a ``shape`` input through this preprocessing (to
+        follow "model m ..."), or None when they can."""
+        dims = "x".join(map(str, shape))
+        if len(shape) != 3:
+            return f"takes {dims} inputs, not images: pass a tensor"
+        c, h, w = shape
+        if self.channels != c:
+            reads = {1: "as grey (1 channel)", 3: "as RGB (3 channels)"}.get(
+                self.channels, f"into {len(self.mean)} channels, which images do not have")
+            grey = ", or declare PREPROCESS (MEAN (0) STD (1)) to read images as grey" \
+                if c == 1 else ""
+            return (f"takes {c}-channel inputs and its preprocessing {self} reads images "
+                    f"{reads}: pass a {dims} tensor instead{grey}")
+        if self.size is not None and self.size != (h, w):
+            return (f"takes {h}x{w} inputs and its preprocessing {self} makes "
+                    f"{self.size[0]}x{self.size[1]} images: declare one that makes {h}x{w} "
+                    f"(RESIZE {h} {w}), or pass a {dims} tensor")
+        return None
 
     def __call__(self, image) -> np.ndarray:
-        """PIL image or path -> float32 array of shape (3, crop, crop)."""
+        """Path or PIL image -> float32 array (channels, height, width)."""
         img = load_image(image) if isinstance(image, (str, bytes, os.PathLike)) else _rgb(image)
         w, h = img.size
         if w < 1 or h < 1:
             raise ImageError(f"image of {w}x{h} pixels has nothing to preprocess")
-        scale = self.resize / min(w, h)
-        size = (max(self.crop, round(w * scale)), max(self.crop, round(h * scale)))
-        left, top = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
-        if size[0] * size[1] <= WHOLE_RESIZE_PIXELS:
-            img = img.resize(size, Image.BILINEAR, reducing_gap=None)
-            img = img.crop((left, top, left + self.crop, top + self.crop))
-        else:  # the same pixels (up to rounding), from the crop's source region only
-            sx, sy = w / size[0], h / size[1]
-            box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
-            img = img.resize((self.crop, self.crop), Image.BILINEAR, box=box, reducing_gap=None)
+        img = _geometry(img, self.resize, self.crop)
+        if self.channels == 1:
+            img = img.convert("L")
         return self.normalize(np.asarray(img, np.float32) / 255.0)
 
     def normalize(self, hwc: np.ndarray) -> np.ndarray:
-        """HxWx3 in [0, 1] -> normalised 3xHxW float32."""
-        mean = np.asarray(self.mean, np.float32)
-        std = np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(((hwc - mean) / std).transpose(2, 0, 1), dtype=np.float32)
+        """H x W (grey) or H x W x C pixels in [0, 1] -> the model's C x H x W float32."""
+        chw = hwc[None] if hwc.ndim == 2 else hwc.transpose(2, 0, 1)
+        return self.from_pixels(chw)
+
+    def from_pixels(self, x: np.ndarray) -> np.ndarray:
+        """Pixel values in [0, 1], channels first ((C,) or (C, H, W)), in the model's space:
+        times ``scale``, then ``(x - mean) / std``. FILL values go through this too."""
+        x = np.asarray(x, np.float32) * np.float32(self.scale)
+        if self.mean:
+            x = (x - self._per_channel(self.mean, x)) / self._per_channel(self.std, x)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def to_pixels(self, x: np.ndarray) -> np.ndarray:
+        """``from_pixels`` undone: model inputs (C, ...) back to pixel values."""
+        x = np.asarray(x, np.float32)
+        if self.mean:
+            x = x * self._per_channel(self.std, x) + self._per_channel(self.mean, x)
+        return x / np.float32(self.scale)
+
+    def _per_channel(self, values: tuple[float, ...], x: np.ndarray) -> np.ndarray:
+        if x.shape[0] != len(values):
+            raise ShapeError(f"preprocessing {self} normalises {len(values)} channel(s), the "
+                             f"input has {x.shape[0]}")
+        return np.asarray(values, np.float32).reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def _side(value, name: str, square_to_int: bool):
+    """A side (positive int), a (height, width) pair of them, or None."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(_positive(v) for v in value):
+        h, w = int(value[0]), int(value[1])
+        return h if square_to_int and h == w else (h, w)
+    if not _positive(value):
+        raise KryptonError(f"Preprocess {name} must be a positive integer (or a (height, width) "
+                           f"pair of them), got {value!r}")
+    return int(value)
+
+
+def _positive(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+
+
+def _numbers(values, name: str) -> tuple[float, ...]:
+    ok = isinstance(values, (tuple, list)) and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        for v in values)
+    if not ok or name == "std" and any(v <= 0 for v in values):
+        raise KryptonError(f"Preprocess {name} must be finite numbers, one per channel"
+                           f"{' (all positive)' if name == 'std' else ''}, got {values!r}")
+    return tuple(float(v) for v in values)
+
+
+def _pair(side) -> tuple[int, int]:
+    return side if isinstance(side, tuple) else (side, side)
+
+
+def _geometry(img: Image.Image, resize, crop) -> Image.Image:
+    """Resize (the shorter side, or to exactly (h, w)) and centre-crop, as declared."""
+    w, h = img.size
+    if resize is None:
+        size = (w, h)
+    elif isinstance(resize, tuple):
+        size = (resize[1], resize[0])
+    else:
+        scale = resize / min(w, h)
+        size = (max(resize, round(w * scale)), max(resize, round(h * scale)))
+    ch, cw = _pair(crop) if crop is not None else (size[1], size[0])
+    if resize is None and (cw > w or ch > h):
+        raise ImageError(f"image of {w}x{h} pixels is smaller than the crop {cw}x{ch}; declare "
+                         "a RESIZE before the CROP")
+    left, top = (size[0] - cw) // 2, (size[1] - ch) // 2
+    if resize is None:
+        return img.crop((left, top, left + cw, top + ch)) if (cw, ch) != (w, h) else img
+    if size[0] * size[1] <= WHOLE_RESIZE_PIXELS:
+        img = img.resize(size, Image.BILINEAR, reducing_gap=None)
+        return img.crop((left, top, left + cw, top + ch)) if (cw, ch) != size else img
+    # the same pixels (up to rounding), from the crop's source region only
+    sx, sy = w / size[0], h / size[1]
+    box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
+    return img.resize((cw, ch), Image.BILINEAR, box=box, reducing_gap=None)
+
+
+def preprocess_text(pre: Preprocess, named: bool = True) -> str:
+    """The KQL that declares ``pre``: IMAGENET, NONE, SCALE k (when ``named``), or the steps in
+    parentheses."""
+    if named and pre.is_imagenet:
+        return "IMAGENET"
+    if named and (pre.resize, pre.crop, pre.mean) == (None, None, ()):
+        return "NONE" if pre.scale == 1 else f"SCALE {_number(pre.scale)}"
+    steps = [f"{word} {' '.join(map(str, _pair(side) if isinstance(side, tuple) else (side,)))}"
+             for word, side in (("RESIZE", pre.resize), ("CROP", pre.crop)) if side is not None]
+    steps += [f"SCALE {_number(pre.scale)}"] if pre.scale != 1 else []
+    steps += [f"{word} ({', '.join(map(_number, values))})"
+              for word, values in (("MEAN", pre.mean), ("STD", pre.std)) if values]
+    return f"({' '.join(steps)})" if steps else "NONE"
+
+
+def _number(v: float) -> str:
+    """Shortest text that reads back as ``v`` (255, not 255.0; 0.485 as it is)."""
+    short = f"{v:g}"
+    return short if float(short) == v else repr(v)
+
+
+def preprocess_to_json(pre: Preprocess) -> dict:
+    """``pre`` as catalog.json stores it (lists for pairs; read back by preprocess_from_json)."""
+    side = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return {"resize": side(pre.resize), "crop": side(pre.crop), "scale": pre.scale,
+            "mean": list(pre.mean), "std": list(pre.std)}
+
+
+def preprocess_from_json(d: dict) -> Preprocess:
+    """A Preprocess from catalog.json; a malformed record is a KryptonError naming the value."""
+    if not isinstance(d, dict):
+        raise KryptonError(f"a preprocessing record is an object, got {type(d).__name__}")
+    side = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731
+    return Preprocess(side(d["resize"]), side(d["crop"]), tuple(d["mean"]), tuple(d["std"]),
+                      d["scale"])
 
 
 def load_image(path) -> Image.Image:

@@ -2,7 +2,9 @@
 
 The binder resolves the name a query wrote (a registered model first, then the zoo) to a
 ``ModelRef``: the name as written, the catalog entry or zoo model it found, and the digest of
-what runs (kryptondb/model/digest.py), with the loaded Model. Plans carry the ref; rewrite rules,
+what runs (kryptondb/model/digest.py: the weights, and a declared preprocessing), with the loaded
+Model under the preprocessing that binds (a copy: the cached Model is shared by every name and
+preprocessing of the same weights, and never changed). Plans carry the ref; rewrite rules,
 operators, EXPLAIN, view and tuning names read it and never resolve the name again, so a later
 stage cannot pick a different network than the one the statement was planned for.
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from kryptondb.errors import UnknownNameError
+from kryptondb.media.images import Preprocess
+from kryptondb.model.digest import preprocess_digest
 from kryptondb.model.model import Model, load_source
 from kryptondb.model.zoo import ZOO
 
@@ -31,7 +35,8 @@ class ModelRef:
     source: str
     digest: str        # sha256 hex of what runs
     registered: bool   # found in the catalog (else: the zoo, unregistered)
-    model: Model = field(compare=False, repr=False)
+    model: Model = field(compare=False, repr=False)  # with the preprocessing that binds
+    declared: Preprocess | None = None  # CREATE MODEL ... PREPROCESS (None: the default)
 
     @property
     def shadows_zoo(self) -> bool:
@@ -87,7 +92,9 @@ def _resolve(db, name: str, seed: int) -> ModelRef:
         if kind == "zoo" and source not in ZOO:
             raise UnknownNameError(f"zoo model (for model {key!r})", e.source, list(ZOO))
         digest, model = load_source(kind, source, seed)
-        return ModelRef(name, key, kind, source, digest, True, replace(model, name=name))
+        pre = e.preprocess or model.preprocess  # a copy of the cached Model carries it
+        return ModelRef(name, key, kind, source, preprocess_digest(digest, e.preprocess), True,
+                        replace(model, name=name, preprocess=pre), e.preprocess)
     if zoo is not None:
         digest, model = load_source("zoo", zoo, seed)
         return ModelRef(name, zoo, "zoo", zoo, digest, False, replace(model, name=name))

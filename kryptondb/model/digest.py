@@ -116,3 +116,12 @@ def zoo_digest(name: str, seed: int = 0) -> str:
     else:
         weights = f"seed {seed}"
     return hashlib.sha256(f"zoo\0{__version__}\0{name}\0{weights}".encode()).hexdigest()
+
+
+def preprocess_digest(digest: str, preprocess=None) -> str:
+    """The digest of a model's weights (``digest``) run behind a declared preprocessing
+    (``CREATE MODEL ... PREPROCESS``; None: the default, and ``digest`` as it is): views, tunings
+    and memos of one preprocessing are never taken for another's."""
+    if preprocess is None:
+        return digest
+    return hashlib.sha256(f"{digest}\0preprocess {preprocess}".encode()).hexdigest()

@@ -87,7 +87,17 @@ class Model:
         if self.preprocess is None:
             raise KryptonError(f"model {self.name} has no preprocessing; pass arrays of shape "
                                f"{list(self.input_shape)}")
-        return self.preprocess(x)
+        why = self.preprocess.refuses(self.input_shape)
+        if why is not None:
+            raise ShapeError(f"model {self.name} {why}")
+        out = self.preprocess(x)
+        if out.shape != self.input_shape:  # an image of another size, and nothing resizes it
+            h, w = self.input_shape[1:]
+            raise ShapeError(
+                f"model {self.name} takes {h}x{w} inputs (height x width); image {i} is "
+                f"{out.shape[1]}x{out.shape[2]} and the model's preprocessing {self.preprocess} "
+                f"does not resize it: declare PREPROCESS (RESIZE {h} {w} ...), or pass a tensor")
+        return out
 
     def predict(self, images, backend: str = "onnxruntime", batch_size: int = 16) -> np.ndarray:
         """Class probabilities, one row per image.
@@ -293,9 +303,15 @@ def _onnx_model(path: str, seed: int) -> Model:
                f"(seed {seed})")
     classes = math.prod(g[g.output].shape)
     labels = imagenet_labels() if classes == 1000 else None
-    pre = Preprocess(resize=g.input_shape[1] * 256 // 224, crop=g.input_shape[1]) \
-        if g.input_shape[0] == 3 and g.input_shape[1] == g.input_shape[2] else None
-    return Model(g.name, g, pre, weights, labels)
+    return Model(g.name, g, default_preprocess(g.input_shape), weights, labels)
+
+
+def default_preprocess(shape: tuple[int, ...]) -> Preprocess:
+    """An ONNX model's preprocessing when none is declared: IMAGENET (sized to the input) for
+    a square 3-channel input, as before declarations existed; else NONE."""
+    if len(shape) == 3 and shape[0] == 3 and shape[1] == shape[2]:
+        return Preprocess.imagenet(shape[1])
+    return Preprocess.none()
 
 
 def names() -> Sequence[str]:

@@ -15,8 +15,10 @@ def fill_tensor(x: np.ndarray, fill, pre: Preprocess | None, patch: int) -> np.n
     """The (C, H, W) tensor whose pixels replace the occluded ones, in the model's input space;
     ``fill`` has a ``kind`` and a ``value`` (a query's FILL, ``kryptondb.lang.ast.Fill``).
 
-    Constants are pixel values in [0, 1] (gray = 0.5), normalised like the image; MEAN is the
-    image's own per-channel mean; BLUR is the image under a Gaussian of sigma = patch / 4.
+    Constants are pixel values in [0, 1] (gray = 0.5), taken to the model's space as the image's
+    pixels are (``Preprocess.from_pixels``: times the declared SCALE, then the declared MEAN and
+    STD; PREPROCESS NONE: as they are); MEAN is the input's own per-channel mean; BLUR is the
+    input under a Gaussian of sigma = patch / 4.
     """
     c = x.shape[0]
     if fill.kind == "mean":
@@ -24,8 +26,8 @@ def fill_tensor(x: np.ndarray, fill, pre: Preprocess | None, patch: int) -> np.n
     if fill.kind == "blur":
         return _blur(x, max(patch / 4.0, 0.5))
     value = np.full(c, fill.value, np.float32)
-    if pre is not None and c == len(pre.mean):
-        value = (value - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    if pre is not None:
+        value = pre.from_pixels(value)
     return np.broadcast_to(value.reshape(c, 1, 1), x.shape).astype(np.float32)
 
 

@@ -11,10 +11,7 @@ from kryptondb.files import writable_file
 def display_image(x: np.ndarray, pre) -> np.ndarray:
     """A model input (C, H, W) back to an (H, W, 3) picture in [0, 1], undoing ``pre``'s
     normalisation (a ``Preprocess``, or None)."""
-    img = x
-    if pre is not None and x.shape[0] == len(pre.mean):
-        img = x * np.asarray(pre.std, np.float32)[:, None, None] + \
-            np.asarray(pre.mean, np.float32)[:, None, None]
+    img = x if pre is None else pre.to_pixels(x)
     img = img[:3] if img.shape[0] >= 3 else np.repeat(img[:1], 3, axis=0)
     return np.clip(img.transpose(1, 2, 0), 0.0, 1.0)
 

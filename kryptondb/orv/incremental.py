@@ -123,8 +123,9 @@ class VideoIVM:
 
     # -- internals ------------------------------------------------------------------------
     def _std(self):
+        """Per channel, the pixel difference of a unit difference of the model's input."""
         pre = self.model.preprocess
-        return pre.std if pre is not None else None
+        return None if pre is None else tuple(s / pre.scale for s in pre.std or (1.0,))
 
     def _keyframe(self, xi, outs, stats, i):
         g = self.model.graph

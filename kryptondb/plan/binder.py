@@ -18,6 +18,7 @@ from kryptondb.model.binding import resolve
 from kryptondb.obe.grid import Grid
 from kryptondb.plan import option_ranges as ranges
 from kryptondb.plan.nodes import PlanNode, node
+from kryptondb.plan.preprocessing import bind_preprocess
 from kryptondb.plan.ops import Op
 from kryptondb.sql import relations
 
@@ -187,7 +188,8 @@ def plan_tune(b: Binder, s: ast.Tune) -> tuple[PlanNode, Options]:
 
 def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
     if isinstance(s, ast.CreateModel):
-        return node(Op.CREATE_MODEL, name=s.name.value, path=s.path.value), Options()
+        return node(Op.CREATE_MODEL, name=s.name.value, path=s.path.value,
+                    preprocess=bind_preprocess(b, s)), Options()
     if isinstance(s, ast.LoadMedia):
         return node(Op.LOAD_MEDIA, kind=s.kind, path=s.path.value, name=s.name.value), Options()
     if isinstance(s, ast.Show):

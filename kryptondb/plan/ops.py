@@ -12,6 +12,7 @@ from enum import Enum
 from numbers import Integral, Real
 
 from kryptondb.lang.ast import Fill
+from kryptondb.media.images import Preprocess
 from kryptondb.model.binding import ModelRef
 from kryptondb.obe.grid import Grid
 
@@ -85,6 +86,7 @@ SHAPE = _Kind("a tuple of int", lambda v: isinstance(v, tuple) and all(INT(x) fo
 MODEL = _Kind("a bound ModelRef", lambda v: isinstance(v, ModelRef))
 GRID = _Kind("a Grid", lambda v: isinstance(v, Grid))
 FILL = _Kind("a Fill", lambda v: isinstance(v, Fill))
+PREPROCESS = _Kind("a Preprocess", lambda v: isinstance(v, Preprocess))
 BACKEND = _Kind("a backend name", lambda v: v in ("onnxruntime", "numpy", "cupy"))
 MODE = _Kind("'naive' or 'incremental'", lambda v: v in ("naive", "incremental"))
 CLASS = _Kind("a class id or 'top1'", lambda v: v == "top1" or INT(v))
@@ -131,7 +133,7 @@ SCHEMA: dict[Op, dict[str, _Kind]] = {
     Op.STORE: {"table": TEXT},
     Op.STORE_TABLE: {"table": TEXT},
     Op.TUNE: {"model": MODEL, "grid": GRID, "fill": FILL, "images": NAMES},
-    Op.CREATE_MODEL: {"name": TEXT, "path": TEXT},
+    Op.CREATE_MODEL: {"name": TEXT, "path": TEXT, "preprocess": PREPROCESS},
     Op.LOAD_MEDIA: {"kind": one_of("image", "video"), "path": TEXT, "name": TEXT},
     Op.SHOW_CATALOG: {"what": TEXT},
     Op.DESCRIBE_MODEL: {"model": MODEL},
