@@ -23,8 +23,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 WHOLE_RESIZE_PIXELS = 1 << 24
 
 
-Side = "int | tuple[int, int]"  # a square side, or (height, width)
-
 
 @dataclass(frozen=True, slots=True)
 class Preprocess:
@@ -36,7 +34,7 @@ class Preprocess:
     3. pixels to [0, 1], times ``scale``;
     4. ``(x - mean) / std`` per channel; ``mean`` and ``std`` empty: not normalised.
 
-    An image is read as grey when ``mean`` has one value, else as RGB. The default is
+    An image is read as grey (PIL's "L") when ``mean`` has one value, else as RGB. The default is
     torchvision's ImageNet evaluation transform; ``str()`` is the KQL that declares it
     (``CREATE MODEL m FROM 'm.onnx' PREPROCESS ...``, docs/models.md).
 
@@ -137,9 +135,9 @@ class Preprocess:
         w, h = img.size
         if w < 1 or h < 1:
             raise ImageError(f"image of {w}x{h} pixels has nothing to preprocess")
-        img = _geometry(img, self.resize, self.crop)
         if self.channels == 1:
             img = img.convert("L")
+        img = _geometry(img, self.resize, self.crop)
         return self.normalize(np.asarray(img, np.float32) / 255.0)
 
     def normalize(self, hwc: np.ndarray) -> np.ndarray:
