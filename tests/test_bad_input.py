@@ -69,6 +69,14 @@ SEEDS = (
     "RECOGNIZE OBJECTS IN VIDEO clip USING MODEL tiny NAIVE EXACT TOP 2",
     "RECOGNIZE OBJECTS IN VIDEO clip USING MODEL resnet18 THRESHOLD 0.03",
     "CREATE MODEL mynet FROM '{onnx}'",
+    "CREATE MODEL mynet FROM '{onnx}' PREPROCESS (RESIZE 18 CROP 16 SCALE 255 "
+    "MEAN (0.5, 0.5, 0.5) STD (0.25, 0.25, 0.25))",
+    "CREATE MODEL mynet FROM '{onnx}' PREPROCESS RESIZE 16 16 MEAN (0.5, 0.4, -0.3) STD (1, 2, 3)",
+    "CREATE MODEL mynet FROM '{onnx}' PREPROCESS NONE",
+    "CREATE MODEL mynet FROM '{onnx}' PREPROCESS IMAGENET",
+    "CREATE MODEL mynet FROM '{onnx}' PREPROCESS SCALE 255",
+    "CREATE MODEL tiny FROM '{onnx}' PREPROCESS (RESIZE 20 CROP 16 SCALE 2 STD (0.5, 0.5, 0.5)); "
+    f"{OCC} cat USING MODEL tiny PATCH 4 FILL 0.25; PREDICT IMAGE cat USING MODEL tiny",
     "LOAD IMAGE '{img2}' AS dog",
     "LOAD VIDEO '{vid}' AS street",
     "SHOW MODELS", "SHOW IMAGES", "SHOW VIDEOS", "SHOW VIEWS", "SHOW TABLES",
@@ -114,7 +122,7 @@ ARITY = {"PATCH": 1, "STRIDE": 1, "FILL": 1, "TOP": 1, "BATCH": 1, "MEMORY": 2, 
          "EVERY": 1, "THRESHOLD": 1, "KEYFRAME": 2, "BOXES": 1, "TAU": 1, "DRILLDOWN": 1,
          "TARGET": 1, "WITHIN": 1, "ON": 1, "INTO": 1, "FOR": 2, "WITH": 1, "EXACT": 0,
          "NAIVE": 0, "INCREMENTAL": 0, "APPROXIMATE": 0, "ANALYZE": 0, "VERBOSE": 0,
-         "FORMAT": 1}
+         "FORMAT": 1, "PREPROCESS": 1, "RESIZE": 2, "CROP": 1, "SCALE": 1}
 
 TOKEN = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|\d+\.\d*|\.\d+|\d+"
                    r"|[A-Za-z_][A-Za-z0-9_]*|>=|\S")

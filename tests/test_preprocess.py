@@ -75,6 +75,9 @@ def bound(path: str, declared: str):
     (Preprocess.none(), "NONE"),
     (Preprocess.scaled(255), "SCALE 255"),
     (Preprocess.scaled(0.5), "SCALE 0.5"),
+    (Preprocess.scaled(1e6), "SCALE 1000000"),
+    (Preprocess(None, None, (1e-4, 0.1, -2.5), (1e-5, 1, 3)),
+     "(MEAN (0.0001, 0.1, -2.5) STD (0.00001, 1, 3))"),
     (Preprocess((24, 40), None, (), ()), "(RESIZE 24 40)"),
     (Preprocess(32, (28, 20), (0.5,), (0.25,), 2.0), "(RESIZE 32 CROP 28 20 SCALE 2 MEAN (0.5) "
                                                      "STD (0.25))"),
@@ -178,6 +181,9 @@ def test_the_binder_makes_the_declared_preprocessing(files, model, declared, mad
     ("rgb", "(STD (-0.2, 0.2, 0.2))", "STD values must be positive", "-0.2"),
     ("rgb", "SCALE 0", "SCALE must be positive", "0"),
     ("rgb", "SCALE -255", "SCALE must be positive", "-255"),
+    ("rgb", "SCALE 1000000000000000000", "at most 1e+06", "1000"),
+    ("rgb", "(STD (1, 0.0000001, 1))", "from 1e-06 to 1e+06", "0.0000001"),
+    ("rgb", "(MEAN (1, -9999999, 1))", "MEAN values must be from -1e+06 to 1e+06", "-9999999"),
     ("rgb", "(MEAN (0.5) STD (1, 1, 1))", "MEAN has 1 values and STD 3", "STD (1, 1, 1)"),
     ("grey", "(MEAN (0.5, 0.5, 0.5))", "input has 1 channel: give one per channel", "MEAN ("),
     ("rgb", "(STD (0.5))", "STD has 1 value, but the model's 3x16x16 input has 3", "STD"),
@@ -202,8 +208,8 @@ def test_bad_declarations_are_plan_errors_with_a_caret(files, model, declared, s
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from([None, 16, 17, 40]), st.sampled_from([None, 0.5, 255.0]),
-       st.lists(st.floats(-1, 1, width=32), min_size=3, max_size=3),
+@given(st.sampled_from([None, 16, 17, 40]), st.sampled_from([None, 0.5, 255.0, 1e6, 1e-6]),
+       st.lists(st.floats(-1e6, 1e6, width=32), min_size=3, max_size=3),
        st.lists(st.floats(0.0625, 2, width=32), min_size=3, max_size=3), st.booleans())
 def test_what_describe_shows_declares_the_same_preprocessing(files, resize, scale, mean, std,
                                                               norm):

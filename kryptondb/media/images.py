@@ -240,9 +240,9 @@ def preprocess_text(pre: Preprocess, named: bool = True) -> str:
 
 
 def _number(v: float) -> str:
-    """Shortest text that reads back as ``v`` (255, not 255.0; 0.485 as it is)."""
-    short = f"{v:g}"
-    return short if float(short) == v else repr(v)
+    """The shortest text that reads back as ``v``, without an exponent (KQL numbers have none):
+    255, not 255.0; 0.0001, not 1e-04."""
+    return np.format_float_positional(v, trim="-")
 
 
 def preprocess_to_json(pre: Preprocess) -> dict:

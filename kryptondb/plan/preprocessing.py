@@ -18,6 +18,7 @@ from kryptondb.media.images import Preprocess
 from kryptondb.model.model import load_model
 
 MAX_SIDE = 1 << 16  # RESIZE and CROP sides, in pixels
+LARGEST = 1e6  # SCALE, STD and |MEAN| at most (and STD at least 1 / LARGEST): inputs stay finite
 
 
 def bind_preprocess(b, s: ast.CreateModel) -> Preprocess | None:
@@ -53,13 +54,17 @@ def _check_values(b, d: ast.Preprocessing) -> None:
             if not 1 <= side <= MAX_SIDE:
                 raise b.fail(f"{word} {side} is out of range: sides are 1 to {MAX_SIDE} pixels",
                              _at(d, key))
-    if d.scale is not None and d.scale <= 0:
-        raise b.fail(f"SCALE must be positive (pixels in [0, 1] are multiplied by it), got "
-                     f"{d.scale:g}", _at(d, "scale.0"))
+    if d.scale is not None and not 0 < d.scale <= LARGEST:
+        raise b.fail(f"SCALE must be positive, at most {LARGEST:g} (pixels in [0, 1] are "
+                     f"multiplied by it), got {d.scale:g}", _at(d, "scale.0"))
     for i, v in enumerate(d.std or ()):
-        if v <= 0:
-            raise b.fail(f"STD values must be positive (each channel is divided by its STD), "
-                         f"got {v:g}", _at(d, f"std.{i}"))
+        if not 1 / LARGEST <= v <= LARGEST:
+            raise b.fail(f"STD values must be positive, from {1 / LARGEST:g} to {LARGEST:g} "
+                         f"(each channel is divided by its STD), got {v:g}", _at(d, f"std.{i}"))
+    for i, v in enumerate(d.mean or ()):
+        if abs(v) > LARGEST:
+            raise b.fail(f"MEAN values must be from {-LARGEST:g} to {LARGEST:g}, got {v:g}",
+                         _at(d, f"mean.{i}"))
     if d.mean is not None and d.std is not None and len(d.mean) != len(d.std):
         raise b.fail(f"MEAN has {len(d.mean)} values and STD {len(d.std)}: give one of each "
                      "per channel", _at(d, "std"))
