@@ -23,7 +23,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 WHOLE_RESIZE_PIXELS = 1 << 24
 
 
-
 @dataclass(frozen=True, slots=True)
 class Preprocess:
     """How an image becomes a model input, in four steps, each of which may be left out:

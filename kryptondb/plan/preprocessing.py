@@ -87,10 +87,9 @@ def _steps(b, d: ast.Preprocessing, shape: tuple[int, ...]) -> Preprocess:
                      "and STD do not apply (declare NONE or SCALE)", d.span)
     if count and count != shape[0]:
         key = "mean" if d.mean is not None else "std"
+        channels = f"{shape[0]} channel{'s' * (shape[0] != 1)}"
         raise b.fail(f"{key.upper()} has {count} value{'s' * (count != 1)}, but the model's "
-                     f"{_dims(shape)} input has {shape[0]} channel{'s' * (shape[0] != 1)}: give one "
-                     "per channel",
-                     _at(d, key))
+                     f"{_dims(shape)} input has {channels}: give one per channel", _at(d, key))
     if imaging:
         _check_size(b, d, shape[1:])
     side = lambda v: None if v is None else v[0] if len(v) == 1 else v  # noqa: E731
