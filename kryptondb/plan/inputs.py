@@ -132,12 +132,12 @@ def input_tensor(b, ref: ast.TensorRef, model) -> Tensor:
         except FileError as exc:
             raise b.fail(str(exc), src.span) from None
     shape = tuple(model.input_shape)
-    if array.ndim == len(shape):
-        array = array[None]
-    if array.ndim != len(shape) + 1 or array.shape[1:] != shape or not len(array):
+    batch = array[None] if array.ndim == len(shape) else array
+    if batch.ndim != len(shape) + 1 or batch.shape[1:] != shape or not len(batch):
         want = " x ".join(map(str, shape))
         raise b.fail(f"{what} has shape {_shape(array)}: model {model.name} takes {want} "
                      f"(one input) or N x {want} (N >= 1)", src.span)
+    array = batch
     _finite(b, array, what, src.span)
     return Tensor(array, f"?{src.index + 1}" if isinstance(src, ast.Param) else repr(src.value))
 
@@ -175,7 +175,8 @@ def as_array(b, value, what: str, span) -> np.ndarray:
     if array.dtype.kind not in _REAL or array.dtype.fields:
         raise b.fail(f"{what} is {_kind(value, array)}, not real numbers (give a NumPy array, "
                      "a tensor or a number)", span)
-    return array.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32: inf, which the callers refuse
+        return array.astype(np.float32)
 
 
 def _kind(value, array: np.ndarray) -> str:
