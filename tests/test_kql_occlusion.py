@@ -86,6 +86,19 @@ def test_images_need_something_to_read():
         parse(f"{OCC} IMAGES USING MODEL m")
 
 
+def test_a_tensor_value_is_its_digest_and_a_copy():
+    from kryptondb.plan.values import Tensor
+
+    x = np.arange(12, dtype=np.float32).reshape(1, 3, 2, 2)
+    t = Tensor(x, "?1")
+    x[:] = 0  # the caller's array changes after binding: the plan's does not
+    assert t.array.max() == 11 and not t.array.flags.writeable
+    assert t == Tensor(np.arange(12.0).reshape(1, 3, 2, 2), "?1")  # same numbers, any dtype
+    assert t != Tensor(x, "?1") and t != Tensor(t.array, "?2")
+    assert repr(t) == str(t) == f"?1[1x3x2x2#{t.digest[:8]}]"  # never the numbers
+    assert hash(t) == hash(Tensor(t.array, "?1"))
+
+
 # -- binding -----------------------------------------------------------------------------------
 
 

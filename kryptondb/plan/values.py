@@ -5,7 +5,7 @@ executor needs (the array, the resolved paths).
 
 >>> import numpy as np
 >>> str(Tensor(np.zeros((2, 3, 4, 4)), "?1"))
-'?1[2x3x4x4#c1bd3b8a]'
+'?1[2x3x4x4#33ca807d]'
 >>> str(Classes((3, 7))), str(ImageSet("'d/*.png'", ("/d/a.png",), ("d/a.png",)))
 ('[3,7]', "1 from 'd/*.png'")
 """
