@@ -290,7 +290,7 @@ def test_images_glob_list_and_table(world):
     files = con.execute(f"{OCC} IMAGES TABLE files USING MODEL logits {options}")
     np.testing.assert_array_equal(files.to_numpy(), expected["noise.png"])
     plan = con.execute(f"EXPLAIN PLAN FOR {OCC} IMAGES '{pattern}' USING MODEL logits").message
-    assert f"images=2 from '{pattern}'" in plan
+    assert f"images='{pattern}'[2]" in plan
 
 
 def test_views_are_materialized_per_input_and_reused(world):
@@ -304,3 +304,33 @@ def test_views_are_materialized_per_input_and_reused(world):
     node = next(n for n in again.plan.dag.nodes if n.op == "MaterializeViews")
     assert again.profile.of(node)["reused"] == 2
     np.testing.assert_array_equal(first.to_numpy(), again.to_numpy())
+
+
+def _footprint(con, query, params=None):
+    from kryptondb.rewrite.batch_queries import footprint
+
+    r = con.execute(f"EXPLAIN PLAN FOR {query}", params)
+    scan = next(n for n in r.plan.rewritten.walk() if n.op == "OcclusionScan")
+    graph = kryptondb.load_model(con.db.models()["logits"].source).graph
+    return footprint(graph, scan)
+
+
+def test_the_memory_estimate_counts_every_input_and_class(world):
+    con, _, _ = world
+    q = f"{OCC} ? USING MODEL logits PATCH 8 STRIDE 4 INCREMENTAL"
+    one = _footprint(con, q, [_x((3, 32, 32), n=1)])
+    three = _footprint(con, f"{q} FOR ALL CLASSES", [_x((3, 32, 32), n=3)])
+    assert three.fixed["views"] == 3 * one.fixed["views"] > 0
+    assert three.fixed["heatmap"] == 3 * 10 * one.fixed["heatmap"]
+    assert three.materialize == one.materialize + 2 * one.fixed["views"]
+
+
+def test_drilldown_runs_on_a_covering_grid_of_rectangles(world):
+    con, _, _ = world
+    x = _x((3, 32, 32), n=2, seed=9)
+    q = f"{OCC} ? USING MODEL logits PATCH 12 8 STRIDE 2 GRID COVER FOR CLASSES (1, 2)"
+    exact = con.execute(q, [x])
+    approx = con.execute(f"{q} APPROXIMATE DRILLDOWN 0.25 TARGET 2", [x])
+    assert approx.to_numpy().shape == exact.to_numpy().shape == (4, 11, 13)
+    assert approx.heatmaps[0].approximate["coarse_stride"] == 4
+    assert 0 < approx.heatmaps[0].ssim <= 1  # scored against the exact maps of this session

@@ -56,7 +56,7 @@ def image_set(b, ref: ast.Images) -> ImageSet:
     if ref.table is not None:
         return _table_images(b, ref.table)
     paths, names = image_files(b, ref.refs)
-    written = ", ".join(repr(r.value) if r.quoted else r.value for r in ref.refs)
+    written = ",".join(repr(r.value) if r.quoted else r.value for r in ref.refs)
     return ImageSet(f"({written})" if ref.listed else written, paths, names)
 
 
@@ -90,13 +90,13 @@ def _table_images(b, name: ast.Name) -> ImageSet:
     values = _strings(b, table, key, name)
     if key == "name":
         paths = [b.media_path(ast.Ref(v, False, name.span), "image") for v in values]
-        return ImageSet(f"TABLE {name.value}", tuple(paths), tuple(values))
+        return ImageSet(f"TABLE:{name.value}", tuple(paths), tuple(values))
     paths = [os.path.abspath(os.path.expanduser(v)) for v in values]
     for v, p in zip(values, paths):
         if not os.path.exists(p):
             raise b.fail(f"table {name.value!r}: image file {v!r} does not exist", name.span)
     shown = _strings(b, table, "name", name) if "name" in columns else values
-    return ImageSet(f"TABLE {name.value}", tuple(paths), tuple(shown))
+    return ImageSet(f"TABLE:{name.value}", tuple(paths), tuple(shown))
 
 
 def _table(b, name: ast.Name):

@@ -7,7 +7,7 @@ executor needs (the array, the resolved paths).
 >>> str(Tensor(np.zeros((2, 3, 4, 4)), "?1"))
 '?1[2x3x4x4#33ca807d]'
 >>> str(Classes((3, 7))), str(ImageSet("'d/*.png'", ("/d/a.png",), ("d/a.png",)))
-('[3,7]', "1 from 'd/*.png'")
+('[3,7]', "'d/*.png'[1]")
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Tensor:
 class ImageSet:
     """Several image files, resolved once by the binder: ``paths`` to read, ``names`` for the
     result's ``image`` column (a path as written or matched, or a catalog name), and how the
-    statement ``written`` them (what EXPLAIN shows, with the count)."""
+    statement ``written`` them, without spaces (what EXPLAIN shows, with the count)."""
 
     written: str
     paths: tuple[str, ...]
@@ -67,7 +67,7 @@ class ImageSet:
         return len(self.paths)
 
     def __str__(self) -> str:
-        return f"{len(self.paths)} from {self.written}"
+        return f"{self.written}[{len(self.paths)}]"
 
 
 @dataclass(frozen=True)
