@@ -232,6 +232,23 @@ def test_input_errors(con, query, words, kind):
         assert w in message
 
 
+def test_images_need_a_model_that_preprocesses_images(con, tmp_path):
+    from kryptondb.graph.builder import Builder
+    from kryptondb.runtime.onnx_export import to_onnx
+
+    b = Builder("gray", (1, 8, 12), seed=1)
+    graph = b.build(b.linear(b.flatten(b.global_pool("input")), "fc", 2))
+    (tmp_path / "gray.onnx").write_bytes(to_onnx(graph).SerializeToString())
+    con.execute(f"CREATE MODEL gray FROM '{tmp_path / 'gray.onnx'}'")
+    for source, at in (("IMAGE cat", "cat"), ("IMAGES (cat)", "IMAGES")):
+        query = f"{OCC} {source} USING MODEL gray PATCH 4"
+        message = _error(con, query, None, PlanError)
+        assert "no preprocessing for images" in message and "OF TENSOR" in message
+        assert _caret_under(message, query, at)
+    r = con.execute(f"{OCC} ? USING MODEL gray PATCH 4", [np.ones((1, 8, 12))])
+    assert r.to_numpy().shape == (2, 3)
+
+
 def test_npy_file_errors(con, tmp_path):
     bad = tmp_path / "objects.npy"
     np.save(bad, np.array([{"a": 1}], dtype=object), allow_pickle=True)

@@ -31,6 +31,10 @@ def input_scan(b, s: ast.ExplainOcclusion, model) -> tuple[PlanNode, int, ImageS
     were named)."""
     ref = s.image
     shape = tuple(model.input_shape)
+    if not isinstance(ref, ast.TensorRef) and model.model.preprocess is None:
+        raise b.fail(f"model {model.name} takes {' x '.join(map(str, shape))} inputs and has no "
+                     "preprocessing for images: explain tensors in its input space (OF TENSOR "
+                     "'<file.npy>' or OF ?)", ref.span)
     if isinstance(ref, ast.Ref):
         if ref.quoted and ref.value.lower().endswith(".npy"):
             raise b.fail(f"{ref.value!r} is a NumPy file: write OF TENSOR {ref.value!r} (a "
