@@ -51,7 +51,7 @@ class Heatmap:
 
     def pixels(self) -> np.ndarray:
         """(H, W): each pixel the mean drop of the windows covering it."""
-        return pixels(self.drop, self.windows, self.image.shape[:2])
+        return pixels(self.drop, self.windows)
 
     def values(self) -> np.ndarray:
         """The drops as the layout has them: (rows, cols) per window, or (H, W) per pixel."""

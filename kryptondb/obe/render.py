@@ -24,7 +24,7 @@ def display_image(x: np.ndarray, pre) -> np.ndarray:
 def upsample(heatmap) -> np.ndarray:
     """The drop grid on the image's pixels: each pixel gets the mean drop of the windows
     covering it (Captum's layout); pixels no window covers get 0."""
-    return pixels(heatmap.drop, heatmap.windows, heatmap.image.shape[:2])
+    return pixels(heatmap.drop, heatmap.windows)
 
 
 def save_heatmap_png(heatmap, path: str) -> str:
