@@ -35,8 +35,9 @@ def connect(path=None, progress=None, limits=None, *, sql_max_rows=None, sql_tim
                       SqlLimits(**{k: v for k, v in given.items() if v is not None}))
 
 
-def execute(query: str):
-    """Run a query on the process-wide in-memory database and return its Result.
+def execute(query: str, params=None):
+    """Run a query on the process-wide in-memory database and return its Result; ``params``
+    are the values of its ``?`` (see ``Connection.execute``).
 
     >>> import kryptondb
     >>> r = kryptondb.execute("PREDICT IMAGE '" + kryptondb.bundled_image() + "' USING MODEL mobilenet_v2 TOP 1")
@@ -46,7 +47,7 @@ def execute(query: str):
     global _default
     if _default is None:
         _default = connect()
-    return _default.execute(query)
+    return _default.execute(query, params)
 
 
 def explain(query: str) -> str:

@@ -19,7 +19,7 @@ from kryptondb.lang.parser import split_statements
 from kryptondb.limits import applied, resolve
 from kryptondb.plan.explain import Explained, plain
 from kryptondb.progress import ProgressBar
-from kryptondb.result import Heatmap, Result
+from kryptondb.result import Heatmap, Heatmaps, Result
 from kryptondb.sql import Sandbox
 from kryptondb.viz import render
 from kryptondb.viz.diagram import diagram
@@ -54,22 +54,32 @@ class Connection:
         self._sql = Sandbox(sql_limits)  # SELECT runs here (DuckDB, started on first use)
         self._memo: dict = {}  # exact heatmaps of this session, to score approximate ones
 
-    def execute(self, text: str) -> Result:
-        """Run one statement (or several separated by ';'; the last one's result is returned)."""
+    def execute(self, text: str, params=None) -> Result:
+        """Run one statement (or several separated by ';'; the last one's result is returned).
+        ``params`` holds the values of the ``?`` in the text, in order (NumPy arrays, torch
+        tensors, numbers): they are bound as values, never pasted into the text."""
         check_text(text)
+        values = check_params(params)
         with applied(self.limits):
-            return self._execute(text)
+            return self._execute(text, values)
 
-    def _execute(self, text: str) -> Result:
+    def _execute(self, text: str, params: tuple) -> Result:
         parts = split_statements(text)
         if len(parts) > 1:
             for part in parts[:-1]:
-                self.execute(part)
+                stmt = parse(part)
+                self._statement(stmt, part, params[:stmt.params])
+                params = params[stmt.params:]
             text = parts[-1]
-        stmt = parse(text)
+        return self._statement(parse(text), text, params)
+
+    def _statement(self, stmt: ast.Statement, text: str, params: tuple) -> Result:
+        if len(params) > stmt.params:
+            raise KryptonError(f"{len(params)} parameter value(s) given for "
+                               f"{stmt.params} ? in the statement: {text.strip()[:60]!r}")
         if isinstance(stmt, ast.ExplainPlan):
-            return self._explain(stmt, text)
-        explained = self.plan(stmt, text)
+            return self._explain(stmt, text, params)
+        explained = self.plan(stmt, text, params)
         ctx = self._context(text)
         value, notes = _run_noting(explained.dag, ctx)
         result = _result(value, explained)
@@ -77,12 +87,12 @@ class Connection:
         result.message = "\n".join(m for m in (result.message, *notes) if m)
         return result
 
-    def plan(self, stmt: ast.Statement, text: str = "") -> Explained:
+    def plan(self, stmt: ast.Statement, text: str = "", params=()) -> Explained:
         """Every plan of ``stmt``: logical, after each rule that fired, physical."""
-        return plan(self.db, stmt, text)
+        return plan(self.db, stmt, text, params)
 
-    def _explain(self, stmt: ast.ExplainPlan, text: str) -> Result:
-        explained = self.plan(stmt.statement, text)
+    def _explain(self, stmt: ast.ExplainPlan, text: str, params: tuple = ()) -> Result:
+        explained = self.plan(stmt.statement, text, params)
         notes: list[str] = []
         profile = None
         if stmt.analyze:
@@ -117,6 +127,16 @@ def check_text(text) -> None:
         raise KryptonError(f"a query is a str, got {type(text).__name__} {text!r:.60}")
 
 
+def check_params(params) -> tuple:
+    """The values of a statement's ``?``: a list or tuple of them (None: none)."""
+    if params is None:
+        return ()
+    if not isinstance(params, (list, tuple)):
+        raise KryptonError(f"params is a list of values, one per ? in the statement; got a "
+                           f"{type(params).__name__} (wrap it: execute(text, [value]))")
+    return tuple(params)
+
+
 def _title(stmt) -> str:
     return type(stmt).__name__
 
@@ -139,19 +159,47 @@ def _result(value, explained: Explained) -> Result:
     if isinstance(value, Result):
         value.plan = explained
         return value
+    if isinstance(value, Heatmaps):
+        return _heatmaps(value, explained)
     if isinstance(value, Heatmap):
-        msg = (f"heatmap {value.probability.shape[0]}x{value.probability.shape[1]} for class "
-               f"{value.class_id} ({value.label!r}, p={value.base_probability:.3f}); "
-               f"largest drop {float(value.drop.max()):.3f}")
-        if value.approximate:
-            settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                                 for k, v in value.approximate.items())
-            msg += f"\napproximate ({settings})"
-            msg += f"; SSIM {value.ssim:.3f} against the exact heatmap" if value.ssim is not None \
-                else "; no exact heatmap at hand to score it against"
-        return Result("heatmap", table=value.to_arrow(), heatmap=value, message=msg,
-                      plan=explained)
+        return Result("heatmap", table=value.to_arrow(), heatmap=value, message=_said(value),
+                      plan=explained, heatmaps=(value,))
     return Result("table", table=value, plan=explained)
+
+
+def _heatmaps(value: Heatmaps, explained: Explained) -> Result:
+    """One heatmap keyed by image or class is still a heatmap result; several are a table."""
+    maps = value.maps
+    if len(maps) == 1:
+        return Result("heatmap", table=value.to_arrow(), heatmap=maps[0], message=_said(maps[0]),
+                      plan=explained, heatmaps=maps)
+    rows, cols = maps[0].probability.shape
+    inputs, classes = len({m.source for m in maps}), len({m.class_id for m in maps})
+    msg = f"{len(maps)} heatmaps {rows}x{cols} ({_count(inputs, 'input')}, " \
+          f"{_count(classes, 'class', 'classes')}); largest drop " \
+          f"{max(float(m.drop.max()) for m in maps):.3f}" + _approximate(maps[0])
+    return Result("table", table=value.to_arrow(), message=msg, plan=explained, heatmaps=maps)
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _said(value: Heatmap) -> str:
+    short = "p" if value.score == "probability" else "logit"
+    return (f"heatmap {value.probability.shape[0]}x{value.probability.shape[1]} for class "
+            f"{value.class_id} ({value.label!r}, {short}={value.base_probability:.3f}); "
+            f"largest drop {float(value.drop.max()):.3f}" + _approximate(value))
+
+
+def _approximate(value: Heatmap) -> str:
+    if not value.approximate:
+        return ""
+    settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in value.approximate.items())
+    msg = f"\napproximate ({settings})"
+    return msg + (f"; SSIM {value.ssim:.3f} against the exact heatmap" if value.ssim is not None
+                  else "; no exact heatmap at hand to score it against")
 
 
 def terminal_progress(total: int, label: str):

@@ -15,7 +15,7 @@ field               environment variable         default and what it bounds
 ``tensor_bytes``    ``KRYPTON_MAX_TENSOR_BYTES`` 2 GiB: one tensor a model file declares (an
                                                  ONNX initializer, Constant, placeholder,
                                                  input or activation per image; a checkpoint
-                                                 storage or tensor)
+                                                 storage or tensor; an .npy input file)
 ``model_bytes``     ``KRYPTON_MAX_MODEL_BYTES``  8 GiB: a whole model (ONNX file plus external
                                                  data plus seeded placeholders; a checkpoint's
                                                  storages)

@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 
 from kryptondb.errors import KryptonError
+from kryptondb.obe.grid import Grid
+from kryptondb.obe.layout import pixels
 from kryptondb.obe.render import save_heatmap_png
 from kryptondb.orv.sheet import contact_sheet
 from kryptondb.tables import format_table
@@ -17,7 +19,10 @@ from kryptondb.tables import format_table
 
 @dataclass(frozen=True, eq=False)
 class Heatmap:
-    """An occlusion heatmap: probability of ``class_id`` with the patch at each grid position."""
+    """An occlusion heatmap: ``probability`` is the score of ``class_id`` (its probability, or
+    its logit with SCORE LOGIT) with the window at each grid position; ``drop`` is the base
+    score minus it. ``layout`` says what its table holds: a row per window (its corner) or per
+    pixel (the mean drop of the windows covering it)."""
 
     probability: np.ndarray  # (rows, cols)
     base_probability: float
@@ -29,25 +34,88 @@ class Heatmap:
     model: str = ""
     approximate: dict | None = None  # tau, drill-down, predicted SSIM ... of an approximate plan
     ssim: float | None = None  # against the exact heatmap, when one was at hand
+    grid: Grid | None = None  # the windows; None: square ``patch``, one ``stride``, fit
+    score: str = "probability"  # or 'logit'
+    layout: str = "windows"  # or 'pixels'
+    source: str | int | None = None  # which input: a path or name, or an index in a batch
 
     @property
     def drop(self) -> np.ndarray:
         return self.base_probability - self.probability
 
-    def to_arrow(self) -> pa.Table:
-        rows, cols = self.probability.shape
-        ii, jj = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-        meta = {"kind": "heatmap", "rows": rows, "cols": cols, "patch": self.patch,
-                "stride": self.stride, "class_id": self.class_id, "label": self.label,
+    @property
+    def windows(self) -> Grid:
+        if self.grid is not None:
+            return self.grid
+        return Grid(*self.image.shape[:2], self.patch, self.stride)
+
+    def pixels(self) -> np.ndarray:
+        """(H, W): each pixel the mean drop of the windows covering it."""
+        return pixels(self.drop, self.windows)
+
+    def values(self) -> np.ndarray:
+        """The drops as the layout has them: (rows, cols) per window, or (H, W) per pixel."""
+        return self.pixels() if self.layout == "pixels" else self.drop
+
+    def columns(self) -> dict[str, pa.Array]:
+        """(y, x, score, drop) per window (its corner), or (y, x, drop) per pixel."""
+        if self.layout == "pixels":
+            drop = self.pixels()
+            ii, jj = np.meshgrid(np.arange(drop.shape[0]), np.arange(drop.shape[1]),
+                                 indexing="ij")
+            return {"y": pa.array(ii.ravel(), pa.int32()), "x": pa.array(jj.ravel(), pa.int32()),
+                    "drop": pa.array(drop.ravel(), pa.float32())}
+        corners = self.windows.corners()
+        return {"y": pa.array(corners[:, 0], pa.int32()), "x": pa.array(corners[:, 1], pa.int32()),
+                self.score: pa.array(self.probability.ravel(), pa.float32()),
+                "drop": pa.array(self.drop.ravel(), pa.float32())}
+
+    def meta(self) -> dict:
+        g = self.windows
+        return {"kind": "heatmap", "rows": g.rows, "cols": g.cols, "patch": self.patch,
+                "stride": self.stride, "window": list(g.window), "strides": list(g.strides),
+                "border": g.border, "score": self.score, "layout": self.layout,
+                "class_id": self.class_id, "label": self.label,
                 "base_probability": self.base_probability, "model": self.model,
                 "approximate": self.approximate, "ssim": self.ssim}
-        table = pa.table({
-            "y": pa.array((ii * self.stride).ravel(), pa.int32()),
-            "x": pa.array((jj * self.stride).ravel(), pa.int32()),
-            "probability": pa.array(self.probability.ravel(), pa.float32()),
-            "drop": pa.array(self.drop.ravel(), pa.float32()),
-        })
-        return table.replace_schema_metadata({b"kryptondb": json.dumps(meta).encode()})
+
+    def to_arrow(self) -> pa.Table:
+        return _with_meta(pa.table(self.columns()), self.meta())
+
+    def save_png(self, path) -> str:
+        """The drop over the image with a colour bar; returns the path written."""
+        return save_heatmap_png(self, os.fspath(path))
+
+
+@dataclass(frozen=True, eq=False)
+class Heatmaps:
+    """The heatmaps of one statement, one per input and class, as one table whose ``keys``
+    columns ('image': a path, a name or an index; 'class') say which map a row is of."""
+
+    maps: tuple[Heatmap, ...]
+    keys: tuple[str, ...]
+
+    def to_arrow(self) -> pa.Table:
+        parts = [m.columns() for m in self.maps]
+        rows = [len(p["y"]) for p in parts]
+        cols: dict[str, pa.Array] = {}
+        if "image" in self.keys:
+            sources = [m.source for m in self.maps]
+            kind = pa.int32() if all(isinstance(v, int) for v in sources) else pa.string()
+            cols["image"] = pa.array(np.repeat(np.asarray(sources, object), rows), kind)
+        if "class" in self.keys:
+            cols["class"] = pa.array(np.repeat([m.class_id for m in self.maps], rows), pa.int32())
+        for name in parts[0]:
+            cols[name] = pa.concat_arrays([p[name] for p in parts])
+        meta = self.maps[0].meta() | {"kind": "heatmaps", "maps": len(self.maps),
+                                      "keys": list(self.keys)}
+        for key in ("class_id", "label", "base_probability"):
+            meta.pop(key)
+        return _with_meta(pa.table(cols), meta)
+
+
+def _with_meta(table: pa.Table, meta: dict) -> pa.Table:
+    return table.replace_schema_metadata({b"kryptondb": json.dumps(meta).encode()})
 
 
 @dataclass(eq=False)
@@ -61,6 +129,7 @@ class Result:
     plan: object = None  # kryptondb.plan.explain.Explained for EXPLAIN PLAN, else the executed plan
     extra: dict = field(default_factory=dict)
     profile: object = None  # kryptondb.exec.profile.Profile: what the run measured per plan node
+    heatmaps: tuple = ()  # every heatmap of an occlusion (``heatmap``: the one, when one)
 
     def to_arrow(self) -> pa.Table:
         if self.table is not None:
@@ -70,10 +139,13 @@ class Result:
         return pa.table({"message": [self.message]})
 
     def to_numpy(self) -> np.ndarray:
-        """The heatmap's probability-drop grid (rows x cols) for OBE; else the table as a 2-D
-        array of its numeric columns."""
+        """The heatmap's drop grid (rows x cols; H x W with LAYOUT PIXELS) for OBE, stacked
+        in table order when there are several; else the table as a 2-D array of its numeric
+        columns."""
         if self.heatmap is not None:
-            return self.heatmap.drop
+            return self.heatmap.values()
+        if self.heatmaps:
+            return np.stack([m.values() for m in self.heatmaps])
         t = self.to_arrow()
         cols = [c for c in t.column_names if pa.types.is_integer(t.schema.field(c).type)
                 or pa.types.is_floating(t.schema.field(c).type)]
@@ -82,8 +154,11 @@ class Result:
     def save_png(self, path) -> str:
         """Heatmap over the image with a colour bar; returns the path written."""
         if self.heatmap is None:
-            raise KryptonError(f"this result is a {self.kind}, not a heatmap: nothing to draw")
-        return save_heatmap_png(self.heatmap, os.fspath(path))
+            several = f" of {len(self.heatmaps)} heatmaps: draw one with " \
+                "result.heatmaps[i].save_png(path)" if self.heatmaps else \
+                ", not a heatmap: nothing to draw"
+            raise KryptonError(f"this result is a {self.kind}{several}")
+        return self.heatmap.save_png(path)
 
     def save_contact_sheet(self, path, frames: int = 24, columns: int = 6) -> str:
         """RECOGNIZE OBJECTS results: a PNG grid of up to ``frames`` frames (evenly spaced), each

@@ -2,7 +2,8 @@
 runs the cases (tests/test_bad_input.py starts it and sends it cases).
 
 The world: a tiny ONNX CNN (3x16x16 input, two convs, global average pool, Gemm, softmax),
-two small images, a six-frame video, and a marker path that hostile payloads try to create.
+two small images, a six-frame video, a batch of two inputs as an .npy file, and a marker path
+that hostile payloads try to create. Statements with ``?`` get values for them.
 Every case gets a fresh in-memory connection with these registered (``tiny``, ``cat``,
 ``clip``) and result tables (``heat``, ``preds``, a tuning), so one case cannot spoil the next.
 
@@ -42,11 +43,12 @@ class World:
     img = property(lambda self: self.dir / "images" / "cat.png")
     img2 = property(lambda self: self.dir / "images" / "dog.jpg")
     vid = property(lambda self: self.dir / "clip.mp4")
+    npy = property(lambda self: self.dir / "batch.npy")
     marker = property(lambda self: self.dir / "pwned")
 
     def fill(self, text: str) -> str:
         """Put the world's paths into a statement template."""
-        for key in ("onnx", "img", "img2", "vid", "marker"):
+        for key in ("onnx", "img", "img2", "vid", "npy", "marker"):
             text = text.replace("{" + key + "}", str(getattr(self, key)))
         return text.replace("{dir}", str(self.dir / "images"))
 
@@ -98,7 +100,15 @@ def make_world(root) -> World:
     Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(world.img)
     Image.fromarray((rng.random((18, 24, 3)) * 255).astype(np.uint8)).save(world.img2)
     write_video(world.vid, [(rng.random((16, 16, 3)) * 255).astype(np.uint8) for _ in range(6)])
+    np.save(world.npy, rng.standard_normal((2, 3, 16, 16)).astype(np.float32))
     return world
+
+
+def params(statement: str) -> list:
+    """Values for a statement's ``?`` (a batch for the input, a number for BASELINE), as many
+    as it seems to hold: a mutated statement may hold more or fewer."""
+    batch = np.random.default_rng(4).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    return [batch, -0.5, batch[0]][:statement.count("?")]
 
 
 _TABLES: dict = {}  # name -> (Arrow table, catalog info), computed once per process
@@ -223,7 +233,8 @@ def serve(world_dir: str) -> None:
         start = time.perf_counter()
         if "statement" in request:
             con = connect(world)
-            result = outcome(world, lambda: con.execute(request["statement"]))
+            text = request["statement"]
+            result = outcome(world, lambda: con.execute(text, params(text)))
         else:
             from hostile_files import (HOSTILE_HEADROOM, HOSTILE_TIMEOUT_S, hostile_files,
                                        read_action)

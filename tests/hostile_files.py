@@ -1,6 +1,6 @@
 """Hand-made hostile files for the bad-input corpus, and the statements and functions that read
 them: truncated, corrupt and lying files (decompression bombs, absurd ONNX shapes, stride-0 and
-lying checkpoint storages), ONNX external data that is missing or escapes its folder, malicious
+lying checkpoint storages, .npy files that lie about their shape or hold a pickle), ONNX external data that is missing or escapes its folder, malicious
 pickles, and special files (FIFO, /dev/zero, /dev/urandom, a directory, a socket, links).
 tests/corpus_worker.py reads them, tests/test_bad_input.py checks the outcomes."""
 
@@ -123,6 +123,41 @@ def _checkpoints(world: World) -> dict[str, bytes]:
     return out
 
 
+def _npy_variants(world: World) -> dict[str, bytes]:
+    """.npy files that lie, hide a pickle, or hold what no model takes."""
+    from test_checkpoint import payloads
+
+    def npy(array, **kw) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, array, **kw)
+        return buf.getvalue()
+
+    def header(descr: str, shape: tuple) -> bytes:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                                   "shape": shape})
+        return buf.getvalue()
+
+    good = npy(np.zeros((1, 3, 16, 16), np.float32))
+    body = good[len(header("<f4", (1, 3, 16, 16))):]
+    return {
+        "truncated.npy": good[: len(good) // 2], "header_only.npy": good[:len(good) - len(body)],
+        "shape_lies.npy": header("<f4", (9, 3, 16, 16)) + body,
+        "huge_shape.npy": header("<f4", (1, 3, 65536, 65536)) + body,
+        "pickle.npy": npy(np.array([{"x": 1}], dtype=object), allow_pickle=True),
+        "evil_pickle.npy": header("|O", (1,)) + payloads(world.marker)["os.system"][0],
+        "complex.npy": npy(np.zeros((3, 16, 16), complex)),
+        "strings.npy": npy(np.array(["a", "b"])),
+        "structured.npy": npy(np.zeros(3, [("a", "f4"), ("b", "i4")])),
+        "wrong_shape.npy": npy(np.zeros((5, 5))),
+        "nan.npy": npy(np.full((3, 16, 16), np.nan, np.float32)),
+        "float64_inf.npy": npy(np.full((3, 16, 16), 1e300)),
+        "zero_inputs.npy": npy(np.zeros((0, 3, 16, 16), np.float32)),
+        "version_9.npy": b"\x93NUMPY\x09\x00" + good[8:], "text.npy": b"[[1, 2], [3, 4]]\n",
+        "random.npy": np.random.default_rng(3).bytes(512), "empty.npy": b"",
+    }
+
+
 def hostile_files(world: World) -> dict[str, Path]:
     """name -> path of every hostile file (created under world.dir / 'hostile')."""
     root = world.dir / "hostile"
@@ -156,7 +191,7 @@ def hostile_files(world: World) -> dict[str, Path]:
         "svg.png": b'<svg xmlns="http://www.w3.org/2000/svg" width="99999" height="99999"/>',
         "image_as_video.mp4": good_png, "video_as_image.png": good_vid,
         "onnx_as_image.png": good_onnx,
-        **_onnx_variants(world), **_checkpoints(world),
+        **_onnx_variants(world), **_checkpoints(world), **_npy_variants(world),
     }
     corrupt = bytearray(_image_bytes(world, "JPEG", size=(64, 64)))
     corrupt[200:260] = rng.bytes(60)
@@ -200,6 +235,10 @@ READERS = {
     "LOAD VIDEO": "LOAD VIDEO '{f}' AS v",
     "PREDICT": "PREDICT IMAGE '{f}' USING MODEL tiny TOP 2",
     "EXPLAIN OCCLUSION": "EXPLAIN OCCLUSION OF IMAGE '{f}' USING MODEL tiny PATCH 8 STRIDE 8",
+    "EXPLAIN OCCLUSION OF TENSOR": "EXPLAIN OCCLUSION OF TENSOR '{f}' USING MODEL tiny PATCH 8 "
+                                   "STRIDE 8",
+    "EXPLAIN OCCLUSION OF IMAGES": "EXPLAIN OCCLUSION OF IMAGES ('{f}', cat) USING MODEL tiny "
+                                   "PATCH 8 STRIDE 8",
     "TUNE": "TUNE MODEL tiny PATCH 8 STRIDE 4 ON IMAGES '{f}'",
     "RECOGNIZE": "RECOGNIZE OBJECTS IN VIDEO '{f}' USING MODEL tiny TOP 1",
     "RECOGNIZE NAIVE": "RECOGNIZE OBJECTS IN VIDEO '{f}' USING MODEL tiny TOP 1 NAIVE",
@@ -209,11 +248,13 @@ READERS = {
 EVERY_FILE = ("CREATE MODEL", "LOAD IMAGE", "LOAD VIDEO")
 BY_KIND = {
     "model": ("CREATE MODEL, PREDICT", "load_model", "load_checkpoint", "on-disk CREATE MODEL"),
-    "image": ("PREDICT", "EXPLAIN OCCLUSION", "TUNE", "load_image"),
+    "image": ("PREDICT", "EXPLAIN OCCLUSION", "EXPLAIN OCCLUSION OF IMAGES", "TUNE",
+              "load_image"),
+    "tensor": ("EXPLAIN OCCLUSION OF TENSOR",),
     "video": ("RECOGNIZE", "RECOGNIZE NAIVE"),
 }
 KINDS = {".onnx": "model", ".pth": "model", ".png": "image", ".jpg": "image", ".gif": "image",
-         ".tif": "image", ".bmp": "image", ".dds": "image", ".mp4": "video"}
+         ".tif": "image", ".bmp": "image", ".dds": "image", ".mp4": "video", ".npy": "tensor"}
 HOSTILE_TIMEOUT_S = 10  # a hostile file is refused in well under a second
 HOSTILE_HEADROOM = 1 << 30
 

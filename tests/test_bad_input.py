@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 ZOO_NAMES = ("mobilenet_v2", "efficientnet_lite0", "resnet18", "resnet50", "vgg16", "inception3")
 
 # Every documented statement form with every option (docs/language.md, README).
-# {img} {img2} {vid} {onnx} {dir} {marker} are the world's paths.
+# {img} {img2} {vid} {onnx} {npy} {dir} {marker} are the world's paths.
 OCC = "EXPLAIN OCCLUSION OF IMAGE"
 SEEDS = (
     f"{OCC} cat USING MODEL tiny",
@@ -57,6 +57,16 @@ SEEDS = (
     f"{OCC} cat USING MODEL tiny PATCH 4 STRIDE 2 APPROXIMATE WITHIN 0.5",
     f"{OCC} cat USING MODEL tiny PATCH 4 STRIDE 2 APPROXIMATE",
     f"{OCC} cat USING MODEL mobilenet_v2 FOR CLASS 'tabby' PATCH 16 STRIDE 4 FILL GRAY ON CPU",
+    "EXPLAIN OCCLUSION OF IMAGES ('{img}', cat) USING MODEL tiny PATCH 4 6 STRIDE 2 3 GRID COVER "
+    "SCORE LOGIT FOR CLASSES (1, 2) LAYOUT PIXELS",
+    "EXPLAIN OCCLUSION OF IMAGES '{dir}/*.png' USING MODEL tiny PATCH 8 STRIDE 8 FOR ALL CLASSES "
+    "BASELINE -1.5 GRID FIT LAYOUT WINDOWS SCORE PROBABILITY INTO heats",
+    "EXPLAIN OCCLUSION OF IMAGES TABLE images USING MODEL tiny PATCH 8 STRIDE 4 FOR CLASS 3",
+    "EXPLAIN OCCLUSION OF TENSOR '{npy}' USING MODEL tiny PATCH 5 STRIDE 5 GRID COVER "
+    "APPROXIMATE TAU 0.5",
+    "EXPLAIN OCCLUSION OF ? USING MODEL tiny PATCH 4 8 STRIDE 4 BASELINE ? FOR CLASSES (0, 9) "
+    "NAIVE",
+    "EXPLAIN PLAN FOR EXPLAIN OCCLUSION OF TENSOR ? USING MODEL tiny BASELINE ? PATCH 8",
     "TUNE MODEL tiny PATCH 4 STRIDE 2 FILL GRAY ON IMAGES cat, '{img2}', '{dir}/*.png'",
     "TUNE MODEL tiny PATCH 6 STRIDE 2 ON IMAGES cat",
     "PREDICT IMAGE cat USING MODEL tiny TOP 3 ON CPU INTO preds",
@@ -99,7 +109,7 @@ SEEDS = (
     "SELECT * FROM heat; COPY heat TO '{marker}'",
 )
 
-NUMBERS = ("0", "1", "2", "-1", "65536", "2147483648", "9223372036854775808", "9" * 30,
+NUMBERS = ("0", "1", "2", "-1", "?", "65536", "2147483648", "9223372036854775808", "9" * 30,
            "9" * 400, "0.5", "1.5", "0.0", "-0.5", ".5", "5.", "1e3", "1e400", "1E-400", "0x10",
            "00000000000000000004", "1_000", "NaN", "inf", "\u0663", "1" + "0" * 19)
 STRINGS = ("''", "'it''s'", r"'a\'b'", "'back\\\\'", "'nul\x00byte'", "'\u732b\U0001f431\u00e9'",
@@ -118,8 +128,8 @@ INSERTS = (";", ",", "(", ")", ">=", "*", "=", "-", "--", "-- comment\n", "/* c 
 NESTS = ("EXPLAIN PLAN FOR ", "EXPLAIN PLAN ANALYZE VERBOSE FOR ", "EXPLAIN PLAN FORMAT SVG FOR ",
          "EXPLAIN PLAN FOR EXPLAIN PLAN FOR ", "EXPLAIN PLAN ANALYZE FOR EXPLAIN PLAN FOR ")
 # Options and how many tokens follow each (repeated by the `repeat` mutation).
-ARITY = {"PATCH": 1, "STRIDE": 1, "FILL": 1, "TOP": 1, "BATCH": 1, "MEMORY": 2, "FRAMES": 3,
-         "EVERY": 1, "THRESHOLD": 1, "KEYFRAME": 2, "BOXES": 1, "TAU": 1, "DRILLDOWN": 1,
+ARITY = {"PATCH": 1, "STRIDE": 1, "FILL": 1, "BASELINE": 1, "SCORE": 1, "GRID": 1, "LAYOUT": 1,
+         "TOP": 1, "BATCH": 1, "MEMORY": 2, "FRAMES": 3, "EVERY": 1, "THRESHOLD": 1, "KEYFRAME": 2, "BOXES": 1, "TAU": 1, "DRILLDOWN": 1,
          "TARGET": 1, "WITHIN": 1, "ON": 1, "INTO": 1, "FOR": 2, "WITH": 1, "EXACT": 0,
          "NAIVE": 0, "INCREMENTAL": 0, "APPROXIMATE": 0, "ANALYZE": 0, "VERBOSE": 0,
          "FORMAT": 1, "PREPROCESS": 1, "RESIZE": 2, "CROP": 1, "SCALE": 1}

@@ -14,8 +14,8 @@ CASES = [
         "unexpected 'PATH' at line 1, column 63\n"
         "  EXPLAIN OCCLUSION OF IMAGE 'cat.png' USING MODEL mobilenet_v2 PATH 16\n"
         "                                                                ^^^^\n"
-        "expected: end of statement, APPROXIMATE, BATCH, EXACT, FILL, FOR, INCREMENTAL, INTO, MEMORY, NAIVE, ON, "
-        "PATCH, ';', STRIDE",
+        "expected: end of statement, APPROXIMATE, BASELINE, BATCH, EXACT, FILL, FOR, GRID, INCREMENTAL, INTO, "
+        "LAYOUT, MEMORY, NAIVE, ON, PATCH, SCORE, ';', STRIDE",
     ),
     (
         "EXPLAIN OCCLUSION OF IMAGE 'cat.png' USING MODEL",
@@ -43,8 +43,8 @@ CASES = [
         "unexpected '.5' at line 3, column 25\n"
         "    USING MODEL m STRIDE 4.5\n"
         "                          ^^\n"
-        "expected: end of statement, APPROXIMATE, BATCH, EXACT, FILL, FOR, INCREMENTAL, INTO, MEMORY, NAIVE, ON, "
-        "PATCH, ';', STRIDE",
+        "expected: end of statement, APPROXIMATE, BASELINE, BATCH, EXACT, FILL, FOR, GRID, INCREMENTAL, "
+        "an integer, INTO, LAYOUT, MEMORY, NAIVE, ON, PATCH, SCORE, ';', STRIDE",
     ),
     (
         "LOAD IMAGE 'a.png' cat",
@@ -125,8 +125,8 @@ CASES = [
         "unexpected 'TOP' at line 1, column 44\n"
         "  EXPLAIN OCCLUSION OF IMAGE a USING MODEL m TOP 3\n"
         "                                             ^^^\n"
-        "expected: end of statement, APPROXIMATE, BATCH, EXACT, FILL, FOR, INCREMENTAL, INTO, "
-        "MEMORY, NAIVE, ON, PATCH, ';', STRIDE",
+        "expected: end of statement, APPROXIMATE, BASELINE, BATCH, EXACT, FILL, FOR, GRID, INCREMENTAL, INTO, "
+        "LAYOUT, MEMORY, NAIVE, ON, PATCH, SCORE, ';', STRIDE",
     ),
 ]
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from kryptondb.graph.shapes import node_flops
 from kryptondb.orv.incremental import Settings, VideoIVM
+from kryptondb.plan.values import Classes
 from kryptondb.runtime.backends import get_backend
 
 
@@ -30,10 +31,22 @@ def full_inference(node, inputs, ctx):
     per_item = model_flops(model)
     if isinstance(src, Iterator):
         return _stream_inference(node, ctx.stats(node), model, backend, src, per_item)
-    probs = model.predict(src, backend=backend, batch_size=node.arg("batch") or 16)
-    ctx.stats(node).update(flops=per_item * len(src), batches=math.ceil(len(src) / 16),
+    batch = node.arg("batch") or 16
+    if node.arg("score") == "logit":  # the model's output itself
+        out = _outputs(model, backend, src, batch)
+    else:
+        out = model.predict(src, backend=backend, batch_size=batch)
+    ctx.stats(node).update(flops=per_item * len(src), batches=math.ceil(len(src) / batch),
                            rows=len(src), bytes=src.nbytes)
-    return probs
+    return out
+
+
+def _outputs(model, backend, x: np.ndarray, batch: int) -> np.ndarray:
+    """(N, classes): the graph's raw outputs, ``batch`` inputs per run."""
+    g = model.graph
+    out = [backend.run(g, {g.inputs[0]: x[i:i + batch]})[g.output] for i in range(0, len(x),
+                                                                                    batch)]
+    return np.concatenate(out).reshape(len(x), -1)
 
 
 def _stream_inference(node, stats, model, backend, src, per_item):
@@ -67,7 +80,14 @@ def incremental_video_inference(node, inputs, ctx):
         yield [(i, t, st) for (i, t, _), st in zip(frames_meta, frame_stats)], probs
 
 
-def pick_class(node, inputs, ctx) -> int:
-    (probs,) = inputs
+def pick_class(node, inputs, ctx) -> tuple[tuple[int, ...], ...]:
+    """Per input, the classes to explain: its own top one, or the ones the statement named."""
+    (scores,) = inputs
     target = node.arg("target")
-    return int(np.argmax(probs[0])) if target == "top1" else int(target)
+    if target == "top1":
+        return tuple((int(c),) for c in np.argmax(scores, axis=1))
+    if target == "all":
+        ids = tuple(range(scores.shape[1]))
+    else:
+        ids = tuple(target.ids) if isinstance(target, Classes) else (int(target),)
+    return (ids,) * len(scores)

@@ -10,11 +10,12 @@ from kryptondb.exec import catalog_ops as c
 from kryptondb.exec.inference import full_inference, incremental_video_inference, pick_class
 from kryptondb.exec.occlusion import heatmap, materialize_views, occlusion_scan
 from kryptondb.exec.results import frame_labels, store, top_k
-from kryptondb.exec.sources import load_image, preprocess, video_scan
+from kryptondb.exec.sources import load_image, preprocess, tensor_scan, video_scan
 from kryptondb.plan.ops import Op
 
 OPERATORS = {
-    Op.LOAD_IMAGE: load_image, Op.VIDEO_SCAN: video_scan, Op.PREPROCESS: preprocess,
+    Op.LOAD_IMAGE: load_image, Op.TENSOR_SCAN: tensor_scan, Op.VIDEO_SCAN: video_scan,
+    Op.PREPROCESS: preprocess,
     Op.FULL_INFERENCE: full_inference, Op.PICK_CLASS: pick_class,
     Op.INCREMENTAL_VIDEO_INFERENCE: incremental_video_inference,
     Op.NAIVE_OCCLUSION_SCAN: occlusion_scan, Op.INCREMENTAL_OCCLUSION_SCAN: occlusion_scan,

@@ -14,9 +14,10 @@ from kryptondb.plan.physical import lower
 from kryptondb.rewrite import RuleContext, rewrite
 
 
-def plan(db, stmt: ast.Statement, text: str = "") -> Explained:
-    """Every plan of ``stmt`` against ``db``: logical, after each rule that fired, physical."""
-    logical, options = bind(db, stmt, text)
+def plan(db, stmt: ast.Statement, text: str = "", params=()) -> Explained:
+    """Every plan of ``stmt`` against ``db``: logical, after each rule that fired, physical;
+    ``params`` are the values of its ``?``."""
+    logical, options = bind(db, stmt, text, params)
     ctx = RuleContext(options, partial(lookup, db), text)
     rewritten, steps = rewrite(logical, ctx)
     return Explained(logical, rewritten, tuple(r for r, _ in steps), steps, lower(rewritten))

@@ -11,7 +11,7 @@ import pyarrow as pa
 from kryptondb.exec.sources import media_path
 from kryptondb.orv.incremental import FrameStat
 from kryptondb.orv.sheet import VIDEO_KEY
-from kryptondb.result import Heatmap
+from kryptondb.result import Heatmap, Heatmaps
 
 
 def top_k(node, inputs, ctx):
@@ -77,7 +77,7 @@ def frame_labels(node, inputs, ctx) -> pa.Table:
 
 def store(node, inputs, ctx):
     (value,) = inputs
-    table = value.to_arrow() if isinstance(value, Heatmap) else value
+    table = value.to_arrow() if isinstance(value, (Heatmap, Heatmaps)) else value
     ctx.db.put_table(node.arg("table"), table)
     ctx.stats(node).update(rows=table.num_rows, bytes=table.nbytes)
     return value

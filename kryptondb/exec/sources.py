@@ -1,4 +1,5 @@
-"""Source operators: an image, a video's frames in chunks, and the model's preprocessing."""
+"""Source operators: an image (or several), a tensor given to the statement, a video's frames in
+chunks, and the model's preprocessing."""
 
 from __future__ import annotations
 
@@ -20,9 +21,22 @@ def media_path(ctx, node, kind: str) -> str:
 
 
 def load_image(node, inputs, ctx):
-    img = load(media_path(ctx, node, "image"))
-    ctx.stats(node).update(rows=1, bytes=img.size[0] * img.size[1] * 3)
-    return img
+    """One image, or the list of an ImageSet's images (``images``)."""
+    images = node.arg("images")
+    if images is None:
+        img = load(media_path(ctx, node, "image"))
+        ctx.stats(node).update(rows=1, bytes=img.size[0] * img.size[1] * 3)
+        return img
+    out = [load(path) for path in images.paths]
+    ctx.stats(node).update(rows=len(out), bytes=sum(i.size[0] * i.size[1] * 3 for i in out))
+    return out
+
+
+def tensor_scan(node, inputs, ctx):
+    """The N x C x H x W inputs the statement was given (bound and checked by the binder)."""
+    x = node.arg("tensor").array
+    ctx.stats(node).update(rows=len(x), bytes=x.nbytes)
+    return x
 
 
 def video_scan(node, inputs, ctx) -> Iterator:
@@ -48,5 +62,5 @@ def preprocess(node, inputs, ctx):
     if isinstance(src, Iterator):
         return ((b, model.inputs([img for _, _, img in b])) for b in src)
     x = model.inputs(src)
-    ctx.stats(node).update(rows=1, bytes=x.nbytes)
+    ctx.stats(node).update(rows=len(x), bytes=x.nbytes)
     return x

@@ -31,6 +31,42 @@ class Name:
 
 
 @dataclass(frozen=True, slots=True)
+class Param:
+    """A ``?``: the ``index``-th value (from 0) given with the statement text,
+    ``Connection.execute(text, [value, ...])``. Values are bound, never pasted into text."""
+
+    index: int
+    span: Span = field(default_factory=Span, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Images:
+    """OF IMAGES: a quoted path or glob (``'dir/*.png'``), a list of paths and names
+    (``('a.png', cat)``), or a table of them (``TABLE t``)."""
+
+    refs: tuple[Ref, ...] = ()
+    table: Name | None = None
+    listed: bool = False  # written as a parenthesised list
+    span: Span = field(default_factory=Span, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRef:
+    """OF TENSOR '<file.npy>', OF TENSOR ? or OF ?: a tensor in the model's input space."""
+
+    source: Ref | Param
+    span: Span = field(default_factory=Span, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Classes:
+    """FOR CLASSES (a, b, ...): ids or labels as written; FOR ALL CLASSES: ``every``."""
+
+    items: tuple[int | str, ...] = ()
+    every: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Approximate:
     """APPROXIMATE [TAU t] [DRILLDOWN r [TARGET s]] [WITH SSIM >= q] [WITHIN n SECONDS]."""
 
@@ -70,16 +106,21 @@ class Fill:
 class Statement:
     span: Span = field(default_factory=Span, compare=False, kw_only=True)
     spans: dict = field(default_factory=dict, compare=False, kw_only=True)  # option -> Span
+    params: int = field(default=0, compare=False, kw_only=True)  # how many ``?`` it holds
 
 
 @dataclass(frozen=True, slots=True)
 class ExplainOcclusion(Statement):
-    image: Ref
+    image: Ref | Images | TensorRef  # what is explained (OF IMAGE, OF IMAGES, OF TENSOR / ?)
     model: Name
-    target_class: int | str | None = None
-    patch: int | None = None
-    stride: int | None = None
+    target_class: int | str | Classes | None = None  # FOR CLASS, FOR [ALL] CLASSES
+    patch: int | tuple[int, int] | None = None  # PATCH p, or PATCH h w
+    stride: int | tuple[int, int] | None = None  # STRIDE s, or STRIDE sy sx
     fill: Fill | None = None
+    baseline: float | Param | None = None  # BASELINE: in the model's input space
+    score: str | None = None  # 'logit' | 'probability'
+    grid: str | None = None  # 'cover' | 'fit'
+    layout: str | None = None  # 'pixels' | 'windows'
     approximate: Approximate | None = None
     # None: the planner decides (cost model); False: NAIVE, one full inference per position;
     # True: INCREMENTAL, view maintenance forced

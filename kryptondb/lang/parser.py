@@ -8,13 +8,12 @@ import os
 from dataclasses import dataclass, replace
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
-                             UnexpectedToken, VisitError)
-from lark.lexer import PatternStr
+from lark.exceptions import UnexpectedInput, VisitError
 
 from kryptondb.errors import QuerySyntaxError
 from kryptondb.lang import ast
 from kryptondb.lang.statements import split_statements
+from kryptondb.lang.syntax import syntax_error
 
 try:
     import kryptondb.grammar as _installed_grammar  # installed: grammar/ is kryptondb.grammar
@@ -91,6 +90,21 @@ def _num(tok) -> float:
     return value
 
 
+def _ints(first, second=None) -> int | tuple[int, int]:
+    """One number (both axes) or two (height, width)."""
+    return _int(first) if second is None else (_int(first), _int(second))
+
+
+def _signed(*children) -> float | ast.Param:
+    """A number with an optional leading minus, or a ``?``."""
+    value = children[-1]
+    return -value if len(children) == 2 else value
+
+
+def _lower(tok) -> str:
+    return str(tok).lower()
+
+
 def _shown(digits: str) -> str:
     return digits if len(digits) <= 24 else f"{digits[:10]}...{digits[-4:]} ({len(digits)} digits)"
 
@@ -144,13 +158,42 @@ def _name(tok) -> ast.Name:
 class _Build(Transformer):
     """Parse tree -> AST; options become _Opt values merged into the statement."""
 
+    def __init__(self):
+        super().__init__()
+        self.params = 0  # the ``?`` seen so far: each is numbered in the order written
+
     def start(self, stmt):
         return stmt
+
+    def PARAM(self, tok):  # a terminal's callback: called in the order the tokens are written
+        self.params += 1
+        return ast.Param(self.params - 1, _span(tok))
 
     def image_ref(self, tok):
         return _ref(tok)
 
-    video_ref = tune_image = image_ref
+    video_ref = tune_image = image_item = image_ref
+
+    def class_item(self, tok):
+        return _unquote(tok) if tok.type == "STRING" else _int(tok)
+
+    @v_args(meta=True)
+    def images_pattern(self, meta, children):
+        return ast.Images((_ref(children[0]),), span=_meta_span(meta))
+
+    @v_args(meta=True)
+    def images_list(self, meta, refs):
+        return ast.Images(tuple(refs), listed=True, span=_meta_span(meta))
+
+    @v_args(meta=True)
+    def images_table(self, meta, children):
+        return ast.Images(table=_name(children[0]), span=_meta_span(meta))
+
+    @v_args(meta=True)
+    def tensor_ref(self, meta, children):
+        (source,) = children
+        return ast.TensorRef(source if isinstance(source, ast.Param) else _ref(source),
+                             _meta_span(meta))
 
     def using_model(self, tok):
         return _name(tok)
@@ -159,10 +202,16 @@ class _Build(Transformer):
         return _num(tok)
 
     # -- options --------------------------------------------------------------------------
-    for_class = _option("target_class", "FOR CLASS",
-                        lambda t: _unquote(t) if t.type == "STRING" else _int(t))
-    patch = _option("patch", "PATCH", _int)
-    stride = _option("stride", "STRIDE", _int)
+    for_class = _option("target_class", "FOR CLASS")
+    for_classes = _option("target_class", "FOR CLASSES", lambda *items: ast.Classes(items))
+    for_all_classes = _option("target_class", "FOR ALL CLASSES",
+                              lambda: ast.Classes(every=True))
+    patch = _option("patch", "PATCH", _ints)
+    stride = _option("stride", "STRIDE", _ints)
+    baseline = _option("baseline", "BASELINE", _signed)
+    score = _option("score", "SCORE", _lower)
+    grid = _option("grid", "GRID", _lower)
+    layout = _option("layout", "LAYOUT", _lower)
     fill = _option("fill", "FILL")
     exact = _option("approximate", "EXACT", lambda: None)
     naive = _option("incremental", "NAIVE", lambda: False)
@@ -304,9 +353,10 @@ def parse(text: str) -> ast.Statement:
         raise QuerySyntaxError("empty query", text, 1, 1, expected=("a statement",))
     try:
         tree = _parser().parse(text)
-        stmt = _Build().transform(tree)
+        build = _Build()
+        stmt = build.transform(tree)
     except UnexpectedInput as exc:
-        raise _syntax_error(exc, text) from None
+        raise syntax_error(exc, text, _parser().terminals) from None
     except RecursionError:  # thousands of nested EXPLAIN PLAN FOR
         raise _too_deep(text) from None
     except VisitError as exc:
@@ -317,7 +367,7 @@ def parse(text: str) -> ast.Statement:
         span = exc.orig_exc.span
         raise QuerySyntaxError(exc.orig_exc.message, text, span.line, span.column,
                                span.length) from None
-    return replace(stmt, span=ast.Span(1, 1, len(text), 0))
+    return replace(stmt, span=ast.Span(1, 1, len(text), 0), params=build.params)
 
 
 def _too_deep(text: str) -> QuerySyntaxError:
@@ -327,55 +377,3 @@ def _too_deep(text: str) -> QuerySyntaxError:
 def parse_script(text: str) -> list[ast.Statement]:
     """Several statements separated by ';' (quotes respected)."""
     return [parse(s) for s in split_statements(text)]
-
-
-# ---------------------------------------------------------------------------------------------
-
-_FRIENDLY = {"STRING": "a quoted string", "INT": "an integer", "DECIMAL": "a number",
-             "NAME": "a name", "$END": "end of statement", "SEMICOLON": "';'", "SQL": "SELECT",
-             "MORETHAN": "'>'", "MINUS": "'-'", "LPAR": "'('", "RPAR": "')'",
-             "COMMA": "','",
-             "CATALOG_KIND": "MODELS, IMAGES, VIDEOS, VIEWS or TABLES",
-             "MEDIA_KIND": "IMAGE or VIDEO", "DROP_KIND": "MODEL, IMAGE, VIDEO, VIEW or TABLE",
-             "PLAN_FORMAT": "TEXT, DOT, SVG or HTML"}
-
-
-def _expected(names) -> tuple[str, ...]:
-    out = []
-    for n in sorted(set(names)):
-        if n in _FRIENDLY or not n.startswith("__"):
-            out.append(_FRIENDLY.get(n, n))
-        elif (literal := _literal(n)) is not None:  # lark's name for an unnamed terminal
-            out.append(literal)
-    return tuple(dict.fromkeys(out))
-
-
-def _literal(terminal: str) -> str | None:
-    """'>=' for the anonymous terminal of a literal string in the grammar."""
-    found = [t.pattern for t in _parser().terminals if t.name == terminal]
-    return f"'{found[0].value}'" if found and isinstance(found[0], PatternStr) else None
-
-
-def _accepts(exc: UnexpectedToken):
-    """Terminals the parser really accepts here (LALR's merged lookaheads over-report)."""
-    try:
-        return exc.interactive_parser.accepts()
-    except Exception:  # pragma: no cover - older lark without an interactive parser
-        return exc.expected
-
-
-def _syntax_error(exc: UnexpectedInput, text: str) -> QuerySyntaxError:
-    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken)
-                                          and exc.token.type == "$END"):
-        lines = text.rstrip().split("\n")
-        line, col = len(lines), len(lines[-1]) + 1
-        names = _accepts(exc) if isinstance(exc, UnexpectedToken) else exc.expected
-        return QuerySyntaxError("unexpected end of statement", text, line, col, 1,
-                                _expected(names))
-    if isinstance(exc, UnexpectedToken):
-        tok = exc.token
-        return QuerySyntaxError(f"unexpected {str(tok)!r}", text, exc.line, exc.column,
-                                max(1, len(str(tok))), _expected(_accepts(exc)))
-    assert isinstance(exc, UnexpectedCharacters)
-    return QuerySyntaxError(f"unexpected character {text[exc.pos_in_stream]!r}", text, exc.line,
-                            exc.column, 1, _expected(exc.allowed or ()))

@@ -29,6 +29,11 @@ def pair(value, what: str) -> tuple[int, int]:
     return int(items[0]), int(items[1])
 
 
+def side(value: tuple[int, int]) -> str:
+    """A window or strides as written: '16' for both axes alike, else '8x12'."""
+    return str(value[0]) if value[0] == value[1] else f"{value[0]}x{value[1]}"
+
+
 @dataclass(frozen=True, slots=True)
 class Grid:
     """Window positions over a ``height`` x ``width`` input, in row-major order. ``window`` and

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from kryptondb.files import writable_file
+from kryptondb.obe.grid import side
+from kryptondb.obe.layout import pixels
 
 
 def display_image(x: np.ndarray, pre) -> np.ndarray:
@@ -17,18 +19,9 @@ def display_image(x: np.ndarray, pre) -> np.ndarray:
 
 
 def upsample(heatmap) -> np.ndarray:
-    """The drop grid on the image's pixels: each pixel gets the mean drop of the patch
-    positions covering it (Captum's layout); pixels no patch covers get 0."""
-    h, w = heatmap.image.shape[:2]
-    total = np.zeros((h, w), np.float64)
-    count = np.zeros((h, w), np.float64)
-    p, s = heatmap.patch, heatmap.stride
-    drop = heatmap.drop
-    for i in range(drop.shape[0]):
-        for j in range(drop.shape[1]):
-            total[i * s:i * s + p, j * s:j * s + p] += drop[i, j]
-            count[i * s:i * s + p, j * s:j * s + p] += 1
-    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    """The drop grid on the image's pixels: each pixel gets the mean drop of the windows
+    covering it (Captum's layout); pixels no window covers get 0."""
+    return pixels(heatmap.drop, heatmap.windows)
 
 
 def save_heatmap_png(heatmap, path: str) -> str:
@@ -45,12 +38,14 @@ def save_heatmap_png(heatmap, path: str) -> str:
     lim = max(float(np.abs(drop).max()), 1e-6)
     ax1.imshow(heatmap.image)
     im = ax1.imshow(drop, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.6)
-    ax1.set_title(f"occlusion: {heatmap.label!r} p={heatmap.base_probability:.2f}\n"
-                  f"patch {heatmap.patch}, stride {heatmap.stride}")
+    g, short = heatmap.windows, "p" if heatmap.score == "probability" else "logit"
+    ax1.set_title(f"occlusion: {heatmap.label!r} {short}={heatmap.base_probability:.2f}\n"
+                  f"patch {side(g.window)}, stride {side(g.strides)}"
+                  + (", cut at the border" if g.border == "cut" else ""))
     for ax in (ax0, ax1):
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(im, ax=ax1, label="probability drop when occluded", shrink=0.9)
+    fig.colorbar(im, ax=ax1, label=f"{heatmap.score} drop when occluded", shrink=0.9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -6,7 +6,6 @@ defaults, so every later stage sees explicit, valid arguments.
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,9 +16,11 @@ from kryptondb.lang import ast
 from kryptondb.model.binding import resolve
 from kryptondb.obe.grid import Grid
 from kryptondb.plan import option_ranges as ranges
+from kryptondb.plan.inputs import baseline, check_images, image_files, input_scan, scan_args
 from kryptondb.plan.nodes import PlanNode, node
 from kryptondb.plan.preprocessing import bind_preprocess
 from kryptondb.plan.ops import Op
+from kryptondb.plan.values import Classes
 from kryptondb.sql import relations
 
 DEVICES = {"cpu": "onnxruntime", "onnxruntime": "onnxruntime", "ort": "onnxruntime",
@@ -42,6 +43,14 @@ class Options:
 class Binder:
     db: object  # kryptondb.catalog.Database
     text: str = ""
+    params: tuple = ()  # the values of the statement's ``?``, in order
+
+    def param(self, p: ast.Param):
+        """The value given for the ``?`` ``p``."""
+        if p.index >= len(self.params):
+            raise self.fail(f"no value for parameter ?{p.index + 1}: give one per ? in "
+                            f"execute(text, [value, ...]) ({len(self.params)} given)", p.span)
+        return self.params[p.index]
 
     # -- errors ---------------------------------------------------------------------------
     def fail(self, message: str, span: ast.Span | None, expected=()) -> PlanError:
@@ -87,24 +96,50 @@ class Binder:
 
 def plan_occlusion(b: Binder, s: ast.ExplainOcclusion) -> tuple[PlanNode, Options]:
     model = b.model(s.model)
-    b.media_path(s.image, "image")  # the image must exist before anything is planned
-    patch, stride, fill = ranges.check_occlusion(b, s, model)
+    pre, count, images = input_scan(b, s, model)  # they must exist before anything is planned
+    window, strides, fill = ranges.check_occlusion(b, s, model)
     _, h, w = model.input_shape
-    grid = Grid(h, w, patch, stride)  # the positions, computed once: every later stage reads it
-    img = node(Op.IMAGE_SCAN, **_scan_args(s.image))
-    pre = node(Op.PREPROCESS, img, model=model, shape=tuple(model.input_shape))
-    base = node(Op.INFERENCE, pre, model=model)
-    cls = node(Op.CHOOSE_CLASS, base, target=_target(b, model, s))
-    occ = node(Op.OCCLUDE, pre, grid=grid, fill=fill)
-    prob = node(Op.CLASS_PROBABILITY, node(Op.INFERENCE, occ, model=model), cls)
-    root = node(Op.HEATMAP, prob, base, cls, rows=grid.rows, cols=grid.cols)
+    # the positions, computed once: every later stage reads them
+    grid = Grid(h, w, window, strides, "cut" if s.grid == "cover" else "fit")
+    score = "logit" if s.score == "logit" else None  # the default, probability, goes unsaid
+    several = not isinstance(s.image, ast.Ref)
+    base = node(Op.INFERENCE, pre, **_given(model=model, score=score))
+    target = _target(b, model, s)
+    cls = node(Op.CHOOSE_CLASS, base, target=target)
+    occ = node(Op.OCCLUDE, pre, **_given(grid=grid, fill=fill, inputs=count if several else None,
+                                         baseline=baseline(b, s, (count, *model.input_shape))))
+    prob = node(Op.CLASS_PROBABILITY, node(Op.INFERENCE, occ, model=model), cls,
+                **_given(score=score))
+    keys = ("image",) * several + ("class",) * (several or not isinstance(target, (int, str))
+                                                or target == "all")
+    root = node(Op.HEATMAP, prob, base, cls, **_given(
+        rows=grid.rows, cols=grid.cols, keys=keys or None, images=images,
+        layout="pixels" if s.layout == "pixels" else None))
     return _into(b, s, root), b.options(s)
 
 
+def _given(**args) -> dict:
+    """The arguments that are set: a default is left unsaid, so plans show what was asked."""
+    return {k: v for k, v in args.items() if v is not None}
+
+
 def _target(b: Binder, model, s: ast.ExplainOcclusion):
+    """'top1' (each input's own top class), a class id, Classes, or 'all'."""
     t = s.target_class
     if t is None:
         return "top1"
+    if not isinstance(t, ast.Classes):
+        return _class_id(b, model, s, t)
+    if t.every:
+        return "all"
+    ids = tuple(_class_id(b, model, s, item) for item in t.items)
+    twice = [c for i, c in enumerate(ids) if c in ids[:i]]
+    if twice:
+        raise b.fail(f"FOR CLASSES names class {twice[0]} twice", ranges.where(s, "target_class"))
+    return Classes(ids)
+
+
+def _class_id(b: Binder, model, s: ast.ExplainOcclusion, t: int | str) -> int:
     if isinstance(t, int):
         classes = math.prod(model.graph[model.graph.output].shape)
         if not 0 <= t < classes:
@@ -117,11 +152,6 @@ def _target(b: Binder, model, s: ast.ExplainOcclusion):
     close = [lab for lab in model.labels or () if t.lower() in lab.lower()][:8]
     raise b.fail(f"no class labelled {t!r} in {model.name}", ranges.where(s, "target_class"),
                  tuple(close) or ("a class id",))
-
-
-def _scan_args(ref: ast.Ref) -> dict:
-    """How a scan names its media in plans: as written (stable across machines)."""
-    return {"source": ref.value, "catalog": not ref.quoted}
 
 
 def _into(b: Binder, s, root: PlanNode) -> PlanNode:
@@ -137,8 +167,9 @@ def _into(b: Binder, s, root: PlanNode) -> PlanNode:
 def plan_predict(b: Binder, s: ast.Predict) -> tuple[PlanNode, Options]:
     model = b.model(s.model)
     b.media_path(s.image, "image")  # a name or file that is not there fails here, with a caret
+    check_images(b, model, s.image.span, "explain it with a tensor (EXPLAIN OCCLUSION OF ?)")
     k = ranges.check_top(b, s, model)
-    img = node(Op.IMAGE_SCAN, **_scan_args(s.image))
+    img = node(Op.IMAGE_SCAN, **scan_args(s.image))
     pre = node(Op.PREPROCESS, img, model=model, shape=tuple(model.input_shape))
     top = node(Op.TOP_K, node(Op.INFERENCE, pre, model=model), k=k, model=model)
     return _into(b, s, top), b.options(s)
@@ -150,39 +181,30 @@ def plan_recognize(b: Binder, s: ast.RecognizeObjects) -> tuple[PlanNode, Option
     k = ranges.check_top(b, s, model)
     ranges.check_video(b, s)
     first, last = s.frames or (0, None)
-    scan = node(Op.VIDEO_SCAN, **_scan_args(s.video), first=first, last=last, every=s.every or 1)
+    scan = node(Op.VIDEO_SCAN, **scan_args(s.video), first=first, last=last, every=s.every or 1)
     pre = node(Op.PREPROCESS, scan, model=model, shape=tuple(model.input_shape))
     inference = node(Op.INFERENCE, pre, model=model, **_video_settings(b, s))
     top = node(Op.TOP_K, inference, k=k, model=model)
-    return _into(b, s, node(Op.FRAME_LABELS, top, **_scan_args(s.video))), b.options(s)
+    return _into(b, s, node(Op.FRAME_LABELS, top, **scan_args(s.video))), b.options(s)
 
 
 def _video_settings(b: Binder, s: ast.RecognizeObjects) -> dict:
     """Incremental video settings (checked by ranges.check_video): what the
     maintain_video_views rule reads."""
     tau = s.approximate.tau if s.approximate is not None else None
-    settings = {"threshold": s.threshold, "tau": tau, "keyframe_every": s.keyframe_every,
-                "keyframe_area": s.keyframe_area, "max_boxes": s.max_boxes,
-                "agreement": s.agreement or None}
-    return {k: v for k, v in settings.items() if v is not None}
+    return _given(threshold=s.threshold, tau=tau, keyframe_every=s.keyframe_every,
+                  keyframe_area=s.keyframe_area, max_boxes=s.max_boxes,
+                  agreement=s.agreement or None)
 
 
 def plan_tune(b: Binder, s: ast.Tune) -> tuple[PlanNode, Options]:
     """TUNE: image references resolve now (catalog names, files, globs), so a typo fails here."""
     model = b.model(s.model)
-    patch, stride = ranges.check_window(b, s, model)
+    window, strides = ranges.check_window(b, s, model)
     fill = ranges.check_fill(b, s)
-    paths: list[str] = []
-    for ref in s.images:
-        if ref.quoted and any(c in ref.value for c in "*?["):
-            found = sorted(glob.glob(os.path.expanduser(ref.value)))
-            if not found:
-                raise b.fail(f"no image file matches {ref.value!r}", ref.span)
-            paths += [os.path.abspath(f) for f in found]
-        else:
-            paths.append(b.media_path(ref, "image"))
+    paths, _ = image_files(b, s.images)
     _, h, w = model.input_shape
-    return node(Op.TUNE, model=model, grid=Grid(h, w, patch, stride), fill=fill,
+    return node(Op.TUNE, model=model, grid=Grid(h, w, window, strides), fill=fill,
                 images=tuple(paths)), b.options(s)
 
 
@@ -207,9 +229,9 @@ def _sql_tables(b: Binder, sql_text: str) -> list[str]:
     return relations(sql_text, relation_names(b.db), b.text)
 
 
-def bind(db, stmt: ast.Statement, text: str = "") -> tuple[PlanNode, Options]:
-    """The logical plan of ``stmt`` and its options."""
-    b = Binder(db, text)
+def bind(db, stmt: ast.Statement, text: str = "", params=()) -> tuple[PlanNode, Options]:
+    """The logical plan of ``stmt`` and its options; ``params`` are the values of its ``?``."""
+    b = Binder(db, text, tuple(params))
     if isinstance(stmt, ast.ExplainOcclusion):
         return plan_occlusion(b, stmt)
     if isinstance(stmt, ast.Tune):

@@ -11,7 +11,7 @@ from enum import Enum
 
 from kryptondb.format import fmt_bytes, fmt_flops, fmt_time
 from kryptondb.lang.ast import Fill
-from kryptondb.obe.grid import Grid
+from kryptondb.obe.grid import Grid, side
 from kryptondb.plan.nodes import Dag, PlanNode
 
 
@@ -19,7 +19,7 @@ def plain(v):
     """A typed argument as people read it: numbers, flags and text as they are; a Grid as its
     positions, patch and stride; a shape as 3x224x224; a Fill by its name; names in brackets."""
     if isinstance(v, Grid):
-        return f"{v.rows}x{v.cols}(patch={_side(v.window)},stride={_side(v.strides)}" + \
+        return f"{v.rows}x{v.cols}(patch={side(v.window)},stride={side(v.strides)}" + \
             ("" if v.border == "fit" else f",{v.border}") + ")"
     if isinstance(v, Fill):
         return v.text
@@ -32,10 +32,6 @@ def plain(v):
     if isinstance(v, (str, int, float, bool)):
         return v
     return str(v)
-
-
-def _side(pair: tuple[int, int]) -> str:
-    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
 
 
 def _value(v) -> str:

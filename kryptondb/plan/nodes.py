@@ -63,7 +63,9 @@ def transform(root: PlanNode, fn) -> PlanNode:
     def go(n: PlanNode) -> PlanNode:
         if id(n) not in memo:
             kids = tuple(go(c) for c in n.children)
-            memo[id(n)] = fn(n if kids == n.children else replace(n, children=kids))
+            # by identity: a child rewritten to an equal copy must still be the one shared
+            same = all(k is c for k, c in zip(kids, n.children))
+            memo[id(n)] = fn(n if same else replace(n, children=kids))
         return memo[id(n)]
 
     return go(root)

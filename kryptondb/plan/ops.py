@@ -1,7 +1,9 @@
 """The plan's vocabulary: every operator kind, and the typed arguments each may carry.
 
 A plan node's arguments are values, never text to parse back: ints, floats, tuples, a ``Fill``,
-a ``Grid`` of patch positions (computed once, by the binder), a bound ``ModelRef``. ``SCHEMA``
+a ``Grid`` of window positions (computed once, by the binder), a bound ``ModelRef``, and for
+occlusion a ``Tensor`` (an input or a baseline, by digest), an ``ImageSet``, ``Classes``
+(kryptondb/plan/values.py). ``SCHEMA``
 says which arguments an operator takes and of which types; ``PlanNode`` checks its arguments
 against it when it is made, so a rule that writes a wrong value fails where it writes it.
 """
@@ -15,6 +17,7 @@ from kryptondb.lang.ast import Fill
 from kryptondb.media.images import Preprocess
 from kryptondb.model.binding import ModelRef
 from kryptondb.obe.grid import Grid
+from kryptondb.plan.values import Classes, ImageSet, Tensor
 
 
 class Op(str, Enum):
@@ -24,6 +27,7 @@ class Op(str, Enum):
 
     # logical (binder)
     IMAGE_SCAN = "ImageScan"
+    TENSOR_SCAN = "TensorScan"
     VIDEO_SCAN = "VideoScan"
     PREPROCESS = "Preprocess"
     INFERENCE = "Inference"
@@ -89,7 +93,11 @@ FILL = _Kind("a Fill", lambda v: isinstance(v, Fill))
 PREPROCESS = _Kind("a Preprocess", lambda v: isinstance(v, Preprocess))
 BACKEND = _Kind("a backend name", lambda v: v in ("onnxruntime", "numpy", "cupy"))
 MODE = _Kind("'naive' or 'incremental'", lambda v: v in ("naive", "incremental"))
-CLASS = _Kind("a class id or 'top1'", lambda v: v == "top1" or INT(v))
+CLASS = _Kind("a class id, Classes, 'top1' or 'all'",
+              lambda v: v in ("top1", "all") or INT(v) or isinstance(v, Classes))
+TENSOR = _Kind("a Tensor", lambda v: isinstance(v, Tensor))
+IMAGES = _Kind("an ImageSet", lambda v: isinstance(v, ImageSet))
+BASELINE = _Kind("a number or a Tensor", lambda v: NUMBER(v) or TENSOR(v))
 OPTIONAL_INT = _Kind("an int or None", lambda v: v is None or INT(v))
 
 
@@ -98,12 +106,15 @@ def one_of(*values: str) -> _Kind:
 
 
 MEDIA = {"source": TEXT, "catalog": FLAG}
+SCORE = one_of("probability", "logit")  # softmax of the output, or the output itself
 VIDEO_SETTINGS = {"threshold": NUMBER, "tau": NUMBER, "keyframe_every": INT,
                   "keyframe_area": NUMBER, "max_boxes": INT, "agreement": FLAG}
-INFERENCE = {"model": MODEL, "backend": BACKEND, "batch": INT}
+INFERENCE = {"model": MODEL, "backend": BACKEND, "batch": INT, "score": SCORE}
 # an occlusion scan as the rules grow it: the query, the cost model's reasons and estimates,
-# the approximate settings, the memory planner's batch
-SCAN_QUERY = {"model": MODEL, "backend": BACKEND, "grid": GRID, "fill": FILL}
+# the approximate settings, the memory planner's batch. ``fill`` (pixel space) or ``baseline``
+# (the model's input space); ``inputs``: how many are scanned (absent: one image)
+OCCLUDE = {"grid": GRID, "fill": FILL, "baseline": BASELINE, "inputs": INT}
+SCAN_QUERY = OCCLUDE | {"model": MODEL, "backend": BACKEND, "score": SCORE}
 SCAN_COST = {"why": TEXT, "theoretical_speedup": NUMBER, "flops_full": INT,
              "flops_incremental": INT, "frontier": NAMES, "segments": INT}
 SCAN_APPROXIMATE = {"tau": NUMBER, "drilldown": NUMBER, "target": NUMBER, "coarse_stride": INT,
@@ -115,8 +126,9 @@ SCAN = SCAN_QUERY | SCAN_COST | SCAN_APPROXIMATE | SCAN_MEMORY
 PHYSICAL_SCAN = {k: v for k, v in SCAN.items() if k not in ("drilldown", "coarse_stride")}
 
 SCHEMA: dict[Op, dict[str, _Kind]] = {
-    Op.IMAGE_SCAN: MEDIA,
-    Op.LOAD_IMAGE: MEDIA,
+    Op.IMAGE_SCAN: MEDIA | {"images": IMAGES},
+    Op.LOAD_IMAGE: MEDIA | {"images": IMAGES},
+    Op.TENSOR_SCAN: {"tensor": TENSOR},
     Op.VIDEO_SCAN: MEDIA | {"first": INT, "last": OPTIONAL_INT, "every": INT},
     Op.PREPROCESS: {"model": MODEL, "shape": SHAPE},
     Op.INFERENCE: INFERENCE | VIDEO_SETTINGS,
@@ -125,9 +137,12 @@ SCHEMA: dict[Op, dict[str, _Kind]] = {
     Op.INCREMENTAL_VIDEO_INFERENCE: INFERENCE | VIDEO_SETTINGS,
     Op.CHOOSE_CLASS: {"target": CLASS},
     Op.PICK_CLASS: {"target": CLASS},
-    Op.OCCLUDE: {"grid": GRID, "fill": FILL},
-    Op.CLASS_PROBABILITY: {},
-    Op.HEATMAP: {"rows": INT, "cols": INT},
+    Op.OCCLUDE: OCCLUDE,
+    Op.CLASS_PROBABILITY: {"score": SCORE},
+    # keys: the result's columns that say which map a row is of ('image', 'class'); images:
+    # the names of the image column
+    Op.HEATMAP: {"rows": INT, "cols": INT, "keys": NAMES, "images": IMAGES,
+                 "layout": one_of("windows", "pixels")},
     Op.TOP_K: {"k": INT, "model": MODEL},
     Op.FRAME_LABELS: MEDIA,
     Op.STORE: {"table": TEXT},

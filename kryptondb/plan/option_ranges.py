@@ -43,19 +43,44 @@ def check_int(b, s, key: str, what: str, hi: int | None = None, why: str = "",
                  where(s, key))
 
 
-def check_window(b, s, model) -> tuple[int, int]:
-    """PATCH and STRIDE (EXPLAIN OCCLUSION, TUNE): the patch fits the model's input, and the
-    stride is at most the patch, so every pixel is occluded at some position."""
+def check_window(b, s, model) -> tuple[tuple[int, int], tuple[int, int]]:
+    """PATCH and STRIDE (EXPLAIN OCCLUSION, TUNE) as (height, width) pairs, one number meaning
+    both axes: the window fits the model's input, and each stride is at most the window along
+    its axis, so every pixel is occluded at some position."""
     _, h, w = model.input_shape
-    side = min(h, w)
-    check_int(b, s, "patch", "PATCH", side, f" (the side of {model.name}'s {h}x{w} input)")
-    patch = s.patch or DEFAULT_PATCH
-    if patch > side:
-        raise b.fail(f"the default PATCH {DEFAULT_PATCH} is larger than {model.name}'s {h}x{w} "
-                     f"input: give PATCH <= {side}", s.span)
-    check_int(b, s, "stride", "STRIDE", patch, f" (PATCH {patch}: a larger stride "
-              "leaves pixels that no patch covers)")
-    return patch, s.stride or min(DEFAULT_STRIDE, patch)
+    side = "side" if h == w else "shorter side"
+    window = _pair(b, s, "patch", "PATCH", (h, w),
+                   f" (the {side} of {model.name}'s {h}x{w} input)",
+                   lambda axis, v: f" ({model.name}'s input is {h}x{w})")
+    if window is None:
+        if DEFAULT_PATCH > min(h, w):
+            raise b.fail(f"the default PATCH {DEFAULT_PATCH} is larger than {model.name}'s "
+                         f"{h}x{w} input: give PATCH <= {min(h, w)}", s.span)
+        window = (DEFAULT_PATCH, DEFAULT_PATCH)
+    written = " ".join(map(str, window)) if isinstance(s.patch, tuple) else str(window[0])
+    strides = _pair(b, s, "stride", "STRIDE", window,
+                    f" (PATCH {written}: a larger stride leaves pixels that no patch covers)",
+                    lambda axis, v: f" (the window's {axis} is {v}: a larger stride leaves "
+                                    "pixels that no window covers)")
+    return window, strides or (min(DEFAULT_STRIDE, window[0]), min(DEFAULT_STRIDE, window[1]))
+
+
+def _pair(b, s, key: str, what: str, most: tuple[int, int], why: str,
+          why_axis) -> tuple[int, int] | None:
+    """An option of one positive integer (both axes, at most the smaller bound) or two (each
+    at most its axis's bound); None when not given."""
+    value = getattr(s, key)
+    if value is None:
+        return None
+    if not isinstance(value, tuple):
+        check_int(b, s, key, what, min(most), why)
+        return value, value
+    for axis, v, hi in zip(("height", "width"), value, most):
+        if not 1 <= v <= hi:
+            raise b.fail(f"{what} {value[0]} {value[1]}: the {axis} {v} is out of range: it must "
+                         f"be a positive integer, at most {hi}{why_axis(axis, hi)}",
+                         where(s, key))
+    return value
 
 
 def check_fill(b, s) -> ast.Fill:
@@ -65,19 +90,26 @@ def check_fill(b, s) -> ast.Fill:
                      ("a number in [0, 1]", "GRAY", "BLACK", "MEAN", "BLUR"))
     if fill.kind == "constant" and not 0 <= fill.value <= 1:
         raise b.fail(f"FILL must be a pixel value in [0, 1] (before normalisation), got "
-                     f"{fill.value:g}", where(s, "fill"))
+                     f"{fill.value:g}; BASELINE takes any value in the model's input space",
+                     where(s, "fill"))
     return fill
 
 
-def check_occlusion(b, s: ast.ExplainOcclusion, model) -> tuple[int, int, ast.Fill]:
-    """Every EXPLAIN OCCLUSION option but FOR CLASS; (patch, stride, fill) with defaults."""
-    patch, stride = check_window(b, s, model)
+def check_occlusion(b, s: ast.ExplainOcclusion, model):
+    """Every EXPLAIN OCCLUSION option but FOR CLASS and BASELINE's value: (window, strides,
+    fill) with defaults; fill is None when BASELINE replaces it."""
+    window, strides = check_window(b, s, model)
     check_int(b, s, "batch", "BATCH", MAX_BATCH)
     check_int(b, s, "memory_mb", "MEMORY", MAX_MEMORY_MB, " (1 TiB)", unit=" MB")
-    fill = check_fill(b, s)
+    if s.fill is not None and s.baseline is not None:
+        later = max(("fill", "baseline"), key=lambda k: where(s, k).start)
+        raise b.fail("FILL and BASELINE exclude each other: FILL is a pixel value (or GRAY, "
+                     "MEAN ...) normalised like the image, BASELINE a value in the model's "
+                     "input space", where(s, later))
+    fill = check_fill(b, s) if s.baseline is None else None
     if s.approximate is not None:
-        check_approximate(b, s, model, patch, stride, min(model.input_shape[1:]))
-    return patch, stride, fill
+        check_approximate(b, s, model, window, strides)
+    return window, strides, fill
 
 
 def check_top(b, s, model) -> int:
@@ -92,9 +124,11 @@ def check_tau(b, a: ast.Approximate) -> None:
         raise b.fail(f"TAU must be in (0, 1], got {a.tau:g}", a.spans.get("tau"))
 
 
-def check_approximate(b, s: ast.ExplainOcclusion, model, patch: int, stride: int,
-                      side: int) -> None:
-    """Valid ranges for every approximate setting, and a tuning to read for accuracy targets."""
+def check_approximate(b, s: ast.ExplainOcclusion, model, window: tuple[int, int],
+                      strides: tuple[int, int]) -> None:
+    """Valid ranges for every approximate setting, and a tuning to read for accuracy targets.
+    Drill-down's first stage takes one stride (both axes), tunings one square window and one
+    stride."""
     a = s.approximate
     at = a.spans.get
     if s.incremental is False:
@@ -110,10 +144,7 @@ def check_approximate(b, s: ast.ExplainOcclusion, model, patch: int, stride: int
             raise b.fail(f"TARGET speedup must be in [1, {bound:g}) for DRILLDOWN "
                          f"{a.drilldown:g} (drill-down speedup stays below 1/r), got "
                          f"{a.target:g}", at("drilldown"))
-        if D.coarse_stride(stride, a.drilldown, a.target or D.default_target(a.drilldown)) \
-                > side - patch:
-            raise b.fail("DRILLDOWN: the first stage's stride leaves a single position; use a "
-                         "smaller TARGET or a smaller PATCH", at("drilldown"))
+        check_drilldown(b, s, model, window, strides)
     if a.ssim is not None and not 0 < a.ssim <= 1:
         raise b.fail(f"SSIM target must be in (0, 1], got {a.ssim:g}", at("ssim"))
     if a.within is not None and a.within <= 0:
@@ -124,12 +155,34 @@ def check_approximate(b, s: ast.ExplainOcclusion, model, patch: int, stride: int
                      "the planner picks tau for a target", at("tau"))
     if a.ssim is not None and a.within is not None:
         raise b.fail("give either WITH SSIM or WITHIN, not both", at("within"))
+    if a.wants_target and (window[0] != window[1] or strides[0] != strides[1]):
+        raise b.fail("an SSIM target or WITHIN reads a tuning made for a square PATCH and one "
+                     "STRIDE; give APPROXIMATE TAU for other windows", a.span)
+    patch, stride = window[0], strides[0]
     if a.wants_target and lookup(b.db, model, patch, stride) is None:
         goal = "WITHIN" if a.within is not None else "an SSIM target"
         raise b.fail(f"{goal} needs a tuning of {model.name} at PATCH {patch} STRIDE {stride} "
                      f"for its current weights, and there is none: run TUNE MODEL {model.name} "
                      f"PATCH {patch} STRIDE {stride} ON IMAGES '<image files>' first, or give "
                      "TAU", a.span)
+
+
+def check_drilldown(b, s: ast.ExplainOcclusion, model, window, strides) -> None:
+    """The first stage's grid: one coarse stride for both axes, leaving more than one
+    position, and (GRID COVER) no larger than the window."""
+    a = s.approximate
+    if strides[0] != strides[1]:
+        raise b.fail(f"DRILLDOWN takes one stride for both axes, got STRIDE {strides[0]} "
+                     f"{strides[1]}", a.spans.get("drilldown"))
+    coarse = D.coarse_stride(strides[0], a.drilldown, a.target or D.default_target(a.drilldown))
+    _, h, w = model.input_shape
+    if coarse > min(h - window[0], w - window[1]):
+        raise b.fail("DRILLDOWN: the first stage's stride leaves a single position; use a "
+                     "smaller TARGET or a smaller PATCH", a.spans.get("drilldown"))
+    if s.grid == "cover" and coarse > min(window):
+        raise b.fail(f"DRILLDOWN with GRID COVER: the first stage's stride {coarse} exceeds the "
+                     f"window, so it would leave pixels uncovered; use GRID FIT or a smaller "
+                     "TARGET", a.spans.get("drilldown"))
 
 
 def check_video(b, s: ast.RecognizeObjects) -> None:

@@ -25,6 +25,7 @@ from kryptondb.ivm.incremental import IncrementalPlan, read_views, region_sizes
 from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, transform
 from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
+from kryptondb.plan.values import Classes
 
 MAX_BATCH = 256
 MAX_INCREMENTAL_BATCH = 64  # larger batches of small contexts gained nothing, cost memory
@@ -204,13 +205,39 @@ def scan_corners(n: PlanNode) -> np.ndarray:
 
 
 def footprint(graph, n: PlanNode, mode: str | None = None) -> Footprint:
-    """The footprint of the OcclusionScan ``n`` (in ``mode``, default its own)."""
+    """The footprint of the OcclusionScan ``n`` (in ``mode``, default its own), over all its
+    inputs and targets."""
     mode = mode or n.arg("mode")
     alloc = NUMPY if n.arg("backend") == "numpy" else ONNXRUNTIME
     corners = scan_corners(n)
     if mode == "incremental":
-        return incremental_footprint(graph, corners, n.arg("grid").window, n.arg("tau"), alloc)
-    return naive_footprint(graph, len(corners), alloc)
+        fp = incremental_footprint(graph, corners, n.arg("grid").window, n.arg("tau"), alloc)
+    else:
+        fp = naive_footprint(graph, len(corners), alloc)
+    return _inputs_and_targets(fp, n.arg("inputs") or 1, _targets(graph, n))
+
+
+def _inputs_and_targets(fp: Footprint, inputs: int, targets: int) -> Footprint:
+    """Inputs are scanned one after the other, but the views of each (computed first) and the
+    scores of every input and target stay to the end."""
+    if (inputs, targets) == (1, 1):
+        return fp
+    fixed = {k: v * inputs for k, v in fp.fixed.items()}
+    fixed["heatmap"] *= targets
+    more_views = fp.fixed.get("views", 0) * (inputs - 1)
+    return replace(fp, fixed=fixed, materialize=fp.materialize + more_views if fp.materialize
+                   else 0)
+
+
+def _targets(graph, n: PlanNode) -> int:
+    """How many classes the scan scores: its ChooseClass's (each input's top one: at most one
+    per input)."""
+    target = n.children[1].arg("target") if len(n.children) > 1 else None
+    if target == "all":
+        return math.prod(graph[graph.output].shape)
+    if target == "top1":
+        return n.arg("inputs") or 1
+    return len(target.ids) if isinstance(target, Classes) else 1
 
 
 def batch_queries(plan: PlanNode, ctx) -> PlanNode:

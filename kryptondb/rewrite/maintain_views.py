@@ -78,8 +78,10 @@ def setup_flops(graph, backend: str, full_flops: int) -> tuple[int, int]:
 
 def _setup_outweighs(graph, n: PlanNode, cost) -> str | None:
     """Why the naive plan is cheaper once the incremental plan's setup is counted, or None."""
-    positions = n.arg("grid").count
+    inputs = n.arg("inputs") or 1
+    positions = n.arg("grid").count * inputs
     setup, sessions = setup_flops(graph, n.arg("backend") or "onnxruntime", cost.full_flops)
+    setup += (inputs - 1) * cost.full_flops  # the views of every input: a full inference each
     effective = positions * cost.full_flops / (positions * cost.incremental_flops + setup)
     if effective >= MIN_SPEEDUP:
         return None
