@@ -3,7 +3,10 @@ what real graphs contain (convs with random kernel/stride/asymmetric pad/dilatio
 and average pools with padding, ceil mode and either pad rule, followed by fused pointwise chains
 with offsets; Inception-style concats of branches with different receptive fields; ResNet-D
 shortcuts; residual Adds; Pads before pools; spatial constants; channel shuffles; LRN;
-squeeze-excite), random input sizes, patch sizes, strides and fills, on both backends.
+squeeze-excite; ConvNeXt blocks with LayerNorm over the channels and GELU; UNet decoder steps:
+transposed convolutions with random kernel, stride, pads, output padding, dilation and groups,
+Resize in every mode and coordinate rule by a scale or to a size, skip concats), random input
+sizes, patch sizes, strides and fills, on both backends.
 
 Biases are random (zero biases hide errors that an offset would show) and the graphs end in a
 feature map or in logits, never a softmax (random weights saturate it, which hides errors)."""
@@ -16,6 +19,7 @@ from hypothesis import strategies as st
 from kryptondb.runtime.backends import get_backend
 from kryptondb.ivm.incremental import IncrementalPlan, base_views
 from kryptondb.graph.builder import Builder
+from kryptondb.graph.resample import COORDS, MODES, NEAREST
 from kryptondb.obe.occlusion import Grid, occluded_batch
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
@@ -166,13 +170,62 @@ def _lrn(draw, b, x, name):
     return b.lrn(x, draw(st.sampled_from([3, 5])), alpha=0.1, name=name)
 
 
+def _convnext(draw, b, x, name):
+    """A ConvNeXt block: depthwise k x k conv, LayerNorm over the channels, 1x1 expansion,
+    GELU (erf or tanh), 1x1 projection, a per-channel scale, and the residual Add."""
+    c = b.shapes[x][0]
+    k = draw(st.sampled_from([3, 5, 7]))
+    y = b.conv(x, name + ".dw", c, k, 1, k // 2, groups=c, bias=True)
+    # eps 1e-2, not ConvNeXt's 1e-6: over 1-4 channels the variance at a pixel can be tiny,
+    # and LayerNorm then magnifies rounding (of a conv run on a region) by up to 1/sqrt(eps)
+    y = b.conv(b.layernorm(y, name + ".ln", 1e-2), name + ".pw1", 4 * c, 1, bias=True)
+    y = b.act(y, draw(st.sampled_from(["gelu", "gelu_tanh"])), name + ".act")
+    y = b.constant(b.conv(y, name + ".pw2", c, 1, bias=True), "mul", (c, 1, 1), name + ".gamma")
+    return b.add(x, y, name)
+
+
+def _transposed(draw, b, x, name):
+    """A UNet decoder step: a transposed conv (random kernel, stride, pads, output padding,
+    dilation, groups) with BatchNorm and ReLU, sometimes concatenated with a skip from before
+    it, resized to its size."""
+    c, hh, ww = b.shapes[x]
+    s = draw(st.integers(1, 3)) if max(hh, ww) <= 14 else 1
+    k, d = draw(st.integers(1, 4)), draw(st.integers(1, 2))
+    pads = tuple(draw(st.integers(0, d * (k - 1))) for _ in range(4))
+    if min(s * (hh - 1) + 1 + d * (k - 1) - pads[0] - pads[2],
+           s * (ww - 1) + 1 + d * (k - 1) - pads[1] - pads[3]) < 1:
+        pads = (0, 0, 0, 0)
+    g = draw(st.sampled_from([g for g in (1, 2, c) if c % g == 0]))
+    y = b.conv_transpose(x, name, g * draw(st.integers(1, 3)), k, s, pads,
+                         draw(st.integers(0, s - 1)), g, d, bias=True)
+    y = b.act(b.bn(y, name + ".bn"), "relu", name + ".relu")
+    if draw(st.booleans()):
+        skip = _resize(draw, b, x, name + ".skip", b.shapes[y][1:])
+        y = b.concat([y, skip], name + ".cat")
+    return y
+
+
+def _resize(draw, b, x, name, size=None):
+    """Resize (nearest or linear, every coordinate rule) by a scale or to a size."""
+    _, hh, ww = b.shapes[x]
+    scales = [v for v in (0.5, 1.5, 2.0, 3.0) if 1 <= v * min(hh, ww) and v * max(hh, ww) <= 40]
+    scale = None
+    if size is None and scales and draw(st.booleans()):
+        scale = draw(st.sampled_from(scales))
+    elif size is None:
+        size = (draw(st.integers(1, min(40, 3 * hh))), draw(st.integers(1, min(40, 3 * ww))))
+    return b.resize(x, size, scale, draw(st.sampled_from(MODES)), draw(st.sampled_from(COORDS)),
+                    draw(st.sampled_from(NEAREST)), name)
+
+
 def _act(draw, b, x, name):
     return b.act(x, draw(st.sampled_from(["relu", "relu6"])), name)
 
 
 LAYERS = {"conv": _conv, "pool": _pool, "residual": _residual, "branches": _branches,
           "resnet_d": _resnet_d, "pad": _pad, "act": _act, "const": _const, "shuffle": _shuffle,
-          "se": _squeeze_excite, "coord": _coordinate_attention, "lrn": _lrn}
+          "se": _squeeze_excite, "coord": _coordinate_attention, "lrn": _lrn,
+          "convnext": _convnext, "transposed": _transposed, "resize": _resize}
 
 
 @st.composite
