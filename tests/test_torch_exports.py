@@ -10,6 +10,8 @@ torch is optional for the package: without it these tests skip."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -44,13 +46,15 @@ class LayerNorm2d(nn.Module):
 
 
 class Block(nn.Module):
-    """ConvNeXt's block: dwconv 7x7, permute, LayerNorm, Linear, GELU, Linear, scale, permute."""
+    """ConvNeXt's block: dwconv 7x7, permute, LayerNorm, Linear, GELU (erf or tanh), Linear,
+    scale, permute."""
 
-    def __init__(self, c):
+    def __init__(self, c, approximate="none"):
         super().__init__()
         self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
         self.norm = nn.LayerNorm(c, eps=1e-6)
-        self.pw1, self.act, self.pw2 = nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c)
+        self.pw1, self.pw2 = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.act = nn.GELU(approximate=approximate)
         self.gamma = nn.Parameter(torch.rand(c) + 0.5)
 
     def forward(self, x):
@@ -66,7 +70,7 @@ class ConvNeXt(nn.Module):
         self.stem_norm = nn.LayerNorm(8, eps=1e-6)
         self.b1 = Block(8)
         self.down = nn.Sequential(LayerNorm2d(8), nn.Conv2d(8, 16, 2, 2))
-        self.b2 = Block(16)
+        self.b2 = Block(16, approximate="tanh")
         self.norm, self.head = nn.LayerNorm(16), nn.Linear(16, 5)
 
     def forward(self, x):
@@ -202,3 +206,16 @@ def test_incremental_heatmap_equals_naive(exported, measure, backend, name, patc
     incremental = scan(spec, Incremental(16), Runtime(model, get_backend(backend)))
     err = measure(f"torch {name} heatmap {backend}", incremental, naive)
     assert err <= TOLERANCE, f"relative error {err:.2e}"
+
+
+def test_explain_occlusion_incremental_equals_naive_on_a_registered_model(exported, measure):
+    """The same through KQL: the ConvNeXt export registered, an image file explained."""
+    import kryptondb
+
+    path, _ = exported("convnext", None)
+    image = os.path.join(os.path.dirname(kryptondb.__file__), "data", "chelsea.png")
+    con = kryptondb.connect()
+    con.execute(f"CREATE MODEL cn FROM '{path}'")
+    maps = [con.execute(f"EXPLAIN OCCLUSION OF IMAGE '{image}' USING MODEL cn PATCH 8 STRIDE 4 "
+                        f"{how}").heatmap.probability for how in ("INCREMENTAL", "NAIVE")]
+    assert measure("torch convnext EXPLAIN OCCLUSION", *maps) <= TOLERANCE

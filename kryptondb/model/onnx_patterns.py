@@ -5,7 +5,8 @@ existed in ONNX (LayerNormalization: opset 17, Gelu: opset 20):
   channels-first LayerNorm2d at any opset: m = ReduceMean(x), d = Sub(x, m), Pow(d, 2),
   ReduceMean, Add eps, Sqrt, Div(d, .), the reductions over the channel axis only;
 - GELU, ``x * 0.5 * (1 + erf(x / sqrt 2))``: Div(x, sqrt 2) or Mul(x, 1/sqrt 2), Erf, Add 1,
-  Mul by x, Mul by 0.5 (or by a 0.5 * x computed before).
+  Mul by x, Mul by 0.5 (or by a 0.5 * x computed before); and its tanh approximation,
+  ``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))``, x^3 as Pow or two Muls.
 
 ``fuse`` is asked at every node before its converter: at the first node of a chain it adds the
 IR node (named as the chain's last output) and marks the rest of the chain done. A chain whose
@@ -29,19 +30,19 @@ SQRT2 = math.sqrt(2.0)
 
 def fuse(ctx, n) -> bool:
     """Replace the chain starting at ``n`` by its IR op; False where none starts here."""
+    chain = None
     if n.op_type == "ReduceMean":
         chain = _layernorm_chain(ctx, n)
         if chain:
             layernorm(ctx, n, chain[-1].output[0], _eps(ctx, chain))
-    elif n.op_type in ("Div", "Mul"):
-        chain = _gelu_chain(ctx, n)
-        if chain:
-            x = _activation(ctx, n)
-            ctx.add(make_node(chain[-1].output[0], Op.GELU, [ctx.name(x)], approximate="none"))
+    elif n.op_type in ("Div", "Mul", "Pow"):
+        found = _gelu(ctx, n)
+        if found:
+            chain, kind = found
+            x, out = _activation(ctx, n), chain[-1].output[0]
+            ctx.add(make_node(out, Op.GELU, [ctx.name(x)], approximate=kind))
             if x in ctx.nhwc:
-                ctx.nhwc.add(chain[-1].output[0])
-    else:
-        return False
+                ctx.nhwc.add(out)
     if not chain:
         return False
     ctx.done.update(m.output[0] for m in chain)
@@ -86,8 +87,8 @@ def _other(m, t: str) -> str | None:
 
 
 def _activation(ctx, n) -> str | None:
-    acts = [t for t in n.input if t and not ctx.is_const(t) and ctx.name(t) in ctx.shapes]
-    return acts[0] if len(acts) == 1 else None
+    acts = {t for t in n.input if t and not ctx.is_const(t) and ctx.name(t) in ctx.shapes}
+    return acts.pop() if len(acts) == 1 else None
 
 
 def _close(value: float | None, want: float) -> bool:
@@ -144,31 +145,69 @@ def _eps(ctx, chain) -> float:
     return _scalar(ctx, _other(add, var.output[0]))
 
 
-# -- GELU --------------------------------------------------------------------------------------
+# -- GELU ----------------------------------------------------------------------------------------
 
 
-def _gelu_chain(ctx, n) -> list | None:
-    """[Erf, Add, Mul(, Mul)] after x / sqrt 2 (``n``), or None."""
+def _gelu(ctx, n) -> tuple[list, str] | None:
+    """(the chain after ``n``, 'none' or 'tanh') of a GELU whose first node is ``n``."""
     x = _activation(ctx, n)
-    k = _scalar(ctx, _other(n, x) or "") if x is not None else None
-    if x is None or n.input[0] != x or not (
-            n.op_type == "Div" and _close(k, SQRT2) or n.op_type == "Mul" and _close(k, 1 / SQRT2)):
+    if x is None or n.input[0] != x:
+        return None
+    gate = _erf_gate(ctx, n, x)
+    kind = "none"
+    if gate is None:
+        gate, kind = _tanh_gate(ctx, n, x), "tanh"
+    tail = gate and _tail(ctx, gate[-1], x)
+    return (gate + tail, kind) if tail else None
+
+
+def _erf_gate(ctx, n, x: str) -> list | None:
+    """[Erf, Add 1] after x / sqrt 2 (``n``: a Div by sqrt 2 or Mul by 1/sqrt 2)."""
+    k = _scalar(ctx, _other(n, x) or "")
+    if not (n.op_type == "Div" and _close(k, SQRT2) or n.op_type == "Mul" and _close(k, 1 / SQRT2)):
         return None
     erf = _only_user(ctx, n.output[0], "Erf")
     add = erf and _only_user(ctx, erf.output[0], "Add")
     if add is None or not _close(_scalar(ctx, _other(add, erf.output[0]) or ""), 1.0):
         return None
-    times = _only_user(ctx, add.output[0], "Mul")
-    z = times and _other(times, add.output[0])
+    return [erf, add]
+
+
+def _tanh_gate(ctx, n, x: str) -> list | None:
+    """[..., Tanh, Add 1] of 1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)), x^3 being Pow(x, 3)
+    (``n``) or Mul(x, Mul(x, x)) (``n`` the inner Mul)."""
+    chain = []
+    if n.op_type == "Mul" and list(n.input) == [x, x]:
+        chain = [_only_user(ctx, n.output[0], "Mul")]
+        if chain[0] is None or _other(chain[0], n.output[0]) != x:
+            return None
+    elif not (n.op_type == "Pow" and _close(_scalar(ctx, n.input[1]), 3.0)):
+        return None
+    for op, want in (("Mul", 0.044715), ("Add", None), ("Mul", math.sqrt(2 / math.pi)),
+                     ("Tanh", None), ("Add", 1.0)):
+        t = (chain[-1] if chain else n).output[0]
+        m = _only_user(ctx, t, op)
+        if m is None or op != "Tanh" and not (
+                _other(m, t) == x if want is None else _close(_scalar(ctx, _other(m, t) or ""),
+                                                             want)):
+            return None
+        chain.append(m)
+    return chain
+
+
+def _tail(ctx, gate, x: str) -> list | None:
+    """[Mul(, Mul)]: x times the gate times 0.5, in either order."""
+    times = _only_user(ctx, gate.output[0], "Mul")
+    z = times and _other(times, gate.output[0])
     if z is None:
         return None
-    if z == x:  # (x * (1 + erf)) * 0.5
+    if z == x:  # (x * gate) * 0.5
         half = _only_user(ctx, times.output[0], "Mul")
         if half is None or not _close(_scalar(ctx, _other(half, times.output[0]) or ""), 0.5):
             return None
-        return [erf, add, times, half]
-    src = ctx.producer.get(z)  # (0.5 * x) * (1 + erf)
+        return [times, half]
+    src = ctx.producer.get(z)  # (0.5 * x) * gate
     if src is not None and src.op_type == "Mul" and _other(src, x) is not None \
             and _close(_scalar(ctx, _other(src, x)), 0.5):
-        return [erf, add, times]
+        return [times]
     return None
