@@ -208,7 +208,8 @@ def _transposed(draw, b, x, name):
 def _resize(draw, b, x, name, size=None):
     """Resize (nearest or linear, every coordinate rule) by a scale or to a size."""
     _, hh, ww = b.shapes[x]
-    scales = [v for v in (0.5, 1.5, 2.0, 3.0) if 1 <= v * min(hh, ww) and v * max(hh, ww) <= 40]
+    scales = [v for v in (0.5, 1.5, 2.0, 7 / 3, 3.0)  # 7/3: sizes ONNX inference truncates apart
+              if 1 <= v * min(hh, ww) and v * max(hh, ww) <= 40]
     scale = None
     if size is None and scales and draw(st.booleans()):
         scale = draw(st.sampled_from(scales))
@@ -392,3 +393,43 @@ def test_ceil_pool_whose_last_window_starts_past_the_input():
     x = b.pool("input", "avg", 1, 2, 0, ceil=True)
     g = b.build(b.constant(b.act(x, "relu"), "mul", (1, 4, 3)))
     assert _exact(g, 1, 1, "onnxruntime")[0] <= TOLERANCE
+
+
+# -- issue 13: decoders whose output map is larger than their input ------------------------------
+
+
+@BACKENDS
+@pytest.mark.parametrize("k, s, pads, extra", [(2, 2, 0, 0), (3, 2, 1, 1), (4, 2, 1, 0),
+                                               (3, 3, (0, 2, 1, 0), 2), (1, 2, 0, 1)])
+def test_transposed_conv_regions_are_cropped_from_a_stride_aligned_box(backend, k, s, pads,
+                                                                       extra):
+    """Every 1- and 2-pixel patch: the changed rows of a transposed conv start at every phase
+    against its stride (and kernel 1 < stride leaves rows no input reaches); a fused BatchNorm,
+    ReLU and input-sized offset run on the aligned box before each region is cropped out."""
+    b = Builder("decoder", (2, 7, 8), seed=3, bias_std=0.5)
+    y = b.conv_transpose(b.conv("input", "c0", 3, 3, 1, 1, bias=True), "up", 4, k, s, pads,
+                         extra, bias=True)
+    y = b.constant(b.act(b.bn(y, "bn"), "relu"), "add", (1, *b.shapes[y][1:]))
+    g = b.build(b.conv(y, "c1", 3, 3, 1, 1, bias=True))
+    for patch in (1, 2):
+        err, plan = _exact(g, patch, 1, backend)
+        step = next(st_ for st_ in plan.steps if st_.head.op.value == "ConvTranspose")
+        assert step.box is not None and step.name == "add_2"  # the chain fused, cropped after
+        assert err <= TOLERANCE
+
+
+@BACKENDS
+@pytest.mark.parametrize("mode, coord", [("nearest", "asymmetric"), ("linear", "half_pixel"),
+                                         ("linear", "align_corners")])
+def test_resize_regions_read_contexts_inside_the_map(backend, mode, coord):
+    """Upsampling by 2, by 7/3 and to a size, then a skip concat: contexts at the borders are
+    kept inside the map (Resize clamps there, it does not pad)."""
+    b = Builder("upsample", (3, 6, 7), seed=4, bias_std=0.5)
+    x = b.conv("input", "c0", 3, 3, 1, 1, bias=True)
+    y = b.resize(b.resize(x, scale=2.0, mode=mode, coord=coord), scale=7 / 3, mode=mode,
+                 coord=coord)
+    skip = b.resize(b.conv(x, "c1", 2, 1, bias=True), size=b.shapes[y][1:], mode=mode,
+                    coord=coord)
+    g = b.build(b.conv(b.concat([y, skip]), "c2", 2, 3, 1, 1, bias=True))
+    err, _ = _exact(g, 2, 1, backend)
+    assert err <= TOLERANCE

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from kryptondb.graph.ir import Graph, Node, Op
+from kryptondb.graph.resample import Taps, node_taps
 
 if TYPE_CHECKING:
     import onnx
@@ -179,24 +180,41 @@ def _emit_conv_transpose(e: _Emitter, n: Node, x: str, out: str) -> None:
 
 
 def _emit_resize(e: _Emitter, n: Node, x: str, out: str) -> None:
-    """By scales where the output size (input times scale, truncated; in float32 at run time,
-    in float64 by ONNX shape inference) is the node's; else by sizes, the batch axis read from
-    the input (onnxruntime then takes output / input as the scale, which is what the node
-    holds in that case)."""
+    """A Resize op where onnxruntime's sizes and coordinates are the node's: by scales where
+    the output size (input times scale, truncated; in float32 at run time, in float64 by ONNX
+    shape inference) is the node's, by sizes where the node's scale is output / input (what
+    onnxruntime then takes). Otherwise (a scale whose product ONNX shape inference truncates
+    differently) the node's own taps, as Gathers and weights."""
     attrs = dict(mode=n.attr("mode"), coordinate_transformation_mode=n.attr("coord"),
                  nearest_mode=n.attr("nearest", "floor"))
-    (_, h, w), scale = e.graph[x].shape, n.attr("scale")
-    if all(int(np.float32(i) * np.float32(s)) == int(i * float(np.float32(s))) == o
-           for i, s, o in zip((h, w), scale, n.attr("size"))):  # the same in float64 (ONNX)
+    (_, h, w), scale, size = e.graph[x].shape, n.attr("scale"), n.attr("size")
+    f32 = [np.float32(v) for v in scale]
+    if all(int(np.float32(i) * s) == int(i * float(s)) == o for i, s, o in zip((h, w), f32, size)):
         scales = e.const(f"{out}::scales", np.array([1, 1, *scale], np.float32))
         e.emit("Resize", [x, "", scales], out, **attrs)
-        return
-    shape = e.emit("Shape", [x], f"{out}::shape")
-    nc = e.emit("Slice", [shape, e.const(f"{out}::0", np.array([0], np.int64)),
-                          e.const(f"{out}::2", np.array([2], np.int64))], f"{out}::nc")
-    hw = e.const(f"{out}::hw", np.array(n.attr("size"), np.int64))
-    sizes = e.emit("Concat", [nc, hw], f"{out}::sizes", axis=0)
-    e.emit("Resize", [x, "", "", sizes], out, **attrs)
+    elif all(np.float32(o) / np.float32(i) == s for i, s, o in zip((h, w), f32, size)):
+        shape = e.emit("Shape", [x], f"{out}::shape")
+        nc = e.emit("Slice", [shape, e.const(f"{out}::0", np.array([0], np.int64)),
+                              e.const(f"{out}::2", np.array([2], np.int64))], f"{out}::nc")
+        hw = e.const(f"{out}::hw", np.array(size, np.int64))
+        sizes = e.emit("Concat", [nc, hw], f"{out}::sizes", axis=0)
+        e.emit("Resize", [x, "", "", sizes], out, **attrs)
+    else:
+        rows, cols = node_taps(n, (h, w))
+        _emit_taps(e, _emit_taps(e, x, rows, 2, f"{out}::rows"), cols, 3, out)
+
+
+def _emit_taps(e: _Emitter, x: str, t: Taps, axis: int, out: str) -> str:
+    """x resampled along ``axis`` at taps ``t``: lo + (hi - lo) * weight, as numpy_ops does."""
+    lo = e.emit("Gather", [x, e.const(f"{out}::lo", t.lo)], f"{out}::at_lo" if t.weight is not
+                None else out, axis=axis)
+    if t.weight is None:
+        return lo
+    hi = e.emit("Gather", [x, e.const(f"{out}::hi", t.hi)], f"{out}::at_hi", axis=axis)
+    weight = t.weight.reshape((-1, 1) if axis == 2 else (-1,))
+    step = e.emit("Mul", [e.emit("Sub", [hi, lo], f"{out}::diff"), e.const(f"{out}::w", weight)],
+                  f"{out}::step")
+    return e.emit("Add", [lo, step], out)
 
 
 def _emit_layernorm(e: _Emitter, n: Node, x: str, out: str) -> None:
