@@ -161,6 +161,19 @@ MALFORMED = {
                                                {"a": _w(5)}),
     "a constant that adds axes": (_on_x("Add", ["x", "a"]), {"a": _w(1, 5, 3, 8, 8)}),
     "a constant of strings": (_on_x("Add", ["x", "a"]), {"a": np.array(["s"])}),
+    "ConvTranspose weight for other channels": (_on_x("ConvTranspose", ["x", "w"]), _W),
+    "ConvTranspose output_padding as large as the stride": (
+        _on_x("ConvTranspose", ["x", "w"], strides=[2, 2], output_padding=[2, 2]),
+        {"w": _w(3, 2, 3, 3)}),
+    "ConvTranspose cropped to nothing": (_on_x("ConvTranspose", ["x", "w"], pads=[9] * 4),
+                                         {"w": _w(3, 2, 3, 3)}),
+    "Resize without scales or sizes": (_on_x("Resize"), {}),
+    "Resize scales of three values": (_on_x("Resize", ["x", "", "s"]),
+                                      {"s": np.ones(3, np.float32)}),
+    "Resize to nothing": (_on_x("Resize", ["x", "", "s"]),
+                          {"s": np.array([1, 1, 0.01, 0.01], np.float32)}),
+    "Cast to an unknown type": ([_node("Cast", ["a"], "k", to=999), _node("Add", ["x", "k"], "c")]
+                                + _GAP, {"a": _w(3)}),
     "a node without outputs": ([helper.make_node("Relu", ["x"], [], name="r")] + _GAP, {}),
     "an op of another domain": ([helper.make_node("Relu", ["x"], ["c"], domain="com.example")]
                                 + _GAP, {}),
@@ -180,6 +193,41 @@ def test_a_malformed_node_is_a_model_import_error(tmp_path, case):
     nodes, inits = MALFORMED[case]
     path = _save(tmp_path, nodes, inits, opset=13)
     with pytest.raises((ModelImportError, ShapeError), match="m.onnx"):
+        kryptondb.load_model(path)
+
+
+def _channels_last(*nodes):
+    return [_node("Transpose", ["x"], "t", perm=[0, 2, 3, 1]), *nodes]
+
+
+UNSUPPORTED = {
+    "Resize cubic": (_on_x("Resize", ["x", "", "s"], mode="cubic"),
+                     {"s": np.array([1, 1, 2, 2], np.float32)}, "mode 'cubic'"),
+    "Resize of the channels": (_on_x("Resize", ["x", "", "s"]),
+                               {"s": np.array([1, 2, 2, 2], np.float32)}, "spatial axes"),
+    "ConvTranspose with output_shape": (
+        _on_x("ConvTranspose", ["x", "w"], output_shape=[9, 9]), {"w": _w(3, 2, 3, 3)},
+        "output_shape"),
+    "LayerNormalization over C, H and W": (_on_x("LayerNormalization", ["x", "s"], axis=1),
+                                           {"s": _w(3, 8, 8)}, "only over the channels"),
+    "a Conv on a channels-last tensor": (_channels_last(_node("Conv", ["t", "w"], "c")) + _GAP,
+                                         _W, "channels-last"),
+    "ReduceMean over the width": (_on_x("ReduceMean", axes=[3]), {}, "spatial axes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSUPPORTED))
+def test_unsupported_uses_of_modern_ops_name_the_node_and_what_is(tmp_path, case):
+    nodes, inits, what = UNSUPPORTED[case]
+    path = _save(tmp_path, nodes, inits, opset=13)
+    with pytest.raises(UnsupportedOpError, match="m.onnx") as info:
+        kryptondb.load_model(path)
+    assert what in str(info.value)
+
+
+def test_a_channels_last_output_is_refused(tmp_path):
+    path = _save(tmp_path, _channels_last(_node("Relu", ["t"], "y")), opset=13)
+    with pytest.raises(ModelImportError, match="channels-last"):
         kryptondb.load_model(path)
 
 

@@ -3,7 +3,10 @@ what real graphs contain (convs with random kernel/stride/asymmetric pad/dilatio
 and average pools with padding, ceil mode and either pad rule, followed by fused pointwise chains
 with offsets; Inception-style concats of branches with different receptive fields; ResNet-D
 shortcuts; residual Adds; Pads before pools; spatial constants; channel shuffles; LRN;
-squeeze-excite), random input sizes, patch sizes, strides and fills, on both backends.
+squeeze-excite; ConvNeXt blocks with LayerNorm over the channels and GELU; UNet decoder steps:
+transposed convolutions with random kernel, stride, pads, output padding, dilation and groups,
+Resize in every mode and coordinate rule by a scale or to a size, skip concats), random input
+sizes, patch sizes, strides and fills, on both backends.
 
 Biases are random (zero biases hide errors that an offset would show) and the graphs end in a
 feature map or in logits, never a softmax (random weights saturate it, which hides errors)."""
@@ -16,6 +19,7 @@ from hypothesis import strategies as st
 from kryptondb.runtime.backends import get_backend
 from kryptondb.ivm.incremental import IncrementalPlan, base_views
 from kryptondb.graph.builder import Builder
+from kryptondb.graph.resample import COORDS, MODES, NEAREST
 from kryptondb.obe.occlusion import Grid, occluded_batch
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
@@ -166,13 +170,63 @@ def _lrn(draw, b, x, name):
     return b.lrn(x, draw(st.sampled_from([3, 5])), alpha=0.1, name=name)
 
 
+def _convnext(draw, b, x, name):
+    """A ConvNeXt block: depthwise k x k conv, LayerNorm over the channels, 1x1 expansion,
+    GELU (erf or tanh), 1x1 projection, a per-channel scale, and the residual Add."""
+    c = b.shapes[x][0]
+    k = draw(st.sampled_from([3, 5, 7]))
+    y = b.conv(x, name + ".dw", c, k, 1, k // 2, groups=c, bias=True)
+    # eps 1e-2, not ConvNeXt's 1e-6: over 1-4 channels the variance at a pixel can be tiny,
+    # and LayerNorm then magnifies rounding (of a conv run on a region) by up to 1/sqrt(eps)
+    y = b.conv(b.layernorm(y, name + ".ln", 1e-2), name + ".pw1", 4 * c, 1, bias=True)
+    y = b.act(y, draw(st.sampled_from(["gelu", "gelu_tanh"])), name + ".act")
+    y = b.constant(b.conv(y, name + ".pw2", c, 1, bias=True), "mul", (c, 1, 1), name + ".gamma")
+    return b.add(x, y, name)
+
+
+def _transposed(draw, b, x, name):
+    """A UNet decoder step: a transposed conv (random kernel, stride, pads, output padding,
+    dilation, groups) with BatchNorm and ReLU, sometimes concatenated with a skip from before
+    it, resized to its size."""
+    c, hh, ww = b.shapes[x]
+    s = draw(st.integers(1, 3)) if max(hh, ww) <= 14 else 1
+    k, d = draw(st.integers(1, 4)), draw(st.integers(1, 2))
+    pads = tuple(draw(st.integers(0, d * (k - 1))) for _ in range(4))
+    if min(s * (hh - 1) + 1 + d * (k - 1) - pads[0] - pads[2],
+           s * (ww - 1) + 1 + d * (k - 1) - pads[1] - pads[3]) < 1:
+        pads = (0, 0, 0, 0)
+    g = draw(st.sampled_from([g for g in (1, 2, c) if c % g == 0]))
+    y = b.conv_transpose(x, name, g * draw(st.integers(1, 3)), k, s, pads,
+                         draw(st.integers(0, s - 1)), g, d, bias=True)
+    y = b.act(b.bn(y, name + ".bn"), "relu", name + ".relu")
+    if draw(st.booleans()):
+        skip = _resize(draw, b, x, name + ".skip", b.shapes[y][1:])
+        y = b.concat([y, skip], name + ".cat")
+    return y
+
+
+def _resize(draw, b, x, name, size=None):
+    """Resize (nearest or linear, every coordinate rule) by a scale or to a size."""
+    _, hh, ww = b.shapes[x]
+    scales = [v for v in (0.5, 1.5, 2.0, 7 / 3, 3.0)  # 7/3: sizes ONNX inference truncates apart
+              if 1 <= v * min(hh, ww) and v * max(hh, ww) <= 40]
+    scale = None
+    if size is None and scales and draw(st.booleans()):
+        scale = draw(st.sampled_from(scales))
+    elif size is None:
+        size = (draw(st.integers(1, min(40, 3 * hh))), draw(st.integers(1, min(40, 3 * ww))))
+    return b.resize(x, size, scale, draw(st.sampled_from(MODES)), draw(st.sampled_from(COORDS)),
+                    draw(st.sampled_from(NEAREST)), name)
+
+
 def _act(draw, b, x, name):
     return b.act(x, draw(st.sampled_from(["relu", "relu6"])), name)
 
 
 LAYERS = {"conv": _conv, "pool": _pool, "residual": _residual, "branches": _branches,
           "resnet_d": _resnet_d, "pad": _pad, "act": _act, "const": _const, "shuffle": _shuffle,
-          "se": _squeeze_excite, "coord": _coordinate_attention, "lrn": _lrn}
+          "se": _squeeze_excite, "coord": _coordinate_attention, "lrn": _lrn,
+          "convnext": _convnext, "transposed": _transposed, "resize": _resize}
 
 
 @st.composite
@@ -339,3 +393,43 @@ def test_ceil_pool_whose_last_window_starts_past_the_input():
     x = b.pool("input", "avg", 1, 2, 0, ceil=True)
     g = b.build(b.constant(b.act(x, "relu"), "mul", (1, 4, 3)))
     assert _exact(g, 1, 1, "onnxruntime")[0] <= TOLERANCE
+
+
+# -- issue 13: decoders whose output map is larger than their input ------------------------------
+
+
+@BACKENDS
+@pytest.mark.parametrize("k, s, pads, extra", [(2, 2, 0, 0), (3, 2, 1, 1), (4, 2, 1, 0),
+                                               (3, 3, (0, 2, 1, 0), 2), (1, 2, 0, 1)])
+def test_transposed_conv_regions_are_cropped_from_a_stride_aligned_box(backend, k, s, pads,
+                                                                       extra):
+    """Every 1- and 2-pixel patch: the changed rows of a transposed conv start at every phase
+    against its stride (and kernel 1 < stride leaves rows no input reaches); a fused BatchNorm,
+    ReLU and input-sized offset run on the aligned box before each region is cropped out."""
+    b = Builder("decoder", (2, 7, 8), seed=3, bias_std=0.5)
+    y = b.conv_transpose(b.conv("input", "c0", 3, 3, 1, 1, bias=True), "up", 4, k, s, pads,
+                         extra, bias=True)
+    y = b.constant(b.act(b.bn(y, "bn"), "relu"), "add", (1, *b.shapes[y][1:]))
+    g = b.build(b.conv(y, "c1", 3, 3, 1, 1, bias=True))
+    for patch in (1, 2):
+        err, plan = _exact(g, patch, 1, backend)
+        step = next(st_ for st_ in plan.steps if st_.head.op.value == "ConvTranspose")
+        assert step.box is not None and step.name == "add_2"  # the chain fused, cropped after
+        assert err <= TOLERANCE
+
+
+@BACKENDS
+@pytest.mark.parametrize("mode, coord", [("nearest", "asymmetric"), ("linear", "half_pixel"),
+                                         ("linear", "align_corners")])
+def test_resize_regions_read_contexts_inside_the_map(backend, mode, coord):
+    """Upsampling by 2, by 7/3 and to a size, then a skip concat: contexts at the borders are
+    kept inside the map (Resize clamps there, it does not pad)."""
+    b = Builder("upsample", (3, 6, 7), seed=4, bias_std=0.5)
+    x = b.conv("input", "c0", 3, 3, 1, 1, bias=True)
+    y = b.resize(b.resize(x, scale=2.0, mode=mode, coord=coord), scale=7 / 3, mode=mode,
+                 coord=coord)
+    skip = b.resize(b.conv(x, "c1", 2, 1, bias=True), size=b.shapes[y][1:], mode=mode,
+                    coord=coord)
+    g = b.build(b.conv(b.concat([y, skip]), "c2", 2, 3, 1, 1, bias=True))
+    err, _ = _exact(g, 2, 1, backend)
+    assert err <= TOLERANCE

@@ -16,6 +16,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from kryptondb.graph.ir import Op
 from kryptondb.runtime.backends import get_backend
 from kryptondb.model.onnx_import import import_onnx
 
@@ -39,7 +40,7 @@ def _model(nodes, x_shape, inits=None, opset=17, out_rank=4):
     tensors = [numpy_helper.from_array(np.asarray(v), k) for k, v in (inits or {}).items()]
     graph = helper.make_graph(nodes, "one_op", [x], [y], tensors)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
+    model.ir_version = 8 if opset <= 17 else 9
     onnx.checker.check_model(model)
     return model
 
@@ -331,3 +332,192 @@ def test_matmul(workdir, log_error, c, hw, k, seed):
              helper.make_node("MatMul", ["flat", "b"], ["y"], name="matmul")]
     model = _model(nodes, (c, *hw), inits, out_rank=2)
     check(workdir, log_error, "MatMul", model, _input((c, *hw), seed))
+
+
+# -- modern CNN ops: transposed convolution, Resize, LayerNorm, GELU (issue 13) ------------------
+
+
+@st.composite
+def conv_transpose_cases(draw):
+    groups = draw(st.sampled_from([1, 1, 2]))
+    stride, kernel = draw(pair(1, 3)), draw(pair(1, 4))
+    return dict(cin=groups * draw(st.integers(1, 3)), cout=groups * draw(st.integers(1, 3)),
+                groups=groups, hw=draw(pair(2, 9)), kernel=kernel, stride=stride,
+                dilation=draw(pair(1, 2)), pads=draw(st.tuples(*[st.integers(0, 3)] * 4)),
+                extra=tuple(draw(st.integers(0, s - 1)) for s in stride),
+                bias=draw(st.booleans()), seed=draw(seeds))
+
+
+@OPS
+@given(conv_transpose_cases())
+def test_conv_transpose(workdir, log_error, c):
+    out = [c["stride"][i] * (c["hw"][i] - 1) + c["extra"][i] + c["dilation"][i] *
+           (c["kernel"][i] - 1) + 1 - c["pads"][i] - c["pads"][i + 2] for i in range(2)]
+    assume(min(out) >= 1)
+    w = _weights(c["seed"], (c["cin"], c["cout"] // c["groups"], *c["kernel"]))
+    inits = {"w": w} | ({"b": _weights(c["seed"] + 1, (c["cout"],))} if c["bias"] else {})
+    node = helper.make_node("ConvTranspose", ["x", *inits], ["y"], name="convt",
+                            kernel_shape=c["kernel"], strides=c["stride"], pads=c["pads"],
+                            dilations=c["dilation"], group=c["groups"], output_padding=c["extra"])
+    model = _model([node], (c["cin"], *c["hw"]), inits)
+    check(workdir, log_error, "ConvTranspose", model, _input((c["cin"], *c["hw"]), c["seed"]))
+
+
+@st.composite
+def resize_cases(draw):
+    hw = draw(pair(2, 9))
+    by_size = draw(st.booleans())
+    return dict(hw=hw, mode=draw(st.sampled_from(["nearest", "linear"])),
+                coord=draw(st.sampled_from(["half_pixel", "pytorch_half_pixel", "asymmetric",
+                                            "align_corners"])),
+                nearest=draw(st.sampled_from(["floor", "ceil", "round_prefer_floor",
+                                              "round_prefer_ceil"])),
+                sizes=draw(pair(1, 20)) if by_size else None,
+                scales=None if by_size else draw(st.tuples(*[st.sampled_from(
+                    [0.5, 1.0, 1.5, 2.0, 3.0, 7 / 3])] * 2)),
+                opset=draw(st.sampled_from([13, 17])), seed=draw(seeds))
+
+
+@OPS
+@given(resize_cases())
+def test_resize(workdir, log_error, c):
+    if c["scales"]:
+        assume(all(int(np.float32(i) * np.float32(s)) >= 1 for i, s in zip(c["hw"], c["scales"])))
+        inits = {"scales": np.array([1, 1, *c["scales"]], np.float32)}
+        names = ["x", "", "scales"]
+    else:
+        inits = {"sizes": np.array([BATCH, 2, *c["sizes"]], np.int64)}
+        names = ["x", "", "", "sizes"]
+    node = helper.make_node("Resize", names, ["y"], name="resize", mode=c["mode"],
+                            coordinate_transformation_mode=c["coord"], nearest_mode=c["nearest"])
+    model = _model([node], (2, *c["hw"]), inits, c["opset"])
+    check(workdir, log_error, "Resize", model, _input((2, *c["hw"]), c["seed"]))
+
+
+def _channels_last(*nodes):
+    """Transpose to N x H x W x C, ``nodes`` (reading "t", writing "u"), Transpose back."""
+    return [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]), *nodes,
+            helper.make_node("Transpose", ["u"], ["y"], perm=[0, 3, 1, 2])]
+
+
+@FEW
+@given(st.integers(1, 6), st.floats(1e-6, 1e-2), st.booleans(), seeds)
+def test_layernorm_over_channels_last(workdir, log_error, c, eps, bias, seed):
+    inits = {"s": _weights(seed, (c,))} | ({"b": _weights(seed + 1, (c,))} if bias else {})
+    ln = helper.make_node("LayerNormalization", ["t", *inits], ["u"], axis=-1, epsilon=eps)
+    model = _model(_channels_last(ln), (c, 5, 6), inits)
+    check(workdir, log_error, "LayerNormalization", model, _input((c, 5, 6), seed))
+
+
+@FEW
+@given(st.integers(1, 6), st.integers(1, 9), seeds)
+def test_matmul_and_bias_over_channels_last(workdir, log_error, c, k, seed):
+    """nn.Linear on a channels-last map: a 1x1 convolution."""
+    inits = {"m": _weights(seed, (c, k)), "b": _weights(seed + 1, (k,))}
+    nodes = _channels_last(helper.make_node("MatMul", ["t", "m"], ["tm"]),
+                           helper.make_node("Add", ["b", "tm"], ["u"]))
+    model = _model(nodes, (c, 5, 6), inits)
+    check(workdir, log_error, "MatMul channels-last", model, _input((c, 5, 6), seed))
+
+
+@FEW
+@given(st.sampled_from(["none", "tanh"]), seeds)
+def test_gelu(workdir, log_error, approximate, seed):
+    node = helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)
+    model = _model([node], (3, 5, 6), opset=20)
+    check(workdir, log_error, f"Gelu {approximate}", model, _input((3, 5, 6), seed))
+
+
+def _erf_gelu(half_first: bool, divide: bool):
+    """x * 0.5 * (1 + erf(x / sqrt 2)) as PyTorch exports it before opset 20 (or with 0.5 * x
+    first, and x times 1/sqrt 2)."""
+    k = {"r": np.float32(np.sqrt(2) if divide else 1 / np.sqrt(2)), "one": np.float32(1),
+         "half": np.float32(0.5)}
+    nodes = [helper.make_node("Div" if divide else "Mul", ["x", "r"], ["a"]),
+             helper.make_node("Erf", ["a"], ["e"]), helper.make_node("Add", ["e", "one"], ["g"])]
+    if half_first:
+        nodes += [helper.make_node("Mul", ["x", "half"], ["h"]),
+                  helper.make_node("Mul", ["h", "g"], ["y"])]
+    else:
+        nodes += [helper.make_node("Mul", ["x", "g"], ["xg"]),
+                  helper.make_node("Mul", ["xg", "half"], ["y"])]
+    return nodes, k
+
+
+@pytest.mark.parametrize("half_first, divide", [(False, True), (True, True), (False, False)])
+def test_gelu_written_with_erf(workdir, log_error, half_first, divide):
+    nodes, inits = _erf_gelu(half_first, divide)
+    model = _model(nodes, (3, 5, 6), inits, opset=13)
+    check(workdir, log_error, "Gelu as Erf", model, _input((3, 5, 6), 0))
+    path = workdir / "op.onnx"
+    assert {n.op for n in import_onnx(path).graph.nodes} == {Op.INPUT, Op.GELU}
+
+
+def _layernorm_chain(axes_input: bool):
+    """ConvNeXt's channels-first LayerNorm2d as exported: ReduceMean over axis 1 (axes an
+    attribute before opset 18, an input from it), Sub, Pow 2, ReduceMean, Add eps, Sqrt, Div."""
+    def mean(src, out):
+        if axes_input:
+            return helper.make_node("ReduceMean", [src, "axes"], [out])
+        return helper.make_node("ReduceMean", [src], [out], axes=[1])
+    inits = {"two": np.float32(2), "eps": np.float32(1e-6)}
+    inits |= {"axes": np.array([1], np.int64)} if axes_input else {}
+    return [mean("x", "m"), helper.make_node("Sub", ["x", "m"], ["d"]),
+            helper.make_node("Pow", ["d", "two"], ["p"]), mean("p", "v"),
+            helper.make_node("Add", ["v", "eps"], ["ve"]), helper.make_node("Sqrt", ["ve"], ["s"]),
+            helper.make_node("Div", ["d", "s"], ["y"])], inits
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_layernorm_written_with_reduce_mean(workdir, log_error, opset):
+    nodes, inits = _layernorm_chain(axes_input=opset >= 18)
+    model = _model(nodes, (5, 4, 6), inits, opset=opset)
+    check(workdir, log_error, "LayerNorm as ReduceMean", model, _input((5, 4, 6), 0))
+    assert {n.op for n in import_onnx(workdir / "op.onnx").graph.nodes} == {Op.INPUT,
+                                                                            Op.LAYERNORM}
+
+
+_PADS = np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64)
+
+
+# -- constants the importer folds: F.pad's pads, ConstantOfShape's value -------------------------
+
+
+def test_pads_from_a_constant_chain(workdir, log_error):
+    """nn.ZeroPad2d's export: pads = Cast(Reshape(Transpose(Slice(Reshape(Concat(pads,
+    ConstantOfShape(value 0 int64))))))), once refused as 'Concat ... constant'."""
+    k = {"p": np.array([1, 2, 0, 3], np.int64), "n": np.array([4], np.int64),
+         "sh": np.array([-1, 2], np.int64), "st": np.array([-1], np.int64),
+         "en": np.array([-(2 ** 63)], np.int64), "ax": np.array([0], np.int64),
+         "flat": np.array([-1], np.int64), "v": np.float32(0.5)}
+    zero = numpy_helper.from_array(np.zeros(1, np.int64))
+    nodes = [helper.make_node("ConstantOfShape", ["n"], ["z"], value=zero),
+             helper.make_node("Concat", ["p", "z"], ["c"], axis=0),
+             helper.make_node("Reshape", ["c", "sh"], ["r"]),
+             helper.make_node("Slice", ["r", "st", "en", "ax", "st"], ["s"]),
+             helper.make_node("Transpose", ["s"], ["t"], perm=[1, 0]),
+             helper.make_node("Reshape", ["t", "flat"], ["f"]),
+             helper.make_node("Cast", ["f"], ["pads"], to=TensorProto.INT64),
+             helper.make_node("Pad", ["x", "pads", "v"], ["y"], mode="constant")]
+    model = _model(nodes, (C, H, W), k, opset=13)
+    check(workdir, log_error, "Pad of a constant chain", model, _input((C, H, W), 0))
+
+
+@pytest.mark.parametrize("source", ["constant shape", "traced shape"])
+def test_constant_of_shape_keeps_its_value(workdir, log_error, source):
+    """A ConstantOfShape that is no placeholder weight holds its value (it was replaced by
+    seeded random numbers): a pad value from a constant shape, a fill of the image's shape
+    (read off the image: never a weight) added to it."""
+    fill = numpy_helper.from_array(np.array([0.25], np.float32))
+    if source == "constant shape":
+        inits = {"one": np.array([1], np.int64), "scalar": np.array([], np.int64), "pads": _PADS}
+        nodes = [helper.make_node("ConstantOfShape", ["one"], ["v"], value=fill),
+                 helper.make_node("Reshape", ["v", "scalar"], ["value"]),
+                 helper.make_node("Pad", ["x", "pads", "value"], ["y"], mode="constant")]
+    else:
+        inits = {}
+        nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+                 helper.make_node("ConstantOfShape", ["shape"], ["fill"], value=fill),
+                 helper.make_node("Add", ["x", "fill"], ["y"])]
+    model = _model(nodes, (C, H, W), inits)
+    check(workdir, log_error, f"ConstantOfShape {source}", model, _input((C, H, W), 0))

@@ -82,6 +82,44 @@ class Builder:
             name, Op.CONV, [x], (f"{name}.weight", f"{name}.bias"), kernel=(kh, kw),
             stride=_pair(stride), pads=pads, dilation=_pair(dilation), groups=groups))
 
+    def conv_transpose(self, x, name, cout, k, stride=1, pad=0, output_padding=0, groups=1,
+                       dilation=1, bias=False) -> str:
+        """torch.nn.ConvTranspose2d: weight (cin, cout / groups, kh, kw)."""
+        kh, kw = _pair(k)
+        cin = self.shapes[x][0]
+        w = self._param(f"{name}.weight", (cin, cout // groups, kh, kw),
+                        lambda s: self._he((s[1],) + s[:1] + s[2:]).transpose(1, 0, 2, 3))
+        b = self._param(f"{name}.bias", (cout,), self._bias) if bias else np.zeros(cout)
+        self.weights[f"{name}.weight"], self.weights[f"{name}.bias"] = w, np.asarray(b, np.float32)
+        return self._add(make_node(
+            name, Op.CONV_TRANSPOSE, [x], (f"{name}.weight", f"{name}.bias"), kernel=(kh, kw),
+            stride=_pair(stride), pads=_pads(pad), dilation=_pair(dilation), groups=groups,
+            output_padding=_pair(output_padding)))
+
+    def resize(self, x, size=None, scale=None, mode="nearest", coord="asymmetric",
+               nearest="floor", name=None) -> str:
+        """Upsample (or shrink) to ``size`` (h, w), or by ``scale`` (output: input times
+        scale, truncated); the coordinates use ``scale``, or output / input when only the
+        size is given (ONNX Resize)."""
+        _, h, w = self.shapes[x]
+        if size is None:
+            sh, sw = (float(v) for v in _pair(scale))
+            size = (int(np.float32(h) * np.float32(sh)), int(np.float32(w) * np.float32(sw)))
+        elif scale is None:
+            sh, sw = float(np.float32(size[0]) / h), float(np.float32(size[1]) / w)
+        return self._add(make_node(name or self._auto("resize"), Op.RESIZE, [x],
+                                   size=tuple(size), scale=(sh, sw), mode=mode, coord=coord,
+                                   nearest=nearest))
+
+    def layernorm(self, x, name, eps=1e-6) -> str:
+        """LayerNorm over the channels at each pixel (ConvNeXt's LayerNorm2d)."""
+        c = self.shapes[x][0]
+        scale = self._param(f"{name}.weight", (c,), lambda s: self.rng.uniform(0.5, 1.5, s))
+        shift = self._param(f"{name}.bias", (c,), lambda s: self.rng.normal(0, 0.1, s))
+        self.weights[f"{name}.weight"], self.weights[f"{name}.bias"] = scale, shift
+        return self._add(make_node(name, Op.LAYERNORM, [x], (f"{name}.weight", f"{name}.bias"),
+                                   eps=float(eps)))
+
     def bn(self, x, name, eps=1e-5) -> str:
         c = self.shapes[x][0]
         gamma = self._param(f"{name}.weight", (c,), lambda s: self.rng.uniform(0.5, 1.0, s))
@@ -107,6 +145,9 @@ class Builder:
             return self._add(make_node(name, Op.CLIP, [x], min=0.0, max=6.0))
         if kind == "sigmoid":
             return self._add(make_node(name, Op.SIGMOID, [x]))
+        if kind in ("gelu", "gelu_tanh"):
+            return self._add(make_node(name, Op.GELU, [x],
+                                       approximate="tanh" if kind == "gelu_tanh" else "none"))
         raise ValueError(f"unknown activation {kind!r}")
 
     def pool(self, x, kind, k, stride, pad=0, ceil=False, count_include_pad=True, name=None):

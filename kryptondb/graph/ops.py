@@ -34,16 +34,23 @@ class Op(enum.Enum):
     SOFTMAX = "Softmax"
     PAD = "Pad"
     CHANNEL_SHUFFLE = "ChannelShuffle"
+    LAYERNORM = "LayerNorm"  # over the channels at each pixel (ConvNeXt's channels-last norm)
+    GELU = "Gelu"
+    CONV_TRANSPOSE = "ConvTranspose"
+    RESIZE = "Resize"
 
 
 # Ops whose output at a pixel depends only on the inputs at that pixel (and per-channel weights).
 POINTWISE = frozenset(
     {Op.BATCHNORM, Op.RELU, Op.CLIP, Op.LEAKY_RELU, Op.SIGMOID, Op.HARD_SIGMOID, Op.HARD_SWISH}
-    | {Op.LRN, Op.CHANNEL_SHUFFLE}
+    | {Op.LRN, Op.CHANNEL_SHUFFLE, Op.LAYERNORM, Op.GELU}
 )
 # Ops that mix every spatial position: incremental inference stops before the first of them.
 GLOBAL = frozenset({Op.GLOBAL_AVGPOOL, Op.GEMM, Op.FLATTEN, Op.RESHAPE, Op.SOFTMAX})
 WINDOWED = frozenset({Op.CONV, Op.MAXPOOL, Op.AVGPOOL})
+# Ops whose output map is larger than their input: a changed input region reaches a larger
+# output region (transposed convolution, upsampling).
+UPSAMPLING = frozenset({Op.CONV_TRANSPOSE, Op.RESIZE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +58,10 @@ class Node:
     """One operator. ``inputs`` name producer nodes, ``params`` name tensors in Graph.weights.
 
     Windowed ops carry ``kernel``, ``stride``, ``pads`` (top, left, bottom, right) and
-    ``dilation`` attributes, always 2-D and explicit, so region algebra never guesses defaults.
+    ``dilation`` attributes, always 2-D and explicit, so region algebra never guesses defaults;
+    ConvTranspose carries the same plus ``output_padding`` (h, w), Resize its output ``size``
+    (h, w), the ``scale`` its coordinates use, ``mode``, ``coord`` and ``nearest``
+    (graph/resample.py).
     """
 
     name: str

@@ -91,6 +91,38 @@ def _pad(node, shapes, w):
     return (c, h + pt + pb, wd + pl + pr)
 
 
+def transposed_out(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int,
+                   dilation: int = 1, output_padding: int = 0) -> int:
+    """Output length of a transposed convolution along one axis (ONNX ConvTranspose)."""
+    out = stride * (size - 1) + output_padding + dilation * (kernel - 1) + 1 - pad_lo - pad_hi
+    if out < 1:
+        raise ShapeError(f"transposed convolution of {size} (kernel {kernel}, stride {stride}, "
+                         f"pads {pad_lo}, {pad_hi}) has no output")
+    return out
+
+
+def _conv_transpose(node, shapes, w):
+    weight = w[node.params[0]]
+    (cin, h, wd), groups = shapes[0], node.attr("groups", 1)
+    if weight.shape[0] != cin or cin % groups:
+        raise ShapeError(f"ConvTranspose {node.name!r}: weight {list(weight.shape)} with "
+                         f"groups={groups} does not fit {cin} input channels")
+    (kh, kw), (sh, sw) = node.attr("kernel"), node.attr("stride")
+    pt, pl, pb, pr = node.attr("pads")
+    (dh, dw), (oh, ow) = node.attr("dilation", (1, 1)), node.attr("output_padding", (0, 0))
+    return (weight.shape[1] * groups, transposed_out(h, kh, sh, pt, pb, dh, oh),
+            transposed_out(wd, kw, sw, pl, pr, dw, ow))
+
+
+def _per_channel(node, shapes, w):
+    c = shapes[0][0]
+    for p in node.params:
+        if w[p].shape != (c,):
+            raise ShapeError(f"{node.op.value} {node.name!r}: {p!r} of shape {list(w[p].shape)} "
+                             f"is not one value per channel ({c})")
+    return shapes[0]
+
+
 def _same(node, shapes, w):
     return shapes[0]
 
@@ -108,6 +140,9 @@ _RULES: dict[Op, Callable[[Node, Sequence[Shape], Mapping], Shape]] = {
     Op.FLATTEN: lambda n, s, w: (math.prod(s[0]),),
     Op.RESHAPE: _reshape,
     Op.PAD: _pad,
+    Op.CONV_TRANSPOSE: _conv_transpose,
+    Op.RESIZE: lambda n, s, w: (s[0][0], *n.attr("size")),
+    Op.LAYERNORM: _per_channel,
 }
 
 
@@ -124,8 +159,14 @@ def node_flops(node: Node, in_shapes: Sequence[Shape], weights: Mapping[str, np.
     if node.op is Op.CONV:
         w = weights[node.params[0]]
         return 2 * out * math.prod(w.shape[1:])
+    if node.op is Op.CONV_TRANSPOSE:  # every input pixel meets the whole kernel once
+        return 2 * math.prod(in_shapes[0][1:]) * math.prod(weights[node.params[0]].shape)
     if node.op is Op.GEMM:
         return 2 * math.prod(weights[node.params[0]].shape)
+    if node.op is Op.RESIZE:
+        return out * (1 if node.attr("mode") == "nearest" else 6)
+    if node.op in (Op.LAYERNORM, Op.GELU):
+        return out * 8
     if node.op in (Op.MAXPOOL, Op.AVGPOOL):
         return out * math.prod(node.attr("kernel"))
     if node.op is Op.LRN:

@@ -15,12 +15,15 @@ import weakref
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from kryptondb.ivm.cost import patch_regions, prefix, unsaturated
 from kryptondb.ivm.gather import NewValues, PaddedView, gather, margins, overlay
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, fixed_size, read_in, spatial_params
 from kryptondb.graph.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node, make_node
-from kryptondb.runtime.numpy_ops import avgpool_divisor
+from kryptondb.graph.ops import UPSAMPLING
+from kryptondb.graph.resample import Taps, node_taps
+from kryptondb.runtime.numpy_ops import avgpool_divisor, interpolate
 
 
 _SEGMENTS: "weakref.WeakKeyDictionary[Graph, dict]" = weakref.WeakKeyDictionary()
@@ -51,9 +54,12 @@ class Step:
     head: Node                     # the op that reads the gathered contexts
     inputs: tuple[str, ...]
     region: FixedRegion
-    segment: Graph | None          # None for Pad (the gather is the whole op)
+    segment: Graph | None          # None for Pad (the gather is the whole op) and Resize
     contexts: list = field(default_factory=list)  # per input: (rh, rw, ys, xs, PaddedView)
-    sides: list = field(default_factory=list)  # per side input: a PaddedView read at region
+    sides: list = field(default_factory=list)  # per side input: a PaddedView read at the box
+    # (h, w, ys, xs): what the segment yields where it is larger than the region (transposed
+    # convolutions: a stride-aligned box); the region is cropped out of it. None: the region.
+    box: tuple | None = None
 
 
 class IncrementalPlan:
@@ -93,7 +99,7 @@ class IncrementalPlan:
                 if not _is_pointwise(cand, g) or cand.name in g.outputs:
                     break
                 chain.append(cand)
-            if len(chain) > 1 and chain[0].op is Op.PAD:
+            if len(chain) > 1 and chain[0].op in _NO_SEGMENT:
                 chain = chain[:1]
             fused.update(c.name for c in chain[1:])
             steps.append(self._step(chain))
@@ -107,27 +113,35 @@ class IncrementalPlan:
         head, last = chain[0], chain[-1]
         region = self.regions[head.name]
         step = Step(last.name, head, head.inputs, region, None)
-        if head.op in WINDOWED or head.op is Op.PAD:
-            rh, rw, ys, xs = read_in(head, region)
-            src = head.inputs[0]
-            view = self.views[src]
-            value = -np.inf if head.op is Op.MAXPOOL else float(head.attr("value", 0.0))
-            pv = PaddedView(view, margins(view.shape, ys, xs, rh, rw), value)
-            step.contexts = [(rh, rw, ys, xs, pv)]
-            shapes = [(view.shape[0], rh, rw)]
+        if head.op in WINDOWED or head.op in UPSAMPLING or head.op is Op.PAD:
+            shapes = self._read_context(step)
         else:  # pointwise on one input or a merge: contexts are the output region itself
             step.contexts = [self._merge_context(src, head, region) for src in head.inputs]
             shapes = [(self.views[s].shape[0], c[0], c[1])
                       for s, c in zip(head.inputs, step.contexts)]
         sides = self._sides(chain)
-        step.sides = [PaddedView(m, (0, 0, 0, 0), 0.0) for _, _, m in sides]
-        shapes += [(m.shape[0], region.h, region.w) for _, _, m in sides]
+        h, w, ys, xs = step.box or (region.h, region.w, region.y, region.x)
+        step.sides = [PaddedView(m, margins(m.shape, ys, xs, h, w), 0.0) for _, _, m in sides]
+        shapes += [(m.shape[0], h, w) for _, _, m in sides]
         cheap = len(chain) == 1 and head.op in (Op.ADD, Op.CONCAT) and not head.params
-        # Pad is the gather itself; a lone Add or Concat of gathered buffers is cheaper in NumPy
-        # than a backend call with its layout conversions.
-        step.segment = None if head.op is Op.PAD or cheap else \
+        # Pad is the gather itself, Resize a gather with weights; a lone Add or Concat of
+        # gathered buffers is cheaper in NumPy than a backend call with its layout conversions.
+        step.segment = None if head.op in _NO_SEGMENT or cheap else \
             self._segment(chain, shapes, tuple((i, n) for i, n, _ in sides))
         return step
+
+    def _read_context(self, step: Step) -> list[tuple[int, int, int]]:
+        """The read-in context of a windowed, upsampling or Pad head (and for a transposed
+        convolution the box its segment yields); returns the context's shape."""
+        head, region = step.head, step.region
+        view = self.views[head.inputs[0]]
+        r = read_in(head, region, view.shape[1:])
+        value = -np.inf if head.op is Op.MAXPOOL else float(head.attr("value", 0.0))
+        pv = PaddedView(view, margins(view.shape, r.ys, r.xs, r.rh, r.rw), value)
+        step.contexts = [(r.rh, r.rw, r.ys, r.xs, pv)]
+        if r.box is not None:
+            step.box = (*r.box, region.y - r.offset[0], region.x - r.offset[1])
+        return [(view.shape[0], r.rh, r.rw)]
 
     def _merge_context(self, src: str, head: Node, region: FixedRegion):
         """The context of a merge input: the output region, or, along an axis the input
@@ -219,14 +233,19 @@ class IncrementalPlan:
             else:
                 bufs.append(gather(pv, ys[idx], xs[idx], rh, rw, NewValues(vals, ny, nx, owners)))
         r = step.region
-        bufs += [gather(pv, r.y[idx], r.x[idx], r.h, r.w) for pv in step.sides]
+        h, w, ys, xs = step.box or (r.h, r.w, r.y, r.x)
+        bufs += [gather(pv, ys[idx], xs[idx], h, w) for pv in step.sides]
         t2 = time.perf_counter()
         stats["gather_s"] = stats.get("gather_s", 0.0) + (t2 - t)
-        if step.segment is None:
+        if step.head.op is Op.RESIZE:
+            out = _resampled(step, idx, bufs[0])
+        elif step.segment is None:
             out = _merge(step.head, bufs)
         else:
             feeds = dict(zip(step.segment.inputs, bufs))
             out = backend.run(step.segment, feeds)[step.segment.output]
+        if step.box is not None:
+            out = _crop(out, r.y[idx] - ys[idx], r.x[idx] - xs[idx], r.h, r.w)
         stats["compute_s"] = stats.get("compute_s", 0.0) + (time.perf_counter() - t2)
         return out, step.region.y[idx], step.region.x[idx]
 
@@ -271,8 +290,35 @@ class IncrementalPlan:
         return out, kept
 
 
+_NO_SEGMENT = (Op.PAD, Op.RESIZE)  # steps computed by the gather itself, nothing fused after
+
+
+def _resampled(step: Step, idx: np.ndarray, buf: np.ndarray) -> np.ndarray:
+    """A Resize's new region from its gathered contexts: the node's taps at the region's
+    rows and columns, moved into each context's coordinates."""
+    _, _, ys, xs, pv = step.contexts[0]
+    rows, cols = node_taps(step.head, pv.view.shape[1:])
+    r = step.region
+    return interpolate(buf, _shifted(rows, r.y[idx], r.h, ys[idx]),
+                       _shifted(cols, r.x[idx], r.w, xs[idx]))
+
+
+def _shifted(t: Taps, starts: np.ndarray, n: int, origin: np.ndarray) -> Taps:
+    at = starts[:, None] + np.arange(n)
+    return Taps(t.lo[at] - origin[:, None], t.hi[at] - origin[:, None],
+                None if t.weight is None else t.weight[at])
+
+
+def _crop(out: np.ndarray, oy: np.ndarray, ox: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(B, C, h, w): each item's h x w window of ``out`` at its own offset (oy[b], ox[b])."""
+    windows = sliding_window_view(out, (h, w), axis=(2, 3))
+    return windows[np.arange(len(out)), :, oy, ox]
+
+
 def _padless(head: Node) -> Node:
     """The head as the segment applies it to a gathered context, which holds the padding."""
+    if head.op is Op.CONV_TRANSPOSE:
+        return head.with_attrs(pads=(0, 0, 0, 0), output_padding=(0, 0))
     if head.op not in WINDOWED:
         return head
     node = head.with_attrs(pads=(0, 0, 0, 0), ceil_mode=0)
@@ -324,7 +370,7 @@ def read_views(graph: Graph) -> list[str]:
     def fused_away(n: Node) -> bool:
         u = users[n.name]
         return (len(u) == 1 and _is_pointwise(graph[u[0]], graph) and u[0] not in graph.outputs
-                and n.op is not Op.PAD and n.name not in graph.outputs)
+                and n.op not in _NO_SEGMENT and n.name not in graph.outputs)
 
     return [n for n in prefix(graph) if graph[n].op is not Op.INPUT and not fused_away(graph[n])]
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kryptondb.graph.ir import GLOBAL, WINDOWED, Node, Op
+from kryptondb.graph.resample import Taps, node_taps
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,27 @@ def window_axis(iv: Interval, size_out: int, k: int, s: int, pad_lo: int, d: int
     lo = -((-(iv.lo + pad_lo - span)) // s)  # ceil division
     hi = (iv.hi - 1 + pad_lo) // s + 1
     lo, hi = np.clip(lo, 0, size_out), np.clip(hi, 0, size_out)
+    empty = iv.hi <= iv.lo
+    return Interval(np.where(empty, 0, lo), np.where(empty, 0, np.maximum(hi, lo)))
+
+
+def transposed_axis(iv: Interval, size_out: int, k: int, s: int, pad_lo: int,
+                    d: int = 1) -> Interval:
+    """Outputs of a transposed convolution that a changed input interval reaches: input i
+    adds to outputs i*s - pad_lo + a*d (a < k), so [lo, hi) reaches
+    [lo*s - pad_lo, (hi-1)*s - pad_lo + d*(k-1) + 1), clipped to the map (output padding only
+    lengthens the map)."""
+    lo = np.clip(iv.lo * s - pad_lo, 0, size_out)
+    hi = np.clip((iv.hi - 1) * s - pad_lo + d * (k - 1) + 1, 0, size_out)
+    empty = iv.hi <= iv.lo
+    return Interval(np.where(empty, 0, lo), np.where(empty, 0, np.maximum(hi, lo)))
+
+
+def resampled_axis(iv: Interval, t: Taps) -> Interval:
+    """Outputs of a Resize whose taps meet the changed input interval: output o reads
+    t.lo[o] and t.hi[o], both non-decreasing in o, so they form one run of outputs."""
+    lo = np.searchsorted(t.hi, iv.lo, "left")
+    hi = np.searchsorted(t.lo, iv.hi, "left")
     empty = iv.hi <= iv.lo
     return Interval(np.where(empty, 0, lo), np.where(empty, 0, np.maximum(hi, lo)))
 
@@ -84,6 +106,15 @@ def node_region(node: Node, inputs: list[Region], out_shape,
         r = inputs[0]
         return Region(window_axis(r.rows, out_shape[1], kh, sh, pt, dh),
                       window_axis(r.cols, out_shape[2], kw, sw, pl, dw))
+    if node.op is Op.CONV_TRANSPOSE:
+        (kh, kw), (sh, sw) = node.attr("kernel"), node.attr("stride")
+        (dh, dw), (pt, pl, _, _) = node.attr("dilation", (1, 1)), node.attr("pads")
+        r = inputs[0]
+        return Region(transposed_axis(r.rows, out_shape[1], kh, sh, pt, dh),
+                      transposed_axis(r.cols, out_shape[2], kw, sw, pl, dw))
+    if node.op is Op.RESIZE:
+        rows, cols = node_taps(node, _in_hw(node, in_shapes))
+        return Region(resampled_axis(inputs[0].rows, rows), resampled_axis(inputs[0].cols, cols))
     if in_shapes is not None:
         inputs = [Region(broadcast_axis(r.rows, s[1], out_shape[1]),
                          broadcast_axis(r.cols, s[2], out_shape[2]))
@@ -92,6 +123,12 @@ def node_region(node: Node, inputs: list[Region], out_shape,
     for r in inputs[1:]:
         out = Region(union(out.rows, r.rows), union(out.cols, r.cols))
     return out
+
+
+def _in_hw(node: Node, in_shapes) -> tuple[int, int]:
+    if in_shapes is None:
+        raise ValueError(f"the region of Resize {node.name!r} needs its input's shape")
+    return tuple(in_shapes[0][1:])
 
 
 def as_map(const: np.ndarray, out_shape) -> np.ndarray:
@@ -158,12 +195,73 @@ def fixed_size(region: Region) -> tuple[int, int]:
     return int(max(1, region.rows.width.max())), int(max(1, region.cols.width.max()))
 
 
-def read_in(node: Node, out: FixedRegion) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """The read-in context of a windowed node for its fixed output region: size (rh, rw) and
-    per-query starts in input coordinates (may be negative or run past the map: padding)."""
+@dataclass(frozen=True)
+class ReadIn:
+    """What a step reads to recompute a fixed output region: per query a context of (rh, rw)
+    input pixels at starts (ys, xs) in input coordinates (may leave the map: padding). ``box``
+    (transposed convolutions only): the (h, w) output the context yields, starting ``offset``
+    (per query, rows and columns) before the region, which is cropped out of it."""
+
+    rh: int
+    rw: int
+    ys: np.ndarray
+    xs: np.ndarray
+    box: tuple[int, int] | None = None
+    offset: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def read_in(node: Node, out: FixedRegion, in_hw: tuple[int, int] | None = None) -> ReadIn:
+    """The read-in context of a windowed, transposed or resampling node for its fixed output
+    region (``in_hw``: the input's spatial size, which Resize needs)."""
+    if node.op is Op.CONV_TRANSPOSE:
+        return _read_transposed(node, out)
+    if node.op is Op.RESIZE:
+        rows, cols = node_taps(node, in_hw)
+        (rh, ys), (rw, xs) = _read_taps(rows, out.h, out.y), _read_taps(cols, out.w, out.x)
+        return ReadIn(rh, rw, ys, xs)
     kh, kw = node.attr("kernel", (1, 1))
     sh, sw = node.attr("stride", (1, 1))
     dh, dw = node.attr("dilation", (1, 1))
     pt, pl, _, _ = node.attr("pads")
     rh, rw = dh * (kh - 1) + 1 + (out.h - 1) * sh, dw * (kw - 1) + 1 + (out.w - 1) * sw
-    return rh, rw, out.y * sh - pt, out.x * sw - pl
+    return ReadIn(rh, rw, out.y * sh - pt, out.x * sw - pl)
+
+
+def _read_taps(t: Taps, h: int, y: np.ndarray) -> tuple[int, np.ndarray]:
+    """Context rows of Resize outputs [y, y + h): from the first row the region reads to the
+    last, one size for every start the map allows, kept inside the map (Resize clamps at the
+    border, so a context never reads padding)."""
+    starts = np.arange(len(t.lo) - h + 1)
+    rh = int((t.hi[starts + h - 1] + 1 - t.lo[starts]).max())
+    return rh, np.minimum(t.lo[y], t.hi[-1] + 1 - rh).astype(np.int64)
+
+
+def _read_transposed(node: Node, out: FixedRegion) -> ReadIn:
+    """A transposed convolution applied without padding to inputs from row ys on yields
+    outputs from row ys*s - pad_top on: the context starts at a stride-aligned row so that
+    the output it yields contains the region (``box``), which is cropped out at ``offset``
+    (it varies with the region's phase against the stride). Inputs outside the map are zero:
+    they add nothing, as in the full computation."""
+    (kh, kw), (sh, sw) = node.attr("kernel"), node.attr("stride")
+    (dh, dw), (pt, pl, _, _) = node.attr("dilation", (1, 1)), node.attr("pads")
+    rh, ys, bh, oy = _transposed_axis_read(out.h, out.y, kh, sh, pt, dh)
+    rw, xs, bw, ox = _transposed_axis_read(out.w, out.x, kw, sw, pl, dw)
+    return ReadIn(rh, rw, ys, xs, (bh, bw), (oy, ox))
+
+
+def _transposed_axis_read(h: int, y: np.ndarray, k: int, s: int, pad_lo: int, d: int):
+    """(context length, context starts, output box length, offsets of the region in it) along
+    one axis. Output o = i*s - pad_lo + a*d: outputs [y, y + h) read inputs
+    [ceil((y + pad_lo - span) / s), floor((y + h - 1 + pad_lo) / s)], span = d*(k-1); the
+    context starts at floor((y + pad_lo - span) / s), so the region's offset in the box is
+    span + (y + pad_lo - span) mod s."""
+    span = d * (k - 1)
+    need_in = need_box = 1
+    for phase in range(s):  # the context length that serves every phase of the start
+        start = (phase - span) // s
+        offset = phase - start * s
+        need_in = max(need_in, (phase + h - 1) // s - start + 1)
+        need_box = max(need_box, -(-(offset + h - span - 1) // s) + 1)
+    rh = max(need_in, need_box)
+    starts = (y + pad_lo - span) // s
+    return rh, starts.astype(np.int64), (rh - 1) * s + span + 1, (y + pad_lo - starts * s)

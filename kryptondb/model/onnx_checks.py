@@ -52,6 +52,18 @@ def constant(ctx, n, i: int, what: str) -> np.ndarray:
     return ctx.consts[n.input[i]]
 
 
+def kernel(ctx, n, a: dict) -> np.ndarray:
+    """A convolution's weight (input 1): a 4-D constant agreeing with ``kernel_shape``."""
+    w = np.asarray(constant(ctx, n, 1, "weight"))
+    if w.ndim != 4:
+        raise UnsupportedOpError(f"{n.op_type} {label(n)!r}: only 2-D windows are supported (a "
+                                 f"4-D weight), got a weight of shape {list(w.shape)}")
+    if "kernel_shape" in a and tuple(a["kernel_shape"]) != w.shape[2:]:
+        raise malformed(n, f"kernel_shape {list(a['kernel_shape'])} is not the weight's "
+                        f"{list(w.shape[2:])}")
+    return w
+
+
 def optional(ctx, n, i: int, what: str) -> np.ndarray | None:
     """Input ``i`` if the node has it (a constant), else None."""
     return constant(ctx, n, i, what) if i < len(n.input) and n.input[i] else None
@@ -123,3 +135,34 @@ def constant_value(n, a: dict, to_array) -> np.ndarray:
     if given[0] == "value":
         return to_array(a["value"], f"node {label(n)!r}")
     return np.asarray(a[given[0]], np.float32 if "float" in given[0] else np.int64)
+
+
+def attributes(n) -> dict:
+    """A node's attributes by name, as Python values."""
+    from onnx import helper  # slow to import (~55 ms): ONNX files only
+
+    return {a.name: helper.get_attribute_value(a) for a in n.attribute}
+
+
+def fill_value(n, a: dict, to_array) -> np.ndarray:
+    """ConstantOfShape's ``value``: one number (default float32 0)."""
+    if "value" not in a:
+        return np.zeros(1, np.float32)
+    value = np.asarray(to_array(a["value"], f"node {label(n)!r}"))
+    if value.size != 1 or not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+        raise malformed(n, f"value must be one number, got {value.dtype} of shape "
+                        f"{list(value.shape)}")
+    return value
+
+
+def cast_dtype(n, a: dict) -> np.dtype:
+    """The NumPy type a Cast node casts to."""
+    from onnx import helper  # slow to import (~55 ms): ONNX files only
+
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(a["to"]))
+    except (KeyError, TypeError, ValueError):
+        raise malformed(n, f"cannot cast to type {a.get('to')!r}") from None
+    if not (np.issubdtype(dtype, np.number) or dtype == bool):
+        raise UnsupportedOpError(f"Cast node {label(n)!r}: only casts to numbers are supported")
+    return dtype

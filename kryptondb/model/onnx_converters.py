@@ -12,19 +12,38 @@ import numpy as np
 from kryptondb.errors import ModelImportError, ShapeError, UnsupportedOpError
 from kryptondb.model import onnx_checks as check
 from kryptondb.graph.fold import bn_scale_shift
-from kryptondb.graph.ir import Op, make_node
+from kryptondb.graph.ir import POINTWISE, Op, make_node
 from kryptondb.model.onnx_checks import label as _label
 
 
-def _x(ctx, n, i=0) -> str:
+def _x(ctx, n, i=0, channels_last: bool = False) -> str:
+    """The IR name of activation input ``i``; ``channels_last``: the converter also takes a
+    channels-last (NHWC) tensor (see onnx_layout.py)."""
     t = n.input[i]
     if ctx.is_const(t):
         raise UnsupportedOpError(f"{n.op_type} node {_label(n)!r}: input {i} must be "
                                  "computed from the image, not a constant")
+    if t in ctx.nhwc and not channels_last:
+        raise UnsupportedOpError(
+            f"{n.op_type} node {_label(n)!r}: input {i} is a channels-last (NHWC) tensor; on "
+            "those only pointwise ops, MatMul, LayerNormalization, ReduceMean and the "
+            "Transpose back to NCHW are supported")
     name = ctx.name(t)
     if name not in ctx.shapes:
         raise ModelImportError(f"node {_label(n)!r} reads {t!r}, never computed")
     return name
+
+
+def keep_layout(ctx, n) -> None:
+    """An op that maps each element on its own: its output is channels-last if its
+    activation inputs are (all of them, or none)."""
+    acts = [t for t in n.input if t and not ctx.is_const(t)]
+    last = [t in ctx.nhwc for t in acts]
+    if any(last) and not all(last):
+        raise UnsupportedOpError(f"{n.op_type} node {_label(n)!r} mixes channels-last (NHWC) and "
+                                 "NCHW inputs")
+    if any(last):
+        ctx.nhwc.add(n.output[0])
 
 
 def _pads(n, a, kernel, stride, dil, hw):
@@ -53,13 +72,7 @@ def _window(ctx, n, a, kernel):
 
 
 def _conv(ctx, n, a):
-    w = np.asarray(check.constant(ctx, n, 1, "weight"))
-    if w.ndim != 4:
-        raise UnsupportedOpError(f"Conv {_label(n)!r}: only 2-D windows are supported (a 4-D "
-                                 f"weight), got a weight of shape {list(w.shape)}")
-    if "kernel_shape" in a and tuple(a["kernel_shape"]) != w.shape[2:]:
-        raise check.malformed(n, f"kernel_shape {list(a['kernel_shape'])} is not the weight's "
-                              f"{list(w.shape[2:])}")
+    w = check.kernel(ctx, n, a)
     out = n.output[0]
     b = check.optional(ctx, n, 2, "bias")
     b = np.zeros(w.shape[0]) if b is None else check.sized(n, b, w.shape[0], "the bias")
@@ -100,7 +113,8 @@ def _pool(op):
 def _unary(op, **defaults):
     def convert(ctx, n, a):
         attrs = {k: float(a.get(k, v)) for k, v in defaults.items()}
-        ctx.add(make_node(n.output[0], op, [_x(ctx, n)], **attrs))
+        ctx.add(make_node(n.output[0], op, [_x(ctx, n, channels_last=op in POINTWISE)], **attrs))
+        keep_layout(ctx, n)
     return convert
 
 
@@ -110,10 +124,14 @@ def _clip(ctx, n, a):
         lo = check.scalar(n, check.constant(ctx, n, 1, "min"), "min")
     if len(n.input) > 2 and n.input[2]:
         hi = check.scalar(n, check.constant(ctx, n, 2, "max"), "max")
-    ctx.add(make_node(n.output[0], Op.CLIP, [_x(ctx, n)], min=float(lo), max=float(hi)))
+    ctx.add(make_node(n.output[0], Op.CLIP, [_x(ctx, n, channels_last=True)], min=float(lo),
+                      max=float(hi)))
+    keep_layout(ctx, n)
 
 
-def _per_sample_const(ctx, t: str, rank: int) -> np.ndarray:
+def _per_sample_const(ctx, t: str, rank: int, channels_last: bool = False) -> np.ndarray:
+    """A constant operand as it broadcasts over one sample (the batch axis dropped); met by a
+    channels-last activation, in NCHW order."""
     c = np.asarray(ctx.consts[t], np.float32)
     if c.ndim > rank + 1:  # it would add axes in front of the batch axis
         raise ShapeError(f"constant {t!r} of shape {list(c.shape)} has more axes than the "
@@ -122,16 +140,19 @@ def _per_sample_const(ctx, t: str, rank: int) -> np.ndarray:
         if c.shape[0] != 1:
             raise ShapeError(f"constant {t!r} of shape {list(c.shape)} varies along the batch")
         c = c[0]
+    if channels_last:
+        c = c.reshape((1,) * (3 - c.ndim) + c.shape).transpose(2, 0, 1)
     return c
 
 
 def _arith(kind):
     def convert(ctx, n, a):
-        xs = [_x(ctx, n, i) for i, t in enumerate(n.input) if not ctx.is_const(t)]
+        xs = [_x(ctx, n, i, True) for i, t in enumerate(n.input) if not ctx.is_const(t)]
         if not xs:
             raise UnsupportedOpError(f"{n.op_type} {_label(n)!r} has only constant inputs")
-        rank = len(ctx.shapes[xs[0]])
-        consts = [_per_sample_const(ctx, t, rank) for t in n.input if ctx.is_const(t)]
+        keep_layout(ctx, n)
+        rank, last = len(ctx.shapes[xs[0]]), n.output[0] in ctx.nhwc
+        consts = [_per_sample_const(ctx, t, rank, last) for t in n.input if ctx.is_const(t)]
         if kind in ("Sub", "Div") and (ctx.is_const(n.input[0]) or len(xs) != 1):
             raise UnsupportedOpError(f"{kind} {_label(n)!r}: only activation {kind} constant is "
                                      "supported")
@@ -225,23 +246,6 @@ def _reshape(ctx, n, a):
         ctx.add(make_node(n.output[0], Op.RESHAPE, [x], shape=per))
 
 
-def _transpose(ctx, n, a):
-    """Only the channel shuffle Reshape(N,g,C/g,H,W) -> Transpose -> Reshape(N,C,H,W)."""
-    x = _x(ctx, n)
-    src = next((m for m in ctx.nodes if m.name == x), None)
-    perm = list(a.get("perm", []))
-    if src is None or src.op is not Op.RESHAPE or perm != [0, 2, 1, 3, 4]:
-        raise UnsupportedOpError(f"Transpose {_label(n)!r}: only the channel-shuffle "
-                                 "pattern (Reshape, Transpose 0,2,1,3,4, Reshape) is supported")
-    base = src.inputs[0]
-    groups = ctx.shapes[x][0]
-    # the shuffle yields the C x H x W layout directly; the Reshape after it becomes a no-op
-    ctx.add(make_node(n.output[0], Op.CHANNEL_SHUFFLE, [base], groups=groups))
-    for user in ctx.users.get(n.output[0], []):
-        if user.op_type != "Reshape":
-            raise UnsupportedOpError(f"Transpose {_label(n)!r}: expected a Reshape after the shuffle")
-
-
 def _softmax(ctx, n, a):
     x = _x(ctx, n)
     shape = ctx.shapes[x]
@@ -283,7 +287,8 @@ def _lrn_size(n, a) -> int:
 
 
 def _identity(ctx, n, a):
-    ctx.alias[n.output[0]] = _x(ctx, n)
+    ctx.alias[n.output[0]] = _x(ctx, n, channels_last=True)
+    keep_layout(ctx, n)
 
 
 CONVERTERS = {
@@ -311,7 +316,6 @@ CONVERTERS = {
     "MatMul": _matmul,
     "Flatten": _flatten,
     "Reshape": _reshape,
-    "Transpose": _transpose,
     "Softmax": _softmax,
     "Pad": _pad,
     "Dropout": _identity,

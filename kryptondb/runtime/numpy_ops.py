@@ -12,6 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from kryptondb.graph.ir import Node, Op
+from kryptondb.graph.resample import Taps, node_taps
 
 _IM2COL_BYTES = 256 << 20  # cap on one im2col buffer; larger batches are split
 
@@ -75,6 +76,70 @@ def _grouped(xp, w, groups, kernel, stride, dil, out_hw):
         res = np.matmul(wg[None], cols)  # (n, groups, o/groups, ho*wo)
         out[s:s + step] = res.reshape(win.shape[0], o, *out_hw)
     return out
+
+
+def conv_transpose(node: Node, x: np.ndarray, w: np.ndarray, b: np.ndarray,
+                   out_shape) -> np.ndarray:
+    """Each input pixel times the kernel, scattered to stride-spaced places: output row
+    i*s - pad_top + a*d receives input row i through kernel row a (col2im), then cropped by
+    the pads and grown by output_padding (rows no input reaches hold the bias)."""
+    n, cin, h, wd = x.shape
+    g, (kh, kw), (sh, sw) = node.attr("groups", 1), node.attr("kernel"), node.attr("stride")
+    (dh, dw), (pt, pl, _, _) = node.attr("dilation", (1, 1)), node.attr("pads")
+    cout, (ho, wo) = w.shape[1] * g, out_shape[1:]
+    wg = w.reshape(g, cin // g, -1).transpose(0, 2, 1)  # (g, cout/g * kh * kw, cin/g)
+    full = (max((h - 1) * sh + dh * (kh - 1) + 1, pt + ho),
+            max((wd - 1) * sw + dw * (kw - 1) + 1, pl + wo))
+    out = np.empty((n, cout, ho, wo), np.float32)
+    step = max(1, _IM2COL_BYTES // max(cout * kh * kw * h * wd * 4, 1))
+    for s0 in range(0, n, step):
+        xs = x[s0:s0 + step]
+        cols = np.matmul(wg[None], xs.reshape(len(xs), g, cin // g, h * wd))
+        cols = cols.reshape(len(xs), cout, kh, kw, h, wd)
+        buf = np.zeros((len(xs), cout) + full, np.float32)
+        for a in range(kh):
+            for c in range(kw):
+                buf[:, :, a * dh:a * dh + (h - 1) * sh + 1:sh,
+                    c * dw:c * dw + (wd - 1) * sw + 1:sw] += cols[:, :, a, c]
+        out[s0:s0 + step] = buf[:, :, pt:pt + ho, pl:pl + wo]
+    out += b.reshape(1, -1, 1, 1)
+    return out
+
+
+def interpolate(x: np.ndarray, rows: Taps, cols: Taps) -> np.ndarray:
+    """Resample (N, C, H, W) at ``rows`` and ``cols``: taps of shape (h,) for every item, or
+    (N, h) per item (the incremental plan's regions, in context coordinates)."""
+    return _along(_along(x, 2, rows), 3, cols)
+
+
+def _along(x: np.ndarray, axis: int, t: Taps) -> np.ndarray:
+    def shaped(a):
+        shape = [a.shape[0] if a.ndim == 2 else 1, 1, 1, 1]
+        shape[axis] = a.shape[-1]
+        return a.reshape(shape)
+
+    lo = np.take_along_axis(x, shaped(t.lo), axis)
+    if t.weight is None:
+        return lo
+    hi = np.take_along_axis(x, shaped(t.hi), axis)
+    return lo + (hi - lo) * shaped(t.weight)
+
+
+def layernorm(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, eps: float) -> np.ndarray:
+    """Normalise over the channels (axis 1) at each pixel, then scale and shift per channel."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    d = x - x.mean(axis=1, keepdims=True)
+    y = d / np.sqrt(np.square(d).mean(axis=1, keepdims=True) + np.float32(eps))
+    return y * scale.reshape(shape) + shift.reshape(shape)
+
+
+def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    if approximate == "tanh":
+        inner = np.float32(np.sqrt(2 / np.pi)) * (x + np.float32(0.044715) * x * x * x)
+        return np.float32(0.5) * x * (np.float32(1) + np.tanh(inner))
+    from scipy.special import erf  # scipy.special costs ~100 ms to import; only GELU needs it
+
+    return np.float32(0.5) * x * (np.float32(1) + erf(x * np.float32(1 / np.sqrt(2))))
 
 
 def maxpool(node: Node, x: np.ndarray, out_shape) -> np.ndarray:
@@ -163,4 +228,9 @@ KERNELS: Mapping[Op, Callable] = {
     Op.SOFTMAX: lambda n, g, xs: softmax(xs[0], n.attr("axis") + 1),
     Op.PAD: lambda n, g, xs: pad2d(xs[0], n.attr("pads"), n.attr("value", 0.0)),
     Op.CHANNEL_SHUFFLE: lambda n, g, xs: channel_shuffle(xs[0], n.attr("groups")),
+    Op.CONV_TRANSPOSE: lambda n, g, xs: conv_transpose(n, xs[0], g.param(n, 0), g.param(n, 1),
+                                                       n.shape),
+    Op.RESIZE: lambda n, g, xs: interpolate(xs[0], *node_taps(n, xs[0].shape[2:])),
+    Op.LAYERNORM: lambda n, g, xs: layernorm(xs[0], g.param(n, 0), g.param(n, 1), n.attr("eps")),
+    Op.GELU: lambda n, g, xs: gelu(xs[0], n.attr("approximate", "none")),
 }

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from kryptondb.graph.ir import Graph, Node, Op
+from kryptondb.graph.resample import Taps, node_taps
 
 if TYPE_CHECKING:
     import onnx
@@ -146,6 +147,8 @@ def _emit_simple(e: _Emitter, n: Node, x, out) -> None:
         e.emit("Pad", [x[0], pads, val], out)
     elif n.op is Op.CHANNEL_SHUFFLE:
         _emit_shuffle(e, n, x[0], out)
+    elif n.op in _EMITTERS:
+        _EMITTERS[n.op](e, n, x[0], out)
     else:  # Relu, Sigmoid, HardSwish, GlobalAveragePool: no attributes
         e.emit(n.op.value, x, out)
 
@@ -158,6 +161,95 @@ def _emit_shuffle(e: _Emitter, n: Node, x: str, out: str) -> None:
     a = e.emit("Reshape", [x, split], f"{out}::5d")
     b = e.emit("Transpose", [a], f"{out}::t", perm=[0, 2, 1, 3, 4])
     e.emit("Reshape", [b, back], out)
+
+
+def _emit_conv_transpose(e: _Emitter, n: Node, x: str, out: str) -> None:
+    """Dilation is written into the kernel (zeros between its taps): ONNX shape inference
+    sizes a dilated ConvTranspose as if undilated, and onnxruntime then refuses the graph."""
+    dil, weight = n.attr("dilation", (1, 1)), e.weight(n.params[0])
+    kernel = n.attr("kernel")
+    if dil != (1, 1):
+        w = e.graph.weights[n.params[0]]
+        kernel = tuple(d * (k - 1) + 1 for d, k in zip(dil, kernel))
+        spread = np.zeros(w.shape[:2] + kernel, np.float32)
+        spread[:, :, ::dil[0], ::dil[1]] = w
+        weight = e.const(f"{n.params[0]}@dilated", spread)  # not a weight_arrays name
+    e.emit("ConvTranspose", [x, weight, e.weight(n.params[1])], out, group=n.attr("groups", 1),
+           output_padding=list(n.attr("output_padding", (0, 0))), kernel_shape=list(kernel),
+           strides=list(n.attr("stride")), pads=_onnx_pads(n.attr("pads")))
+
+
+def _emit_resize(e: _Emitter, n: Node, x: str, out: str) -> None:
+    """A Resize op where onnxruntime's sizes and coordinates are the node's: by scales where
+    the output size (input times scale, truncated; in float32 at run time, in float64 by ONNX
+    shape inference) is the node's, by sizes where the node's scale is output / input (what
+    onnxruntime then takes). Otherwise (a scale whose product ONNX shape inference truncates
+    differently) the node's own taps, as Gathers and weights."""
+    attrs = dict(mode=n.attr("mode"), coordinate_transformation_mode=n.attr("coord"),
+                 nearest_mode=n.attr("nearest", "floor"))
+    (_, h, w), scale, size = e.graph[x].shape, n.attr("scale"), n.attr("size")
+    f32 = [np.float32(v) for v in scale]
+    if all(int(np.float32(i) * s) == int(i * float(s)) == o for i, s, o in zip((h, w), f32, size)):
+        scales = e.const(f"{out}::scales", np.array([1, 1, *scale], np.float32))
+        e.emit("Resize", [x, "", scales], out, **attrs)
+    elif all(np.float32(o) / np.float32(i) == s for i, s, o in zip((h, w), f32, size)):
+        shape = e.emit("Shape", [x], f"{out}::shape")
+        nc = e.emit("Slice", [shape, e.const(f"{out}::0", np.array([0], np.int64)),
+                              e.const(f"{out}::2", np.array([2], np.int64))], f"{out}::nc")
+        hw = e.const(f"{out}::hw", np.array(size, np.int64))
+        sizes = e.emit("Concat", [nc, hw], f"{out}::sizes", axis=0)
+        e.emit("Resize", [x, "", "", sizes], out, **attrs)
+    else:
+        rows, cols = node_taps(n, (h, w))
+        _emit_taps(e, _emit_taps(e, x, rows, 2, f"{out}::rows"), cols, 3, out)
+
+
+def _emit_taps(e: _Emitter, x: str, t: Taps, axis: int, out: str) -> str:
+    """x resampled along ``axis`` at taps ``t``: lo + (hi - lo) * weight, as numpy_ops does."""
+    lo = e.emit("Gather", [x, e.const(f"{out}::lo", t.lo)], f"{out}::at_lo" if t.weight is not
+                None else out, axis=axis)
+    if t.weight is None:
+        return lo
+    hi = e.emit("Gather", [x, e.const(f"{out}::hi", t.hi)], f"{out}::at_hi", axis=axis)
+    weight = t.weight.reshape((-1, 1) if axis == 2 else (-1,))
+    step = e.emit("Mul", [e.emit("Sub", [hi, lo], f"{out}::diff"), e.const(f"{out}::w", weight)],
+                  f"{out}::step")
+    return e.emit("Add", [lo, step], out)
+
+
+def _emit_layernorm(e: _Emitter, n: Node, x: str, out: str) -> None:
+    """LayerNormalization normalises trailing axes: over C of a C x H x W map it runs on the
+    channels-last layout, as PyTorch exports ConvNeXt's norm."""
+    eps = float(n.attr("eps"))
+    scale, shift = e.weight(n.params[0]), e.weight(n.params[1])
+    if len(n.shape) == 1:
+        e.emit("LayerNormalization", [x, scale, shift], out, axis=-1, epsilon=eps)
+        return
+    last = e.emit("Transpose", [x], f"{out}::nhwc", perm=[0, 2, 3, 1])
+    normed = e.emit("LayerNormalization", [last, scale, shift], f"{out}::normed", axis=-1,
+                    epsilon=eps)
+    e.emit("Transpose", [normed], out, perm=[0, 3, 1, 2])
+
+
+def _emit_gelu(e: _Emitter, n: Node, x: str, out: str) -> None:
+    """x * 0.5 * (1 + erf(x / sqrt 2)), or its tanh approximation (no Gelu op before opset
+    20)."""
+    c = lambda k, v: e.const(f"{out}::{k}", np.float32(v))  # noqa: E731
+    if n.attr("approximate", "none") == "tanh":
+        cube = e.emit("Mul", [x, e.emit("Mul", [x, x], f"{out}::sq")], f"{out}::cube")
+        inner = e.emit("Add", [x, e.emit("Mul", [cube, c("k", 0.044715)], f"{out}::kc")],
+                       f"{out}::inner")
+        arg = e.emit("Mul", [inner, c("r", np.sqrt(2 / np.pi))], f"{out}::arg")
+        curve = e.emit("Tanh", [arg], f"{out}::curve")
+    else:
+        curve = e.emit("Erf", [e.emit("Mul", [x, c("r", 1 / np.sqrt(2))], f"{out}::arg")],
+                       f"{out}::curve")
+    gate = e.emit("Add", [curve, c("one", 1.0)], f"{out}::gate")
+    e.emit("Mul", [e.emit("Mul", [x, gate], f"{out}::xg"), c("half", 0.5)], out)
+
+
+_EMITTERS = {Op.CONV_TRANSPOSE: _emit_conv_transpose, Op.RESIZE: _emit_resize,
+             Op.LAYERNORM: _emit_layernorm, Op.GELU: _emit_gelu}
 
 
 def _value_info(name: str, shape) -> onnx.ValueInfoProto:
