@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from kryptondb.files import writable_file
+from kryptondb.obe.grid import Grid
+from kryptondb.obe.layout import pixels
 
 
 def display_image(x: np.ndarray, pre) -> np.ndarray:
@@ -21,17 +23,13 @@ def display_image(x: np.ndarray, pre) -> np.ndarray:
 
 def upsample(heatmap) -> np.ndarray:
     """The drop grid on the image's pixels: each pixel gets the mean drop of the patch
-    positions covering it (Captum's layout); pixels no patch covers get 0."""
+    positions covering it (Captum's layout, kryptondb/obe/layout.py); pixels no patch covers
+    get 0."""
     h, w = heatmap.image.shape[:2]
-    total = np.zeros((h, w), np.float64)
-    count = np.zeros((h, w), np.float64)
-    p, s = heatmap.patch, heatmap.stride
-    drop = heatmap.drop
-    for i in range(drop.shape[0]):
-        for j in range(drop.shape[1]):
-            total[i * s:i * s + p, j * s:j * s + p] += drop[i, j]
-            count[i * s:i * s + p, j * s:j * s + p] += 1
-    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    fit = Grid(h, w, heatmap.patch, heatmap.stride)
+    grid = fit if fit.shape == heatmap.drop.shape else Grid(h, w, heatmap.patch, heatmap.stride,
+                                                            "cut")
+    return pixels(heatmap.drop, grid)
 
 
 def save_heatmap_png(heatmap, path: str) -> str:
