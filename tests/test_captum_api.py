@@ -113,6 +113,15 @@ def test_a_module_is_exported_again_after_its_weights_change():
     assert not torch.allclose(before, after)
 
 
+def test_training_mode_matters_only_where_a_layer_computes_differently():
+    """Captum's test models are never put in eval mode: without BatchNorm or dropout, training
+    mode computes as eval mode does, and runs."""
+    out = Occlusion(tiny_net().train()).attribute(X, **WINDOW)
+    assert torch.allclose(out, captum(NET, X, **WINDOW), atol=1e-5)
+    with pytest.raises(UnsupportedArgumentError, match=r"1 \(Dropout\) is in training mode"):
+        Occlusion(nn.Sequential(NET, nn.Dropout()).train()).attribute(X, **WINDOW)
+
+
 def test_a_model_for_other_inputs_is_a_shape_error(tmp_path):
     with pytest.raises(ShapeError, match="inputs: model tiny takes N x 3 x 8 x 8"):
         Occlusion(load_model(onnx_file(NET, tmp_path))).attribute(
@@ -190,8 +199,8 @@ def _refusals():
         "sliding_window_shapes": (tiny_net(3), X, dict(sliding_window_shapes=(1, 4, 4),
                                                        strides=(1, 4, 4))),
         "forward_func": (lambda x: NET(x), X, dict(sliding_window_shapes=(3, 4, 4), strides=4)),
-        "forward_func ": (tiny_net().train(), X, dict(sliding_window_shapes=(3, 4, 4),
-                                                      strides=4)),
+        "forward_func ": (nn.Sequential(nn.BatchNorm2d(3), tiny_net()).train(), X,
+                          dict(sliding_window_shapes=(3, 4, 4), strides=4)),
         "sliding_window_shapes ": (net1, x1, dict(sliding_window_shapes=(1, 2, 2))),
     }
 

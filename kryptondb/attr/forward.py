@@ -44,14 +44,31 @@ class Forward:
             return _fits(self.func, shape)
         if not is_module(self.func):
             return _fits(load_model(self.func), shape)
-        if self.func.training:
+        training = _training_layer(self.func)
+        if training is not None:
             raise UnsupportedArgumentError(
-                "forward_func", f"the {describe(self.func)} is in training mode; call .eval() "
-                f"first (the engine explains the module in eval mode, as it is exported)")
+                "forward_func", f"the {describe(self.func)}'s {training} is in training mode "
+                f"(batch statistics, random dropout); call .eval() first: the engine explains "
+                f"the module in eval mode")
         key, mark = tuple(shape), _fingerprint(self.func)
         if key not in self._exports or self._exports[key][0] != mark:
             self._exports[key] = (mark, export(self.func, shape))
         return self._exports[key][1]
+
+
+def _training_layer(module) -> str | None:
+    """The first layer that computes differently in training mode (BatchNorm and the other
+    normalisations with running statistics, dropout) and is in it, or None. Other modules in
+    training mode compute as in eval mode (Captum's test models, for one)."""
+    import torch  # optional: here only for a torch.nn.Module, so already imported
+
+    def differs(m) -> bool:
+        if isinstance(m, torch.nn.modules.batchnorm._NormBase):
+            return m.track_running_stats
+        return isinstance(m, torch.nn.modules.dropout._DropoutNd)
+
+    return next((f"{name or 'module'} ({type(m).__name__})" for name, m in module.named_modules()
+                 if m.training and differs(m)), None)
 
 
 def _fits(model: Model, shape: tuple[int, int, int]) -> Model:
