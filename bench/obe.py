@@ -146,18 +146,29 @@ def _warm_stride(spec) -> int:
     return max(spec["stride"], (side - spec["patch"]) // max(1, k - 1) + 1)
 
 
+def torch_setup(spec) -> tuple:
+    """The zoo model, the bundled image (an array), the model as a torch module with the same
+    weights (bench/torch_graph.py), the image as a tensor, and the model's top class on it:
+    what the Captum engines here and in bench/vs_captum.py share."""
+    import torch
+    from torch_graph import TorchGraph
+
+    _, model, x = _setup(spec)
+    net = TorchGraph(model.graph).eval()
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        cls = int(net(xt).argmax())
+    return model, x, net, xt, cls
+
+
 def _captum(spec) -> dict:
     try:
         import torch
         from captum.attr import Occlusion
     except ImportError as exc:
         return {"skipped": f"not installed ({exc.name})"}
-    from torch_graph import TorchGraph
 
-    _, model, x = _setup(spec)
-    net = TorchGraph(model.graph).eval()
-    xt = torch.from_numpy(x)
-    cls = int(net(xt).argmax())
+    model, _, net, xt, cls = torch_setup(spec)
     occ = Occlusion(net)
     p, s = spec["patch"], spec["stride"]
     fill = float((0.5 - model.preprocess.mean[0]) / model.preprocess.std[0])

@@ -6,6 +6,7 @@
 ['Egyptian cat']
 """
 
+from kryptondb import attr  # noqa: F401 - kryptondb.attr.Occlusion, Captum's API; no torch import
 from kryptondb.connection import Connection, check_text
 from kryptondb.errors import KryptonError
 from kryptondb.media.images import Preprocess, bundled_image, load_image
@@ -13,7 +14,7 @@ from kryptondb.model.model import Model, Prediction, load_model
 from kryptondb.sql import SqlLimits
 from kryptondb.version import __version__  # noqa: F401 - the package's version, re-exported
 
-__all__ = ["KryptonError", "Model", "Prediction", "Preprocess", "bundled_image", "connect",
+__all__ = ["KryptonError", "Model", "Prediction", "Preprocess", "attr", "bundled_image", "connect",
            "execute", "explain", "load_image", "load_model"]
 
 _default = None

@@ -8,8 +8,8 @@ room, which also rules out cycles between rooms.
 
 Function-local imports remain only for optional or slow-to-import third-party packages
 (tests/test_layers.py's LAZY: onnx with google.protobuf, onnxruntime, av, matplotlib, scipy,
-skimage, duckdb; readline, cupy, torch), each with a one-line reason, so that `import kryptondb`
-stays light.
+skimage, duckdb; readline, cupy, torch, captum), each with a one-line reason, so that
+`import kryptondb` stays light.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ ROOMS: tuple[str, ...] = (
     "plan",       # binding, typed plan IR, EXPLAIN text
     "rewrite",    # one rule per module
     "exec",       # runs physical plans: operators are thin adapters over obe/, orv/
+    "attr",       # Captum's attribution API (Occlusion) over the occlusion driver
     "viz",        # plan pictures (SVG, DOT, HTML)
     # the doors
     "connection",  # the query pipeline: text in, a Result out
