@@ -57,11 +57,11 @@ def test_window_sizes_are_cut_at_the_border():
 
 
 def test_the_heatmap_picture_uses_the_layout():
-    class Heat:  # what upsample reads of a Heatmap
-        image = np.zeros((10, 10, 3))
-        patch, stride = 4, 4
+    class Heat:  # what upsample reads of a Heatmap: its drops and its windows
         drop = np.arange(4.0).reshape(2, 2)
+        windows = Grid(10, 10, 4, 4)
 
     np.testing.assert_allclose(upsample(Heat), _loop(Heat.drop, Grid(10, 10, 4, 4)))
     Heat.drop = np.arange(9.0).reshape(3, 3)  # Captum's grid: the last windows cut off
+    Heat.windows = Grid(10, 10, 4, 4, "cut")
     np.testing.assert_allclose(upsample(Heat), _loop(Heat.drop, Grid(10, 10, 4, 4, "cut")))
