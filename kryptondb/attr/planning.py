@@ -21,7 +21,7 @@ from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
 from kryptondb.rewrite.batch_queries import (MAX_BATCH, MAX_INCREMENTAL_BATCH, NUMPY, ONNXRUNTIME,
                                               choose, incremental_footprint,
                                               naive_footprint)
-from kryptondb.rewrite.maintain_views import MIN_SPEEDUP, setup_flops
+from kryptondb.rewrite.maintain_views import MIN_SPEEDUP, effective_speedup
 
 PLANS = ("naive", "incremental")
 APPROXIMATE = ("tau", "drilldown", "target")
@@ -77,8 +77,7 @@ def _why_naive(graph, cost, backend: str, positions: int) -> str | None:
     """Why the incremental plan does not pay, or None when it does."""
     if cost.speedup < MIN_SPEEDUP:
         return f"theoretical speedup {cost.speedup:.2f} below {MIN_SPEEDUP:g}"
-    setup, _ = setup_flops(graph, backend, cost.full_flops)
-    effective = positions * cost.full_flops / (positions * cost.incremental_flops + setup)
+    effective, _ = effective_speedup(graph, cost, backend, positions)
     if effective < MIN_SPEEDUP:
         return (f"setup outweighs the gain over {positions} positions: effective speedup "
                 f"{effective:.2f} below {MIN_SPEEDUP:g}")

@@ -9,6 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from kryptondb.graph.shapes import node_flops
+from kryptondb.obe.strategy import add
 from kryptondb.orv.incremental import Settings, VideoIVM
 from kryptondb.plan.values import Classes
 from kryptondb.runtime.backends import get_backend
@@ -17,11 +18,6 @@ from kryptondb.runtime.backends import get_backend
 def model_flops(model) -> int:
     g = model.graph
     return sum(node_flops(n, [g[i].shape for i in n.inputs], g.weights) for n in g.nodes)
-
-
-def _add(stats: dict, **counts) -> None:
-    for key, n in counts.items():
-        stats[key] = stats.get(key, 0) + n
 
 
 def full_inference(node, inputs, ctx):
@@ -52,7 +48,7 @@ def _outputs(model, backend, x: np.ndarray, batch: int) -> np.ndarray:
 def _stream_inference(node, stats, model, backend, src, per_item):
     for frames_meta, x in src:
         probs = model.predict(x, backend=backend, batch_size=node.arg("batch") or len(x))
-        _add(stats, flops=per_item * len(x), batches=1, rows=len(x))
+        add(stats, flops=per_item * len(x), batches=1, rows=len(x))
         yield frames_meta, probs
 
 
@@ -74,9 +70,9 @@ def incremental_video_inference(node, inputs, ctx):
         out, frame_stats = ivm.window(x)  # a window: the decoder's chunk of frames
         probs = model.probabilities(out.reshape(len(x), -1))
         share = sum(st.flops_share for st in frame_stats)
-        _add(stats, flops=int(per_item * share), rows=len(x), batches=1)
+        add(stats, flops=int(per_item * share), rows=len(x), batches=1)
         for st in frame_stats:
-            _add(stats, **{st.mode: 1})
+            add(stats, **{st.mode: 1})
         yield [(i, t, st) for (i, t, _), st in zip(frames_meta, frame_stats)], probs
 
 

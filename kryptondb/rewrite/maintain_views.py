@@ -76,13 +76,22 @@ def setup_flops(graph, backend: str, full_flops: int) -> tuple[int, int]:
     return full_flops + 2 * weights * SESSION_FLOPS_PER_BYTE + sessions * SESSION_FLOPS, sessions
 
 
+def effective_speedup(graph, cost, backend: str, positions: int,
+                      inputs: int = 1) -> tuple[float, int]:
+    """(speedup of the incremental plan over ``positions`` once its setup is counted, sessions
+    it builds): the positions' full FLOPs over their incremental FLOPs plus the setup (the
+    views of every input, a full inference each, and the sessions to build)."""
+    setup, sessions = setup_flops(graph, backend, cost.full_flops)
+    setup += (inputs - 1) * cost.full_flops
+    return positions * cost.full_flops / (positions * cost.incremental_flops + setup), sessions
+
+
 def _setup_outweighs(graph, n: PlanNode, cost) -> str | None:
     """Why the naive plan is cheaper once the incremental plan's setup is counted, or None."""
     inputs = n.arg("inputs") or 1
     positions = n.arg("grid").count * inputs
-    setup, sessions = setup_flops(graph, n.arg("backend") or "onnxruntime", cost.full_flops)
-    setup += (inputs - 1) * cost.full_flops  # the views of every input: a full inference each
-    effective = positions * cost.full_flops / (positions * cost.incremental_flops + setup)
+    effective, sessions = effective_speedup(graph, cost, n.arg("backend") or "onnxruntime",
+                                            positions, inputs)
     if effective >= MIN_SPEEDUP:
         return None
     built = f"; first incremental run of this model: {sessions} sessions to build" \
