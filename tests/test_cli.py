@@ -250,3 +250,26 @@ def test_a_closed_output_pipe_ends_quietly_with_status_141(tmp_path):
     for args in (("describe", "vgg16"), ("-c", "SHOW MODELS; DESCRIBE vgg16"), ("models",)):
         r = _closed_early(*args, cwd=tmp_path)
         assert (r.returncode, r.stderr) == (141, ""), (args, r.stderr)
+
+
+def test_a_progress_line_of_unknown_total_is_printed_once_at_the_end():
+    """`kryptondb recognize clip.mp4 --frames 0 31 2>log` logged 'frames: 32 done, ...' twice:
+    a video's frame count is not known up front, and close() repeated the line the last update
+    had just printed (it skipped only a line that said 100% of a known total)."""
+    import io
+
+    from kryptondb.progress import ProgressBar
+
+    for total in (0, 40):
+        log = io.StringIO()
+        bar = ProgressBar(total, "frames", stream=log, delay=0.0)
+        bar.update(32)  # printed: the first update after the delay
+        bar.close()  # nothing new since: no second line
+        assert log.getvalue().count("frames") == 1, log.getvalue()
+    log = io.StringIO()
+    bar = ProgressBar(0, "frames", stream=log, delay=0.0)
+    bar.update(16)
+    bar.update(16)  # within 5 s of the last line on a non-terminal: not printed
+    bar.close()  # so the final count is
+    assert [line.split(",")[0] for line in log.getvalue().splitlines()] == \
+        ["frames: 16 done", "frames: 32 done"]
