@@ -114,6 +114,19 @@ class Heatmaps:
         return _with_meta(pa.table(cols), meta)
 
 
+def _optional(name: str):
+    """The optional package ``name`` (pandas or polars), or a KryptonError saying how to get it."""
+    try:
+        if name == "pandas":
+            import pandas as module  # optional: only Result.to_pandas() needs it
+        else:
+            import polars as module  # optional: only Result.to_polars() needs it
+    except ImportError:
+        raise KryptonError(f"{name} is not installed: pip install {name} "
+                           f"(or pip install 'kryptondb[{name}]')") from None
+    return module
+
+
 def _with_meta(table: pa.Table, meta: dict) -> pa.Table:
     return table.replace_schema_metadata({b"kryptondb": json.dumps(meta).encode()})
 
@@ -137,6 +150,22 @@ class Result:
         if self.heatmap is not None:
             return self.heatmap.to_arrow()
         return pa.table({"message": [self.message]})
+
+    def to_pandas(self):
+        """The table (``to_arrow()``) as a pandas DataFrame; needs pandas."""
+        _optional("pandas")
+        return self.to_arrow().to_pandas()
+
+    def to_polars(self):
+        """The table (``to_arrow()``) as a polars DataFrame; needs polars."""
+        pl = _optional("polars")
+        return pl.from_arrow(self.to_arrow())
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        """The Arrow PyCapsule stream of ``to_arrow()``: DuckDB (``duckdb.sql("SELECT ... FROM
+        r")``), polars (``pl.DataFrame(r)``) and pyarrow (``pa.table(r)``) read a Result as a
+        table without a copy."""
+        return self.to_arrow().__arrow_c_stream__(requested_schema)
 
     def to_numpy(self) -> np.ndarray:
         """The heatmap's drop grid (rows x cols; H x W with LAYOUT PIXELS) for OBE, stacked

@@ -34,7 +34,7 @@ PACKAGE_DIR = Path(layers.__file__).parent
 # `kryptondb --help` (measured: matplotlib.pyplot ~370 ms, scipy.ndimage ~160 ms, duckdb ~60 ms,
 # onnx ~55 ms, av ~50 ms, onnxruntime ~25 ms; skimage loads scipy; google.protobuf comes with onnx).
 LAZY = frozenset({"onnxruntime", "onnx", "google", "av", "matplotlib", "scipy", "skimage",
-                  "duckdb", "readline", "cupy", "torch", "captum"})
+                  "duckdb", "readline", "cupy", "torch", "captum", "pandas", "polars"})
 HEAVY = frozenset({"onnxruntime", "onnx", "av", "matplotlib", "scipy", "skimage", "duckdb"})
 
 PRAGMA = re.compile(r"#\s*(noqa(:\s*[A-Z]+[0-9]+(,\s*[A-Z]+[0-9]+)*)?|type:\s*ignore\S*|pragma:.*)")
