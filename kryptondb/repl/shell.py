@@ -15,7 +15,7 @@ from kryptondb.lang.statements import has_code, take_statements
 from kryptondb.progress import interruptible
 from kryptondb.repl.commands import Commands
 from kryptondb.repl.completion import line_editing
-from kryptondb.tables import format_table
+from kryptondb.tables import check_mode, format_table, render
 from kryptondb.version import __version__
 
 PROMPT, CONTINUATION = "kryptondb> ", "      ...> "
@@ -24,12 +24,13 @@ HEATMAP_ROWS = 10  # heatmap rows printed; the whole grid is in the PNG (and the
 
 
 def run_repl(connection, stdin=sys.stdin, stdout=sys.stdout, interactive=None, stderr=None,
-             output_dir: str = ".") -> int:
+             output_dir: str = ".", mode: str = "table") -> int:
     """Read-eval-print loop until .quit or end of input. ``interactive`` (default: stdin is a
     terminal) adds the banner, prompts, line editing, history and tab completion. Errors go to
-    ``stderr`` (default: ``stdout``) and the loop goes on. Returns the exit status, 0."""
+    ``stderr`` (default: ``stdout``) and the loop goes on. ``mode`` (kryptondb.tables.MODES):
+    how table results print. Returns the exit status, 0."""
     interactive = _isatty(stdin) if interactive is None else interactive
-    shell = Shell(connection, stdout, stderr or stdout, output_dir=output_dir)
+    shell = Shell(connection, stdout, stderr or stdout, output_dir=output_dir, mode=mode)
     if interactive:
         shell.say(BANNER)
     read = _reader(stdin, stdout, interactive)
@@ -53,10 +54,10 @@ def run_repl(connection, stdin=sys.stdin, stdout=sys.stdout, interactive=None, s
 
 
 def run_script(connection, text: str, stdout=sys.stdout, stderr=sys.stderr,
-               output_dir: str = ".", source: str | None = None) -> int:
+               output_dir: str = ".", source: str | None = None, mode: str = "table") -> int:
     """Run statements (and dot-commands) in ``text``; stop at the first error. Returns 0 or 1."""
     shell = Shell(connection, stdout, stderr, output_dir=output_dir, stop_on_error=True,
-                  source=source)
+                  source=source, mode=mode)
     for line in text.splitlines(keepends=True):
         if shell.done:
             break
@@ -67,11 +68,13 @@ def run_script(connection, text: str, stdout=sys.stdout, stderr=sys.stderr,
 
 
 class Shell(Commands):
-    """The state between lines: connection, pending statement text, output dir, timer."""
+    """The state between lines: connection, pending statement text, output dir, timer, the
+    output mode of table results (kryptondb.tables.MODES)."""
 
     def __init__(self, connection, out, err, output_dir: str = ".", stop_on_error=False,
-                 source: str | None = None):
+                 source: str | None = None, mode: str = "table"):
         self.con, self.out, self.err = connection, out, err
+        self.mode = check_mode(mode)
         self.output_dir, self.stop_on_error, self.source = output_dir, stop_on_error, source
         self.buffer, self.buffer_line, self.lineno = "", 1, 0
         self.timer = self.done = self.failed = self.cancelled = False
@@ -144,8 +147,12 @@ class Shell(Commands):
             with open(path, "w", encoding="utf-8") as f:
                 f.write(result.message)
             self.say(f"plan saved to {path}")
+        elif result.kind == "plan" or (result.kind == "message" and result.table is None):
+            self.say(result.message.rstrip("\n"))
         else:
-            self.say(str(result).rstrip("\n"))
+            text = render(result.to_arrow(), self.mode)
+            self.say(f"{result.message}\n{text}" if result.message and self.mode == "table"
+                     else text)
 
     def show_heatmap(self, result, text: str) -> None:
         table = result.to_arrow()
