@@ -3,6 +3,9 @@ notebooks show it (``_repr_html_``, ``Heatmap._repr_png_``), with the values of 
 
 from __future__ import annotations
 
+import base64
+import html
+import re
 import sys
 
 import duckdb
@@ -92,3 +95,50 @@ def test_a_message_result_is_a_one_row_table(con):
     assert r.kind == "message"
     assert duckdb.sql("SELECT * FROM r").fetchall() == [(r.message,)]
     assert r.to_pandas()["message"].tolist() == [r.message]
+
+
+# -- notebooks: _repr_html_ and _repr_png_ --------------------------------------------------------
+
+
+def test_html_of_a_view_summarises_its_tensors_and_stays_small(con, heat):
+    """`SELECT * FROM` a view printed 112 MB of raw tensor bytes; in a notebook too."""
+    (view,) = con.execute("SHOW VIEWS").to_arrow().column("name").to_pylist()
+    r = con.execute(f"SELECT * FROM {view}")
+    t = r.to_arrow()
+    assert t.nbytes > 10_000_000
+    page = r._repr_html_()
+    assert len(page) < 20_000
+    assert page.count("<tr>") == 1 + t.num_rows  # the head and every row (fewer than 40)
+    assert "&lt;float32 3x224x224&gt;" in page and "&lt;float32 " in page.split("<tbody>")[1]
+    assert "\x00" not in page and "b&#x27;" not in page and f"({t.num_rows} rows)" in page
+
+
+def test_html_of_a_long_table_shows_head_and_tail_with_a_footer(con):
+    r = con.execute("SELECT i, '<b>' || i AS tag FROM range(100) t(i)")
+    page = r._repr_html_()
+    cells = [int(c) for c in re.findall(r'<td style="text-align: right">(\d+)</td>', page)]
+    assert cells == list(range(20)) + list(range(80, 100))
+    assert "(100 rows, 40 shown)" in page and '<td colspan="2">…</td>' in page
+    assert "&lt;b&gt;7" in page and "<b>" not in page  # escaped, never markup
+
+
+def test_html_of_a_heatmap_is_its_picture_then_its_message_and_table_head(heat):
+    page = heat._repr_html_()
+    img, rest = page.split('<img src="data:image/png;base64,', 1)[1].split('"', 1)
+    assert base64.b64decode(img).startswith(PNG_MAGIC)
+    assert rest.index(html.escape(heat.message.splitlines()[0])) < rest.index("<table")
+    assert rest.count("<tr>") == 1 + 10 + 1 and "(16 rows, 10 shown)" in rest
+    png = heat.heatmap._repr_png_()
+    assert png.startswith(PNG_MAGIC) and png == base64.b64decode(img)
+
+
+def test_html_of_plans_and_messages(con):
+    text = con.execute("EXPLAIN PLAN FOR SHOW MODELS")
+    assert text._repr_html_() == f"<pre>{html.escape(text.message)}</pre>"
+    svg = con.execute("EXPLAIN PLAN FORMAT SVG FOR SHOW MODELS")._repr_html_()
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    page = con.execute("EXPLAIN PLAN FORMAT HTML FOR SHOW MODELS")._repr_html_()
+    assert "<svg" in page and "<pre" in page
+    assert not any(tag in page for tag in ("<html", "<head", "<style", "<body"))
+    msg = con.execute("DROP TABLE IF EXISTS nothing_here")
+    assert msg._repr_html_() == f"<pre>{html.escape(msg.message)}</pre>"
