@@ -31,10 +31,10 @@ modes:
   kryptondb COMMAND ...       demo, predict, recognize, describe, models
                               (kryptondb COMMAND --help)
 
---format table|csv|json|markdown sets how results print, for the shell, -c, -f and the
-subcommands (default: table, for people); csv and json are data: every row, and only the rows,
-on stdout (progress and messages go to stderr), so `kryptondb -c "..." --format csv > out.csv`
-writes a clean CSV file.
+--format table|csv|json|markdown sets how tables print, for the shell, -c, -f and the
+subcommands (default: table, for people). csv and json are data: every row; progress goes to
+stderr, and so does everything a subcommand says besides its rows. So
+`kryptondb -c "SELECT ..." --format csv > out.csv` writes a clean CSV file.
 
 -c and -f stop at the first error and exit with status 1, the error on stderr; so does every
 command (a bad argument value: status 2). Output piped to a reader that stops early (| head)
