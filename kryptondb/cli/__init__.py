@@ -91,6 +91,3 @@ def _reader_gone() -> int:
         os.dup2(devnull, sys.stdout.fileno())
     return 128 + getattr(signal, "SIGPIPE", 13)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
