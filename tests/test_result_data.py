@@ -142,3 +142,13 @@ def test_html_of_plans_and_messages(con):
     assert not any(tag in page for tag in ("<html", "<head", "<style", "<body"))
     msg = con.execute("DROP TABLE IF EXISTS nothing_here")
     assert msg._repr_html_() == f"<pre>{html.escape(msg.message)}</pre>"
+
+
+def test_html_of_several_heatmaps_draws_each(con):
+    x = np.random.default_rng(0).normal(size=(2, 3, 224, 224)).astype(np.float32)
+    r = con.execute("EXPLAIN OCCLUSION OF ? USING MODEL resnet18 PATCH 112 STRIDE 112", [x])
+    assert r.heatmap is None and len(r.heatmaps) == 2
+    page = r._repr_html_()
+    assert page.count('<img src="data:image/png;base64,') == 2
+    assert page.index("<img") < page.index(html.escape(r.message)) < page.index("<table")
+    assert page.count("<tr>") == 1 + 8 and "(8 rows)" in page
