@@ -57,7 +57,8 @@ examples:
   kryptondb predict *.jpg --format csv > labels.csv
   kryptondb models                    the model zoo and where its weights come from
 
-documentation: docs/language.md (KQL reference) and docs/README.md in the source tree;
+documentation: docs/language.md (KQL reference), docs/results.md (results as data, --format)
+and docs/README.md in the source tree;
 in the shell, type .help."""
 
 
@@ -141,8 +142,8 @@ def _format_arg(p, default=argparse.SUPPRESS) -> None:
     """--format, on the main parser (for the shell, -c, -f) and on each command that prints a
     table; a command's own default is the main parser's, so either place sets it."""
     p.add_argument("--format", choices=MODES, default=default,
-                   help="how results print: table (for people, the default), csv, json (an "
-                   "array of row objects) or markdown; csv and json only the rows, on stdout")
+                   help="how tables print: table (for people, the default), csv, json (an "
+                   "array of row objects) or markdown")
 
 
 def positive_int(text: str) -> int:
