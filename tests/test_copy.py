@@ -216,10 +216,14 @@ def _special(tmp_path):
     (tmp_path / "link.csv").symlink_to(tmp_path / "real.csv")
     (tmp_path / "dangling.csv").symlink_to(tmp_path / "nowhere.csv")
     (tmp_path / "file").write_text("")
+    null = "/dev/null"  # as root, a device of its own: a broken check must not replace /dev/null
+    if os.geteuid() == 0:
+        null = str(tmp_path / "null.csv")
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
     return {
         "directory": (str(folder), "a folder, not a regular file"),
         "FIFO": (str(fifo), "a FIFO (named pipe), not a regular file"),
-        "device": ("/dev/null", "a character device, not a regular file"),
+        "device": (null, "a character device, not a regular file"),
         "missing folder": (str(tmp_path / "no" / "x.csv"), "does not exist"),
         "folder is a file": (str(tmp_path / "file" / "x.csv"), "Not a directory"),
         "symlink": (str(tmp_path / "link.csv"), "symbolic link"),
