@@ -291,6 +291,18 @@ def test_a_folder_the_write_is_denied_in_is_refused(con, tmp_path, monkeypatch):
     assert path.read_text() == "kept\n"
 
 
+def test_the_database_directory_is_refused(tmp_path):
+    """COPY over catalog.json (or into tables/) would break the database it reads from."""
+    db = kryptondb.connect(tmp_path / "db")
+    db.db.put_table("p", pa.table({"x": [1, 2]}))
+    before = (tmp_path / "db" / "catalog.json").read_bytes()
+    for target in ("catalog.json' (FORMAT json)", "tables/x.parquet'"):
+        message = _refused(db, f"COPY p TO '{tmp_path / 'db' / target}", PlanError)
+        assert "inside the database directory" in message
+    assert (tmp_path / "db" / "catalog.json").read_bytes() == before
+    db.execute(f"COPY p TO '{tmp_path / 'p.parquet'}'")  # beside it is fine
+
+
 def test_unknown_table_and_format(con, tmp_path):
     message = _refused(con, f"COPY nope TO '{tmp_path / 'x.csv'}'", UnknownNameError)
     assert "no table 'nope'" in message and "heat" in message and "column 6" in message

@@ -241,9 +241,13 @@ def plan_copy(b: Binder, s: ast.Copy) -> tuple[PlanNode, Options]:
         raise b.fail(f"unknown COPY format: {what}", where.span,
                      (f"{CHOICES}; or (FORMAT parquet | csv | json) after the path",))
     try:
-        check_target(s.path.value)
+        target = check_target(s.path.value)
     except FileError as exc:
         raise b.fail(str(exc), s.path.span) from None
+    home = None if b.db.path is None else os.path.realpath(b.db.path)
+    if home is not None and os.path.commonpath([os.path.realpath(target), home]) == home:
+        raise b.fail(f"cannot write COPY file {target!r}: it is inside the database directory "
+                     f"{str(b.db.path)!r}, whose files are the database's own", s.path.span)
     if isinstance(s.source, ast.Select):
         source = node(Op.SQL, sql=s.source.sql, tables=tuple(_sql_tables(b, s.source.sql)))
     else:
