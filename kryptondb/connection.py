@@ -23,6 +23,8 @@ from kryptondb.result import Heatmap, Heatmaps, Result
 from kryptondb.sql import Sandbox
 from kryptondb.viz import render
 from kryptondb.viz.diagram import diagram
+from kryptondb.viz.interim_doc import document  # the engine's plan.profile_doc once merged
+from kryptondb.viz.page import to_page
 
 
 class Connection:
@@ -94,16 +96,19 @@ class Connection:
     def _explain(self, stmt: ast.ExplainPlan, text: str, params: tuple = ()) -> Result:
         explained = self.plan(stmt.statement, text, params)
         notes: list[str] = []
-        profile = None
+        profile = value = None
         if stmt.analyze:
             ctx = self._context(text)
-            _, notes = _run_noting(explained.dag, ctx)
+            value, notes = _run_noting(explained.dag, ctx)
             profile = ctx.profile
         plan_text = "\n".join([explained.text(profile, stmt.verbose), *notes])
         if stmt.format == "text":
             return Result("plan", message=plan_text, plan=explained, profile=profile)
-        body = render(diagram(explained.dag, profile, plain), stmt.format,
-                      title=_title(stmt.statement), plan_text=plan_text)
+        if stmt.format == "html":  # the plan page: drawn from the profile document
+            body = to_page(document(explained, profile, text.strip()), _png(value), plan_text)
+        else:
+            body = render(diagram(explained.dag, profile, plain), stmt.format,
+                          title=_title(stmt.statement), plan_text=plan_text)
         return Result("plan", message=body, plan=explained, extra={"format": stmt.format},
                       profile=profile)
 
@@ -139,6 +144,12 @@ def check_params(params) -> tuple:
 
 def _title(stmt) -> str:
     return type(stmt).__name__
+
+
+def _png(value) -> bytes | None:
+    """The picture of a statement's (first) heatmap, for the plan page; None: it made none."""
+    maps = value.maps if isinstance(value, Heatmaps) else (value,)
+    return maps[0]._repr_png_() if maps and isinstance(maps[0], Heatmap) else None
 
 
 def _run_noting(dag, ctx) -> tuple[object, list[str]]:
