@@ -105,7 +105,9 @@ class Connection:
         if stmt.format == "text":
             return Result("plan", message=plan_text, plan=explained, profile=profile)
         if stmt.format == "html":  # the plan page: drawn from the profile document
-            body = to_page(document(explained, profile, text.strip()), _png(value), plan_text)
+            inner = stmt.statement.span  # the statement planned, without EXPLAIN PLAN ...
+            doc = document(explained, profile, text[inner.start:inner.start + inner.length])
+            body = to_page(doc, _png(value), plan_text)
         else:
             body = render(diagram(explained.dag, profile, plain), stmt.format,
                           title=_title(stmt.statement), plan_text=plan_text)

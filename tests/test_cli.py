@@ -33,7 +33,7 @@ def test_help_explains_the_modes_and_shows_queries(tmp_path):
     r = cli("--help", cwd=tmp_path)
     assert r.returncode == 0
     for text in ("query engine for CNN inference", "REPL", "-c \"STATEMENTS\"", "-f FILE.kql",
-                 "--db PATH", "demo", "predict", "recognize", "describe", "models",
+                 "--db PATH", "demo", "predict", "recognize", "describe", "models", "plan",
                  "EXPLAIN OCCLUSION OF IMAGE", "docs/language.md", ".help"):
         assert text in r.stdout, text
 
@@ -377,3 +377,44 @@ def test_recognize_k_5_prints_the_top_5_of_every_frame(tmp_path):
         probs = [float(x["probability"]) for x in rows if x["frame"] == str(f)]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     assert {"changed", "mode", "class", "timestamp"} <= set(rows[0])
+
+
+# -- kryptondb plan: the plan page ------------------------------------------------------------
+
+
+def test_plan_writes_the_page_of_the_last_statement(tmp_path):
+    r = cli("plan", f"LOAD IMAGE '{IMAGE}' AS cat; EXPLAIN OCCLUSION OF IMAGE cat USING MODEL "
+            "mobilenet_v2 PATCH 16 STRIDE 16", cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "plan page written to plan.html\n"), r.stderr
+    page = (tmp_path / "plan.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and 'class="layer-row' in page
+    assert "EXPLAIN OCCLUSION OF IMAGE cat USING MODEL mobilenet_v2" in page
+    assert "planned, not run" in page
+
+
+def test_plan_open_says_where_the_page_is_when_no_browser_opens_it(tmp_path, monkeypatch, capsys):
+    import webbrowser
+
+    from kryptondb.cli import main
+
+    out = tmp_path / "models.html"
+    for opens, said in ((False, [f"no browser could open it here: open {out.as_uri()} in a "
+                                 "browser"]), (True, [])):
+        opened = []
+        monkeypatch.setattr(webbrowser, "open", lambda uri: opened.append(uri) or opens)
+        assert main(["plan", "SHOW MODELS", "--analyze", "-o", str(out), "--open"]) == 0
+        assert opened == [out.as_uri()]
+        assert capsys.readouterr().out.splitlines() == [f"plan page written to {out}", *said]
+        assert 'class="badge analyzed"' in out.read_text(encoding="utf-8")
+
+
+def test_plan_takes_the_statement_without_explain_plan_and_reads_db(tmp_path):
+    r = cli("plan", "EXPLAIN PLAN FOR SHOW MODELS", cwd=tmp_path)
+    assert r.returncode == 1 and not (tmp_path / "plan.html").exists()
+    assert r.stderr.startswith("error: kryptondb plan: give the statement itself")
+    db = tmp_path / "db"
+    assert cli("--db", str(db), "-c", f"LOAD IMAGE '{IMAGE}' AS cat", cwd=tmp_path).returncode == 0
+    r = cli("--db", str(db), "plan", "PREDICT IMAGE cat USING MODEL resnet18", "-o", "p.html",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "PREDICT IMAGE cat" in (tmp_path / "p.html").read_text(encoding="utf-8")

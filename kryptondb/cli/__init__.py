@@ -51,8 +51,9 @@ def _read_script(path: str) -> str:
 def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    db = args.db if args.command != "plan" else None  # plan reads the database it is given
     shell_only = [flag for flag, value in (("-c", args.statements), ("-f", args.file),
-                                           ("--db", args.db), ("--outdir", args.outdir))
+                                           ("--db", db), ("--outdir", args.outdir))
                   if value is not None]
     if args.command and shell_only:
         parser.error(f"{', '.join(shell_only)}: for the shell and scripts, not for "

@@ -1,18 +1,22 @@
-"""The subcommands: demo, predict, recognize, describe, models. Tables go to stdout in the
+"""The subcommands: demo, predict, recognize, describe, models, plan. Tables go to stdout in the
 chosen format; with csv or json everything else (the query, messages, timings) goes to stderr."""
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
+import webbrowser
+from pathlib import Path
 
 import pyarrow as pa
 
 import kryptondb
 from kryptondb.connection import terminal_progress
 from kryptondb.errors import KryptonError
+from kryptondb.lang.parser import split_statements
 from kryptondb.model.zoo import ZOO
 from kryptondb.tables import render
 
@@ -126,10 +130,31 @@ def _describe(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    """The plan page of a statement (EXPLAIN PLAN [ANALYZE] FORMAT HTML), written to a file;
+    statements before the last (LOAD IMAGE ...) run first, on --db or an in-memory database."""
+    *before, last = split_statements(args.statement) or [""]
+    if re.match(r"\s*EXPLAIN\s+PLAN\b", last, re.I):
+        raise KryptonError("kryptondb plan: give the statement itself; the command adds "
+                           "EXPLAIN PLAN (--analyze: EXPLAIN PLAN ANALYZE)")
+    explain = f"EXPLAIN PLAN{' ANALYZE' if args.analyze else ''} FORMAT HTML FOR {last.strip()}"
+    con = kryptondb.connect(args.db, progress=terminal_progress)
+    page = con.execute(";".join([*before, explain])).message
+    with open(args.output, "w", encoding="utf-8") as f:
+        f.write(page)
+    print(f"plan page written to {args.output}")
+    if args.open:
+        uri = Path(args.output).resolve().as_uri()
+        if not webbrowser.open(uri):
+            print(f"no browser could open it here: open {uri} in a browser")
+    return 0
+
+
 COMMANDS = {
     "demo": _demo,
     "predict": _predict,
     "recognize": _recognize,
     "describe": _describe,
     "models": _models,
+    "plan": _plan,
 }

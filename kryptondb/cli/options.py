@@ -14,6 +14,7 @@ from kryptondb.tables import MODES
 USAGE = """\
 kryptondb [--db PATH] [-c STATEMENTS | -f FILE] [--outdir DIR] [--format FORMAT]
        kryptondb {demo,predict,recognize,describe,models} [options] [--format FORMAT]
+       kryptondb [--db PATH] plan "STATEMENT" [--analyze] [-o FILE.html] [--open]
        kryptondb --help | --version"""
 
 DESCRIPTION = """\
@@ -28,7 +29,7 @@ modes:
                               missing); combines with -c and -f
   kryptondb -c "STATEMENTS"   run statements separated by ';' and exit
   kryptondb -f FILE.kql       run a script and exit ('-' reads standard input)
-  kryptondb COMMAND ...       demo, predict, recognize, describe, models
+  kryptondb COMMAND ...       demo, predict, recognize, describe, models, plan
                               (kryptondb COMMAND --help)
 
 --format table|csv|json|markdown sets how tables print, for the shell, -c, -f and the
@@ -56,6 +57,8 @@ examples:
   kryptondb recognize street.avi -k 3 --sheet labels.png   top-3 labels per frame, a picture
   kryptondb predict *.jpg --format csv > labels.csv
   kryptondb models                    the model zoo and where its weights come from
+  kryptondb plan "EXPLAIN OCCLUSION OF IMAGE 'cat.jpg' USING MODEL resnet18" --analyze --open
+                                      the plan page: DAG, per-layer plan, heatmap (plan.html)
 
 documentation: docs/language.md (KQL reference), docs/results.md (results as data, --format)
 and docs/README.md in the source tree;
@@ -116,8 +119,22 @@ def parser() -> argparse.ArgumentParser:
     models = _command(sub, "models", "list the model zoo and where each one's weights come from",
                       "Lists the zoo's models, their input size and their weights.")
     _format_arg(models)
+    plan = _command(sub, "plan", "the plan page of a statement: one HTML file with its DAG, "
+                    "per-layer plan and heatmap", "Writes EXPLAIN PLAN FORMAT HTML of the "
+                    "statement: one self-contained page (no network) with the operator DAG, "
+                    "each occlusion scan's per-layer plan and projective field, and with "
+                    "--analyze the measured times and the heatmap. Statements before the last "
+                    "(separated by ';') run first; --db (before `plan`) opens a database.")
+    plan.add_argument("statement", metavar="STATEMENT", help="the statement to plan (without "
+                      "EXPLAIN PLAN)")
+    plan.add_argument("--analyze", action="store_true",
+                      help="run the statement: measured times per layer, and its heatmap")
+    plan.add_argument("-o", "--output", default="plan.html", type=output_file,
+                      metavar="FILE.html", help="where the page goes (default: plan.html)")
+    plan.add_argument("--open", action="store_true",
+                      help="open the page in a web browser (or say where it is)")
     p.commands = {"demo": demo, "predict": pred, "recognize": rec, "describe": desc,
-                  "models": models}  # for errors that name the command's usage
+                  "models": models, "plan": plan}  # for errors that name the command's usage
     return p
 
 

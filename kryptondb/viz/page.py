@@ -15,11 +15,14 @@ in any browser and can be mailed as is.
 from __future__ import annotations
 
 import base64
+import json
+import math
 from html import escape
 
 from kryptondb.errors import KryptonError
 from kryptondb.format import fmt_percent, fmt_time, shorten
 from kryptondb.viz.diagram import Diagram, DiagramNode
+from kryptondb.viz.field import dims
 from kryptondb.viz.page_assets import CSS, GUARD, SCRIPT
 from kryptondb.viz.page_scan import scan_section
 from kryptondb.viz.svg import to_svg
@@ -48,6 +51,7 @@ def to_page(doc: dict, heatmap_png: bytes | None = None, plan_text: str = "") ->
         *(scan_section(s, nodes.get(s.get("node"))) for s in doc.get("scans") or ()),
         _plan_text(plan_text),
         f'<p class="note">document schema {escape(str(doc.get("schema")))}</p>',
+        f'<script type="application/json" id="plan-document">{embedded(doc)}</script>',
     ]
     return (
         "<!DOCTYPE html>\n"
@@ -70,6 +74,28 @@ def check(doc) -> None:
                            f"{SCHEMA!r}")
 
 
+def embedded(doc: dict) -> str:
+    r"""The document as JSON inside the page, for whoever reads the page's data back: every
+    ``<``, ``>`` and ``&`` escaped so no text in it can close the script element; a number
+    that is not finite (JSON has none) as null.
+
+    >>> print(embedded({"statement": "</script><!--", "total_s": float("nan")}))
+    {"statement": "\u003c/script\u003e\u003c!--", "total_s": null}
+    """
+    text = json.dumps(_finite(doc), ensure_ascii=False, allow_nan=False, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _finite(v):
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
 def _header(doc: dict) -> str:
     badge = '<span class="badge analyzed">analyzed</span>' if doc.get("analyzed") else \
         '<span class="badge">planned, not run</span>'
@@ -85,12 +111,14 @@ def _header(doc: dict) -> str:
 def _setup_line(total, setup) -> str:
     """'total 5.29 s; setup 2.60 s (49.2%): model load ..., sessions ..., views ...'"""
     parts = [f"total {fmt_time(total)}"] if total is not None else []
-    setup = {k: v for k, v in (setup or {}).items() if v is not None}
+    setup = {k: v for k, v in (setup or {}).items() if isinstance(v, (int, float))}
     if setup:
         spent = sum(setup.values())
         share = f" ({fmt_percent(spent / total)} of the total)" if total else ""
-        each = ", ".join(f"{label} {fmt_time(setup[key])}" for key, label in SETUP
-                         if key in setup)
+        names = dict(SETUP)
+        order = [k for k in names if k in setup] + sorted(k for k in setup if k not in names)
+        each = ", ".join(f"{names.get(k, k.replace('_', ' '))} {fmt_time(setup[k])}"
+                         for k in order)
         parts.append(f"setup {fmt_time(spent)}{share}: {each}")
     return "; ".join(parts)
 
@@ -112,8 +140,19 @@ def _box(n: dict, keep: int | None = None) -> DiagramNode:
     if keep is not None:
         rank = {k: i for i, k in enumerate(TELLING)}
         args = sorted((kv for kv in args if kv[0] in rank), key=lambda kv: rank[kv[0]])[:keep]
-    return DiagramNode(n["id"], str(n.get("op", "?")), tuple(args),
+    args = tuple((k, _arg(v)) for k, v in args)
+    return DiagramNode(n["id"], str(n.get("op", "?")), args,
                        tuple(n.get("inputs") or ()), dict(n.get("stats") or {}))
+
+
+def _arg(v):
+    """An argument as its box shows it: a grid (an object) as EXPLAIN writes one, another
+    object as its fields, a list as a tuple, the rest as it is."""
+    if isinstance(v, dict):
+        if {"rows", "cols", "patch", "stride"} <= v.keys():
+            return f"{v['rows']}x{v['cols']}(patch={dims(v['patch'])},stride={dims(v['stride'])})"
+        return " ".join(f"{k}={_arg(x)}" for k, x in v.items())
+    return tuple(v) if isinstance(v, list) else v
 
 
 def _result(doc: dict, png: bytes | None) -> str:

@@ -47,6 +47,10 @@ def _summary(scan: dict, node: dict | None) -> str:
     facts = [("positions", _positions(scan, node)),
              ("patch / stride", f"{dims(scan.get('patch'))} / {dims(scan.get('stride'))} "
               f"over {dims(scan.get('input'))}")]
+    if scan.get("full_flops") and scan.get("incremental_flops"):
+        full, incr = scan["full_flops"], scan["incremental_flops"]
+        facts.append(("FLOPs per position", f"{fmt_flops(incr)} incremental, {fmt_flops(full)} "
+                      f"full ({full / incr:.2f}× fewer)"))
     if scan.get("tau") is not None:
         facts.append(("τ (projective field cap)", f"{scan['tau']:g}"))
     if scan.get("frontier"):
@@ -62,41 +66,59 @@ def _summary(scan: dict, node: dict | None) -> str:
 
 
 def _positions(scan: dict, node: dict | None) -> str:
+    """How many, and after ANALYZE in how long: the scan's own measurement, else its node's."""
     n = scan.get("positions")
     text = "?" if n is None else f"{n:,}"
-    stats = (node or {}).get("stats") or {}
-    if n and stats.get("time_s"):
-        text += f" in {fmt_time(stats['time_s'])} ({n / stats['time_s']:,.1f} positions/s)"
+    seconds = (scan.get("measured") or {}).get("time_s") or \
+        ((node or {}).get("stats") or {}).get("time_s")
+    if n and seconds:
+        text += f" in {fmt_time(seconds)} ({n / seconds:,.1f} positions/s)"
     return text
 
 
 def _choice(choice: dict | None) -> str:
-    """The planner's pick, its reason, and both predicted costs as bars against the larger."""
+    """The planner's pick, its reason, and both predicted costs as bars against the larger:
+    in seconds, else in FLOPs."""
     if not choice:
         return ""
+    picked = choice.get("picked")
     out = [f'<div class="choice"><h3>Planner\'s choice: <span class="picked">'
-           f"{escape(str(choice.get('picked', '?')))}</span></h3>"]
-    if choice.get("reason"):
-        out.append(f'<p class="reason">{escape(choice["reason"])}</p>')
-    predicted = {k: v for k, v in (choice.get("predicted_s") or {}).items() if v is not None}
-    top = max(predicted.values(), default=0) or 1
-    for plan, seconds in predicted.items():
-        cls = "bar picked" if plan == choice.get("picked") else "bar"
-        out.append(f'<div class="predicted"><span class="label">{escape(plan)}</span>'
-                   f"{_bar(seconds / top, cls)}<span class=\"num\">predicted "
-                   f"{fmt_time(seconds)}</span></div>")
+           f"{escape(str(picked or '?'))}</span></h3>"]
+    reason = choice.get("reason") or ""
+    if choice.get("theoretical_speedup") is not None:
+        reason += ("; " if reason else "") + \
+            f"theoretical speedup {choice['theoretical_speedup']:.2f}×"
+    if reason:
+        out.append(f'<p class="reason">{escape(reason)}</p>')
+    for key, fmt in (("predicted_s", fmt_time), ("predicted_flops", fmt_flops)):
+        predicted = {k: v for k, v in (choice.get(key) or {}).items() if v is not None}
+        if predicted:
+            out += [_predicted(plan, v, max(predicted.values()), fmt, plan == picked)
+                    for plan, v in predicted.items()]
+            break
     out.append("</div>")
     return "".join(out)
 
 
+def _predicted(plan: str, value: float, top: float, fmt, picked: bool) -> str:
+    return (f'<div class="predicted"><span class="label">{escape(plan)}</span>'
+            f'{_bar(value / (top or 1), "bar picked" if picked else "bar")}'
+            f'<span class="num">predicted {escape(fmt(value))}</span></div>')
+
+
 def _stages(stages) -> str:
+    """A drill-down's stages; the positions stage 2 really ran, after ANALYZE."""
     if not stages:
         return ""
+    ran = any("measured_positions" in s for s in stages)
     rows = "".join(f"<tr><td>{escape(str(s.get('name', '?')))}</td>"
                    f"<td class=\"num\">{dims(s.get('stride'))}</td>"
-                   f"<td class=\"num\">{s.get('positions', 0):,}</td></tr>" for s in stages)
+                   f"<td class=\"num\">{s.get('positions') or 0:,}</td>"
+                   + (f"<td class=\"num\">{_num(s.get('measured_positions'), _count)}</td>"
+                      if ran else "") + "</tr>" for s in stages)
     return ('<table class="stages"><caption>drill-down stages</caption><tr><th>stage</th>'
-            f"<th>stride</th><th>positions</th></tr>{rows}</table>")
+            "<th>stride</th><th>positions</th>" + ("<th>ran</th>" if ran else "") +
+            f"</tr>{rows}</table>")
 
 
 def layer_table(scan: dict) -> str:
@@ -106,6 +128,8 @@ def layer_table(scan: dict) -> str:
     columns = STATIC + (MEASURED if measured else ())
     head = "".join(f'<th class="{c}">{escape(name)}</th>' for name, c in columns)
     body = [_layer_row(k, row, measured) for k, row in enumerate(layers)]
+    if scan.get("suffix"):
+        body.append(_suffix_row(scan["suffix"], measured))
     return (f'<div class="table-box"><table class="layers" '
             f'id="layers-{escape(str(scan.get("node", "?")))}">'
             f"<thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) +
@@ -129,9 +153,21 @@ def _layer_row(k: int, row: dict, measured: bool) -> str:
             f"{tds}</tr>")
 
 
+def _suffix_row(suffix: dict, measured: bool) -> str:
+    """The global part after the frontier, in full at every position: one row under the layers,
+    its FLOPs under the incremental column, its time (after ANALYZE) under time."""
+    cells = [f'<td colspan="{len(STATIC) - 2}">global suffix: {suffix.get("layers", "?")} '
+             "layers, run in full</td>", f'<td class="num">{_num(suffix.get("flops"), fmt_flops)}'
+             "</td>", "<td></td>"]
+    if measured:
+        cells += [f'<td class="{c}">{v}</td>'
+                  for v, (_, c) in zip(_measured(suffix.get("measured") or {}), MEASURED)]
+    return f'<tr class="suffix-row">{"".join(cells)}</tr>'
+
+
 def _measured(m: dict) -> list[str]:
     gflops = m.get("gflops")
-    return [_num(m.get("calls"), lambda n: f"{n:,}"), _num(m.get("positions"), lambda n: f"{n:,}"),
+    return [_num(m.get("calls"), _count), _num(m.get("positions"), _count),
             _num(m.get("time_s"), fmt_time), _share(m.get("wall_share"), "bar time"),
             _num(m.get("gather_s"), fmt_time), _num(m.get("gather_bytes"), fmt_bytes),
             "" if gflops is None else fmt_flops(gflops * 1e9)[:-1] + "/s"]
@@ -153,6 +189,10 @@ def _field_legend() -> str:
             '<span class="key context"></span> context read in '
             '<span class="key capped"></span> capped by τ '
             "(each map scaled to the same size; hover a row or a tile)</figcaption>")
+
+
+def _count(n) -> str:
+    return f"{n:,}"
 
 
 def _num(v, fmt) -> str:
