@@ -4,8 +4,7 @@
 Without a chromium binary the tests skip, except where KRYPTON_REQUIRE_CHROMIUM is set
 (.ci/run installs chromium and sets it), where they fail.
 
-Run as a script to redraw the docs' screenshot of the plan page:
-    .venv/bin/python tests/browser.py docs/figures/plan_page.png
+docs/figures/plan_page.py draws the docs' screenshot of the plan page with them.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,11 +83,3 @@ def plan_page(analyze: bool = True) -> str:
     explain = "EXPLAIN PLAN ANALYZE" if analyze else "EXPLAIN PLAN"
     return con.execute(f"{explain} FORMAT HTML FOR {STATEMENT}").message
 
-
-if __name__ == "__main__":
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/figures/plan_page.png")
-    binary = chromium() or sys.exit("no chromium binary on PATH")
-    with tempfile.TemporaryDirectory() as folder:
-        page = Path(folder, "plan.html")
-        page.write_text(plan_page(), encoding="utf-8")
-        print(screenshot(binary, page, out, size=(1400, 1000)))

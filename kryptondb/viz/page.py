@@ -1,7 +1,8 @@
 """The plan page: one self-contained HTML file drawn from the profile document
 (kryptondb.plan/1, what EXPLAIN PLAN FORMAT JSON prints). It shows the statement, the run's
 total and its setup, the operator DAG (viz.svg) beside the heatmap, and for each occlusion scan
-the planner's choice, the per-layer table and the projective field of one patch position.
+the planner's choice beside them, then the per-layer table and the projective field of one
+patch position.
 Styles, scripts and pictures are inline (the heatmap as a PNG data URI): the page works offline
 in any browser and can be mailed as is.
 
@@ -24,7 +25,7 @@ from kryptondb.format import fmt_percent, fmt_time, shorten
 from kryptondb.viz.diagram import Diagram, DiagramNode
 from kryptondb.viz.field import dims
 from kryptondb.viz.page_assets import CSS, GUARD, SCRIPT
-from kryptondb.viz.page_scan import scan_section
+from kryptondb.viz.page_scan import scan_details, scan_summary
 from kryptondb.viz.svg import to_svg
 
 SCHEMA = "kryptondb.plan/1"
@@ -43,12 +44,15 @@ def to_page(doc: dict, heatmap_png: bytes | None = None, plan_text: str = "") ->
     statement = doc.get("statement") or ""
     title = "KryptonDB plan" + (f": {shorten(statement, 60)}" if statement else "")
     nodes = {n["id"]: n for n in doc.get("nodes") or ()}
+    scans = doc.get("scans") or ()
+    side = [_result(doc, heatmap_png), *(scan_summary(s, nodes.get(s.get("node")))
+                                         for s in scans)]
     body = [
         '<div id="page-errors" role="alert"></div>',
         _header(doc),
-        '<div class="top">', _dag(doc), _result(doc, heatmap_png), "</div>",
+        '<div class="top">', _dag(doc), '<div class="side">', *side, "</div></div>",
         _video(doc.get("video")),
-        *(scan_section(s, nodes.get(s.get("node"))) for s in doc.get("scans") or ()),
+        *(scan_details(s) for s in scans),
         _plan_text(plan_text),
         f'<p class="note">document schema {escape(str(doc.get("schema")))}</p>',
         f'<script type="application/json" id="plan-document">{embedded(doc)}</script>',

@@ -26,17 +26,19 @@ code, pre, .statement { font-family: "DejaVu Sans Mono", Menlo, Consolas, monosp
          background: #eee; color: var(--muted); vertical-align: middle; }
 .badge.analyzed { background: #e6f2e0; color: #2d6a1f; }
 .top { display: flex; gap: 24px; align-items: flex-start; flex-wrap: wrap; }
-.top .dag { flex: 1 1 560px; min-width: 0; margin: 0; max-height: 600px; overflow: auto;
+.top .dag { flex: 1 1 520px; min-width: 0; margin: 0; max-height: 560px; overflow: auto;
             border: 1px solid var(--rule); border-radius: 4px; }
 .top .dag svg { max-width: 100%; height: auto; display: block; margin: 0 auto; }
-.top .result { flex: 0 1 420px; margin: 0; }
-.top .result img { max-width: 100%; border: 1px solid var(--rule); border-radius: 4px; }
+.top .side { flex: 1 1 520px; min-width: 0; }
+.top .side h2 { margin-top: 14px; }
+.result { margin: 0; }
+.result img { max-width: 100%; max-height: 240px; border: 1px solid var(--rule);
+              border-radius: 4px; }
 figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
-.summary { display: flex; gap: 32px; flex-wrap: wrap; align-items: flex-start; }
 table { border-collapse: collapse; }
 .facts th { text-align: left; font-weight: 600; padding: 2px 14px 2px 0; vertical-align: top; }
 .facts td { padding: 2px 0; max-width: 720px; }
-.choice { min-width: 320px; } .choice h3 { margin-top: 0; }
+.choice h3 { margin: 10px 0 4px; }
 .choice .picked { color: var(--region); }
 .choice .reason { margin: 0 0 6px; }
 .predicted { display: flex; align-items: center; gap: 8px; margin: 2px 0; }

@@ -1,4 +1,4 @@
-"""One occlusion scan on the plan page: the planner's choice and why, the frontier, the suffix,
+"""An occlusion scan on the plan page: the planner's choice and why, the frontier, the suffix,
 drill-down stages, and the per-layer table with bars for region share and (after ANALYZE) time
 share. Reads one ``scans`` entry of the profile document (kryptondb.plan/1); every optional part
 may be null or missing. Numbers go through kryptondb.format.
@@ -25,22 +25,30 @@ MEASURED = (("calls", "num"), ("positions", "num"), ("time", "num"), ("wall shar
             ("gather", "num"), ("gathered", "num"), ("achieved", "num"))
 
 
-def scan_section(scan: dict, node: dict | None = None) -> str:
-    """The scan's summary, its layer table and its projective field."""
+def scan_summary(scan: dict, node: dict | None = None) -> str:
+    """What the scan is and why: positions, patch, FLOPs, frontier, suffix, the planner's
+    choice, drill-down stages."""
     nid = scan.get("node", "?")
     title = f"%{nid} {(node or {}).get('op', 'scan')}: {scan.get('plan', '?')} plan"
-    parts = [f'<section class="scan" id="scan-{escape(str(nid))}">',
-             f"<h2>{escape(title)}</h2>", _summary(scan, node)]
+    return (f'<section class="scan-summary" id="scan-{escape(str(nid))}">'
+            f"<h2>{escape(title)}</h2>\n{_summary(scan, node)}</section>")
+
+
+def scan_details(scan: dict) -> str:
+    """The scan's per-layer table and projective field (a naive scan has neither)."""
+    nid = escape(str(scan.get("node", "?")))
     if scan.get("layers"):
-        parts += ["<h3>Per-layer plan (patch at the centre of the input)</h3>", layer_table(scan),
-                  "<h3>Projective field: what one patch position recomputes</h3>",
-                  '<figure class="field-figure">', field_svg(scan), _field_legend(),
-                  "</figure>"]
-    elif scan.get("plan") == "naive":
-        parts.append('<p class="note">A naive scan runs the whole network at every position: '
-                     "no layer is maintained incrementally.</p>")
-    parts.append("</section>")
-    return "\n".join(parts)
+        return "\n".join([
+            f'<section class="scan" id="layers-of-{nid}">',
+            f"<h2>Per-layer plan of %{nid} (the patch at the centre of the input)</h2>",
+            layer_table(scan),
+            "<h3>Projective field: what one patch position recomputes, layer by layer</h3>",
+            '<figure class="field-figure">', field_svg(scan), _field_legend(), "</figure>",
+            "</section>"])
+    if scan.get("plan") == "naive":
+        return (f'<p class="note">%{nid} is a naive scan: it runs the whole network at every '
+                "position; no layer is maintained incrementally.</p>")
+    return ""
 
 
 def _summary(scan: dict, node: dict | None) -> str:
@@ -61,8 +69,8 @@ def _summary(scan: dict, node: dict | None) -> str:
         facts.append(("global suffix", f"{suffix.get('layers', '?')} layers run in full, "
                       f"{fmt_flops(suffix.get('flops') or 0)} per position"))
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in facts)
-    return (f'<div class="summary"><table class="facts">{rows}</table>'
-            f"{_choice(scan.get('choice'))}{_stages(scan.get('stages'))}</div>")
+    return (f'<table class="facts">{rows}</table>'
+            f"{_choice(scan.get('choice'))}{_stages(scan.get('stages'))}")
 
 
 def _positions(scan: dict, node: dict | None) -> str:
