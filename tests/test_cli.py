@@ -412,6 +412,11 @@ def test_plan_takes_the_statement_without_explain_plan_and_reads_db(tmp_path):
     r = cli("plan", "EXPLAIN PLAN FOR SHOW MODELS", cwd=tmp_path)
     assert r.returncode == 1 and not (tmp_path / "plan.html").exists()
     assert r.stderr.startswith("error: kryptondb plan: give the statement itself")
+    r = cli("plan", "SHOW MODELS; PREDICT IMAGE cat USING MODL resnet18", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.splitlines()[:3] == [
+        "error: unexpected 'MODL' at line 1, column 25",
+        "  PREDICT IMAGE cat USING MODL resnet18", "                          ^^^^"]
+    assert cli("plan", " ", cwd=tmp_path).stderr == "error: kryptondb plan: no statement given\n"
     db = tmp_path / "db"
     assert cli("--db", str(db), "-c", f"LOAD IMAGE '{IMAGE}' AS cat", cwd=tmp_path).returncode == 0
     r = cli("--db", str(db), "plan", "PREDICT IMAGE cat USING MODEL resnet18", "-o", "p.html",

@@ -52,6 +52,34 @@ def without_data(page: str) -> str:
 
 # --- the page from the fixture document -----------------------------------------------------
 
+SCHEMA_KEYS = {  # kryptondb.plan/1 as the brief of issue 15 set it; the page reads these
+    "document": {"schema", "statement", "analyzed", "total_s", "setup_s", "nodes", "scans",
+                 "video"},
+    "setup": {"model_load", "sessions", "views"},
+    "node": {"id", "op", "inputs", "args", "stats"},
+    "scan": {"node", "plan", "choice", "input", "patch", "stride", "positions", "tau",
+             "frontier", "frontier_reason", "suffix", "layers", "stages"},
+    "choice": {"picked", "reason", "predicted_s"},
+    "suffix": {"layers", "flops"},
+    "layer": {"name", "op", "kernel", "stride", "map", "region", "share", "context",
+              "full_flops", "incremental_flops", "segment", "capped", "measured"},
+    "measured": {"calls", "positions", "time_s", "wall_share", "gather_s", "gather_bytes",
+                 "gflops"},
+}
+
+
+def test_the_fixture_follows_the_schema():
+    assert set(DOC) == SCHEMA_KEYS["document"] and DOC["schema"] == "kryptondb.plan/1"
+    assert set(DOC["setup_s"]) == SCHEMA_KEYS["setup"]
+    assert all(set(n) == SCHEMA_KEYS["node"] for n in DOC["nodes"])
+    [scan] = DOC["scans"]
+    assert set(scan) == SCHEMA_KEYS["scan"] and set(scan["suffix"]) == SCHEMA_KEYS["suffix"]
+    assert set(scan["choice"]) == SCHEMA_KEYS["choice"]
+    assert set(scan["choice"]["predicted_s"]) == {"naive", "incremental"}
+    assert all(set(row) == SCHEMA_KEYS["layer"] for row in LAYERS)
+    assert all(set(row["measured"]) == SCHEMA_KEYS["measured"] for row in LAYERS)
+    assert [row["name"] for row in LAYERS][-1] == scan["frontier"][-1]
+
 def test_the_fixture_page_has_a_row_and_a_tile_per_layer():
     page = _Elements(to_page(DOC))
     rows = page.with_class("tr", "layer-row")
@@ -214,13 +242,17 @@ def problems(loaded: browser.Loaded) -> list[str]:
     return found
 
 
-def test_the_page_loads_in_chromium_without_errors(analyzed_page, tmp_path):
+@pytest.mark.parametrize("which", ["statement", "fixture"])
+def test_the_page_loads_in_chromium_without_errors(analyzed_page, tmp_path, which):
+    """A real statement's page (resnet18, ANALYZE, with its heatmap), and the fixture's (every
+    per-layer counter filled in): no console message, one table row per layer."""
     binary = browser.require()
+    page = analyzed_page if which == "statement" else to_page(DOC)
     path = tmp_path / "plan.html"
-    path.write_text(analyzed_page, encoding="utf-8")
+    path.write_text(page, encoding="utf-8")
     loaded = browser.load(binary, path)
     assert problems(loaded) == []
-    layers = embedded(analyzed_page)["scans"][0]["layers"]
+    layers = embedded(page)["scans"][0]["layers"]
     rows = _Elements(loaded.dom).with_class("tr", "layer-row")
     assert [r["data-layer"] for r in rows] == [r["name"] for r in layers]
     png = browser.screenshot(binary, path, tmp_path / "plan.png", size=(1400, 1000))

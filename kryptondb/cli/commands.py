@@ -16,6 +16,7 @@ import pyarrow as pa
 import kryptondb
 from kryptondb.connection import terminal_progress
 from kryptondb.errors import KryptonError
+from kryptondb.lang import parse
 from kryptondb.lang.parser import split_statements
 from kryptondb.model.zoo import ZOO
 from kryptondb.tables import render
@@ -134,9 +135,12 @@ def _plan(args) -> int:
     """The plan page of a statement (EXPLAIN PLAN [ANALYZE] FORMAT HTML), written to a file;
     statements before the last (LOAD IMAGE ...) run first, on --db or an in-memory database."""
     *before, last = split_statements(args.statement) or [""]
+    if not last.strip():
+        raise KryptonError("kryptondb plan: no statement given")
     if re.match(r"\s*EXPLAIN\s+PLAN\b", last, re.I):
         raise KryptonError("kryptondb plan: give the statement itself; the command adds "
                            "EXPLAIN PLAN (--analyze: EXPLAIN PLAN ANALYZE)")
+    parse(last)  # its syntax errors point into the statement as the user wrote it
     explain = f"EXPLAIN PLAN{' ANALYZE' if args.analyze else ''} FORMAT HTML FOR {last.strip()}"
     con = kryptondb.connect(args.db, progress=terminal_progress)
     page = con.execute(";".join([*before, explain])).message

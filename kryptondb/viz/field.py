@@ -99,5 +99,5 @@ def _inner(x0, y0, mw, mh, scale, size, attrs: str) -> str:
 
 
 def dims(shape) -> str:
-    """A shape or a (h, w) pair as people write it: 64×112×112; '?' when unknown."""
-    return "?" if not shape else "×".join(str(int(d)) for d in shape)
+    """A shape or a (h, w) pair as people write it: 64×112×112; a dash when there is none."""
+    return "–" if not shape else "×".join(str(int(d)) for d in shape)
