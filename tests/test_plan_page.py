@@ -20,9 +20,14 @@ from kryptondb.viz.page import to_page
 
 import browser
 
-FIXTURE = Path(__file__).parent / "fixtures" / "plan_doc_resnet18.json"
-DOC = json.loads(FIXTURE.read_text())
+FIXTURES = Path(__file__).parent / "fixtures"
+# written to the brief's schema, from the cost model and a real ANALYZE run (per-layer counters
+# apportioned by FLOPs: the engine measured none yet)
+DOC = json.loads((FIXTURES / "plan_doc_resnet18.json").read_text())
 LAYERS = DOC["scans"][0]["layers"]
+# EXPLAIN PLAN ANALYZE FORMAT JSON of a drill-down with TAU, as the engine (branch issue15-layers,
+# a07c9e9) writes it: its extra keys, counters on each segment's first row, null kernels
+ENGINE = json.loads((FIXTURES / "plan_doc_resnet18_drilldown.json").read_text())
 EMBEDDED = re.compile(r'<script type="application/json" id="plan-document">(.*?)</script>', re.S)
 
 
@@ -100,6 +105,27 @@ def test_numbers_are_formatted_for_people():
         assert text in page, text
     for raw in (str(conv1["full_flops"]), repr(conv1["share"]), repr(DOC["total_s"])):
         assert raw not in page, raw
+
+
+def test_the_engines_document_draws_its_counters_and_approximations():
+    page = to_page(ENGINE)
+    scan = ENGINE["scans"][0]
+    elements = _Elements(page)
+    assert len(elements.with_class("tr", "layer-row")) == len(scan["layers"])
+    capped = [r["name"] for r in scan["layers"] if r["capped"]]
+    assert capped and page.count("τ cap") == len(capped)
+    timed = [r for r in scan["layers"] if r["measured"]]
+    assert 0 < len(timed) < len(scan["layers"])  # a segment's counters sit on its first row
+    for row in timed:
+        assert fmt_time(row["measured"]["time_s"]) in page
+    choice = scan["choice"]
+    assert f"theoretical speedup {choice['theoretical_speedup']:.2f}×" in page
+    assert "predicted " + fmt_time(choice["predicted_s"]["naive"]) in page
+    suffix = scan["suffix"]["measured"]
+    assert fmt_time(suffix["time_s"]) in page.split('class="suffix-row"')[1]
+    assert f"({scan['measured']['positions_per_s']:,.1f} positions/s)" in page
+    assert "27x27(patch=16,stride=8)" in page  # the grid, as EXPLAIN writes it
+    assert ">183<" in page  # the fine stage's positions as run
 
 
 def test_the_page_fetches_nothing():
@@ -242,12 +268,13 @@ def problems(loaded: browser.Loaded) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("which", ["statement", "fixture"])
+@pytest.mark.parametrize("which", ["statement", "fixture", "engine"])
 def test_the_page_loads_in_chromium_without_errors(analyzed_page, tmp_path, which):
-    """A real statement's page (resnet18, ANALYZE, with its heatmap), and the fixture's (every
-    per-layer counter filled in): no console message, one table row per layer."""
+    """A real statement's page (resnet18, ANALYZE, with its heatmap), and the fixtures' (every
+    per-layer counter filled in; the engine's drill-down): no console message, one table row
+    per layer."""
     binary = browser.require()
-    page = analyzed_page if which == "statement" else to_page(DOC)
+    page = {"statement": analyzed_page, "fixture": to_page(DOC), "engine": to_page(ENGINE)}[which]
     path = tmp_path / "plan.html"
     path.write_text(page, encoding="utf-8")
     loaded = browser.load(binary, path)

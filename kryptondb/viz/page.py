@@ -23,7 +23,6 @@ from html import escape
 from kryptondb.errors import KryptonError
 from kryptondb.format import fmt_percent, fmt_time, shorten
 from kryptondb.viz.diagram import Diagram, DiagramNode
-from kryptondb.viz.field import dims
 from kryptondb.viz.page_assets import CSS, GUARD, SCRIPT
 from kryptondb.viz.page_scan import scan_details, scan_summary
 from kryptondb.viz.svg import to_svg
@@ -116,7 +115,7 @@ def _setup_line(total, setup) -> str:
     """'total 5.29 s; setup 2.60 s (49.2%): model load ..., sessions ..., views ...'"""
     parts = [f"total {fmt_time(total)}"] if total is not None else []
     setup = {k: v for k, v in (setup or {}).items() if isinstance(v, (int, float))}
-    if setup:
+    if any(setup.values()):  # a statement that set nothing up says nothing of it
         spent = sum(setup.values())
         share = f" ({fmt_percent(spent / total)} of the total)" if total else ""
         names = dict(SETUP)
@@ -154,9 +153,15 @@ def _arg(v):
     object as its fields, a list as a tuple, the rest as it is."""
     if isinstance(v, dict):
         if {"rows", "cols", "patch", "stride"} <= v.keys():
-            return f"{v['rows']}x{v['cols']}(patch={dims(v['patch'])},stride={dims(v['stride'])})"
+            return f"{v['rows']}x{v['cols']}(patch={_side(v['patch'])},stride={_side(v['stride'])})"
         return " ".join(f"{k}={_arg(x)}" for k, x in v.items())
     return tuple(v) if isinstance(v, list) else v
+
+
+def _side(pair) -> str:
+    """A window or stride as EXPLAIN writes it: 16 for 16x16, else 16x8."""
+    pair = list(pair or ())
+    return str(pair[0]) if len(pair) == 2 and pair[0] == pair[1] else "x".join(map(str, pair))
 
 
 def _result(doc: dict, png: bytes | None) -> str:

@@ -77,10 +77,11 @@ def _positions(scan: dict, node: dict | None) -> str:
     """How many, and after ANALYZE in how long: the scan's own measurement, else its node's."""
     n = scan.get("positions")
     text = "?" if n is None else f"{n:,}"
-    seconds = (scan.get("measured") or {}).get("time_s") or \
-        ((node or {}).get("stats") or {}).get("time_s")
+    measured = scan.get("measured") or {}
+    seconds = measured.get("time_s") or ((node or {}).get("stats") or {}).get("time_s")
     if n and seconds:
-        text += f" in {fmt_time(seconds)} ({n / seconds:,.1f} positions/s)"
+        rate = measured.get("positions_per_s") or n / seconds
+        text += f" in {fmt_time(seconds)} ({rate:,.1f} positions/s)"
     return text
 
 
@@ -150,7 +151,7 @@ def _layer_row(k: int, row: dict, measured: bool) -> str:
     capped = ' <span class="badge" title="region capped by τ">τ cap</span>' \
         if row.get("capped") else ""
     cells = [str(k), f"{escape(str(row.get('name', '?')))}{capped}", escape(str(row.get("op", ""))),
-             f"{dims(row.get('kernel'))} / {dims(row.get('stride'))}", dims(row.get("map")),
+             _window(row), dims(row.get("map")),
              dims(row.get("region")), _share(row.get("share")), dims(row.get("context")),
              _num(row.get("full_flops"), fmt_flops), _num(row.get("incremental_flops"), fmt_flops),
              "" if seg is None else str(seg)]
@@ -159,6 +160,13 @@ def _layer_row(k: int, row: dict, measured: bool) -> str:
     tds = "".join(f'<td class="{c}">{v}</td>' for v, (_, c) in zip(cells, STATIC + MEASURED))
     return (f'<tr class="layer-row{shade}" data-layer="{escape(str(row.get("name", "")))}">'
             f"{tds}</tr>")
+
+
+def _window(row: dict) -> str:
+    """Kernel / stride of a windowed layer; a dash for one without (pointwise, merges)."""
+    if not row.get("kernel") and not row.get("stride"):
+        return dims(None)
+    return f"{dims(row.get('kernel'))} / {dims(row.get('stride'))}"
 
 
 def _suffix_row(suffix: dict, measured: bool) -> str:
