@@ -87,6 +87,9 @@ def test_history_recalls_a_multiline_statement_whole_also_after_a_restart(spawn,
     # Up inside a recalled two-line statement moves to its first line; once more: the entry
     # before it
     run(child, UP + UP + UP, MODELS)
+    child.send("\x12")  # Ctrl-R: search the history backwards
+    child.expect("search")
+    run(child, "VIEW\r", VIEWS)  # Enter takes the entry found, Enter again runs it
     assert leave(child) == 0
 
 

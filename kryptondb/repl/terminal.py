@@ -57,16 +57,16 @@ def split_command(text: str, row: int) -> tuple[str, str] | None:
 
 
 def _keys():
-    from prompt_toolkit.filters import completion_is_selected  # same package as Editor's
+    from prompt_toolkit.filters import completion_is_selected, is_searching  # as Editor's
     from prompt_toolkit.key_binding import KeyBindings  # same package as Editor's
 
     keys = KeyBindings()
 
-    @keys.add("enter", filter=completion_is_selected)
+    @keys.add("enter", filter=completion_is_selected & ~is_searching)
     def _take_completion(event) -> None:
         event.current_buffer.complete_state = None  # Enter picks the completion, runs nothing
 
-    @keys.add("enter", filter=~completion_is_selected)
+    @keys.add("enter", filter=~completion_is_selected & ~is_searching)  # Ctrl-R: its own
     def _enter(event) -> None:
         buffer = event.current_buffer
         command = split_command(buffer.text, buffer.document.cursor_position_row)
