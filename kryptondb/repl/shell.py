@@ -159,6 +159,7 @@ class Shell(Commands):
             self.stopped = self.stopped and self.stop_on_error
 
     def close(self) -> None:
+        self.output.flush()
         self.output.close()
         if self.owned:
             self.con.close()
