@@ -40,6 +40,7 @@ class ProgressBar:
         self.stream = stream or sys.stderr
         self.delay, self.start, self.done = delay, time.perf_counter(), 0
         self.shown, self._last = False, 0.0
+        self._printed = -1  # the count the last line showed
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def update(self, n: int = 1) -> None:
@@ -49,8 +50,7 @@ class ProgressBar:
         now = time.perf_counter()
         if now - self.start < self.delay or now - self._last < (0.1 if self.tty else 5.0):
             return
-        self._last, self.shown = now, True
-        self._finished = self.total and self.done >= self.total
+        self._last, self.shown, self._printed = now, True, self.done
         self.stream.write(("\r" if self.tty else "") + self._line(now) + ("" if self.tty else "\n"))
         self.stream.flush()
 
@@ -66,12 +66,16 @@ class ProgressBar:
                 f"{rate:.1f}/s eta {eta:.0f}s")
 
     def close(self) -> None:
-        if self.shown and not self.tty and getattr(self, "_finished", False):
-            return  # the last line already said 100%
-        if self.shown:
+        """The final count, unless the last line already showed it (a total known or not:
+        a video's frame count is not known up front)."""
+        if not self.shown:
+            return
+        if self.done == self._printed:  # on a terminal, only end the line
+            self.stream.write("\n" if self.tty else "")
+        else:
             end = self._line(time.perf_counter())
             self.stream.write(("\r" + end + "\n") if self.tty else end + "\n")
-            self.stream.flush()
+        self.stream.flush()
 
 
 class Silent:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import os
+import re
+import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
 from kryptondb.errors import KryptonError
+from kryptondb.format import shorten
 from kryptondb.obe.grid import Grid
 from kryptondb.obe.layout import pixels
 from kryptondb.obe.render import save_heatmap_png
 from kryptondb.orv.sheet import contact_sheet
-from kryptondb.tables import format_table
+from kryptondb.tables import CELL_WIDTH, LIST_ITEMS, format_table, render
+
+HTML_ROWS = 40  # rows a notebook shows of a long table (head and tail), as the text printer
+HTML_HEATMAP_ROWS = 10  # a heatmap's table rows under its picture; the whole grid is the table
+HTML_PICTURES = 4  # heatmap pictures drawn for a statement that made several
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,6 +95,12 @@ class Heatmap:
         """The drop over the image with a colour bar; returns the path written."""
         return save_heatmap_png(self, os.fspath(path))
 
+    def _repr_png_(self) -> bytes:
+        """The save_png picture, for notebooks."""
+        with tempfile.TemporaryDirectory() as folder:
+            with open(self.save_png(os.path.join(folder, "heatmap.png")), "rb") as f:
+                return f.read()
+
 
 @dataclass(frozen=True, eq=False)
 class Heatmaps:
@@ -114,6 +129,19 @@ class Heatmaps:
         return _with_meta(pa.table(cols), meta)
 
 
+def _optional(name: str):
+    """The optional package ``name`` (pandas or polars), or a KryptonError saying how to get it."""
+    try:
+        if name == "pandas":
+            import pandas as module  # optional: only Result.to_pandas() needs it
+        else:
+            import polars as module  # optional: only Result.to_polars() needs it
+    except ImportError:
+        raise KryptonError(f"{name} is not installed: pip install {name} "
+                           f"(or pip install 'kryptondb[{name}]')") from None
+    return module
+
+
 def _with_meta(table: pa.Table, meta: dict) -> pa.Table:
     return table.replace_schema_metadata({b"kryptondb": json.dumps(meta).encode()})
 
@@ -137,6 +165,22 @@ class Result:
         if self.heatmap is not None:
             return self.heatmap.to_arrow()
         return pa.table({"message": [self.message]})
+
+    def to_pandas(self):
+        """The table (``to_arrow()``) as a pandas DataFrame; needs pandas."""
+        _optional("pandas")
+        return self.to_arrow().to_pandas()
+
+    def to_polars(self):
+        """The table (``to_arrow()``) as a polars DataFrame; needs polars."""
+        pl = _optional("polars")
+        return pl.from_arrow(self.to_arrow())
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        """The Arrow PyCapsule stream of ``to_arrow()``: DuckDB (``duckdb.sql("SELECT ... FROM
+        r")``), polars (``pl.DataFrame(r)``) and pyarrow (``pa.table(r)``) read a Result as a
+        table without a copy."""
+        return self.to_arrow().__arrow_c_stream__(requested_schema)
 
     def to_numpy(self) -> np.ndarray:
         """The heatmap's drop grid (rows x cols; H x W with LAYOUT PIXELS) for OBE, stacked
@@ -167,6 +211,25 @@ class Result:
             raise KryptonError(f"this result is a {self.kind}, not video frames: nothing to draw")
         return contact_sheet(self.table, os.fspath(path), frames, columns)
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: the table cut as the text printer cuts it (binary and tensor cells
+        summarised); a heatmap's picture above its message and table head; a plan's text, or
+        its SVG/HTML body."""
+        if self.kind == "plan":
+            return _plan_html(self.message, self.extra.get("format"))
+        if self.kind == "message" and self.table is None:
+            return f"<pre>{html.escape(self.message)}</pre>"
+        maps = (self.heatmap,) if self.heatmap is not None else self.heatmaps
+        parts = [_png_html(m._repr_png_()) for m in maps[:HTML_PICTURES]]
+        if len(maps) > HTML_PICTURES:
+            parts.append(f"<p>({HTML_PICTURES} of {len(maps)} heatmaps drawn: "
+                         "result.heatmaps[i] draws any)</p>")
+        if self.message:
+            parts.append(f'<pre style="white-space: pre-wrap">{html.escape(self.message)}</pre>')
+        parts.append(_table_html(self.to_arrow(), HTML_HEATMAP_ROWS if maps else HTML_ROWS,
+                                 tail=not maps))
+        return '<div class="kryptondb-result">\n' + "\n".join(parts) + "\n</div>"
+
     def __str__(self) -> str:
         if self.kind == "plan" or (self.kind == "message" and self.table is None):
             return self.message
@@ -176,3 +239,60 @@ class Result:
     def __repr__(self) -> str:
         t = self.to_arrow()
         return f"<Result {self.kind}: {t.num_rows} rows x {t.num_columns} columns>"
+
+
+def _plan_html(text: str, fmt: str | None) -> str:
+    """FORMAT SVG as it is; FORMAT HTML's body (its page styles stay out of the notebook);
+    a text plan in <pre>."""
+    if fmt == "svg":
+        return text
+    if fmt == "html":
+        body = re.search(r"<body[^>]*>(.*)</body>", text, re.S)
+        return body.group(1) if body else text
+    return f"<pre>{html.escape(text)}</pre>"
+
+
+def _png_html(png: bytes) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="heatmap">'
+
+
+def _table_html(table: pa.Table, max_rows: int, tail: bool = True) -> str:
+    """An HTML table of at most ``max_rows`` rows (head and tail, or the head only) and a
+    footer; cells are what kryptondb.tables.render shows (tensors as ``<float32 64x56x56>``)."""
+    n = table.num_rows
+    half = max_rows // 2 if tail else max_rows
+    pieces = [table] if n <= max_rows else \
+        [table.slice(0, half)] + ([None, table.slice(n - half)] if tail else [None])
+    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
+    right = ['' if not num else ' style="text-align: right"' for num in numeric]
+    rows = []
+    for piece in pieces:
+        if piece is None:
+            rows.append(f'<tr><td colspan="{max(1, table.num_columns)}">…</td></tr>')
+            continue
+        for values in json.loads(render(piece, "json"), object_pairs_hook=_Pairs):
+            rows.append("<tr>" + "".join(f"<td{r}>{html.escape(_html_cell(v))}</td>"
+                                         for r, (_, v) in zip(right, values)) + "</tr>")
+    shown = sum(p.num_rows for p in pieces if p is not None)
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in table.column_names)
+    footer = f"{n} row{'s' if n != 1 else ''}" + (f", {shown} shown" if shown < n else "")
+    return (f'<table class="dataframe">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
+            + "\n".join(rows) + f"\n</tbody>\n</table>\n<p>({footer})</p>")
+
+
+class _Pairs(list):
+    """A JSON object as its (name, value) pairs: a row's names may repeat."""
+
+
+def _html_cell(v) -> str:
+    """A value as the text printer shows it: NULL, 6 significant digits, long lists and texts
+    cut."""
+    if isinstance(v, _Pairs):  # a struct's value
+        v = dict(v)
+    if v is None:
+        return "NULL"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list) and len(v) > LIST_ITEMS:
+        return f"[{', '.join(map(_html_cell, v[:LIST_ITEMS]))}, … ({len(v)} items)]"
+    return shorten(str(v), CELL_WIDTH)

@@ -20,8 +20,6 @@ conv1  float32  [64, 56, 56]  <float32 64x56x56>
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 
@@ -190,13 +188,18 @@ def _plain(v):
 
 
 def _csv(table: pa.Table) -> str:
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(table.column_names)
-    for r in _rows(table):
-        w.writerow(["" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else v
-                    for v in map(_plain, r)])
-    return out.getvalue().rstrip("\n")
+    """RFC 4180 fields ("" around a field holding a comma, quote or line break), lines ended by
+    \\n; NULL is the empty field, lists and dicts their JSON."""
+    lines = [",".join(map(_csv_field, table.column_names))]
+    lines += [",".join(_csv_field("" if v is None else json.dumps(v)
+                                  if isinstance(v, (list, dict)) else v)
+                       for v in map(_plain, r)) for r in _rows(table)]
+    return "\n".join(lines)
+
+
+def _csv_field(v) -> str:
+    s = ("true" if v else "false") if isinstance(v, bool) else str(v)
+    return f'"{s.replace(chr(34), chr(34) * 2)}"' if any(c in s for c in ',"\r\n') else s
 
 
 def _json(table: pa.Table) -> str:

@@ -2,8 +2,9 @@
 runs the cases (tests/test_bad_input.py starts it and sends it cases).
 
 The world: a tiny ONNX CNN (3x16x16 input, two convs, global average pool, Gemm, softmax),
-two small images, a six-frame video, a batch of two inputs as an .npy file, and a marker path
-that hostile payloads try to create. Statements with ``?`` get values for them.
+two small images, a six-frame video, a batch of two inputs as an .npy file, a folder COPY writes
+into, and a marker path that hostile payloads try to create. Statements with ``?`` get values
+for them.
 Every case gets a fresh in-memory connection with these registered (``tiny``, ``cat``,
 ``clip``) and result tables (``heat``, ``preds``, a tuning), so one case cannot spoil the next.
 
@@ -45,10 +46,11 @@ class World:
     vid = property(lambda self: self.dir / "clip.mp4")
     npy = property(lambda self: self.dir / "batch.npy")
     marker = property(lambda self: self.dir / "pwned")
+    out = property(lambda self: self.dir / "out")  # where COPY's seeds write
 
     def fill(self, text: str) -> str:
         """Put the world's paths into a statement template."""
-        for key in ("onnx", "img", "img2", "vid", "npy", "marker"):
+        for key in ("onnx", "img", "img2", "vid", "npy", "out", "marker"):
             text = text.replace("{" + key + "}", str(getattr(self, key)))
         return text.replace("{dir}", str(self.dir / "images"))
 
@@ -95,6 +97,7 @@ def make_world(root) -> World:
 
     world = World(Path(root))
     world.img.parent.mkdir(parents=True, exist_ok=True)
+    world.out.mkdir(exist_ok=True)
     tiny_onnx(world.onnx)
     rng = np.random.default_rng(1)
     Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(world.img)

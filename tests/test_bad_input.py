@@ -38,12 +38,12 @@ HERE = Path(__file__).resolve().parent
 ZOO_NAMES = ("mobilenet_v2", "efficientnet_lite0", "resnet18", "resnet50", "vgg16", "inception3")
 
 # Every documented statement form with every option (docs/language.md, README).
-# {img} {img2} {vid} {onnx} {npy} {dir} {marker} are the world's paths.
+# {img} {img2} {vid} {onnx} {npy} {dir} {out} {marker} are the world's paths.
 OCC = "EXPLAIN OCCLUSION OF IMAGE"
 SEEDS = (
     f"{OCC} cat USING MODEL tiny",
     f"{OCC} '{{img}}' USING MODEL tiny FOR CLASS 3 PATCH 4 STRIDE 4 FILL 0.25 EXACT NAIVE "
-    "BATCH 4 MEMORY 64 MB ON CPU INTO heat",
+    "BATCH 4 MEMORY 64 MB ON CPU INTO OR REPLACE heat",
     f"{OCC} cat USING MODEL tiny FOR CLASS 7 PATCH 8 STRIDE 2 FILL GRAY INCREMENTAL "
     "ON NUMPY INTO heat2",
     f"{OCC} \"{{img2}}\" USING MODEL tiny PATCH 6 STRIDE 3 FILL BLACK",
@@ -69,7 +69,7 @@ SEEDS = (
     "EXPLAIN PLAN FOR EXPLAIN OCCLUSION OF TENSOR ? USING MODEL tiny BASELINE ? PATCH 8",
     "TUNE MODEL tiny PATCH 4 STRIDE 2 FILL GRAY ON IMAGES cat, '{img2}', '{dir}/*.png'",
     "TUNE MODEL tiny PATCH 6 STRIDE 2 ON IMAGES cat",
-    "PREDICT IMAGE cat USING MODEL tiny TOP 3 ON CPU INTO preds",
+    "PREDICT IMAGE cat USING MODEL tiny TOP 3 ON CPU INTO OR REPLACE preds",
     "PREDICT IMAGE '{img}' USING MODEL tiny",
     "PREDICT IMAGE cat USING MODEL efficientnet_lite0 TOP 5 INTO p",
     "RECOGNIZE OBJECTS IN VIDEO clip USING MODEL tiny TOP 1 FRAMES 0 TO 3 EVERY 2 INTO labels",
@@ -102,6 +102,11 @@ SEEDS = (
     "SELECT label, probability FROM preds WHERE probability > 0.1",
     "SELECT name, width, height FROM images",
     "WITH t AS (SELECT * FROM heat) SELECT COUNT(*) AS n FROM t",
+    # COPY writes files: only under {out}, and only with an extension (the marker has none)
+    "COPY heat TO '{out}/heat.parquet'",
+    "COPY (SELECT label, probability FROM preds WHERE probability > 0.1) TO '{out}/top.csv'",
+    "COPY preds TO '{out}/preds.json'",
+    "COPY models TO '{out}/models.ndjson'",
     # SQL whose text the old executor pasted into Python source
     "SELECT EXTRACT(\"x' + str(__import__('os').system('touch {marker}')) + '\" FROM NULL) "
     "FROM models",

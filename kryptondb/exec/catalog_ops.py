@@ -7,7 +7,8 @@ import os
 import pyarrow as pa
 
 from kryptondb.approx.drilldown import DEFAULT_RATIO, DEFAULT_TARGET
-from kryptondb.catalog import RELATIONS, Database
+from kryptondb.catalog import RELATIONS, Database, relation_names
+from kryptondb.catalog.export import write_table
 from kryptondb.errors import CatalogError, KryptonError, StorageError, UnknownNameError
 from kryptondb.media.images import load_image, preprocess_text
 from kryptondb.media.video import probe
@@ -183,13 +184,29 @@ def drop(node, inputs, ctx) -> Result:
 # -- SQL ------------------------------------------------------------------------------------------
 
 
-def sql(node, inputs, ctx) -> Result:
+def sql(node, inputs, ctx) -> pa.Table:
     """A SELECT over the relations the binder found in it, run by the connection's DuckDB."""
     tables = {name: _relation(ctx, name) for name in node.arg("tables")}
     sandbox = ctx.sql or default_sandbox()
     table = sandbox.run(node.arg("sql"), tables, ctx.text)
     ctx.stats(node).update(rows=table.num_rows)
-    return Result("table", table=table)
+    return table
+
+
+def table_scan(node, inputs, ctx) -> pa.Table:
+    """A table, view or catalog relation, whole (COPY's source)."""
+    table = _relation(ctx, node.arg("table"))
+    ctx.stats(node).update(rows=table.num_rows)
+    return table
+
+
+def copy(node, inputs, ctx) -> Result:
+    """COPY: the input table written to the file (kryptondb/catalog/export.py)."""
+    (table,) = inputs
+    path = write_table(table, node.arg("path"), node.arg("format"))
+    ctx.stats(node).update(rows=table.num_rows, bytes=os.path.getsize(path))
+    rows = "1 row" if table.num_rows == 1 else f"{table.num_rows} rows"
+    return Result("message", message=f"copied {rows} to {path}")
 
 
 def _relation(ctx, name: str) -> pa.Table:

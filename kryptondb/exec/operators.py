@@ -2,7 +2,7 @@
 
 Each module of exec/ holds one family: sources (images, video frames, preprocessing),
 inference (full, incremental video), occlusion (thin adapters over kryptondb/obe), results
-(top-k, frame labels, INTO), catalog_ops (catalog statements, TUNE, SQL)."""
+(top-k, frame labels, INTO), catalog_ops (catalog statements, TUNE, SQL, COPY)."""
 
 from __future__ import annotations
 
@@ -23,5 +23,5 @@ OPERATORS = {
     Op.HEATMAP: heatmap, Op.TOP_K: top_k, Op.FRAME_LABELS: frame_labels, Op.STORE_TABLE: store,
     Op.CREATE_MODEL: c.create_model, Op.LOAD_MEDIA: c.load_media,
     Op.SHOW_CATALOG: c.show_catalog, Op.TUNE: c.tune, Op.DESCRIBE_MODEL: c.describe_model,
-    Op.DROP: c.drop, Op.SQL: c.sql,
+    Op.DROP: c.drop, Op.SQL: c.sql, Op.TABLE_SCAN: c.table_scan, Op.COPY: c.copy,
 }

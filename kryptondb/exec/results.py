@@ -8,6 +8,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from kryptondb.errors import CatalogError
 from kryptondb.exec.sources import media_path
 from kryptondb.orv.incremental import FrameStat
 from kryptondb.orv.sheet import VIDEO_KEY
@@ -76,8 +77,13 @@ def frame_labels(node, inputs, ctx) -> pa.Table:
 
 
 def store(node, inputs, ctx):
+    """INTO: the result stored as a table; one of that name (made since the statement was
+    bound, by another connection) is replaced only with OR REPLACE."""
     (value,) = inputs
     table = value.to_arrow() if isinstance(value, (Heatmap, Heatmaps)) else value
-    ctx.db.put_table(node.arg("table"), table)
+    name = node.arg("table")
+    if not node.arg("or_replace") and name in ctx.db.names("table"):
+        raise CatalogError(f"table {name!r} exists; use INTO OR REPLACE {name}")
+    ctx.db.put_table(name, table)
     ctx.stats(node).update(rows=table.num_rows, bytes=table.nbytes)
     return value

@@ -129,6 +129,7 @@ class ExplainOcclusion(Statement):
     memory_mb: int | None = None
     device: Name | None = None
     into: Name | None = None
+    or_replace: bool = False  # INTO OR REPLACE: an existing table of that name is replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,7 @@ class RecognizeObjects(Statement):
     agreement: bool = False
     device: Name | None = None
     into: Name | None = None
+    or_replace: bool = False  # INTO OR REPLACE: an existing table of that name is replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,7 @@ class Predict(Statement):
     top: int | None = None
     device: Name | None = None
     into: Name | None = None
+    or_replace: bool = False  # INTO OR REPLACE: an existing table of that name is replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,3 +231,13 @@ class ExplainPlan(Statement):
 @dataclass(frozen=True, slots=True)
 class Select(Statement):
     sql: str
+
+
+@dataclass(frozen=True, slots=True)
+class Copy(Statement):
+    """COPY <table> TO '<path>' [(FORMAT parquet | csv | json)], or COPY (<SELECT ...>) TO ...:
+    a table, view or catalog relation, or a SELECT's result, written to a file."""
+
+    source: Name | Select
+    path: Ref
+    format: Name | None = None  # as written; None: from the path's extension

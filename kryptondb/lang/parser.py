@@ -121,7 +121,8 @@ def _option(key: str, word: str, convert=None):
 
 
 def _merge(opts) -> tuple[dict, dict]:
-    """Options -> (field values, field spans); a field set twice is an error at the second."""
+    """Options -> (field values, field spans); a field set twice is an error at the second.
+    INTO's (name, replace) sets two fields: ``into`` and ``or_replace``."""
     values: dict = {}
     spans: dict = {}
     words: dict = {}
@@ -132,6 +133,8 @@ def _merge(opts) -> tuple[dict, dict]:
                 f"{o.word} and {words[o.key]} exclude each other"
             raise _Reject(f"{what} (first at line {first.line}, column {first.column})", o.span)
         values[o.key], spans[o.key], words[o.key] = o.value, o.span, o.word
+    if "into" in values:
+        values["into"], values["or_replace"] = values["into"]
     return values, spans
 
 
@@ -198,6 +201,8 @@ class _Build(Transformer):
     def using_model(self, tok):
         return _name(tok)
 
+    copy_table = using_model
+
     def number(self, tok):
         return _num(tok)
 
@@ -220,7 +225,8 @@ class _Build(Transformer):
     memory = _option("memory_mb", "MEMORY", _int)
     top = _option("top", "TOP", _int)
     device = _option("device", "ON", lambda t: ast.Name(str(t).lower(), _span(t)))
-    into = _option("into", "INTO", _name)
+    into = _option("into", "INTO", lambda t: (_name(t), False))
+    into_replace = _option("into", "INTO OR REPLACE", lambda t: (_name(t), True))
     frames = _option("frames", "FRAMES", lambda a, b: (_int(a), _int(b)))
     every = _option("every", "EVERY", _int)
     threshold = _option("threshold", "THRESHOLD")
@@ -341,6 +347,18 @@ class _Build(Transformer):
     @_statement
     def select(self, tok):
         return ast.Select(str(tok).strip())
+
+    # -- COPY ---------------------------------------------------------------------------------
+    def copy_query(self, tok):
+        """The SELECT inside the parentheses (DuckDB's to read, like ``select``)."""
+        return ast.Select(str(tok)[1:-1].strip(), span=_span(tok))
+
+    def copy_format(self, tok):
+        return ast.Name(_unquote(tok) if tok.type == "STRING" else str(tok), _span(tok))
+
+    @_statement
+    def copy(self, source, path, fmt=None):
+        return ast.Copy(source, ast.Ref(_unquote(path), True, _span(path)), fmt)
 
 
 def parse(text: str) -> ast.Statement:

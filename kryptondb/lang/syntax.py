@@ -15,7 +15,8 @@ _FRIENDLY = {"STRING": "a quoted string", "INT": "an integer", "DECIMAL": "a num
              "MEDIA_KIND": "IMAGE or VIDEO", "DROP_KIND": "MODEL, IMAGE, VIDEO, VIEW or TABLE",
              "PLAN_FORMAT": "TEXT, DOT, SVG or HTML", "PARAM": "'?'", "MINUS": "'-'",
              "SCORE_KIND": "LOGIT or PROBABILITY", "GRID_KIND": "COVER or FIT",
-             "LAYOUT_KIND": "PIXELS or WINDOWS"}
+             "LAYOUT_KIND": "PIXELS or WINDOWS",
+             "SUBQUERY": "a SELECT in parentheses"}
 
 
 def _expected(names, terminals) -> tuple[str, ...]:

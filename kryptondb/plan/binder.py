@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass, field
 
 from kryptondb.catalog import RELATIONS, relation_names
-from kryptondb.errors import PlanError, UnknownNameError
+from kryptondb.catalog.export import CHOICES, check_target, format_of
+from kryptondb.errors import FileError, PlanError, UnknownNameError
 from kryptondb.lang import ast
 from kryptondb.model.binding import resolve
 from kryptondb.obe.grid import Grid
@@ -155,13 +156,20 @@ def _class_id(b: Binder, model, s: ast.ExplainOcclusion, t: int | str) -> int:
 
 
 def _into(b: Binder, s, root: PlanNode) -> PlanNode:
+    """Store the result as table ``s.into``: refused now, before the query runs, when the name
+    is a catalog relation's or a view's, or a table's without OR REPLACE."""
     if s.into is None:
         return root
     name = s.into.value
     if name.lower() in RELATIONS:
         raise b.fail(f"{name!r} is the name of a catalog relation; choose another table name",
                      s.into.span)
-    return node(Op.STORE, root, table=name)
+    if name in b.db.names("view"):
+        raise b.fail(f"view {name!r} exists, and tables and views share one namespace; choose "
+                     "another table name", s.into.span)
+    if name in b.db.names("table") and not s.or_replace:
+        raise b.fail(f"table {name!r} exists; use INTO OR REPLACE {name}", s.into.span)
+    return node(Op.STORE, root, table=name, **_given(or_replace=s.or_replace or None))
 
 
 def plan_predict(b: Binder, s: ast.Predict) -> tuple[PlanNode, Options]:
@@ -224,6 +232,38 @@ def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
     return node(Op.SQL, sql=s.sql, tables=tuple(_sql_tables(b, s.sql))), Options()
 
 
+def plan_copy(b: Binder, s: ast.Copy) -> tuple[PlanNode, Options]:
+    """COPY: the format and the target are checked now, so a typo never waits for the query."""
+    fmt = format_of(s.path.value, s.format.value if s.format is not None else None)
+    if fmt is None:
+        where = s.format or s.path
+        what = f"format {where.value!r}" if s.format else f"the extension of {s.path.value!r}"
+        raise b.fail(f"unknown COPY format: {what}", where.span,
+                     (f"{CHOICES}; or (FORMAT parquet | csv | json) after the path",))
+    try:
+        target = check_target(s.path.value)
+    except FileError as exc:
+        raise b.fail(str(exc), s.path.span) from None
+    home = None if b.db.path is None else os.path.realpath(b.db.path)
+    if home is not None and os.path.commonpath([os.path.realpath(target), home]) == home:
+        raise b.fail(f"cannot write COPY file {target!r}: it is inside the database directory "
+                     f"{str(b.db.path)!r}, whose files are the database's own", s.path.span)
+    if isinstance(s.source, ast.Select):
+        source = node(Op.SQL, sql=s.source.sql, tables=tuple(_sql_tables(b, s.source.sql)))
+    else:
+        source = node(Op.TABLE_SCAN, table=_relation_name(b, s.source))
+    return node(Op.COPY, source, path=s.path.value, format=fmt), Options()
+
+
+def _relation_name(b: Binder, name: ast.Name) -> str:
+    """A table, view or catalog relation (any case, like SQL's ``FROM models``) by name."""
+    if name.value.lower() in RELATIONS:
+        return name.value.lower()
+    if name.value in b.db.names("table") or name.value in b.db.names("view"):
+        return name.value
+    raise UnknownNameError("table", name.value, relation_names(b.db), b.text, name.span)
+
+
 def _sql_tables(b: Binder, sql_text: str) -> list[str]:
     """The relations a SELECT reads, each checked against the catalog (kryptondb.sql)."""
     return relations(sql_text, relation_names(b.db), b.text)
@@ -240,4 +280,6 @@ def bind(db, stmt: ast.Statement, text: str = "", params=()) -> tuple[PlanNode, 
         return plan_predict(b, stmt)
     if isinstance(stmt, ast.RecognizeObjects):
         return plan_recognize(b, stmt)
+    if isinstance(stmt, ast.Copy):
+        return plan_copy(b, stmt)
     return plan_catalog(b, stmt)

@@ -45,6 +45,8 @@ class Op(str, Enum):
     DESCRIBE_MODEL = "DescribeModel"
     DROP = "Drop"
     SQL = "Sql"
+    TABLE_SCAN = "TableScan"
+    COPY = "Copy"
     # made by rewrite rules
     OCCLUSION_SCAN = "OcclusionScan"
     MATERIALIZE_VIEWS = "MaterializeViews"
@@ -145,8 +147,9 @@ SCHEMA: dict[Op, dict[str, _Kind]] = {
                  "layout": one_of("windows", "pixels")},
     Op.TOP_K: {"k": INT, "model": MODEL},
     Op.FRAME_LABELS: MEDIA,
-    Op.STORE: {"table": TEXT},
-    Op.STORE_TABLE: {"table": TEXT},
+    # or_replace: INTO OR REPLACE (without it, a table of that name is an error)
+    Op.STORE: {"table": TEXT, "or_replace": FLAG},
+    Op.STORE_TABLE: {"table": TEXT, "or_replace": FLAG},
     Op.TUNE: {"model": MODEL, "grid": GRID, "fill": FILL, "images": NAMES},
     Op.CREATE_MODEL: {"name": TEXT, "path": TEXT, "preprocess": PREPROCESS},
     Op.LOAD_MEDIA: {"kind": one_of("image", "video"), "path": TEXT, "name": TEXT},
@@ -154,6 +157,9 @@ SCHEMA: dict[Op, dict[str, _Kind]] = {
     Op.DESCRIBE_MODEL: {"model": MODEL},
     Op.DROP: {"kind": TEXT, "name": TEXT, "if_exists": FLAG},
     Op.SQL: {"sql": TEXT, "tables": NAMES},
+    Op.TABLE_SCAN: {"table": TEXT},  # a table, view or catalog relation, read whole
+    # path: as written (the executor expands ~); format: from its extension or FORMAT
+    Op.COPY: {"path": TEXT, "format": one_of("parquet", "csv", "json")},
     Op.OCCLUSION_SCAN: SCAN | {"mode": MODE},
     Op.MATERIALIZE_VIEWS: {"model": MODEL, "backend": BACKEND},
     Op.NAIVE_OCCLUSION_SCAN: PHYSICAL_SCAN,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from lark.exceptions import LarkError
 
 from kryptondb.catalog.entries import RELATIONS
+from kryptondb.catalog.export import FORMATS
 from kryptondb.catalog.relations import SCHEMAS
 from kryptondb.lang.parser import _parser, grammar_path
 from kryptondb.lang.statements import take_statements
@@ -143,8 +144,12 @@ class Completer:
             return db.names("image")
         if last == "VIDEO":
             return db.names("video")
-        if last == "TABLE":
+        if last in ("TABLE", "REPLACE"):  # IMAGES TABLE t; INTO OR REPLACE t
             return db.names("table") + db.names("view")
+        if last == "COPY":
+            return db.names("table") + db.names("view") + list(RELATIONS)
+        if last == "FORMAT":
+            return list(FORMATS)
         if last == "ON":
             return list(DEVICES)
         if last == "FILL":
