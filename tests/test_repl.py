@@ -274,7 +274,7 @@ def test_highlighting_tells_keywords_strings_numbers_comments_and_commands():
         "SELECT a.b, 1.5e3 FROM t;"
 
 
-def test_the_editor_lexer_and_completer_speak_prompt_toolkit(completer):
+def test_the_editor_lexer_and_completer_speak_prompt_toolkit(completer, tmp_path):
     """The adapters terminal.py hands prompt_toolkit: styles by class, completions that
     replace the partial word."""
     from prompt_toolkit.completion import CompleteEvent
@@ -290,6 +290,11 @@ def test_the_editor_lexer_and_completer_speak_prompt_toolkit(completer):
     found = list(_completer(completer).get_completions(
         Document("predict image chelsea using model mobilen"), CompleteEvent()))
     assert [(f.text, f.start_position) for f in found] == [("mobilenet_v2", -7)]
+    (tmp_path / "photo.png").write_bytes(b"")
+    found = list(_completer(completer).get_completions(
+        Document(f"LOAD IMAGE '{tmp_path}/ph"), CompleteEvent()))
+    assert [(f.text, f.start_position, f.display_text) for f in found] == \
+        [("oto.png", 0, "photo.png")]
 
 
 def test_enter_runs_a_complete_statement_or_a_command_line_else_starts_a_line():
