@@ -202,8 +202,10 @@ class Shell(Commands):
             with open(path, "w", encoding="utf-8") as f:
                 f.write(result.message)
             self.note(f"plan saved to {path}")
-        elif result.kind == "plan" or (result.kind == "message" and result.table is None):
+        elif result.kind == "plan":
             self.say(result.message.rstrip("\n"))
+        elif result.kind == "message" and result.table is None:  # data modes: rows only
+            self.note(result.message.rstrip("\n"))
         else:
             if result.message:
                 self.note(result.message)
