@@ -14,6 +14,9 @@ from kryptondb.graph.shapes import node_flops
 
 
 SATURATED = 0.85  # share of a map from which a layer (and all after it) is recomputed in full
+# FLOPs per second the planner's FLOP counts are read at when it states them as seconds (EXPLAIN's
+# predicted costs): the middle of what inference reached on 2 CPU cores (17-38 GFLOP/s)
+FLOPS_PER_S = 25e9
 
 
 def prefix(graph: Graph) -> list[str]:
