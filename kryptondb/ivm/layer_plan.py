@@ -8,7 +8,7 @@ belongs to; the frontier and why it is there; the global suffix run in full.
 >>> from kryptondb.model.model import load_model
 >>> lp = layer_plan(load_model("resnet18").graph, (16, 16))  # the centre patch alone
 >>> lp.rows[0].name, lp.rows[0].region, lp.rows[0].context, lp.frontier
-('conv1', (11, 11), (27, 27), ('layer3.0.relu', 'layer3.1.bn1.relu'))
+('conv1', (11, 11), (27, 27), ('layer3.0.relu',))
 """
 
 from __future__ import annotations
