@@ -15,7 +15,7 @@ from kryptondb.obe.grid import Grid, side
 from kryptondb.plan.layer_text import scan_lines
 from kryptondb.plan.nodes import Dag, PlanNode
 from kryptondb.plan.ops import OCCLUSION_SCANS
-from kryptondb.plan.profile_doc import scan
+from kryptondb.plan.profile_doc import scan, video
 
 
 # a scan's predicted costs: shown on its own lines (they count the sessions still to build, so
@@ -159,6 +159,10 @@ class Explained:
         out += ["== physical plan" + (" (analyzed) ==" if profile is not None else " =="),
                 format_dag(self.dag, profile, below)]
         if profile is not None:
+            stages = video(self.dag, lambda n: profile.stats.get(n.id, {}))
+            if stages:
+                out.append("video: " + ", ".join(f"{k[:-2].replace('_', ' ')} {fmt_time(v)}"
+                                                  for k, v in stages["stages"].items()))
             out.append(setup_line(profile))
             out.append(f"total {profile.total_s() * 1e3:.1f} ms")
         return "\n".join(out)

@@ -44,7 +44,7 @@ def document(explained, profile=None, statement: str = "") -> dict:
         "nodes": [_node(n, stats) for n in dag.nodes],
         "scans": [scan(n, stats(n) if stats else None) for n in dag.nodes
                   if n.op in OCCLUSION_SCANS],
-        "video": _video(dag, stats) if stats else None,
+        "video": video(dag, stats) if stats else None,
     }
 
 
@@ -181,9 +181,10 @@ def _stages(n, stats: dict | None) -> list[dict] | None:
 VIDEO_STAGES = ("change_detection_s", "incremental_s", "full_s")
 
 
-def _video(dag, stats) -> dict | None:
+def video(dag, stats) -> dict | None:
     """Per-stage time of a video statement: decoding (VideoScan), preprocessing, and inside
-    incremental inference change detection, incremental and full inference."""
+    incremental inference change detection, incremental and full inference; None for a
+    statement without a video. ``stats(node)``: the node's measured statistics."""
     by_op = {}
     for n in dag.nodes:
         by_op.setdefault(n.op, stats(n))
