@@ -47,9 +47,9 @@ class Profile:
             s["time_s"] = max(0.0, s.get("time_s", 0.0) - s.get("setup_s", 0.0))
             if not s.get("setup_s"):
                 s.pop("setup_s", None)
-        self.setup["sessions"] = sum(s.get("setup_s", 0.0) for s in self.stats.values())
-        self.setup["views"] = sum(self.of(n).get("time_s", 0.0) for n in dag.nodes
-                                  if str(n.op) == "MaterializeViews")
+        self.setup["sessions"] = sum((s.get("setup_s", 0.0) for s in self.stats.values()), 0.0)
+        self.setup["views"] = sum((self.of(n).get("time_s", 0.0) for n in dag.nodes
+                                   if str(n.op) == "MaterializeViews"), 0.0)
         total = self.total_s() or 1.0
         for n in dag.nodes:
             self.of(n)["share"] = self.of(n).get("time_s", 0.0) / total

@@ -48,10 +48,12 @@ def patch_regions(graph: Graph, corners: np.ndarray, patch: int | tuple[int, int
 
 
 def unsaturated(graph: Graph, regions: dict[str, FixedRegion],
-                saturated: float = SATURATED) -> set[str]:
+                saturated: float | None = None) -> set[str]:
     """Layers worth maintaining: from the first layer whose recomputed region covers
     ``saturated`` of its map, nothing is saved, so it and everything after it run in full, as
-    one backend call (fewer gathers and per-layer calls). The input is always kept."""
+    one backend call (fewer gathers and per-layer calls). The input is always kept.
+    ``saturated``: None reads SATURATED when called (tests pin it)."""
+    saturated = SATURATED if saturated is None else saturated
     keep = {graph.inputs[0]}
     for name in prefix(graph):
         n, r = graph[name], regions.get(name)

@@ -19,7 +19,8 @@ import numpy as np
 
 from kryptondb.graph.ir import GLOBAL, Graph, Op
 from kryptondb.graph.shapes import node_flops
-from kryptondb.ivm.cost import SATURATED, centre_regions, prefix
+from kryptondb.ivm import cost
+from kryptondb.ivm.cost import centre_regions, prefix
 from kryptondb.ivm.incremental import IncrementalPlan, region_sizes
 from kryptondb.ivm.regions import fix
 
@@ -70,7 +71,7 @@ class LayerPlan:
 
 
 def layer_plan(graph: Graph, patch: tuple[int, int], tau: float | None = None,
-               corners: np.ndarray | None = None, saturated: float = SATURATED) -> LayerPlan:
+               corners: np.ndarray | None = None) -> LayerPlan:
     """The plan of ``patch`` (h, w) at the centre of ``graph``'s input, exact or with ``tau``;
     with a scan's ``corners`` (n, 2), at the one nearest the centre, every region of the size
     the executor's plans give it over all of them (``region_sizes``)."""
@@ -89,7 +90,7 @@ def layer_plan(graph: Graph, patch: tuple[int, int], tau: float | None = None,
             rows.append(_row(graph, plan, step, name, k, exact))
     rest = [n for n in graph.nodes if n.name not in plan.incremental]
     flops = sum(_flops(graph, n) for n in rest)
-    return LayerPlan(tuple(rows), tuple(plan.frontier), _why(graph, plan, rest, saturated),
+    return LayerPlan(tuple(rows), tuple(plan.frontier), _why(graph, plan, rest, cost.SATURATED),
                      len(rest), flops)
 
 
