@@ -7,35 +7,22 @@ import json
 import math
 import time
 
-import numpy as np
 import pytest
 from test_explain_layers import check_document
+from test_obe_naive import _tiny_graph
 from test_video_incremental import _fixed_camera
 
 import kryptondb
-from kryptondb.graph.builder import Builder
 from kryptondb.runtime.onnx_export import to_onnx
-
-
-def _graph(seed: int):
-    """A small CNN of this file's own (a seed no other test uses: its sessions are built here)."""
-    b = Builder("layers", (3, 32, 32), seed=seed)
-    x = b.conv_bn("input", "c1", "b1", 8, 3, 2, 1)
-    y = b.conv_bn(x, "c2", "b2", 8, 3, 1, 1, act=None)
-    x = b.act(b.add(x, y, "res"), "relu", "res.relu")
-    x = b.pool(x, "max", 3, 2, 1, name="pool")
-    x = b.conv_bn(x, "c3", "b3", 16, 3, 1, 1)
-    x = b.flatten(b.global_pool(x))
-    return b.build(b.softmax(b.linear(x, "fc", 10)))
 
 
 @pytest.fixture(scope="module")
 def con(tmp_path_factory):
     folder = tmp_path_factory.mktemp("analyze")
     c = kryptondb.connect()
-    for name, seed in (("m", 1515), ("fresh", 1516)):
-        path = folder / f"{name}.onnx"
-        path.write_bytes(to_onnx(_graph(seed)).SerializeToString())
+    for name, seed in (("m", 1515), ("fresh", 1516)):  # seeds no other test uses: the
+        path = folder / f"{name}.onnx"                  # sessions of "fresh" are built here
+        path.write_bytes(to_onnx(_tiny_graph(seed)).SerializeToString())
         c.execute(f"CREATE MODEL {name} FROM '{path}'")
     c.execute(f"LOAD IMAGE '{kryptondb.bundled_image()}' AS cat")
     return c

@@ -1,24 +1,17 @@
 """EXPLAIN PLAN's per-layer plan of an occlusion scan: golden VERBOSE text and FORMAT JSON
 documents (no timings) for resnet18 and mobilenet_v2 at PATCH 16 STRIDE 4, with the cost
-model's calibration pinned here so that later calibration work keeps them; the document's
-schema; and what ANALYZE counts per layer, checked against what the plan implies (never
-timings)."""
+model's calibration pinned here so that later calibration work keeps them; and the document's
+keys and types (``check_document``, which test_explain_analyze.py applies to analyzed ones)."""
 
 import importlib
 import json
-import math
 import pathlib
-import time
 
-import numpy as np
 import pytest
 from golden import cases, check
 
 import kryptondb
-from kryptondb.graph.builder import Builder
 from kryptondb.ivm import cost
-from kryptondb.plan.ops import OCCLUSION_SCANS
-from kryptondb.runtime.onnx_export import to_onnx
 
 maintain_views = importlib.import_module("kryptondb.rewrite.maintain_views")  # the module
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "plans" / "layers"
