@@ -60,9 +60,15 @@ def maintain_views(plan: PlanNode, ctx) -> PlanNode:
         return n.with_args(mode="incremental", flops_full=cost.full_flops,
                            flops_incremental=cost.incremental_flops,
                            theoretical_speedup=speedup, **predicted,
-                           why=why or _pays(n, cost)).with_children(pre, cls, views)
+                           why=_joined(n.arg("why"), why or _pays(n, cost))).with_children(
+                               pre, cls, views)
 
     return transform(plan, visit)
+
+
+def _joined(earlier: str | None, why: str) -> str:
+    """A reason an earlier rule gave (meet_accuracy_target's choice of tau), then this one's."""
+    return f"{earlier}; {why}" if earlier else why
 
 
 def _forced(options) -> str | None:
