@@ -97,8 +97,9 @@ def _heads(n: int) -> tuple[str, ...]:
 def _suffix_measured(m: dict | None) -> str:
     if m is None:
         return ""
+    wall = f", {fmt_percent(m['wall_share'])} of the wall" if m["wall_share"] is not None else ""
     return (f"; measured {fmt_count(m['calls'])} calls, {fmt_count(m['positions'])} positions, "
-            f"{fmt_time(m['time_s'])} (frontier maps {fmt_time(m['gather_s'])}, "
+            f"{fmt_time(m['time_s'])}{wall} (frontier maps {fmt_time(m['gather_s'])}, "
             f"{fmt_bytes(m['gather_bytes'])})")
 
 
