@@ -27,7 +27,7 @@ def scan_lines(scan: dict, table: bool) -> list[str]:
                    f" positions), then stride {_x(fine['stride'])} at {fmt_percent(fine['ratio'])} "
                    f"of them ({fmt_count(fine['positions'])} positions)")
     if scan["plan"] == "naive":
-        return out
+        return out + ([_scan_measured(scan["measured"], scan)] if scan.get("measured") else [])
     cap = f", tau {scan['tau']:g} caps the regions marked *" if scan["tau"] is not None else ""
     out.append(f"per layer, for the position nearest the centre{cap}:")
     out += ["  " + line for line in _table(scan["layers"])]
@@ -108,8 +108,9 @@ def _scan_measured(m: dict, scan: dict) -> str:
         if m["positions_per_s"] else ""
     busy = (m["gather_s"] or 0.0) + (m["compute_s"] or 0.0)
     gather = f", gather {fmt_percent(m['gather_s'] / busy)} of the work" if busy else ""
+    workers = m["workers"] or 1
     return (f"measured: {fmt_count(scan['positions'])} positions in {fmt_time(m['time_s'])}"
-            f"{rate} on {m['workers'] or 1} workers{gather}")
+            f"{rate} on {workers} worker{'s' if workers > 1 else ''}{gather}")
 
 
 def _x(v) -> str:

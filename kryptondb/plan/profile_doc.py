@@ -89,6 +89,8 @@ def scan(n, stats: dict | None = None) -> dict:
            "input": list(graph.input_shape), "patch": list(grid.window),
            "stride": list(grid.strides), "positions": grid.count * inputs,
            "tau": n.arg("tau"), "stages": _stages(n, stats)}
+    if stats is not None:
+        out["measured"] = _scan_measured(stats)
     if picked == "naive":
         return out | _naive(graph)
     plan = layer_plan(graph, grid.window, n.arg("tau"), grid.inside(grid.corners()))
@@ -97,8 +99,6 @@ def scan(n, stats: dict | None = None) -> dict:
                        "measured": _measured(stats, SUFFIX, plan.suffix_flops)},
             "full_flops": plan.full_flops, "incremental_flops": plan.incremental_flops,
             "layers": _layers(plan, stats)}
-    if stats is not None:
-        out["measured"] = _scan_measured(stats)
     return out
 
 
