@@ -83,8 +83,10 @@ class Connection:
                                f"{stmt.params} ? in the statement: {text.strip()[:60]!r}")
         if isinstance(stmt, ast.ExplainPlan):
             return self._explain(stmt, text, params)
+        loaded = CACHE.load_s
         explained = self.plan(stmt, text, params)
         ctx = self._context(text)
+        ctx.profile.setup["model_load"] = CACHE.load_s - loaded  # while binding
         value, notes = _run_noting(explained.dag, ctx)
         result = _result(value, explained)
         result.profile = ctx.profile
