@@ -5,7 +5,9 @@ text -> parse -> bind (catalog) -> logical plan -> rewrite rules -> physical DAG
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 import warnings
 
@@ -17,13 +19,14 @@ from kryptondb.files import user_path
 from kryptondb.lang import ast, parse
 from kryptondb.lang.parser import split_statements
 from kryptondb.limits import applied, resolve
+from kryptondb.model.model import CACHE
 from kryptondb.plan.explain import Explained, plain
+from kryptondb.plan.profile_doc import document
 from kryptondb.progress import ProgressBar
 from kryptondb.result import Heatmap, Heatmaps, Result
 from kryptondb.sql import Sandbox
 from kryptondb.viz import render
 from kryptondb.viz.diagram import diagram
-from kryptondb.viz.interim_doc import document  # the engine's plan.profile_doc once merged
 from kryptondb.viz.page import to_page
 
 
@@ -81,8 +84,10 @@ class Connection:
                                f"{stmt.params} ? in the statement: {text.strip()[:60]!r}")
         if isinstance(stmt, ast.ExplainPlan):
             return self._explain(stmt, text, params)
+        loaded = CACHE.load_s
         explained = self.plan(stmt, text, params)
         ctx = self._context(text)
+        ctx.profile.setup["model_load"] = CACHE.load_s - loaded  # while binding
         value, notes = _run_noting(explained.dag, ctx)
         result = _result(value, explained)
         result.profile = ctx.profile
@@ -94,19 +99,24 @@ class Connection:
         return plan(self.db, stmt, text, params)
 
     def _explain(self, stmt: ast.ExplainPlan, text: str, params: tuple = ()) -> Result:
+        loaded = CACHE.load_s
         explained = self.plan(stmt.statement, text, params)
         notes: list[str] = []
         profile = value = None
         if stmt.analyze:
             ctx = self._context(text)
+            ctx.profile.setup["model_load"] = CACHE.load_s - loaded  # while binding
             value, notes = _run_noting(explained.dag, ctx)
             profile = ctx.profile
+        if stmt.format == "json":
+            doc = document(explained, profile, _statement(text))
+            return Result("plan", message=json.dumps(doc, indent=1), plan=explained,
+                          extra={"format": "json", "document": doc}, profile=profile)
         plan_text = "\n".join([explained.text(profile, stmt.verbose), *notes])
         if stmt.format == "text":
             return Result("plan", message=plan_text, plan=explained, profile=profile)
         if stmt.format == "html":  # the plan page: drawn from the profile document
-            inner = stmt.statement.span  # the statement planned, without EXPLAIN PLAN ...
-            doc = document(explained, profile, text[inner.start:inner.start + inner.length])
+            doc = document(explained, profile, _statement(text))
             body = to_page(doc, _png(value), plan_text)
         else:
             body = render(diagram(explained.dag, profile, plain), stmt.format,
@@ -142,6 +152,14 @@ def check_params(params) -> tuple:
         raise KryptonError(f"params is a list of values, one per ? in the statement; got a "
                            f"{type(params).__name__} (wrap it: execute(text, [value]))")
     return tuple(params)
+
+
+def _statement(text: str) -> str:
+    """The statement EXPLAIN PLAN explains: the text after its flags' FOR."""
+    return _EXPLAINED.sub("", text, count=1).strip()
+
+
+_EXPLAINED = re.compile(r"^\s*EXPLAIN\s+PLAN\b.*?\bFOR\b\s*", re.I | re.S)
 
 
 def _title(stmt) -> str:

@@ -74,6 +74,44 @@ def fmt_percent(fraction: float) -> str:
     return f"{100 * fraction:.1f}%"
 
 
+def fmt_rate(flops_per_s: float) -> str:
+    """Achieved floating-point operations per second.
+
+    >>> fmt_rate(2.34e10), fmt_rate(950)
+    ('23.4 GFLOP/s', '950 FLOP/s')
+    """
+    return _scaled(flops_per_s, "FLOP/s", "kMGTPE")
+
+
+def fmt_count(n: float) -> str:
+    """A count with thousands separators; a fractional one with three significant digits.
+
+    >>> fmt_count(2809), fmt_count(12.3456)
+    ('2,809', '12.3')
+    """
+    return f"{int(n):,}" if float(n) == int(n) else f"{n:.3g}"
+
+
+def fmt_stat(key: str, v: Any) -> str:
+    """A measured figure by what its name says it is: ``*_s`` seconds, ``*bytes`` bytes,
+    ``*flops`` FLOPs, ``*share`` a fraction; other numbers as counts; the rest as values.
+
+    >>> fmt_stat("gather_s", 0.01234), fmt_stat("gather_bytes", 2048), fmt_stat("workers", 2)
+    ('12.3 ms', '2.0 kB', '2')
+    """
+    if isinstance(v, bool) or not isinstance(v, Real):
+        return fmt_value(v)
+    if key.endswith("_s") or key == "seconds":
+        return fmt_time(v)
+    if key.endswith("bytes"):
+        return fmt_bytes(v)
+    if key.endswith("flops"):
+        return fmt_flops(v)
+    if key.endswith("share"):
+        return fmt_percent(v)
+    return fmt_count(v)
+
+
 def fmt_value(v: Any, limit: int | None = 40) -> str:
     """An argument value as the plan prints it: strings quoted, tuples bracketed, floats exact;
     longer than ``limit`` characters -> elided in the middle, where paths are least telling.

@@ -8,8 +8,8 @@ room, which also rules out cycles between rooms.
 
 Function-local imports remain only for optional or slow-to-import third-party packages
 (tests/test_layers.py's LAZY: onnx with google.protobuf, onnxruntime, av, matplotlib, scipy,
-skimage, duckdb; readline, cupy, torch, captum), each with a one-line reason, so that
-`import kryptondb` stays light.
+skimage, duckdb, prompt_toolkit; cupy, torch, captum, pandas, polars), each with a one-line
+reason, so that `import kryptondb` stays light.
 """
 
 from __future__ import annotations

@@ -331,6 +331,12 @@ def test_format_csv_and_json_print_only_the_rows_on_stdout(tmp_path):
     assert [r["label"] for r in rows] == ["Egyptian cat", "tiger cat", "tabby"]
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
     assert _json(cli("--format", "json", "-c", query, cwd=tmp_path))[0]["class"] == 285
+    script = f"LOAD IMAGE '{IMAGE}' AS cat; {query} INTO p; COPY p TO 'p.csv'; SHOW IMAGES"
+    r = cli("--format", "csv", "-c", script, cwd=tmp_path)  # messages between the tables
+    assert "loaded" in r.stderr and "copied 3 rows" in r.stderr, r.stderr
+    assert "loaded" not in r.stdout and "copied" not in r.stdout, r.stdout
+    assert r.stdout.splitlines()[0] == "image,rank,class,label,probability" or \
+        r.stdout.splitlines()[0].startswith(("rank,", "image,")), r.stdout
     pred = _csv(cli("predict", IMAGE, IMAGE, "-k", "2", "--format", "csv", cwd=tmp_path))
     assert [(r["image"], r["rank"], r["label"]) for r in pred] == \
         [(IMAGE, "1", "Egyptian cat"), (IMAGE, "2", "tiger cat")] * 2

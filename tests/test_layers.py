@@ -30,11 +30,12 @@ from kryptondb import layers
 PACKAGE_DIR = Path(layers.__file__).parent
 
 # Third-party packages a function may import lazily (with a reason): optional at install time
-# (cupy, torch, captum, readline) or slow enough at import to keep out of `import kryptondb` and
-# `kryptondb --help` (measured: matplotlib.pyplot ~370 ms, scipy.ndimage ~160 ms, duckdb ~60 ms,
-# onnx ~55 ms, av ~50 ms, onnxruntime ~25 ms; skimage loads scipy; google.protobuf comes with onnx).
+# (cupy, torch, captum, pandas, polars) or slow enough at import to keep out of `import kryptondb` and
+# `kryptondb --help` (measured: matplotlib.pyplot ~370 ms, scipy.ndimage ~160 ms,
+# prompt_toolkit ~85 ms, duckdb ~60 ms, onnx ~55 ms, av ~50 ms, onnxruntime ~25 ms; skimage loads
+# scipy; google.protobuf comes with onnx).
 LAZY = frozenset({"onnxruntime", "onnx", "google", "av", "matplotlib", "scipy", "skimage",
-                  "duckdb", "readline", "cupy", "torch", "captum", "pandas", "polars"})
+                  "duckdb", "prompt_toolkit", "cupy", "torch", "captum", "pandas", "polars"})
 HEAVY = frozenset({"onnxruntime", "onnx", "av", "matplotlib", "scipy", "skimage", "duckdb"})
 
 PRAGMA = re.compile(r"#\s*(noqa(:\s*[A-Z]+[0-9]+(,\s*[A-Z]+[0-9]+)*)?|type:\s*ignore\S*|pragma:.*)")

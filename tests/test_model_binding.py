@@ -215,7 +215,8 @@ def test_few_positions_keep_naive_until_the_incremental_setup_is_cached(tmp_path
     fresh = kryptondb.connect()  # another connection finds them: the Graph is shared
     fresh.execute(f"CREATE MODEL m FROM '{tmp_path / 'm.onnx'}'")
     assert _scan(fresh.execute(query)).arg("mode") == "incremental"
-    assert _scan(fresh.execute(query + " INCREMENTAL")).arg("why") is None
+    assert _scan(fresh.execute(query + " INCREMENTAL")).arg("why") == \
+        "INCREMENTAL forced by the query"  # no setup reason: the query decided
 
 
 def test_the_numpy_backend_builds_no_sessions(tmp_path):

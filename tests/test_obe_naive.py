@@ -12,9 +12,9 @@ from kryptondb.plan.ops import OCCLUSION_SCANS
 from kryptondb.runtime.onnx_export import to_onnx
 
 
-def _tiny_graph():
+def _tiny_graph(seed: int = 3):
     """A small seeded CNN with the shapes that matter: strided conv, residual add, pools."""
-    b = Builder("tiny", (3, 32, 32), seed=3)
+    b = Builder("tiny", (3, 32, 32), seed=seed)
     x = b.conv_bn("input", "c1", "b1", 8, 3, 2, 1)
     y = b.conv_bn(x, "c2", "b2", 8, 3, 1, 1, act=None)
     x = b.act(b.add(x, y, "res"), "relu", "res.relu")

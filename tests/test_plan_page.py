@@ -25,8 +25,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # apportioned by FLOPs: the engine measured none yet)
 DOC = json.loads((FIXTURES / "plan_doc_resnet18.json").read_text())
 LAYERS = DOC["scans"][0]["layers"]
-# EXPLAIN PLAN ANALYZE FORMAT JSON of a drill-down with TAU, as the engine (branch issue15-layers,
-# a07c9e9) writes it: its extra keys, counters on each segment's first row, null kernels
+# EXPLAIN PLAN ANALYZE FORMAT JSON of a drill-down with TAU, as plan/profile_doc.py wrote it
+# (issue15-layers a07c9e9): its extra keys, counters on each segment's first row, null kernels
 ENGINE = json.loads((FIXTURES / "plan_doc_resnet18_drilldown.json").read_text())
 EMBEDDED = re.compile(r'<script type="application/json" id="plan-document">(.*?)</script>', re.S)
 
@@ -120,7 +120,10 @@ def test_the_engines_document_draws_its_counters_and_approximations():
         assert fmt_time(row["measured"]["time_s"]) in page
     choice = scan["choice"]
     assert f"theoretical speedup {choice['theoretical_speedup']:.2f}×" in page
-    assert "predicted " + fmt_time(choice["predicted_s"]["naive"]) in page
+    for plan in ("naive", "incremental"):  # FLOPs, and seconds at the nominal rate
+        flops, secs = choice["predicted_flops"][plan], choice["predicted_s"][plan]
+        assert f"predicted {fmt_flops(flops)} (~{fmt_time(secs)})" in page
+    assert "seconds at a nominal 25.0 GFLOP/s, not calibrated on this machine" in page
     suffix = scan["suffix"]["measured"]
     assert fmt_time(suffix["time_s"]) in page.split('class="suffix-row"')[1]
     assert f"({scan['measured']['positions_per_s']:,.1f} positions/s)" in page
@@ -217,7 +220,7 @@ def test_the_page_draws_what_the_document_has(variant):
     layers = [row for s in doc.get("scans") or () for row in s.get("layers") or ()]
     assert len(elements.with_class("tr", "layer-row")) == len(layers)
     heads = [a for t, a in elements.found if t == "th"]
-    assert ("wall share" in page) == any(r.get("measured") for r in layers)
+    assert (">achieved<" in page) == any(r.get("measured") for r in layers)
     assert heads or not layers
     if variant is _drilldown:
         assert "drill-down stages" in page and "τ cap" in page and ">180<" in page

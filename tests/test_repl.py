@@ -1,13 +1,12 @@
-"""The interactive shell, driven as a user drives it: `python -m kryptondb` with piped stdin, and
-once in a pseudo-terminal (banner, prompts, tab completion, Ctrl-C, history)."""
+"""The shell, driven as a user drives it: `python -m kryptondb` with piped stdin, run_repl and
+run_script on text, and its pieces (completion, highlighting, the pager). A real terminal:
+tests/test_shell_pty.py."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -51,38 +50,43 @@ def test_multiline_statement_and_two_statements_on_a_line(tmp_path):
     assert "kryptondb>" not in r.stdout and "KryptonDB 0.1.0" not in r.stdout  # not a terminal
 
 
-def test_syntax_error_is_reported_with_caret_and_the_session_goes_on(tmp_path):
+def test_piped_input_stops_at_the_first_error_with_a_caret_and_status_1(tmp_path):
+    """Like `duckdb -f`: statements before the error ran, none after it (issue 14: piped
+    input went on after errors and exited 0)."""
     r = shell("SHOW MODELS;\nSHOW MODLES;\nSHOW IMAGES;\n", tmp_path, merge=True)
-    assert r.returncode == 0
+    assert r.returncode == 1
     lines = r.stdout.splitlines()
     err = lines.index("error: unexpected 'MODLES' at line 1, column 6")
     assert lines[err + 1:err + 3] == ["  SHOW MODLES", "       ^^^^^^"]
     assert lines[err + 3].startswith("expected: MODELS")
-    assert r.stdout.index(HEADERS["models"]) < r.stdout.index("error:") \
-        < r.stdout.index(HEADERS["images"])
+    assert r.stdout.index(HEADERS["models"]) < r.stdout.index("error:")
+    assert HEADERS["images"] not in r.stdout
 
 
 def test_unknown_name_error_lists_the_known_ones(tmp_path):
     r = shell(f"PREDICT IMAGE '{IMAGE}'\nUSING MODEL resnt18;\nSHOW MODELS;\n", tmp_path)
-    assert r.returncode == 0
+    assert r.returncode == 1
     assert "error: no model 'resnt18'; known: efficientnet_lite0" in r.stderr
     assert "^^^^^^^" in r.stderr
-    assert HEADERS["models"] in r.stdout
+    assert HEADERS["models"] not in r.stdout  # piped input stops at the first error
 
 
 def test_dot_commands(tmp_path):
-    r = shell(".help\n.tables\n.models\n.timer on\nSHOW VIEWS;\n.timer off\n.nope\n.quit\n"
+    r = shell(".help\n.tables\n.models\n.timer on\nSHOW VIEWS;\n.timer off\n.quit\n"
               "SHOW MODELS;\n", tmp_path)
     assert r.returncode == 0
     for name, _ in EXAMPLES:
         assert f"  {name}  " in r.stdout
-    for command in (".tables", ".models", ".open", ".output", ".timer", ".quit"):
+    for command in (".tables", ".schema", ".models", ".mode", ".read", ".output", ".outdir",
+                    ".timer", ".pager", ".open", ".quit", "\\d", "\\q"):
         assert command in r.stdout
     assert "no tables or views yet" in r.stdout
     assert "mobilenet_v2        zoo   ImageNet" in r.stdout
     assert r.stdout.count("time: ") == 1
-    assert "error: unknown command '.nope'; try .help" in r.stderr
     assert HEADERS["models"] not in r.stdout  # .quit ended the session
+    r = shell(".nope\nSHOW MODELS;\n", tmp_path)
+    assert r.returncode == 1 and HEADERS["models"] not in r.stdout
+    assert "error: unknown command '.nope'; try .help" in r.stderr
 
 
 def test_dot_commands_check_their_arguments():
@@ -94,11 +98,15 @@ def test_dot_commands_check_their_arguments():
     for line, says in ((".tables extra", ".tables takes no argument, got 'extra'"),
                        (".quit now", ".quit takes no argument"), (".timer maybe", "usage: .timer"),
                        (".open /dev/null", "not a KryptonDB database directory"),
-                       (".output /dev/null", "it is a character device, not a folder")):
+                       (".outdir /dev/null", "it is a character device, not a folder"),
+                       (".output /dev/null", "it is a character device, not a regular file"),
+                       (".mode xml", "unknown output mode 'xml'"), (".read", "usage: .read"),
+                       (".pager maybe", "usage: .pager on|off"), (".schema nope", "no table")):
         out = io.StringIO()
-        run_repl(kryptondb.connect(), io.StringIO(line + "\nSHOW VIEWS;\n"), out)
+        status = run_repl(kryptondb.connect(), io.StringIO(line + "\nSHOW VIEWS;\n"), out,
+                          interactive=True)
         assert f"error: {says}" in out.getvalue() or says in out.getvalue(), line
-        assert "(0 rows)" in out.getvalue(), line  # the session went on
+        assert "(0 rows)" in out.getvalue() and status == 0, line  # the session went on
 
 
 def test_help_examples_parse():
@@ -115,7 +123,7 @@ def test_predict_on_the_bundled_image(tmp_path):
 
 def test_occlusion_heatmaps_and_plans_are_saved_in_the_output_dir(tmp_path):
     figs = tmp_path / "figs"
-    r = shell(f".output {figs}\nLOAD IMAGE '{IMAGE}' AS cat;\n"
+    r = shell(f".outdir {figs}\nLOAD IMAGE '{IMAGE}' AS cat;\n"
               "EXPLAIN OCCLUSION OF IMAGE cat USING MODEL mobilenet_v2 PATCH 56 STRIDE 56;\n"
               "EXPLAIN OCCLUSION OF IMAGE cat USING MODEL mobilenet_v2 PATCH 56 STRIDE 56 "
               "INTO heat;\nSELECT COUNT(*) AS n FROM heat;\n"
@@ -135,7 +143,7 @@ def test_occlusion_heatmaps_and_plans_are_saved_in_the_output_dir(tmp_path):
 
 
 def test_special_files_where_the_shell_writes_are_named(tmp_path):
-    """.output to a FIFO or a device said '[Errno 17] File exists'; a plan SVG (or heatmap PNG)
+    """.outdir (was .output) to a FIFO or a device said '[Errno 17] File exists'; a plan SVG (or heatmap PNG)
     whose path is a FIFO, 'File or stream is not seekable'."""
     import io
 
@@ -149,8 +157,8 @@ def test_special_files_where_the_shell_writes_are_named(tmp_path):
     os.mkfifo(tmp_path / "heat.png")
     os.mkfifo(tmp_path / "plan_1.svg")
     (tmp_path / "plan_2.svg").symlink_to(tmp_path / "nowhere.svg")  # a link to nothing: skipped
-    assert "heat.png' as the output folder: it is a FIFO" in run(f".output {tmp_path}/heat.png")
-    assert "/dev/null' as the output folder: it is a character device" in run(".output /dev/null")
+    assert "heat.png' as the output folder: it is a FIFO" in run(f".outdir {tmp_path}/heat.png")
+    assert "/dev/null' as the output folder: it is a character device" in run(".outdir /dev/null")
     from hostile import tiny_cnn
 
     (tmp_path / "tiny.onnx").write_bytes(tiny_cnn().SerializeToString())
@@ -180,127 +188,214 @@ def test_take_statements_respects_quotes_comments_and_lines():
     assert take_statements("-- only a comment;\n") == ([], "-- only a comment;\n")
 
 
-def test_completion_follows_the_typed_case_and_knows_the_catalog(tmp_path):
+@pytest.fixture
+def completer(tmp_path):
+    import pyarrow as pa
+
     con = kryptondb.connect(tmp_path / "db")
     con.execute(f"LOAD IMAGE '{IMAGE}' AS chelsea")
-    c = Completer(lambda: con)
-    assert c.candidates("expl", "expl") == ["explain"]
-    assert c.candidates("EXPL", "EXPL") == ["EXPLAIN"]
-    assert c.candidates("Occ", "explain Occ") == ["OCCLUSION"]
-    assert c.candidates("mo", "show mo") == ["model", "models", "mobilenet_v2"]
-    assert c.candidates("chel", "explain occlusion of image chel") == ["chelsea"]
-    assert c.candidates(".o", ".o") == [".open", ".output"]
+    con.db.put_table("heat", pa.table({"y": [0], "x": [0], "drop": [0.5]}))
+    con.db.put_table("labels", pa.table({"frame": [0], "label": ["cat"]}))
+    return Completer(lambda: con)
+
+
+def test_completion_offers_the_keywords_the_grammar_accepts_in_the_typed_case(completer):
+    c = completer
+    assert c.candidates("") == ["COPY", "CREATE", "DESCRIBE", "DROP", "EXPLAIN", "LOAD", "PREDICT",
+                                "RECOGNIZE", "SELECT", "SHOW", "TUNE", "WITH"]
+    assert c.candidates("expl") == ["explain"] and c.candidates("EXPL") == ["EXPLAIN"]
+    assert c.candidates("explain Occ") == ["OCCLUSION"]
+    assert c.candidates("explain ") == ["occlusion", "plan"]  # as the last word was typed
+    assert c.candidates("show mo") == ["models"]  # SHOW takes a kind, not MODEL
+    assert c.candidates("EXPLAIN OCCLUSION OF IMAGE chelsea USING MODEL resnet18 ST") == \
+        ["STRIDE"]
+    assert c.candidates("SHOW MODELS;\nSHOW IMAGES; sh") == ["show"]  # the open statement
+    assert c.candidates("SHOW\n  IM") == ["IMAGES"]
+    every = c.candidates("show $ ex")  # does not lex: every keyword that fits
+    assert {"exact", "exists", "explain"} <= set(every) and "show" not in every
+
+
+def test_completion_offers_catalog_names_where_the_grammar_wants_them(completer):
+    c = completer
+    models = c.candidates("PREDICT IMAGE chelsea USING MODEL ")
+    assert {"mobilenet_v2", "resnet18", "efficientnet_lite0"} <= set(models)
+    assert c.candidates("predict image chelsea using model mobilenet") == ["mobilenet_v2"]
+    assert c.candidates("DESCRIBE resnet1") == ["resnet18"]
+    assert c.candidates("EXPLAIN OCCLUSION OF IMAGE ch") == ["chelsea"]
+    assert c.candidates("DROP IMAGE ") == ["IF", "chelsea"] and c.candidates("DROP TABLE ") == \
+        ["IF", "heat", "labels"]
+    assert c.candidates("CREATE MODEL ") == []  # a new name: nothing to offer
+    assert c.candidates("RECOGNIZE OBJECTS IN VIDEO ") == []
+    assert c.candidates("PREDICT IMAGE x USING MODEL m ON n") == ["numpy"]
+    assert c.candidates("COPY h") == ["heat"] and c.candidates("copy heat t") == ["to"]
+    assert c.candidates("PREDICT IMAGE x USING MODEL m INTO OR REPLACE l") == ["labels"]
+    assert c.candidates("COPY heat TO 'h.csv' (FORMAT c") == ["csv"]
+
+
+def test_completion_in_select_offers_relations_then_their_columns(completer):
+    c = completer
+    assert c.candidates("SELECT * FROM ") == ["heat", "images", "labels", "models", "tables",
+                                              "videos", "views"]
+    assert c.candidates("select * from heat join la") == ["labels"]
+    assert c.candidates("SELECT dr", " FROM heat") == ["drop"]  # the table named after it
+    assert c.candidates("SELECT x FROM heat WHERE ")[:4] == ["y", "x", "drop", "AND"]
+    assert c.candidates("SELECT fr") == ["frame", "frames", "from"]  # all relations' columns
+    assert c.candidates("select frame, label from labels order b") == ["between", "by"]
+
+
+def test_completion_of_quoted_paths_and_commands(completer, tmp_path):
+    c = completer
+    (tmp_path / "photo.png").write_bytes(b"")
+    (tmp_path / "scripts").mkdir()
+    assert c.candidates(f"LOAD IMAGE '{tmp_path}/ph") == [f"{tmp_path}/photo.png"]
+    assert c.candidates(f"PREDICT IMAGE \"{tmp_path}/s") == [f"{tmp_path}/scripts"]
+    assert c.candidates("SHOW MODELS -- 'x") == []  # in a comment: nothing
+    assert c.candidates(".sch") == [".schema"] and c.candidates("\\") == ["\\?", "\\d", "\\q"]
+    assert c.candidates(".schema h") == ["heat"] and c.candidates("\\d l") == ["labels"]
+    assert c.candidates("SELECT *\n.mode c") == ["csv"]  # a command inside a statement
+    assert c.candidates(".timer o") == ["on", "off"]
+    assert c.candidates(f".read {tmp_path}/scr") == [f"{tmp_path}/scripts"]
     assert {"RECOGNIZE", "STRIDE", "SVG", "TABLES", "SELECT"} <= set(c.keywords)
 
 
-# -- a real terminal ------------------------------------------------------------------------------
+def test_highlighting_tells_keywords_strings_numbers_comments_and_commands():
+    from kryptondb.repl.highlight import pieces
 
-class Terminal:
-    """A child process on a pseudo-terminal; ``expect`` waits for text after the last match."""
-
-    def __init__(self, cwd, env):
-        import fcntl
-        import pty
-        import struct
-        import termios
-
-        master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kryptondb"], stdin=slave, stdout=slave, stderr=slave,
-            cwd=cwd, env=env, start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # so Ctrl-C is SIGINT
-        os.close(slave)
-        self.fd, self.seen, self.pos = master, b"", 0
-
-    def expect(self, text: str, timeout: float = 60) -> str:
-        import select
-
-        want, deadline = text.encode(), time.monotonic() + timeout
-        while want not in self.seen[self.pos:] and time.monotonic() < deadline:
-            if select.select([self.fd], [], [], 0.1)[0]:
-                try:
-                    data = os.read(self.fd, 4096)
-                except OSError:  # the child closed the terminal
-                    break
-                self.seen += data
-                if not data:
-                    break
-        found = self.seen.find(want, self.pos)
-        assert found >= 0, f"never saw {text!r}; the terminal showed:\n{self.transcript()}"
-        self.pos = found + len(want)
-        return self.transcript()
-
-    def type(self, keys: str) -> None:
-        os.write(self.fd, keys.encode())
-
-    def transcript(self) -> str:
-        return self.seen.decode(errors="replace").replace("\r\n", "\n")
-
-    def close(self) -> int | None:
-        """Wait for the child to exit (killing it after 10 s), keeping what it printed last."""
-        with contextlib.suppress(AssertionError):
-            self.expect("\0never printed\0", timeout=10)  # reads until the terminal closes
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            return None
-        finally:
-            os.close(self.fd)
+    keywords = frozenset(Completer(kryptondb.connect).keywords)
+    assert pieces("explain occlusion of image 'a.png' using model m patch 16 -- x", keywords) \
+        == [("keyword", "explain"), ("", " "), ("keyword", "occlusion"), ("", " "),
+            ("keyword", "of"), ("", " "), ("keyword", "image"), ("", " "),
+            ("string", "'a.png'"), ("", " "), ("keyword", "using"), ("", " "),
+            ("keyword", "model"), ("", " m "), ("keyword", "patch"), ("", " "),
+            ("number", "16"), ("", " "), ("comment", "-- x")]
+    assert pieces("  .schema heat", keywords) == [("command", "  .schema heat")]
+    assert pieces("LOAD IMAGE 'unfinished", keywords)[-1] == ("string", "'unfinished")
+    assert "".join(t for _, t in pieces("SELECT a.b, 1.5e3 FROM t;", keywords)) == \
+        "SELECT a.b, 1.5e3 FROM t;"
 
 
-@pytest.fixture
-def terminal(tmp_path):
-    env = _env(TERM="dumb", HOME=str(tmp_path), KRYPTONDB_HISTORY=str(tmp_path / "history"))
-    term = Terminal(tmp_path, env)
-    yield term
-    if term.proc.poll() is None:
-        term.proc.kill()
+def test_the_editor_lexer_and_completer_speak_prompt_toolkit(completer, tmp_path):
+    """The adapters terminal.py hands prompt_toolkit: styles by class, completions that
+    replace the partial word."""
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from kryptondb.repl.terminal import _completer, _lexer
+
+    class FakeShell:
+        con = completer.connection()
+
+    line = _lexer(FakeShell()).lex_document(Document("SHOW models;"))(0)
+    assert line[0] == ("class:keyword", "SHOW")
+    found = list(_completer(completer).get_completions(
+        Document("predict image chelsea using model mobilen"), CompleteEvent()))
+    assert [(f.text, f.start_position) for f in found] == [("mobilenet_v2", -7)]
+    (tmp_path / "photo.png").write_bytes(b"")
+    found = list(_completer(completer).get_completions(
+        Document(f"LOAD IMAGE '{tmp_path}/ph"), CompleteEvent()))
+    assert [(f.text, f.start_position, f.display_text) for f in found] == \
+        [("oto.png", 0, "photo.png")]
 
 
-needs_pty = pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_enter_runs_a_complete_statement_or_a_command_line_else_starts_a_line():
+    from kryptondb.repl.terminal import split_command
+    from kryptondb.repl.text import ready
+
+    assert ready("SHOW\n  MODELS;") and ready("SHOW MODELS; -- done") and ready("")
+    assert not ready("SHOW MODELS") and not ready("LOAD IMAGE 'a;b") and not ready("SHOW; SH")
+    assert ready(".tables") and ready("\\d heat") and ready("help") and ready("exit")
+    assert split_command("SELECT *\n.tables", 1) == (".tables", "SELECT *\n")
+    assert split_command("SELECT *\nhelp", 1) is None  # bare words only start a statement
+    assert split_command("LOAD IMAGE 'a\n.b", 1) is None  # inside a quote: text
 
 
-@needs_pty
-def test_terminal_session(terminal, tmp_path):
-    pytest.importorskip("readline")
-    terminal.expect("KryptonDB 0.1.0 — type .help for help, .quit to leave")
-    terminal.expect("kryptondb> ")
-    terminal.type("sho\t")
-    terminal.expect("show ")  # completed, in the case it was typed
-    terminal.type("models;\r")
-    terminal.expect(HEADERS["models"])
-    terminal.expect("kryptondb> ")
-    terminal.type("SHOW\r")
-    terminal.expect("      ...> ")
-    terminal.type("IMAGES;\r")
-    terminal.expect(HEADERS["images"])
-    terminal.expect("kryptondb> ")
-    terminal.type(".quit\r")
-    assert terminal.close() == 0
-    history = (tmp_path / "history").read_text()
-    assert "show models;" in history and ".quit" in history
-    print(terminal.transcript())
+def test_dot_commands_inside_an_unfinished_statement_keep_it_pending():
+    import io
+
+    from kryptondb.repl import run_repl
+
+    out = io.StringIO()
+    status = run_repl(kryptondb.connect(), io.StringIO("SHOW\n.mode csv\n\\d\n  VIEWS;\n"
+                                                       "help\nexit\nSHOW MODELS;\n"), out)
+    text = out.getvalue()
+    assert status == 0
+    assert "no tables or views yet" in text  # \d ran while SHOW was pending
+    assert "name,rows,columns,created" in text  # then SHOW VIEWS, in csv
+    assert "Commands (on a line of their own" in text  # help
+    assert HEADERS["models"].split()[0] + ",kind" not in text  # exit left before SHOW MODELS
 
 
-@needs_pty
-def test_ctrl_c_cancels_a_long_statement(terminal):
-    terminal.expect("kryptondb> ")
-    terminal.type(f"EXPLAIN OCCLUSION OF IMAGE '{IMAGE}' USING MODEL mobilenet_v2 "
-                  "PATCH 16 STRIDE 2;\r")  # 11,025 positions: far longer than the wait below
-    terminal.expect("STRIDE 2;")  # echoed: the statement starts
-    time.sleep(1.5)
-    terminal.type("\x03")
-    terminal.expect("cancelled")
-    terminal.expect("kryptondb> ")
-    terminal.type("SHOW MODELS;\r")
-    terminal.expect(HEADERS["models"])
-    terminal.expect("kryptondb> ")
-    terminal.type("\x04")  # Ctrl-D
-    assert terminal.close() == 0
+def test_schema_mode_output_and_read(tmp_path):
+    import io
 
+    import pyarrow as pa
+
+    from kryptondb.repl import run_script
+
+    con = kryptondb.connect(tmp_path / "db")
+    con.db.put_table("heat", pa.table({"y": [0, 1], "drop": [0.5, 0.25]}))
+    (tmp_path / "inner.kql").write_text(".mode json\nSELECT y FROM heat ORDER BY y;\n")
+    out, err = io.StringIO(), io.StringIO()
+    status = run_script(con, f".schema heat\n\\d\n.schema\n.output {tmp_path}/o.csv\n"
+                             ".mode csv\nSELECT * FROM heat;\n.output\n"
+                             f".read {tmp_path}/inner.kql\n.mode\n", out, err)
+    assert status == 0, err.getvalue()
+    text = out.getvalue()
+    assert "column  type\n------  ------\ny       int64\ndrop    double" in text
+    assert "table  column  type" in text  # .schema of every table names the table
+    assert (tmp_path / "o.csv").read_text() == "y,drop\n0,0.5\n1,0.25\n"
+    assert "0.25" not in text.split("table  column")[1].split("[")[0]  # it went to the file
+    assert '[{"y": 0},\n {"y": 1}]' in text and "mode: json" in text
+
+
+def test_read_stops_at_the_first_error_and_names_file_and_line(tmp_path):
+    import io
+
+    from kryptondb.repl import run_repl
+
+    script = tmp_path / "four.kql"
+    script.write_text(f"LOAD IMAGE '{IMAGE}' AS first;\nSHOW IMAGES;\n\n"
+                      f"LOAD IMAGE '{IMAGE}'\n  AS;\nLOAD IMAGE '{IMAGE}' AS fourth;\n")
+    out = io.StringIO()
+    status = run_repl(kryptondb.connect(), io.StringIO(f".read {script}\nSHOW IMAGES;\n"), out,
+                      interactive=True)  # a person's session goes on after the error
+    text = out.getvalue()
+    assert status == 0
+    assert f"error: {script}, statement at line 4: unexpected end of statement at line 2" in text
+    assert text.count("\nfirst ") == 2 and "fourth" not in text
+    status = run_repl(kryptondb.connect(), io.StringIO(f".read {script}\nSHOW IMAGES;\n"),
+                      out := io.StringIO())
+    assert status == 1 and out.getvalue().count("\nfirst ") == 1  # a pipe stops there
+
+
+def test_the_pager_takes_output_taller_than_the_screen(tmp_path, monkeypatch):
+    import io
+
+    from kryptondb.repl.output import Output
+
+    monkeypatch.setenv("PAGER", f"sh -c 'sed s/^/paged:/ > {tmp_path}/paged'")
+    monkeypatch.setenv("LINES", "5")
+    monkeypatch.setenv("COLUMNS", "80")
+    screen = io.StringIO()
+    out = Output(screen, terminal=True)
+    out.write("short\n")
+    out.flush()
+    out.write("1\n2\n3\n4\n5\n")
+    out.flush()
+    assert screen.getvalue() == "short\n"
+    assert (tmp_path / "paged").read_text() == "".join(f"paged:{i}\n" for i in range(1, 6))
+    out.paging = False  # .pager off
+    out.write("1\n2\n3\n4\n5\n")
+    out.flush()
+    assert screen.getvalue().endswith("5\n")
+    monkeypatch.setenv("PAGER", "")
+    out.paging = True  # no pager to run: straight to the screen
+    out.write("a\n" * 9)
+    out.flush()
+    assert screen.getvalue().endswith("a\n" * 9)
+
+
+# -- Ctrl-C (the terminal itself: tests/test_shell_pty.py) -----------------------------------
 
 def test_an_interrupt_lost_on_the_way_is_raised_by_the_next_progress_update():
     """Ctrl-C during a statement is also recorded: if its KeyboardInterrupt never reaches the

@@ -80,7 +80,7 @@ CASES = [
         "unexpected 'PNG' at line 1, column 21\n"
         "  EXPLAIN PLAN FORMAT PNG FOR SHOW MODELS\n"
         "                      ^^^\n"
-        "expected: TEXT, DOT, SVG or HTML",
+        "expected: TEXT, DOT, SVG, HTML or JSON",
     ),
     (
         "DROP TABLES heat",

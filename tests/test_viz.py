@@ -280,6 +280,18 @@ def test_svg_edges_run_downwards_around_other_boxes(name):
                 assert not any(x < px < x + w and y < py < y + h for px, py in pts), (src, dst, key)
 
 
+def test_svg_formats_every_measured_figure_by_its_unit():
+    stats = {"time_s": 0.5, "gather_s": 0.0123456, "setup_s": 1.23456, "gather_bytes": 123456,
+             "workers": 2, "ssim": 0.9123456, "layers": {"conv1": [3, 49, 1024, 0.1, 0.2]}}
+    svg = to_svg(Dag((DagNode(0, "IncrementalOcclusionScan", (), (), stats),)))
+    root = parse_svg(svg)
+    text = "\n".join("".join(t.itertext()) for t in root.iterfind(".//s:text", SVG_NS))
+    assert "gather_s=12.3 ms" in text and "setup_s=1.23 s" in text and "workers=2" in text
+    assert "gather_bytes=123.5 kB" in text and "ssim=0.912" in text
+    assert not re.search(r"\d\.\d{4,}", svg)  # no raw floats, boxes or tooltips
+    assert "layers=" not in svg  # the per-layer counters are EXPLAIN's table's
+
+
 def test_svg_escapes_markup_in_args_names_and_title():
     svg = to_svg(nasty_dag(), title="plans & <pictures>")
     root = parse_svg(svg)

@@ -1,9 +1,10 @@
 """Run a physical DAG: each node's operator on its inputs' values, in topological order.
 
 The executor dispatches on the node's kind (``OPERATORS``); the decisions are in the plan. Each
-node's statistics (wall time, FLOPs, bytes, batches, rows) go into the run's ``Profile``, keyed
-by node id, beside the plan. Operators that stream (video) return iterators; their time is
-measured inside each ``next`` and attributed exclusively (upstream time subtracted). An error an
+node's statistics (wall time, FLOPs, bytes, batches, rows; the backend sessions built while it
+ran, set apart as setup) go into the run's ``Profile``, keyed by node id, beside the plan.
+Operators that stream (video) return iterators; their time is measured inside each ``next``
+and attributed exclusively (upstream time subtracted, also from the node that drains them). An error an
 operator raises names the node it came from (``%5 IncrementalOcclusionScan: ...``).
 """
 
@@ -22,6 +23,7 @@ from kryptondb.lang import parse
 from kryptondb.model.binding import bound
 from kryptondb.plan.nodes import Dag
 from kryptondb.progress import silent
+from kryptondb.runtime.backends import SESSIONS
 
 
 @dataclass
@@ -90,14 +92,15 @@ class _Timed:
         return self
 
     def __next__(self):
-        t = time.perf_counter()
+        t, built = time.perf_counter(), SESSIONS.seconds
         try:
             return next(self.it)
         except KryptonError as exc:
             raise named(exc, self.node)
         finally:
-            self.stats["inclusive_s"] = self.stats.get("inclusive_s", 0.0) + (
-                time.perf_counter() - t)
+            s = self.stats
+            s["inclusive_s"] = s.get("inclusive_s", 0.0) + (time.perf_counter() - t)
+            s["inclusive_setup_s"] = s.get("inclusive_setup_s", 0.0) + SESSIONS.seconds - built
 
 
 def run(dag: Dag, ctx: ExecContext):
@@ -107,12 +110,13 @@ def run(dag: Dag, ctx: ExecContext):
         stats = ctx.stats(n)
         stats.clear()
         inputs = [values[i] for i in n.inputs]
-        t = time.perf_counter()
+        t, built = time.perf_counter(), SESSIONS.seconds
         try:
             value = OPERATORS[n.op](n, inputs, ctx)
         except KryptonError as exc:
             raise named(exc, n)
         stats["time_s"] = time.perf_counter() - t
+        stats["setup_s"] = SESSIONS.seconds - built  # sessions built: setup, not its work
         if isinstance(value, Iterator):
             value = _Timed(value, stats, n)
         values.append(value)

@@ -14,6 +14,9 @@ from kryptondb.graph.shapes import node_flops
 
 
 SATURATED = 0.85  # share of a map from which a layer (and all after it) is recomputed in full
+# FLOPs per second the planner's FLOP counts are read at when it states them as seconds (EXPLAIN's
+# predicted costs): the middle of what inference reached on 2 CPU cores (17-38 GFLOP/s)
+FLOPS_PER_S = 25e9
 
 
 def prefix(graph: Graph) -> list[str]:
@@ -45,10 +48,12 @@ def patch_regions(graph: Graph, corners: np.ndarray, patch: int | tuple[int, int
 
 
 def unsaturated(graph: Graph, regions: dict[str, FixedRegion],
-                saturated: float = SATURATED) -> set[str]:
+                saturated: float | None = None) -> set[str]:
     """Layers worth maintaining: from the first layer whose recomputed region covers
     ``saturated`` of its map, nothing is saved, so it and everything after it run in full, as
-    one backend call (fewer gathers and per-layer calls). The input is always kept."""
+    one backend call (fewer gathers and per-layer calls). The input is always kept.
+    ``saturated``: None reads SATURATED when called (tests pin it)."""
+    saturated = SATURATED if saturated is None else saturated
     keep = {graph.inputs[0]}
     for name in prefix(graph):
         n, r = graph[name], regions.get(name)

@@ -18,6 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from kryptondb.ivm.cost import patch_regions, prefix, unsaturated
+from kryptondb.ivm.counters import SUFFIX, count
 from kryptondb.ivm.gather import NewValues, PaddedView, gather, margins, overlay
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, fixed_size, read_in, spatial_params
 from kryptondb.graph.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node, make_node
@@ -60,6 +61,7 @@ class Step:
     # (h, w, ys, xs): what the segment yields where it is larger than the region (transposed
     # convolutions: a stride-aligned box); the region is cropped out of it. None: the region.
     box: tuple | None = None
+    chain: tuple[str, ...] = ()  # the head and the pointwise nodes fused after it
 
 
 class IncrementalPlan:
@@ -112,7 +114,8 @@ class IncrementalPlan:
         region."""
         head, last = chain[0], chain[-1]
         region = self.regions[head.name]
-        step = Step(last.name, head, head.inputs, region, None)
+        step = Step(last.name, head, head.inputs, region, None,
+                    chain=tuple(c.name for c in chain))
         if head.op in WINDOWED or head.op in UPSAMPLING or head.op is Op.PAD:
             shapes = self._read_context(step)
         else:  # pointwise on one input or a merge: contexts are the output region itself
@@ -224,7 +227,7 @@ class IncrementalPlan:
 
     def _run_step(self, step: Step, idx, new, backend, stats, owners=None):
         t = time.perf_counter()
-        bufs = []
+        bufs, moved = [], 0
         for src, (rh, rw, ys, xs, pv) in zip(step.inputs, step.contexts):
             vals, ny, nx = new[src]
             if owners is None and vals.shape[2:] == (rh, rw) and (ny == ys[idx]).all() and \
@@ -232,11 +235,12 @@ class IncrementalPlan:
                 bufs.append(vals)  # the context is exactly the new region: nothing to gather
             else:
                 bufs.append(gather(pv, ys[idx], xs[idx], rh, rw, NewValues(vals, ny, nx, owners)))
+                moved += bufs[-1].nbytes
         r = step.region
         h, w, ys, xs = step.box or (r.h, r.w, r.y, r.x)
         bufs += [gather(pv, ys[idx], xs[idx], h, w) for pv in step.sides]
+        moved += sum(b.nbytes for b in bufs[len(step.contexts):])
         t2 = time.perf_counter()
-        stats["gather_s"] = stats.get("gather_s", 0.0) + (t2 - t)
         if step.head.op is Op.RESIZE:
             out = _resampled(step, idx, bufs[0])
         elif step.segment is None:
@@ -246,7 +250,7 @@ class IncrementalPlan:
             out = backend.run(step.segment, feeds)[step.segment.output]
         if step.box is not None:
             out = _crop(out, r.y[idx] - ys[idx], r.x[idx] - xs[idx], r.h, r.w)
-        stats["compute_s"] = stats.get("compute_s", 0.0) + (time.perf_counter() - t2)
+        count(stats, step.name, len(idx), moved, t2 - t, time.perf_counter() - t2)
         return out, step.region.y[idx], step.region.x[idx]
 
     def _full_maps(self, name, new, group, n_groups) -> np.ndarray:
@@ -266,7 +270,6 @@ class IncrementalPlan:
             group, n_groups = rank[group], len(first)
         feeds = {f: self._full_maps(f, new, group, n_groups) for f in self.frontier}
         t2 = time.perf_counter()
-        stats["gather_s"] = stats.get("gather_s", 0.0) + (t2 - t)
         g = self.graph
         kept = {}
         if self.suffix is None:
@@ -278,7 +281,8 @@ class IncrementalPlan:
                               [g.output, *extra])
             out = res[g.output]
             kept = {n: res[n][-1] for n in extra}
-        stats["compute_s"] = stats.get("compute_s", 0.0) + (time.perf_counter() - t2)
+        count(stats, SUFFIX, n_groups, sum(f.nbytes for f in feeds.values()), t2 - t,
+              time.perf_counter() - t2)
         if not keep:
             return out
         last = group == n_groups - 1

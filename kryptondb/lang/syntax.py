@@ -13,7 +13,7 @@ _FRIENDLY = {"STRING": "a quoted string", "INT": "an integer", "DECIMAL": "a num
              "MORETHAN": "'>'", "LPAR": "'('", "RPAR": "')'", "COMMA": "','",
              "CATALOG_KIND": "MODELS, IMAGES, VIDEOS, VIEWS or TABLES",
              "MEDIA_KIND": "IMAGE or VIDEO", "DROP_KIND": "MODEL, IMAGE, VIDEO, VIEW or TABLE",
-             "PLAN_FORMAT": "TEXT, DOT, SVG or HTML", "PARAM": "'?'", "MINUS": "'-'",
+             "PLAN_FORMAT": "TEXT, DOT, SVG, HTML or JSON", "PARAM": "'?'", "MINUS": "'-'",
              "SCORE_KIND": "LOGIT or PROBABILITY", "GRID_KIND": "COVER or FIT",
              "LAYOUT_KIND": "PIXELS or WINDOWS",
              "SUBQUERY": "a SELECT in parentheses"}

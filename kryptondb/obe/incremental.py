@@ -46,7 +46,7 @@ def incremental_positions(rt: Runtime, how: Incremental, spec: ScanSpec, corners
             bar.close()
     cost = theoretical(rt.model.graph, spec.grid.window, how.tau)
     add(rt.stats, gather_s=0.0, compute_s=0.0, flops=cost.incremental_flops * len(corners))
-    rt.stats["workers"] = job.workers
+    rt.stats["workers"], rt.stats["chunk"] = job.workers, job.chunk  # positions per call
     rt.stats["in_flight"] = max(rt.stats.get("in_flight", 0), job.flight.most)
     return out
 

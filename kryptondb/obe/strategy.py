@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kryptondb.errors import KryptonError
+from kryptondb.ivm.counters import merge
 from kryptondb.obe.grid import Grid
 from kryptondb.progress import silent
 
@@ -90,6 +91,9 @@ class Runtime:
 
 
 def add(stats: dict, **counts) -> None:
-    """Add counts to a scan's counters."""
+    """Add counts to a scan's counters (per-step counters, ``layers``, row by row)."""
     for k, v in counts.items():
-        stats[k] = stats.get(k, 0) + v
+        if isinstance(v, dict):
+            merge(stats.setdefault(k, {}), v)
+        else:
+            stats[k] = stats.get(k, 0) + v

@@ -19,6 +19,8 @@ With threshold 0 and no tau, every frame's output equals full inference on its o
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,7 +81,9 @@ class VideoIVM:
     backend: object
     settings: Settings = field(default_factory=Settings)
     base: _Base | None = None
-    stats: dict = field(default_factory=dict)  # gather_s, compute_s
+    # gather_s, compute_s, per-step counters (layers); seconds per stage: change_detection_s,
+    # incremental_s, full_s
+    stats: dict = field(default_factory=dict)
     _shares: dict = field(default_factory=dict)
 
     def window(self, x: np.ndarray) -> tuple[np.ndarray, list[FrameStat]]:
@@ -94,7 +98,8 @@ class VideoIVM:
             if self.base is None:
                 self._keyframe(x[i], outs, stats, i)
                 continue
-            mask = changed(x[i], self.base.x, s.threshold, self._std())
+            with self._clock("change_detection_s"):
+                mask = changed(x[i], self.base.x, s.threshold, self._std())
             stats[i].changed = float(mask.mean())
             self.base.since_key += 1
             if s.keyframe_every is not None and self.base.since_key >= s.keyframe_every:
@@ -105,7 +110,8 @@ class VideoIVM:
             if stats[i].changed > s.keyframe_area:  # most of the frame: full inference,
                 pending.append((i, None))            # batched with the window's others
                 continue
-            found = boxes(mask, s.max_boxes)
+            with self._clock("change_detection_s"):
+                found = boxes(mask, s.max_boxes)
             stats[i].boxes = len(found)
             if not found:
                 outs[i], stats[i].mode = self.base.out, "reuse"
@@ -114,14 +120,28 @@ class VideoIVM:
         self._flush(x, pending, outs, stats)
         out = np.stack(outs)
         if s.agreement:
-            full = self.backend.run(g, {g.inputs[0]: x})[g.output].reshape(n, -1)
-            mine = out.reshape(n, -1)
-            for i in range(n):
-                stats[i].agree = bool(mine[i].argmax() == full[i].argmax())
-                stats[i].max_abs_diff = float(np.abs(mine[i] - full[i]).max())
+            self._agree(x, out, stats)
         return out, stats
 
     # -- internals ------------------------------------------------------------------------
+    def _agree(self, x: np.ndarray, out: np.ndarray, stats: list[FrameStat]) -> None:
+        """WITH AGREEMENT: each frame's top-1 and largest difference against full inference."""
+        g, n = self.model.graph, len(x)
+        full = self.backend.run(g, {g.inputs[0]: x})[g.output].reshape(n, -1)
+        mine = out.reshape(n, -1)
+        for i in range(n):
+            stats[i].agree = bool(mine[i].argmax() == full[i].argmax())
+            stats[i].max_abs_diff = float(np.abs(mine[i] - full[i]).max())
+
+    @contextmanager
+    def _clock(self, stage: str):
+        """Add the time the block takes to the stage's seconds (``stats[stage]``)."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats[stage] = self.stats.get(stage, 0.0) + (time.perf_counter() - t)
+
     def _std(self):
         """Per channel, the pixel difference of a unit difference of the model's input."""
         pre = self.model.preprocess
@@ -129,7 +149,8 @@ class VideoIVM:
 
     def _keyframe(self, xi, outs, stats, i):
         g = self.model.graph
-        views, out = base_views(g, xi, self.backend, with_output=True)
+        with self._clock("full_s"):
+            views, out = base_views(g, xi, self.backend, with_output=True)
         self.base = _Base(xi.copy(), views, out)
         outs[i], stats[i].mode, stats[i].flops_share = out, "keyframe", 1.0
 
@@ -150,19 +171,22 @@ class VideoIVM:
         last = pending[-1][0]
         others = [i for i in full_frames if i != last]
         if others:
-            res = self.backend.run(g, {g.inputs[0]: x[others]})[g.output]
+            with self._clock("full_s"):
+                res = self.backend.run(g, {g.inputs[0]: x[others]})[g.output]
             for k, i in enumerate(others):
                 outs[i], stats[i].mode, stats[i].flops_share = res[k], "full", 1.0
         kept = None
         for shape, members in groups.items():  # against the current base
-            try:
-                res = self._run_group(x, shape, members, outs, last)
-            except KeyError:  # a maintained base lacks a view this shape's plan reads
-                self.base.views = base_views(g, self.base.x, self.backend)
-                res = self._run_group(x, shape, members, outs, last)
+            with self._clock("incremental_s"):
+                try:
+                    res = self._run_group(x, shape, members, outs, last)
+                except KeyError:  # a maintained base lacks a view this shape's plan reads
+                    self.base.views = base_views(g, self.base.x, self.backend)
+                    res = self._run_group(x, shape, members, outs, last)
             kept = res if res is not None else kept
         if last in full_frames:  # the base moves to it: its views and output in one pass
-            views, outs[last] = base_views(g, x[last], self.backend, with_output=True)
+            with self._clock("full_s"):
+                views, outs[last] = base_views(g, x[last], self.backend, with_output=True)
             stats[last].mode, stats[last].flops_share = "full", 1.0
             self.base = _Base(x[last].copy(), views, outs[last], self.base.since_key)
         elif kept is not None:  # the input the views belong to: base pixels + the boxes

@@ -9,10 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from kryptondb.format import fmt_bytes, fmt_flops, fmt_time
+from kryptondb.format import fmt_bytes, fmt_flops, fmt_percent, fmt_time
 from kryptondb.lang.ast import Fill
 from kryptondb.obe.grid import Grid, side
+from kryptondb.plan.layer_text import scan_lines
 from kryptondb.plan.nodes import Dag, PlanNode
+from kryptondb.plan.ops import OCCLUSION_SCANS
+from kryptondb.plan.profile_doc import scan, video
+
+
+# a scan's predicted costs: shown on its own lines (they count the sessions still to build, so
+# they change once a model has run incrementally in the process)
+PREDICTED = ("cost_naive", "cost_incremental")
 
 
 def plain(v):
@@ -44,7 +52,7 @@ def _value(v) -> str:
 
 
 def _label(op: str, args) -> str:
-    shown = " ".join(f"{k}={_value(v)}" for k, v in args if v is not None)
+    shown = " ".join(f"{k}={_value(v)}" for k, v in args if v is not None and k not in PREDICTED)
     return f"{op} {shown}".rstrip()
 
 
@@ -76,32 +84,55 @@ def _tree(n: PlanNode, names, top: bool, prefix: str = "") -> list[str]:
     return out
 
 
-def format_dag(dag: Dag, profile=None) -> str:
+HIDDEN = ("why", *PREDICTED)  # a scan's: on the lines under it instead
+
+
+def format_dag(dag: Dag, profile=None, below: dict[int, list[str]] | None = None) -> str:
     """One line per physical operator: ``%id Op(%inputs) args [stats]``; the stats are those a
-    run measured (``profile``, kryptondb.exec.profile.Profile), when given."""
+    run measured (``profile``, kryptondb.exec.profile.Profile), when given; ``below``: lines
+    to print indented under a node's (an occlusion scan's plan), by node id."""
     lines = []
+    below = below or {}
     for n in dag.nodes:
         ins = f"({', '.join(f'%{i}' for i in n.inputs)})" if n.inputs else ""
+        hide = HIDDEN if n.id in below else ()
         line = f"%{n.id} {n.op}{ins} " + " ".join(f"{k}={_value(v)}" for k, v in n.args
-                                                  if v is not None)
+                                                  if v is not None and k not in hide)
         if profile is not None:
-            s = profile.of(n)
-            parts = [f"time {fmt_time(s.get('time_s', 0.0))} ({100 * s.get('share', 0.0):.1f}%)"]
-            if s.get("flops"):
-                parts.append(fmt_flops(s["flops"]))
-            if s.get("bytes"):
-                parts.append(fmt_bytes(s["bytes"]))
-            for key in ("batches", "rows"):
-                if s.get(key):
-                    parts.append(f"{s[key]} {key}")
-            busy = s.get("gather_s", 0.0) + s.get("compute_s", 0.0)
-            if busy:  # summed over the workers that ran batches side by side
-                parts.append(f"gather {100 * s.get('gather_s', 0.0) / busy:.0f}% of its work")
-            if s.get("workers", 1) > 1:
-                parts.append(f"{s['workers']} workers")
-            line += "  [" + ", ".join(parts) + "]"
+            line += "  [" + ", ".join(stat_parts(profile.of(n))) + "]"
         lines.append(line.rstrip())
+        lines += ["    " + x for x in below.get(n.id, ())]
     return "\n".join(lines)
+
+
+def stat_parts(s: dict) -> list[str]:
+    """A node's measured figures as EXPLAIN PLAN ANALYZE and the plan pictures print them."""
+    parts = [f"time {fmt_time(s.get('time_s', 0.0))} ({fmt_percent(s.get('share', 0.0))})"]
+    if s.get("setup_s"):
+        parts.append(f"setup {fmt_time(s['setup_s'])} apart")
+    if s.get("flops"):
+        parts.append(fmt_flops(s["flops"]))
+    if s.get("bytes"):
+        parts.append(fmt_bytes(s["bytes"]))
+    for key in ("batches", "rows"):
+        if s.get(key):
+            parts.append(f"{s[key]} {key}")
+    busy = s.get("gather_s", 0.0) + s.get("compute_s", 0.0)
+    if busy:  # summed over the workers that ran batches side by side
+        parts.append(f"gather {100 * s.get('gather_s', 0.0) / busy:.0f}% of its work")
+    if s.get("workers", 1) > 1:
+        parts.append(f"{s['workers']} workers")
+    return parts
+
+
+def setup_line(profile) -> str:
+    """What the statement spent before inference: loading models, building backend sessions,
+    materializing views (its own node too); none of it is counted as inference."""
+    s = profile.setup
+    return (f"setup {fmt_time(sum(v for k, v in s.items() if k != 'views'))} apart from "
+            f"inference: model load {fmt_time(s.get('model_load', 0.0))}, sessions "
+            f"{fmt_time(s.get('sessions', 0.0))}; views {fmt_time(s.get('views', 0.0))} "
+            f"(its node's time)")
 
 
 @dataclass(frozen=True)
@@ -122,8 +153,16 @@ class Explained:
                 out += [f"== after {rule} ==", format_tree(plan), ""]
         fired = ", ".join(self.fired) or "none"
         out += [f"== rewritten plan (rules fired: {fired}) ==", format_tree(self.rewritten), ""]
+        below = {n.id: scan_lines(scan(n, profile.stats.get(n.id) if profile else None),
+                                  verbose or profile is not None)
+                 for n in self.dag.nodes if n.op in OCCLUSION_SCANS}
         out += ["== physical plan" + (" (analyzed) ==" if profile is not None else " =="),
-                format_dag(self.dag, profile)]
+                format_dag(self.dag, profile, below)]
         if profile is not None:
+            stages = video(self.dag, lambda n: profile.stats.get(n.id, {}))
+            if stages:
+                out.append("video: " + ", ".join(f"{k[:-2].replace('_', ' ')} {fmt_time(v)}"
+                                                  for k, v in stages["stages"].items()))
+            out.append(setup_line(profile))
             out.append(f"total {profile.total_s() * 1e3:.1f} ms")
         return "\n".join(out)

@@ -117,8 +117,11 @@ INFERENCE = {"model": MODEL, "backend": BACKEND, "batch": INT, "score": SCORE}
 # (the model's input space); ``inputs``: how many are scanned (absent: one image)
 OCCLUDE = {"grid": GRID, "fill": FILL, "baseline": BASELINE, "inputs": INT}
 SCAN_QUERY = OCCLUDE | {"model": MODEL, "backend": BACKEND, "score": SCORE}
+# cost_naive, cost_incremental: the whole scan's predicted FLOPs each way (incremental: with its
+# setup, the views and the sessions to build), which maintain_views compared (``why``)
 SCAN_COST = {"why": TEXT, "theoretical_speedup": NUMBER, "flops_full": INT,
-             "flops_incremental": INT, "frontier": NAMES, "segments": INT}
+             "flops_incremental": INT, "frontier": NAMES, "segments": INT,
+             "cost_naive": INT, "cost_incremental": INT}
 SCAN_APPROXIMATE = {"tau": NUMBER, "drilldown": NUMBER, "target": NUMBER, "coarse_stride": INT,
                     "drilldown_speedup": NUMBER, "predicted_ssim": NUMBER,
                     "predicted_seconds": NUMBER, "predicted_speedup_vs_exact": NUMBER}

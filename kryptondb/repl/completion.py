@@ -1,48 +1,38 @@
-"""Line editing for the interactive shell: readline history and tab completion of keywords (read
-from the grammar), dot-commands and catalog names."""
+"""What Tab offers at the cursor: the keywords the grammar accepts there (lark's interactive
+parser on the text before the cursor), the catalog's names where the grammar wants a name
+(models after MODEL, images after IMAGE, tables after FROM ...), column names in a SELECT, file
+paths inside quotes, and dot-commands with their arguments. Pure functions of the text, so
+tests call ``Completer.candidates`` without a terminal; terminal.py adapts it to prompt_toolkit.
+"""
 
 from __future__ import annotations
 
-import os
+import functools
 import re
-from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 
-from kryptondb.lang.parser import grammar_path
+from lark.exceptions import LarkError
+
+from kryptondb.catalog.entries import RELATIONS
+from kryptondb.catalog.export import FORMATS
+from kryptondb.catalog.relations import SCHEMAS
+from kryptondb.lang.parser import _parser, grammar_path
+from kryptondb.lang.statements import take_statements
 from kryptondb.model.zoo import ZOO
-from kryptondb.repl.commands import COMMANDS
+from kryptondb.plan.binder import DEVICES
+from kryptondb.plan.option_ranges import FILLS
+from kryptondb.repl.commands import ARGUMENTS, command_names
+from kryptondb.repl.text import open_quote
 
-
-@contextmanager
-def line_editing(shell, enabled: bool):
-    """readline with history in ~/.kryptondb_history (or $KRYPTONDB_HISTORY) and completion."""
-    try:
-        import readline  # optional (not on Windows); importing it changes how input() reads
-    except ImportError:  # pragma: no cover - Windows without pyreadline
-        enabled = False
-    if not enabled:
-        yield
-        return
-    history = os.environ.get("KRYPTONDB_HISTORY") or os.path.expanduser("~/.kryptondb_history")
-    with suppress(OSError, ValueError):
-        readline.read_history_file(history)
-    saved = readline.get_completer(), readline.get_completer_delims()
-    readline.set_completer(Completer(lambda: shell.con).complete)
-    readline.set_completer_delims(" \t\n;,()=<>'\"")
-    libedit = "libedit" in (readline.__doc__ or "")
-    readline.parse_and_bind("bind ^I rl_complete" if libedit else "tab: complete")
-    try:
-        yield
-    finally:
-        readline.set_completer(saved[0])
-        readline.set_completer_delims(saved[1])
-        readline.set_history_length(1000)
-        with suppress(OSError, ValueError):
-            readline.write_history_file(history)
-
-
-_EXTRA_WORDS = ("GRAY", "BLACK", "MEAN", "BLUR", "CPU", "NUMPY", "GPU",  # FILL and ON values
-                "FROM", "WHERE", "ORDER", "BY", "GROUP", "LIMIT", "DESC", "ASC", "AND", "OR",
-                "NOT", "COUNT", "AVG", "MIN", "MAX", "SUM", "DISTINCT")
+SQL_WORDS = ("SELECT", "FROM", "WHERE", "ORDER", "BY", "GROUP", "HAVING", "LIMIT", "OFFSET",
+             "DESC", "ASC", "AND", "OR", "NOT", "AS", "JOIN", "ON", "COUNT", "AVG", "MIN", "MAX",
+             "SUM", "DISTINCT", "WITH", "IS", "NULL", "IN", "LIKE", "BETWEEN", "CASE", "WHEN",
+             "THEN", "ELSE", "END")
+_PREFIX = re.compile(r"[A-Za-z0-9_]*$")
+_WORDS = re.compile(r"\(\?i:([A-Za-z|]+)\)(?:\\b)?")
+_SQL_START = re.compile(r"\s*(select|with)\b", re.IGNORECASE)
+_SQL_TABLES = re.compile(r"\b(?:from|join)\s+([A-Za-z_]\w*)", re.IGNORECASE)
+_SQL_RELATION_PLACE = re.compile(r"\b(?:from|join)\s+(?:[A-Za-z_]\w*\s*,\s*)*$", re.IGNORECASE)
 
 
 def grammar_keywords() -> tuple[str, ...]:
@@ -59,49 +49,173 @@ def grammar_keywords() -> tuple[str, ...]:
     return tuple(sorted(w.upper() for w in words))
 
 
+@functools.cache
+def _terminal_words() -> dict[str, tuple[str, ...]]:
+    """Terminal name -> the words it matches, for the parser's keyword-like terminals
+    (``EXPLAIN`` -> EXPLAIN, ``CATALOG_KIND`` -> MODELS IMAGES ..., ``SQL`` -> SELECT WITH)."""
+    found = {}
+    for term in _parser().terminals:
+        match = _WORDS.match(term.pattern.to_regexp())
+        if match:
+            found[term.name] = tuple(w.upper() for w in match.group(1).split("|"))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the cursor is in: ``prefix`` (the partial word or path before it, which a completion
+    replaces), ``kind`` ('word' or 'path') and the words that fit (for 'word')."""
+
+    prefix: str
+    kind: str = "word"
+    words: tuple[str, ...] = ()
+
+
 class Completer:
-    """readline completer: dot-commands at the start of a line, else keywords (in the case the
-    user is typing: ``expl`` -> ``explain``, ``EXPL`` -> ``EXPLAIN``) and catalog names."""
+    """Completion over one connection (``connection`` is a callable: ``.open`` can change the
+    shell's connection). Keywords come in the case the user is typing."""
 
     def __init__(self, connection):
-        self.connection = connection  # a callable: .open can change the shell's connection
-        self.keywords = tuple(sorted(set(grammar_keywords()) | set(_EXTRA_WORDS)))
-        self.matches: list[str] = []
+        self.connection = connection
+        self.keywords = tuple(sorted(set(grammar_keywords()) | set(SQL_WORDS)))
 
-    def complete(self, text: str, state: int) -> str | None:
-        if state == 0:
-            import readline  # optional (not on Windows); only an interactive shell completes
+    def candidates(self, before: str, after: str = "") -> list[str]:
+        """The completions of the text before the cursor (``after``: the rest of the buffer,
+        read for the tables a SELECT names), each the whole word or path it would put there.
 
-            try:  # Python's readline appends nothing to a completion: add the space here
-                line = readline.get_line_buffer()
-                self.matches = [m + " " for m in self.candidates(text, line)]
-            except Exception:  # readline swallows errors; never break the prompt
-                self.matches = []
-        return self.matches[state] if state < len(self.matches) else None
-
-    def candidates(self, text: str, line: str) -> list[str]:
-        """
         >>> import kryptondb
         >>> c = Completer(kryptondb.connect)
-        >>> c.candidates("expl", "expl"), c.candidates("Occ", "explain Occ")
-        (['explain'], ['OCCLUSION'])
-        >>> c.candidates("mobile", "predict image x using model mobile")
+        >>> c.candidates("expl"), c.candidates("explain Occ"), c.candidates("show v")
+        (['explain'], ['OCCLUSION'], ['videos', 'views'])
+        >>> c.candidates("predict image x using model mobile")
         ['mobilenet_v2']
-        >>> c.candidates(".ta", ".ta")
-        ['.tables']
+        >>> c.candidates(".ta"), c.candidates(".mode j")
+        (['.tables'], ['json'])
         """
-        if line.lstrip().startswith(".") and " " not in line.strip():
-            return [c for c in _dot_commands() if c.startswith(text)]
-        lower = text[:1].islower()
-        words = [w.lower() if lower else w for w in self.keywords if w.startswith(text.upper())]
-        names = [n for n in self.names() if n.lower().startswith(text.lower())]
-        return sorted(set(words)) + sorted(set(names) - set(words))
+        ctx = self.context(before, after)
+        if ctx.kind == "path":
+            return [ctx.prefix + rest for rest, _ in path_completions(ctx.prefix)]
+        return list(ctx.words)
 
-    def names(self) -> set[str]:
+    def context(self, before: str, after: str = "") -> Context:
+        line = before.rsplit("\n", 1)[-1].lstrip()
+        if line.startswith((".", "\\")):
+            return self._command(line)
+        rest = take_statements(before)[1]
+        inside = open_quote(rest)
+        if inside is not None:
+            return Context(rest[inside + 1:], "path") if inside >= 0 else Context("")
+        prefix = _PREFIX.search(rest).group()
+        head = rest[:len(rest) - len(prefix)]
+        if _SQL_START.match(head):
+            names, keywords = self._sql(head, head + prefix + after.split(";", 1)[0])
+            words = _matching(names, prefix) + _matching(keywords, prefix, _case(head, prefix))
+        else:
+            keywords, names = self._kql(head)
+            words = _matching(keywords, prefix, _case(head, prefix)) + _matching(names, prefix)
+        return Context(prefix, "word", tuple(dict.fromkeys(words)))
+
+    # -- KQL: the grammar says what may follow ----------------------------------------------
+
+    def _kql(self, head: str) -> tuple[list[str], list[str]]:
+        """(keywords, names) the grammar accepts after ``head``."""
+        try:
+            parser = _parser().parse_interactive(head)
+            tokens = parser.exhaust_lexer() or []
+            accepted = parser.accepts()
+        except LarkError:  # the text does not lex or parse: every keyword may help
+            return list(self.keywords), []
+        keywords = sorted({w for t in accepted for w in _terminal_words().get(t, ())})
+        if "NAME" not in accepted:
+            return keywords, []
+        names = self._names_after([t.type for t in tokens], [str(t) for t in tokens])
+        return keywords, sorted(names)
+
+    def _names_after(self, types: list[str], values: list[str]) -> list[str]:
+        """The catalog names that fit where the grammar wants a NAME, judged by what precedes."""
+        last, before = (types[-1] if types else ""), (types[-2] if len(types) > 1 else "")
         db = self.connection().db
-        return set(ZOO) | {n for kind in ("model", "image", "video", "table", "view")
-                           for n in db.names(kind)}
+        if last == "MODEL" and before != "CREATE" or last == "DESCRIBE":
+            return sorted(set(ZOO) | set(db.names("model")))
+        if last == "DROP_KIND":
+            return db.names(values[-1].lower())
+        if last == "IMAGE" or last in ("LPAR", "COMMA") and "IMAGES" in types \
+                or last == "IMAGES" and "TUNE" in types:
+            return db.names("image")
+        if last == "VIDEO":
+            return db.names("video")
+        if last in ("TABLE", "REPLACE"):  # IMAGES TABLE t; INTO OR REPLACE t
+            return db.names("table") + db.names("view")
+        if last == "COPY":
+            return db.names("table") + db.names("view") + list(RELATIONS)
+        if last == "FORMAT":
+            return list(FORMATS)
+        if last == "ON":
+            return list(DEVICES)
+        if last == "FILL":
+            return [f for f in FILLS if f != "constant"]
+        return []
+
+    # -- SQL: DuckDB reads it; complete relations and columns -------------------------------
+
+    def _sql(self, head: str, statement: str) -> tuple[list[str], tuple[str, ...]]:
+        """(names, keywords): relations after FROM or JOIN, else the columns of the relations
+        the statement names (of all, while it names none) and SQL's keywords."""
+        db = self.connection().db
+        relations = db.names("table") + db.names("view") + list(RELATIONS)
+        if _SQL_RELATION_PLACE.search(head):
+            return sorted(relations), ()
+        named = [n for n in _SQL_TABLES.findall(statement) if n in relations]
+        return self.columns(named or relations), tuple(sorted(SQL_WORDS))
+
+    def columns(self, names: list[str]) -> list[str]:
+        """The column names of these tables, views or catalog relations, first seen first."""
+        db = self.connection().db
+        entries = db.tables("table") | db.tables("view")
+        found = []
+        for name in names:
+            cols = entries[name].columns if name in entries else \
+                SCHEMAS[name].names if name in SCHEMAS else ()
+            found += [c for c in cols if c not in found]
+        return found
+
+    # -- dot-commands ------------------------------------------------------------------------
+
+    def _command(self, line: str) -> Context:
+        if " " not in line:
+            return Context(line, "word", tuple(c for c in command_names() if c.startswith(line)))
+        name, arg = line.split(" ", 1)
+        arg = arg.lstrip()
+        what = ARGUMENTS.get(name)
+        if what == "path":
+            return Context(arg, "path")
+        if what == "table":
+            db = self.connection().db
+            words = db.names("table") + db.names("view") + list(RELATIONS)
+        else:
+            words = list(what or ())
+        return Context(arg, "word", tuple(w for w in words if w.startswith(arg)))
 
 
-def _dot_commands() -> list[str]:
-    return sorted(c for k, _ in COMMANDS for c in re.findall(r"\.[a-z]+", k))
+def _matching(words, prefix: str, lower: bool | None = None) -> list[str]:
+    """The words that start with ``prefix`` (in any case), in order; keywords (``lower`` not
+    None) in lower case when ``lower``."""
+    shown = [w.lower() if lower else w for w in words]
+    return [w for w in shown if w.lower().startswith(prefix.lower())]
+
+
+def _case(head: str, prefix: str) -> bool:
+    """Whether to offer keywords in lower case: as the partial word is typed, else as the last
+    word before it."""
+    word = prefix or (re.findall(r"[A-Za-z]+", head) or ["X"])[-1]
+    return word[:1].islower()
+
+
+def path_completions(prefix: str) -> list[tuple[str, str]]:
+    """(text to add after ``prefix``, name to show) for each file or folder it can name
+    (``~`` expanded), as prompt_toolkit's PathCompleter finds them."""
+    from prompt_toolkit.completion import CompleteEvent, PathCompleter  # ~85 ms: Tab only
+    from prompt_toolkit.document import Document  # same package as above
+
+    found = PathCompleter(expanduser=True).get_completions(Document(prefix), CompleteEvent())
+    return [(c.text, c.display_text) for c in found]

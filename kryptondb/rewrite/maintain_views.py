@@ -38,9 +38,6 @@ COMPILING_BACKENDS = ("onnxruntime",)
 
 
 def maintain_views(plan: PlanNode, ctx) -> PlanNode:
-    if ctx.options.incremental is False:
-        return plan
-
     def visit(n: PlanNode) -> PlanNode:
         if n.op != Op.OCCLUSION_SCAN or n.arg("mode") != "naive":
             return n
@@ -49,20 +46,56 @@ def maintain_views(plan: PlanNode, ctx) -> PlanNode:
         graph = ctx.model(model).graph
         cost = theoretical(graph, n.arg("grid").window)
         speedup = round(cost.speedup, 2)
-        forced = ctx.options.incremental or ctx.options.approximate is not None
+        predicted = _predicted(graph, n, cost)
+        if ctx.options.incremental is False:
+            return n.with_args(why="NAIVE forced by the query", **predicted)
+        forced = _forced(ctx.options)
         if not forced and cost.speedup < MIN_SPEEDUP:
-            return n.with_args(theoretical_speedup=speedup,
-                               why=f"theoretical speedup below {MIN_SPEEDUP:g}")
-        if not forced:
-            why = _setup_outweighs(graph, n, cost)
-            if why:
-                return n.with_args(theoretical_speedup=speedup, why=why)
+            return n.with_args(theoretical_speedup=speedup, **predicted,
+                               why=f"theoretical speedup {speedup:g} below {MIN_SPEEDUP:g}")
+        why = forced or _setup_outweighs(graph, n, cost)
+        if not forced and why:
+            return n.with_args(theoretical_speedup=speedup, why=why, **predicted)
         views = node(Op.MATERIALIZE_VIEWS, pre, model=model, backend=n.arg("backend"))
         return n.with_args(mode="incremental", flops_full=cost.full_flops,
                            flops_incremental=cost.incremental_flops,
-                           theoretical_speedup=speedup).with_children(pre, cls, views)
+                           theoretical_speedup=speedup, **predicted,
+                           why=_joined(n.arg("why"), why or _pays(n, cost))).with_children(
+                               pre, cls, views)
 
     return transform(plan, visit)
+
+
+def _joined(earlier: str | None, why: str) -> str:
+    """A reason an earlier rule gave (meet_accuracy_target's choice of tau), then this one's."""
+    return f"{earlier}; {why}" if earlier else why
+
+
+def _forced(options) -> str | None:
+    """Why the query itself decided the plan, or None (the cost model decides)."""
+    if options.incremental:
+        return "INCREMENTAL forced by the query"
+    if options.approximate is not None:
+        return "APPROXIMATE implies INCREMENTAL"
+    return None
+
+
+def _predicted(graph, n: PlanNode, cost) -> dict:
+    """The whole scan's predicted FLOPs each way: naive, one full inference per position;
+    incremental, the cost model's per position plus the setup (views, sessions)."""
+    inputs = n.arg("inputs") or 1
+    positions = n.arg("grid").count * inputs
+    setup, _ = setup_flops(graph, n.arg("backend") or "onnxruntime", cost.full_flops)
+    setup += (inputs - 1) * cost.full_flops
+    return {"cost_naive": positions * cost.full_flops,
+            "cost_incremental": positions * cost.incremental_flops + setup}
+
+
+def _pays(n: PlanNode, cost) -> str:
+    """Why the cost model picked the incremental plan (the predicted costs are beside it)."""
+    positions = n.arg("grid").count * (n.arg("inputs") or 1)
+    return (f"theoretical speedup {cost.speedup:.2f} reaches {MIN_SPEEDUP:g} and the setup "
+            f"(views, sessions) pays for itself over {positions} positions")
 
 
 def setup_flops(graph, backend: str, full_flops: int) -> tuple[int, int]:

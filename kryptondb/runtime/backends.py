@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 import os
 import threading
+import time
 import weakref
 from typing import Mapping, Sequence
 
@@ -16,6 +17,23 @@ from kryptondb.errors import BackendError, ShapeError
 from kryptondb.graph.ir import Graph, Op
 from kryptondb.runtime.numpy_ops import KERNELS
 from kryptondb.runtime.onnx_export import to_onnx, weight_arrays
+
+
+class SetupClock:
+    """Seconds this process spent building backend sessions (every backend, every thread):
+    EXPLAIN PLAN ANALYZE reports them as setup, apart from the inference that triggered them."""
+
+    def __init__(self):
+        self.seconds, self.count = 0.0, 0
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self.seconds += seconds
+            self.count += 1
+
+
+SESSIONS = SetupClock()
 
 
 class Backend:
@@ -120,8 +138,10 @@ class OnnxRuntimeBackend(Backend):
         with self._lock:  # concurrent batches must not build the same session twice
             per_graph = self._sessions.setdefault(graph, {})
             if outputs not in per_graph:
+                t = time.perf_counter()
                 per_graph[outputs] = _onnxruntime(graph, "load", self._make_session, graph,
                                                   outputs)
+                SESSIONS.add(time.perf_counter() - t)
             return per_graph[outputs]
 
     def _make_session(self, graph, outputs):

@@ -13,7 +13,7 @@ CSS = """\
 :root { --ink: #1a1a1a; --muted: #5a5a5a; --rule: #d8d8d8; --region: #e8743b;
         --context: #3b6fb6; --capped: #c0282d; --time: #7b4fb0; }
 * { box-sizing: border-box; }
-body { margin: 20px 28px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
+body { margin: 20px 20px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
        color: var(--ink); background: #fff; }
 h1 { font-size: 20px; margin: 0 0 4px; }
 h2 { font-size: 17px; margin: 26px 0 8px; border-bottom: 1px solid var(--rule); }
@@ -46,19 +46,19 @@ table { border-collapse: collapse; }
 .stages { font-size: 13px; } .stages caption { text-align: left; font-weight: 600; }
 .stages td, .stages th { padding: 1px 10px 1px 0; }
 .table-box { overflow-x: auto; }
-table.layers { font-size: 12.5px; width: 100%; }
+table.layers { font-size: 12px; width: 100%; }
 .layers th { text-align: left; font-weight: 600; border-bottom: 2px solid #999;
-             padding: 4px 6px; white-space: nowrap; position: sticky; top: 0; background: #fff; }
-.layers td { padding: 2px 6px; border-bottom: 1px solid #eee; white-space: nowrap; }
+             padding: 4px 4px; white-space: nowrap; position: sticky; top: 0; background: #fff; }
+.layers td { padding: 2px 4px; border-bottom: 1px solid #eee; white-space: nowrap; }
 .layers .num { text-align: right; font-variant-numeric: tabular-nums; }
 .layers tr.seg-1 td { background: #fafafa; }
 .layers tr.hot td, .layers tr:hover td { background: #fff1e3; }
-.bar { display: inline-block; width: 64px; height: 9px; background: #eee; border-radius: 2px;
+.bar { display: inline-block; width: 36px; height: 9px; background: #eee; border-radius: 2px;
        vertical-align: middle; margin-right: 6px; overflow: hidden; }
 .bar > span { display: block; height: 100%; background: var(--region); }
 .bar.time > span { background: var(--time); }
 .predicted .bar:not(.picked) > span { background: #999; }
-.pct { display: inline-block; min-width: 44px; text-align: right;
+.pct { display: inline-block; min-width: 38px; text-align: right;
        font-variant-numeric: tabular-nums; }
 .field-figure { margin: 0; overflow-x: auto; }
 svg.field { max-width: 100%; height: auto; }

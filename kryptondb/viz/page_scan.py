@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from html import escape
 
-from kryptondb.format import fmt_bytes, fmt_flops, fmt_percent, fmt_time
+from kryptondb.format import fmt_bytes, fmt_flops, fmt_percent, fmt_rate, fmt_time
 from kryptondb.viz.field import dims, field_svg
 
 STATIC = (("#", "num"), ("layer", ""), ("op", ""), ("kernel / stride", ""), ("map", "num"),
           ("region", "num"), ("share of map", "share"), ("context", "num"), ("FLOPs full", "num"),
           ("FLOPs incr.", "num"), ("seg", "num"))
-MEASURED = (("calls", "num"), ("positions", "num"), ("time", "num"), ("wall share", "share"),
+MEASURED = (("calls", "num"), ("positions", "num"), ("time", "num"), ("wall", "share"),
             ("gather", "num"), ("gathered", "num"), ("achieved", "num"))
 
 
@@ -87,32 +87,40 @@ def _positions(scan: dict, node: dict | None) -> str:
 
 def _choice(choice: dict | None) -> str:
     """The planner's pick, its reason, and both predicted costs as bars against the larger:
-    in seconds, else in FLOPs."""
+    FLOPs with their seconds at the cost model's nominal rate (not measured), or either alone."""
     if not choice:
         return ""
     picked = choice.get("picked")
     out = [f'<div class="choice"><h3>Planner\'s choice: <span class="picked">'
            f"{escape(str(picked or '?'))}</span></h3>"]
-    reason = choice.get("reason") or ""
-    if choice.get("theoretical_speedup") is not None:
-        reason += ("; " if reason else "") + \
-            f"theoretical speedup {choice['theoretical_speedup']:.2f}×"
+    reason, speedup = choice.get("reason") or "", choice.get("theoretical_speedup")
+    if speedup is not None and "theoretical speedup" not in reason:
+        reason += ("; " if reason else "") + f"theoretical speedup {speedup:.2f}×"
     if reason:
         out.append(f'<p class="reason">{escape(reason)}</p>')
-    for key, fmt in (("predicted_s", fmt_time), ("predicted_flops", fmt_flops)):
-        predicted = {k: v for k, v in (choice.get(key) or {}).items() if v is not None}
-        if predicted:
-            out += [_predicted(plan, v, max(predicted.values()), fmt, plan == picked)
-                    for plan, v in predicted.items()]
-            break
+    flops, secs = (_known(choice.get(k)) for k in ("predicted_flops", "predicted_s"))
+    amounts = flops or secs
+    for plan, amount in amounts.items():
+        text = fmt_flops(amount) if flops else fmt_time(amount)
+        if flops and plan in secs:
+            text += f" (~{fmt_time(secs[plan])})"
+        out.append(_predicted(plan, amount / (max(amounts.values()) or 1), text, plan == picked))
+    rate = [flops[k] / secs[k] for k in flops if secs.get(k)]
+    if rate:
+        out.append(f'<p class="note">seconds at a nominal {escape(fmt_rate(rate[0]))}, not '
+                   "calibrated on this machine</p>")
     out.append("</div>")
     return "".join(out)
 
 
-def _predicted(plan: str, value: float, top: float, fmt, picked: bool) -> str:
+def _known(values) -> dict:
+    return {k: v for k, v in (values or {}).items() if v is not None}
+
+
+def _predicted(plan: str, fraction: float, text: str, picked: bool) -> str:
     return (f'<div class="predicted"><span class="label">{escape(plan)}</span>'
-            f'{_bar(value / (top or 1), "bar picked" if picked else "bar")}'
-            f'<span class="num">predicted {escape(fmt(value))}</span></div>')
+            f'{_bar(fraction, "bar picked" if picked else "bar")}'
+            f'<span class="num">predicted {escape(text)}</span></div>')
 
 
 def _stages(stages) -> str:
@@ -186,7 +194,7 @@ def _measured(m: dict) -> list[str]:
     return [_num(m.get("calls"), _count), _num(m.get("positions"), _count),
             _num(m.get("time_s"), fmt_time), _share(m.get("wall_share"), "bar time"),
             _num(m.get("gather_s"), fmt_time), _num(m.get("gather_bytes"), fmt_bytes),
-            "" if gflops is None else fmt_flops(gflops * 1e9)[:-1] + "/s"]
+            "" if gflops is None else fmt_rate(gflops * 1e9)]
 
 
 def _share(share, cls: str = "bar") -> str:

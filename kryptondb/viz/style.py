@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from numbers import Real
 
 from kryptondb.viz.diagram import Diagram, DiagramNode
-from kryptondb.format import fmt_bytes, fmt_flops, fmt_percent, fmt_time, fmt_value
+from kryptondb.format import fmt_bytes, fmt_flops, fmt_percent, fmt_stat, fmt_time, fmt_value
 
 ARG_LIMIT = 40  # characters per argument value inside a box; tooltips show the full value
 KNOWN_STATS = ("time_s", "share", "flops", "bytes", "batches", "rows")
@@ -75,10 +75,19 @@ def stat_lines(stats: dict, basis: str = "time") -> list[str]:
         ),
     )
     lines = ["  ".join(p for p in pair if p) for pair in pairs]
-    extra = sorted((k for k in s if k not in KNOWN_STATS), key=str)
-    return [ln for ln in lines if ln] + [
-        visible(f"{k}={fmt_value(s[k], ARG_LIMIT)}") for k in extra
-    ]
+    extra = sorted((k for k in s if k not in KNOWN_STATS and _shown(s[k])), key=str)
+    return [ln for ln in lines if ln] + [visible(f"{k}={_stat(k, s[k], ARG_LIMIT)}") for k in extra]
+
+
+def _shown(v) -> bool:
+    """Figures a box prints: not the per-layer counters (EXPLAIN's per-layer table has them)."""
+    return not isinstance(v, (dict, list))
+
+
+def _stat(key: str, v, limit: int | None) -> str:
+    """A figure in its unit (kryptondb/format.py ``fmt_stat``), never a raw float."""
+    return fmt_stat(key, v) if isinstance(v, Real) and not isinstance(v, bool) else \
+        fmt_value(v, limit)
 
 
 def cost_lines(n: DiagramNode, costs: Costs | None) -> list[str]:
@@ -106,7 +115,8 @@ def tooltip(n: DiagramNode) -> str:
         lines.append("inputs: " + ", ".join(f"%{i}" for i in n.inputs))
     if n.stats:
         lines.append("-- stats --")
-        lines += [visible(f"{k}={fmt_value(n.stats[k], None)}") for k in sorted(n.stats, key=str)]
+        lines += [visible(f"{k}={_stat(k, n.stats[k], None)}")
+                  for k in sorted(n.stats, key=str) if _shown(n.stats[k])]
     return "\n".join(lines)
 
 
