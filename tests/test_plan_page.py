@@ -19,6 +19,7 @@ from kryptondb.format import fmt_flops, fmt_percent, fmt_time
 from kryptondb.viz.page import to_page
 
 import browser
+from test_explain_layers import check_document
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # written to the brief's schema, from the cost model and a real ANALYZE run (per-layer counters
@@ -108,6 +109,7 @@ def test_numbers_are_formatted_for_people():
 
 
 def test_the_engines_document_draws_its_counters_and_approximations():
+    check_document(ENGINE)  # still the engine's keys and types: regenerate it when they change
     page = to_page(ENGINE)
     scan = ENGINE["scans"][0]
     elements = _Elements(page)
