@@ -120,7 +120,7 @@ class Connection:
             body = to_page(doc, _png(value), plan_text)
         else:
             body = render(diagram(explained.dag, profile, plain), stmt.format,
-                          title=_title(stmt.statement), plan_text=plan_text)
+                          title=_title(stmt.statement))
         return Result("plan", message=body, plan=explained, extra={"format": stmt.format},
                       profile=profile)
 

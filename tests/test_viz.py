@@ -14,7 +14,7 @@ from html.parser import HTMLParser
 import pytest
 
 from kryptondb.viz.diagram import Diagram as Dag, DiagramNode as DagNode
-from kryptondb.viz import FORMATS, render, to_dot, to_html, to_svg
+from kryptondb.viz import FORMATS, render, to_dot, to_svg
 from kryptondb.format import fmt_bytes, fmt_flops, fmt_time, fmt_value
 
 SVG_NS = {"s": "http://www.w3.org/2000/svg"}
@@ -375,24 +375,11 @@ class _Tags(HTMLParser):
         self.urls += [v for k, v in attrs if k in ("src", "href") and v]
 
 
-def test_html_embeds_the_svg_and_the_escaped_plan_text():
-    plan_text = '%4 := OcclusionScan(patch=16) <- %1 & %3\n  "quoted"'
-    page = to_html(occlusion_dag(True), title="occlusion <cat>", plan_text=plan_text)
-    assert page.count("<svg") == 1 and to_svg(occlusion_dag(True)) in page
-    assert "%4 := OcclusionScan(patch=16) &lt;- %1 &amp; %3\n  &quot;quoted&quot;" in page
-    assert "<title>occlusion &lt;cat&gt;</title>" in page
-    tags = _Tags()
-    tags.feed(page)
-    assert {"html", "head", "style", "body", "svg", "pre"} <= set(tags.tags)
-    assert "script" not in tags.tags and "link" not in tags.tags and not tags.urls
-
-
 def test_render_dispatches_and_names_the_formats():
     dag = diamond_dag()
     assert render(dag, "dot", "t") == to_dot(dag, "t")
     assert render(dag, "svg", "t") == to_svg(dag, "t")
-    assert render(dag, "html", "t", "x") == to_html(dag, "t", "x")
-    with pytest.raises(ValueError, match="unknown plan format 'png'; known: dot, html, svg"):
+    with pytest.raises(ValueError, match="unknown plan format 'png'; known: dot, svg"):
         render(dag, "png")
 
 
