@@ -20,8 +20,9 @@ __all__ = ["KryptonError", "Model", "Prediction", "Preprocess", "attr", "bundled
 _default = None
 
 
-def connect(path=None, progress=None, limits=None, *, sql_max_rows=None, sql_timeout_s=None,
-            sql_memory_mb=None, sql_threads=None):
+def connect(path=None, progress=None, limits=None, *, cluster=None, cluster_timeout_s=10.0,
+            cluster_security=None, sql_max_rows=None, sql_timeout_s=None, sql_memory_mb=None,
+            sql_threads=None):
     """A connection to the database at ``path`` (a directory; created if missing), or to a
     fresh in-memory database when ``path`` is None.
 
@@ -29,11 +30,20 @@ def connect(path=None, progress=None, limits=None, *, sql_max_rows=None, sql_tim
     tensor_bytes, model_bytes, lock_timeout; see docs/limits.md). The ``sql_*`` options bound each
     SQL statement (``SELECT``): result rows (default 1,000,000), seconds (30), DuckDB's memory in
     MB (1024) and threads (up to 4); see docs/language.md.
+
+    ``cluster``: run occlusion scans on a Dask cluster (docs/scale-out.md): a scheduler's
+    ``tcp://host:port`` or ``tls://host:port`` (with ``cluster_security``, a
+    distributed.security.Security), or ``local`` / ``local:N`` for N worker processes on this
+    machine, started and closed with the connection. None: the environment variable
+    KRYPTONDB_CLUSTER, if set; else everything runs in this process. A scheduler not reached
+    within ``cluster_timeout_s`` seconds is a ClusterError. The cluster runs pickled code: it is
+    trusted infrastructure, chosen here, never by a query.
     """
     given = {"max_rows": sql_max_rows, "timeout_s": sql_timeout_s, "memory_mb": sql_memory_mb,
              "threads": sql_threads}
     return Connection(path, progress, limits,
-                      SqlLimits(**{k: v for k, v in given.items() if v is not None}))
+                      SqlLimits(**{k: v for k, v in given.items() if v is not None}),
+                      cluster, cluster_timeout_s, cluster_security)
 
 
 def execute(query: str, params=None):

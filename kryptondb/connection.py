@@ -12,6 +12,7 @@ import sys
 import warnings
 
 from kryptondb.catalog import Database
+from kryptondb.dist.cluster import TIMEOUT_S, address_from, open_cluster
 from kryptondb.errors import KryptonError, KryptonWarning, StorageError
 from kryptondb.exec.executor import ExecContext, run
 from kryptondb.exec.pipeline import plan
@@ -48,7 +49,8 @@ class Connection:
     """
 
     def __init__(self, path: str | os.PathLike | None = None, progress=None, limits=None,
-                 sql_limits=None):
+                 sql_limits=None, cluster: str | None = None, cluster_timeout_s: float = TIMEOUT_S,
+                 cluster_security=None):
         self.limits = resolve(limits)  # kryptondb.limits: sizes and waits, applied per statement
         where = None if path is None else user_path(path, "database directory", StorageError)
         if where is not None and not where.strip():
@@ -58,6 +60,9 @@ class Connection:
         self.progress = progress
         self._sql = Sandbox(sql_limits)  # SELECT runs here (DuckDB, started on first use)
         self._memo: dict = {}  # exact heatmaps of this session, to score approximate ones
+        address = address_from(cluster)  # chosen by whoever runs KryptonDB, never by a query
+        self.cluster = None if address is None else \
+            open_cluster(address, cluster_timeout_s, cluster_security)
 
     def execute(self, text: str, params=None) -> Result:
         """Run one statement (or several separated by ';'; the last one's result is returned).
@@ -125,11 +130,15 @@ class Connection:
                       profile=profile)
 
     def _context(self, text: str) -> ExecContext:
-        return ExecContext(self.db, text, self.progress, self._memo, sql=self._sql)
+        return ExecContext(self.db, text, self.progress, self._memo, sql=self._sql,
+                           cluster=self.cluster)
 
     def close(self) -> None:
         self._sql.close()
         self._memo.clear()
+        if self.cluster is not None:  # a LocalCluster it started goes with it
+            self.cluster.close()
+            self.cluster = None
 
     def __enter__(self):
         return self

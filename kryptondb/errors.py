@@ -115,3 +115,8 @@ class StorageError(FileError):
 class CatalogError(KryptonError):
     """A catalog change that breaks a rule (bad or reserved name, name already taken, unknown
     kind); the message names the rule."""
+
+
+class ClusterError(KryptonError):
+    """A Dask cluster that cannot be reached or used (the address, the scheduler, a worker lost
+    too often); the message names the address."""

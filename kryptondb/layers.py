@@ -8,8 +8,8 @@ room, which also rules out cycles between rooms.
 
 Function-local imports remain only for optional or slow-to-import third-party packages
 (tests/test_layers.py's LAZY: onnx with google.protobuf, onnxruntime, av, matplotlib, scipy,
-skimage, duckdb, prompt_toolkit; cupy, torch, captum, pandas, polars), each with a one-line
-reason, so that `import kryptondb` stays light.
+skimage, duckdb, prompt_toolkit, dask, distributed; cupy, torch, captum, pandas, polars), each
+with a one-line reason, so that `import kryptondb` stays light.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ ROOMS: tuple[str, ...] = (
     "obe",        # occlusion-based explanations: scan spec -> heatmap, tuning
     "orv",        # object recognition in videos
     "result",     # what a statement returns
+    "dist",       # the same work on a Dask cluster: tasks, model shipping, per-worker time
     # the database
     "catalog",    # on-disk catalog: models, media, tables, views
     "lang",       # the query language: grammar, parser, AST

@@ -33,10 +33,12 @@ PACKAGE_DIR = Path(layers.__file__).parent
 # (cupy, torch, captum, pandas, polars) or slow enough at import to keep out of `import kryptondb` and
 # `kryptondb --help` (measured: matplotlib.pyplot ~370 ms, scipy.ndimage ~160 ms,
 # prompt_toolkit ~85 ms, duckdb ~60 ms, onnx ~55 ms, av ~50 ms, onnxruntime ~25 ms; skimage loads
-# scipy; google.protobuf comes with onnx).
+# scipy; google.protobuf comes with onnx; distributed, with dask, ~1 s, needed only with a cluster).
 LAZY = frozenset({"onnxruntime", "onnx", "google", "av", "matplotlib", "scipy", "skimage",
-                  "duckdb", "prompt_toolkit", "cupy", "torch", "captum", "pandas", "polars"})
-HEAVY = frozenset({"onnxruntime", "onnx", "av", "matplotlib", "scipy", "skimage", "duckdb"})
+                  "duckdb", "prompt_toolkit", "cupy", "torch", "captum", "pandas", "polars",
+                  "dask", "distributed"})
+HEAVY = frozenset({"onnxruntime", "onnx", "av", "matplotlib", "scipy", "skimage", "duckdb",
+                   "dask", "distributed"})
 
 PRAGMA = re.compile(r"#\s*(noqa(:\s*[A-Z]+[0-9]+(,\s*[A-Z]+[0-9]+)*)?|type:\s*ignore\S*|pragma:.*)")
 MAX_MODULE_LINES = 400

@@ -35,6 +35,7 @@ class ExecContext:
     sql: object = None  # the connection's SQL sandbox (kryptondb.sql.Sandbox); None: defaults
     deferred: list = field(default_factory=list)  # (what, write): caches stored on success
     profile: Profile = field(default_factory=Profile)
+    cluster: object = None  # the connection's Dask cluster (kryptondb.dist.Cluster); None: here
 
     # a node's ``model`` argument -> the Model the binder bound it to; never a lookup by name
     model = staticmethod(bound)
@@ -65,7 +66,7 @@ class ExecContext:
     def subquery(self, db, text: str, memo: dict):
         """Run the statement ``text`` on ``db`` with this context's progress bars (TUNE's
         queries in its scratch database); the caches it defers are stored when it succeeds."""
-        ctx = ExecContext(db, text, self.progress, memo, self.sql)
+        ctx = ExecContext(db, text, self.progress, memo, self.sql, cluster=self.cluster)
         value = run(plan(db, parse(text), text).dag, ctx)
         ctx.commit_deferred()
         return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kryptondb.dist import obe as distributed
 from kryptondb.ivm import views as V
 from kryptondb.lang.ast import Fill
 from kryptondb.obe.incremental import views_of
@@ -35,7 +36,10 @@ def occlusion_scan(node, inputs, ctx) -> Scores:
                     node.arg("score") or "probability")
     rt = Runtime(model, get_backend(node.arg("backend") or "onnxruntime"), ctx.bar, stats,
                  tuple(inputs[2]) if len(inputs) > 2 else ())  # an incremental plan's views
-    scores = Scores(spec, scan(spec, _decisions(node), rt), node.arg("model"))
+    how, ref = _decisions(node), node.arg("model")
+    values = scan(spec, how, rt) if ctx.cluster is None else \
+        distributed.scan(ctx.cluster, spec, how, rt, ref)  # the same scores, on the workers
+    scores = Scores(spec, values, ref)
     scores = remember(ctx.memo, scores, _approximate(node))
     if scores.ssim is not None:
         stats.update(ssim=scores.ssim)
