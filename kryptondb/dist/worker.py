@@ -1,0 +1,129 @@
+"""What runs on a Dask worker: the model cache keyed by digest, the backend with the worker's
+share of the cores, and the wrapper every task runs in (its time, its worker, its errors made
+portable). Nothing here knows the database: a task gets arrays and returns arrays.
+
+The model reaches each worker once: the client scatters its parts to every worker
+(kryptondb/dist/cluster.py) and tasks carry the digest and a reference to them; the first task
+on a worker builds the Model, the next ones find it in ``_MODELS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from kryptondb.errors import ClusterError, KryptonError
+from kryptondb.graph.ir import Graph
+from kryptondb.model.model import Model
+from kryptondb.runtime.backends import OnnxRuntimeBackend, get_backend, usable_cores
+
+_MODELS: dict[str, Model] = {}   # this worker's models, by digest
+_BACKENDS: dict[int, OnnxRuntimeBackend] = {}  # by thread count
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """A Model as plain picklable parts (a Graph keeps its weights in a read-only mapping)."""
+
+    name: str
+    graph: tuple  # (name, nodes, outputs, weights as a dict)
+    preprocess: object
+    weights: str
+    labels: tuple | None
+
+
+def parts_of(model: Model) -> ModelParts:
+    g = model.graph
+    return ModelParts(model.name, (g.name, g.nodes, g.outputs, dict(g.weights)),
+                      model.preprocess, model.weights, model.labels)
+
+
+def model_for(digest: str, parts: ModelParts) -> Model:
+    """The worker's Model of ``digest``, built from ``parts`` the first time."""
+    with _LOCK:
+        if digest not in _MODELS:
+            name, nodes, outputs, weights = parts.graph
+            graph = Graph(name, nodes, outputs, MappingProxyType(weights),
+                          MappingProxyType({n.name: i for i, n in enumerate(nodes)}))
+            _MODELS[digest] = Model(parts.name, graph, parts.preprocess, parts.weights,
+                                    parts.labels)
+        return _MODELS[digest]
+
+
+def threads(hosts: dict[str, int], address: str) -> int:
+    """This worker's share of its machine's cores: the cores over the workers on its host."""
+    host = address.split("://")[-1].rsplit(":", 1)[0]
+    return max(1, usable_cores() // max(1, hosts.get(host, 1)))
+
+
+def backend_for(name: str, share: int):
+    """The backend ``name`` on this worker: onnxruntime with ``share`` intra-op threads
+    (onnxruntime ignores OMP_NUM_THREADS), any other as in one process."""
+    if name != "onnxruntime":
+        return get_backend(name)
+    with _LOCK:
+        return _BACKENDS.setdefault(share, OnnxRuntimeBackend(threads=share))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A KryptonError raised in a task, as plain data: rebuilt on the client with the same class
+    and message (an exception's own pickling calls its constructor with its message only)."""
+
+    module: str
+    name: str
+    args: tuple
+    attrs: dict = field(default_factory=dict)
+
+
+def portable(exc: KryptonError) -> Failure:
+    attrs = {k: v for k, v in vars(exc).items() if isinstance(v, (str, int, float, tuple))}
+    return Failure(type(exc).__module__, type(exc).__qualname__, exc.args, attrs)
+
+
+def rebuilt(f: Failure) -> KryptonError:
+    """The client-side KryptonError of a task's Failure (only kryptondb's own classes)."""
+    cls = KryptonError
+    if f.module.split(".")[0] == "kryptondb":
+        found = getattr(importlib.import_module(f.module), f.name, None)
+        if isinstance(found, type) and issubclass(found, KryptonError):
+            cls = found
+    exc = cls.__new__(cls)
+    exc.args = f.args
+    vars(exc).update(f.attrs)
+    return exc
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a task sends back: its value or its Failure, where and how long it ran."""
+
+    value: object
+    failure: Failure | None
+    worker: str
+    pid: int
+    seconds: float
+
+
+def call(fn, args: tuple, hosts: dict[str, int]) -> Outcome:
+    """Run ``fn(share, *args)`` on this worker (``share``: its intra-op threads)."""
+    # distributed is imported lazily (~1 s); this runs only inside a Dask worker
+    from distributed import get_worker
+
+    address = get_worker().address
+    t = time.perf_counter()
+    try:
+        value, failure = fn(threads(hosts, address), *args), None
+    except KryptonError as exc:
+        value, failure = None, portable(exc)
+    return Outcome(value, failure, address, os.getpid(), time.perf_counter() - t)
+
+
+def lost(address: str, exc: BaseException) -> ClusterError:
+    """A task the cluster could not finish (its worker died too often, it was cancelled)."""
+    return ClusterError(f"cluster {address}: a task failed: {type(exc).__name__}: {exc}")
