@@ -12,6 +12,7 @@ import sys
 import warnings
 
 from kryptondb.catalog import Database
+from kryptondb.dist import describe
 from kryptondb.dist.cluster import TIMEOUT_S, address_from, open_cluster
 from kryptondb.errors import KryptonError, KryptonWarning, StorageError
 from kryptondb.exec.executor import ExecContext, run
@@ -113,11 +114,14 @@ class Connection:
             ctx.profile.setup["model_load"] = CACHE.load_s - loaded  # while binding
             value, notes = _run_noting(explained.dag, ctx)
             profile = ctx.profile
+        spread = None if self.cluster is None else \
+            describe.distribution(self.cluster, explained.dag, profile)
         if stmt.format == "json":
-            doc = document(explained, profile, _statement(text))
+            doc = document(explained, profile, _statement(text), spread)
             return Result("plan", message=json.dumps(doc, indent=1), plan=explained,
                           extra={"format": "json", "document": doc}, profile=profile)
-        plan_text = "\n".join([explained.text(profile, stmt.verbose), *notes])
+        plan_text = "\n".join([explained.text(profile, stmt.verbose),
+                               *(describe.lines(spread) if spread else ()), *notes])
         if stmt.format == "text":
             return Result("plan", message=plan_text, plan=explained, profile=profile)
         if stmt.format == "html":  # the plan page: drawn from the profile document

@@ -21,6 +21,7 @@ from PIL import Image
 import kryptondb
 from kryptondb.dist.split import split
 from kryptondb.errors import ClusterError, KryptonError, ShapeError
+from test_explain_layers import check_document
 
 QUERY = ("EXPLAIN OCCLUSION OF IMAGES '{dir}/*.png' USING MODEL resnet18 PATCH 32 STRIDE 32")
 
@@ -76,6 +77,21 @@ def test_one_image_in_chunks_of_positions_equals_one_process(con, images):
                                atol=1e-6)
     dist = _distribution(got)
     assert dist["tasks"] == 4 and dist["task_size"] < 169  # 13 x 13 positions in 4 chunks
+
+
+def test_explain_shows_the_distribution_and_analyze_each_worker(con, images):
+    plan = con.execute("EXPLAIN PLAN FOR " + QUERY.format(dir=images)).message
+    assert "== distribution ==\ncluster local:2: 2 workers" in plan
+    assert "IncrementalOcclusionScan: 6 tasks (one input each, 49 positions)" in plan
+    analyzed = con.execute("EXPLAIN PLAN ANALYZE FOR " + QUERY.format(dir=images)).message
+    workers = con.cluster.workers()
+    assert all(f"worker {w}: " in analyzed for w in workers), analyzed
+    doc = con.execute("EXPLAIN PLAN ANALYZE FORMAT JSON FOR " + QUERY.format(dir=images))
+    doc = doc.extra["document"]
+    check_document(doc)  # the schema's other keys as they were
+    [scan] = doc["distribution"]["scans"]
+    assert scan["tasks"] == 6 and set(scan["measured"]["workers"]) <= set(workers)
+    assert sum(w["tasks"] for w in scan["measured"]["workers"].values()) == 6
 
 
 def _distribution(result) -> dict:

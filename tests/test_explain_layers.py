@@ -82,6 +82,9 @@ LAYER = {"name": STR, "op": STR, "kernel": (list, OPT), "stride": (list, OPT), "
 MEASURED = {"calls": INT, "positions": INT, "time_s": float, "gather_s": float,
             "compute_s": float, "gather_bytes": INT, "wall_share": (float, OPT),
             "gflops": (float, OPT)}
+DISTRIBUTION = {"address": STR, "workers": list, "scans": list}
+DIST_SCAN = {"node": INT, "op": STR, "tasks": INT, "task_positions": list, "whole_inputs": BOOL,
+             "measured": (dict, OPT)}
 SETUP = {"model_load": float, "sessions": float, "views": float}
 STAGES = {"decode_s": float, "preprocess_s": float, "change_detection_s": float,
           "incremental_s": float, "full_s": float}
@@ -106,6 +109,10 @@ def check_document(doc: dict) -> None:
         _keys(doc["setup_s"], SETUP, "setup_s")
     if doc["video"] is not None:
         _keys(doc["video"]["stages"], STAGES, "video.stages")
+    if "distribution" in doc:  # only with a Dask cluster (kryptondb/dist/describe.py)
+        _keys(doc["distribution"], DISTRIBUTION, "distribution")
+        for s in doc["distribution"]["scans"]:
+            _keys(s, DIST_SCAN, "distribution.scan")
     for s in doc["scans"]:
         _keys(s, SCAN, "scan")
         _keys(s["choice"], CHOICE, "choice")

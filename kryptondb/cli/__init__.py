@@ -26,7 +26,7 @@ __all__ = ["main"]
 
 def _queries(args) -> int:
     """The shell, or -c / -f: statements on the database (--db, else in memory)."""
-    con = kryptondb.connect(args.db, progress=terminal_progress)
+    con = kryptondb.connect(args.db, progress=terminal_progress, cluster=args.cluster)
     if args.statements is not None:
         return run_script(con, args.statements, output_dir=args.outdir, mode=args.format)
     if args.file is not None:
@@ -52,8 +52,10 @@ def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     db = args.db if args.command != "plan" else None  # plan reads the database it is given
+    cluster = args.cluster if args.command != "plan" else None  # and runs on the cluster
     shell_only = [flag for flag, value in (("-c", args.statements), ("-f", args.file),
-                                           ("--db", db), ("--outdir", args.outdir))
+                                           ("--db", db), ("--outdir", args.outdir),
+                                           ("--cluster", cluster))
                   if value is not None]
     if args.command and shell_only:
         parser.error(f"{', '.join(shell_only)}: for the shell and scripts, not for "

@@ -142,7 +142,7 @@ def _plan(args) -> int:
                            "EXPLAIN PLAN (--analyze: EXPLAIN PLAN ANALYZE)")
     parse(last)  # its syntax errors point into the statement as the user wrote it
     explain = f"EXPLAIN PLAN{' ANALYZE' if args.analyze else ''} FORMAT HTML FOR {last.strip()}"
-    con = kryptondb.connect(args.db, progress=terminal_progress)
+    con = kryptondb.connect(args.db, progress=terminal_progress, cluster=args.cluster)
     page = con.execute(";".join([*before, explain])).message
     with open(args.output, "w", encoding="utf-8") as f:
         f.write(page)

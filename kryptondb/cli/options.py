@@ -71,6 +71,10 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"kryptondb {kryptondb.__version__}")
     p.add_argument("--db", metavar="PATH", help="database directory (default: in memory)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run occlusion scans on a Dask cluster: tcp://host:port, tls://host:port,"
+                        " local or local:N worker processes (default: $KRYPTONDB_CLUSTER, else "
+                        "this process; see docs/scale-out.md)")
     run = p.add_mutually_exclusive_group()
     run.add_argument("-c", metavar="STATEMENTS", dest="statements",
                      help="run these statements and exit")

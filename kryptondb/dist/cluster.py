@@ -109,7 +109,9 @@ class Cluster:
         return self._models[ref.digest]
 
     def close(self) -> None:
-        self._models.clear()
+        if self._models:  # released first: else the scheduler reports lost scattered data
+            self.client.cancel(list(self._models.values()))
+            self._models.clear()
         self.client.close()
         if self.local is not None:
             self.local.close()

@@ -30,12 +30,13 @@ NODE_STATS = ("time_s", "share", "flops", "bytes", "batches", "rows", "gather_s"
               "workers", "in_flight", "blocks", "setup_s", "reused", "stage1", "stage2", "ssim")
 
 
-def document(explained, profile=None, statement: str = "") -> dict:
+def document(explained, profile=None, statement: str = "", distribution=None) -> dict:
     """The profile document of ``explained`` (kryptondb.plan.explain.Explained) and, after
-    EXPLAIN PLAN ANALYZE, the ``profile`` (kryptondb.exec.profile.Profile) its run measured."""
+    EXPLAIN PLAN ANALYZE, the ``profile`` (kryptondb.exec.profile.Profile) its run measured;
+    with a Dask cluster, the optional ``distribution`` (kryptondb/dist/describe.py)."""
     dag = explained.dag
     stats = (lambda n: profile.stats.get(n.id, {})) if profile is not None else None
-    return {
+    doc = {
         "schema": SCHEMA,
         "statement": statement.strip(),
         "analyzed": profile is not None,
@@ -46,6 +47,9 @@ def document(explained, profile=None, statement: str = "") -> dict:
                   if n.op in OCCLUSION_SCANS],
         "video": video(dag, stats) if stats else None,
     }
+    if distribution is not None:
+        doc["distribution"] = distribution
+    return doc
 
 
 def json_value(v):
