@@ -20,7 +20,7 @@ def con(tmp_path_factory):
     c = kryptondb.connect()
     c.execute(f"LOAD IMAGE '{kryptondb.bundled_image()}' AS cat")
     c.execute(f"LOAD IMAGE '{kryptondb.bundled_image()}' AS kitten")
-    c.execute(f"LOAD VIDEO '{_video(tmp_path_factory)}' AS street")
+    c.execute(f"LOAD VIDEO '{_video(tmp_path_factory)}' AS clip")
     c.execute("PREDICT IMAGE cat USING MODEL mobilenet_v2 TOP 3 INTO preds")
     return c
 
@@ -30,7 +30,7 @@ def _video(tmp_path_factory) -> str:
     it, never read it)."""
     path = sample_path("bikes.mp4")
     if path is None:
-        path = str(tmp_path_factory.mktemp("video") / "street.mp4")
+        path = str(tmp_path_factory.mktemp("video") / "clip.mp4")
         write_video(path, [np.full((32, 32, 3), i * 20, np.uint8) for i in range(4)])
     return path
 
