@@ -192,3 +192,36 @@ def test_sets_in_plans(con, videos):
     r = con.execute(f"EXPLAIN PLAN ANALYZE FOR RECOGNIZE OBJECTS IN VIDEOS (bikes) USING MODEL "
                     f"resnet18 TOP 1 FRAMES 0 TO 1")
     assert "RecognizeVideos" in r.message
+
+
+def test_videos_stream(monkeypatch):
+    """recognize_video runs each chunk as soon as it is decoded: never more than one chunk of
+    frames is held, however long the video."""
+    from PIL import Image
+
+    import kryptondb.orv.recognize as recognize
+
+    decoded = []
+
+    def frames(path, first, last, every):
+        for i in range(5 * recognize.CHUNK):
+            decoded.append(i)
+            yield i, i / 10, Image.new("RGB", (4, 4))
+
+    class Model:
+        done = 0
+
+        def inputs(self, images):
+            return np.zeros((len(images), 1, 4, 4), np.float32)
+
+        def predict(self, x, backend, batch_size):
+            assert len(decoded) - Model.done <= recognize.CHUNK  # held: this chunk only
+            Model.done += len(x)
+            return np.tile(np.float32([0.5, 0.3, 0.2]), (len(x), 1))
+
+        def label(self, c):
+            return str(c)
+
+    monkeypatch.setattr(recognize, "frames", frames)
+    table = recognize_video(Model(), "any.mp4", VideoSettings(k=1))
+    assert table.num_rows == 5 * recognize.CHUNK and Model.done == table.num_rows
