@@ -21,6 +21,10 @@ field               environment variable         default and what it bounds
                                                  storages)
 ``lock_timeout``    ``KRYPTON_LOCK_TIMEOUT``     10 s: how long a write waits for another
                                                  process's write to the same database
+``set_inputs``      ``KRYPTON_MAX_INPUTS``       10,000: the images or videos one statement
+                                                 names (OF IMAGES, PREDICT IMAGES, RECOGNIZE
+                                                 ... IN VIDEOS, TUNE), patterns' matches
+                                                 counted before any file is read
 ==================  ===========================  ==========================================
 
 >>> Limits().image_pixels, Limits(image_pixels=5).image_pixels
@@ -52,6 +56,7 @@ class Limits:
     tensor_bytes: int = 2 * GiB
     model_bytes: int = 8 * GiB
     lock_timeout: float = 10.0
+    set_inputs: int = 10_000
 
     def __post_init__(self):
         for f in fields(self):
@@ -64,7 +69,8 @@ class Limits:
 
 
 ENV = {"image_pixels": "KRYPTON_MAX_IMAGE_PIXELS", "tensor_bytes": "KRYPTON_MAX_TENSOR_BYTES",
-       "model_bytes": "KRYPTON_MAX_MODEL_BYTES", "lock_timeout": "KRYPTON_LOCK_TIMEOUT"}
+       "model_bytes": "KRYPTON_MAX_MODEL_BYTES", "lock_timeout": "KRYPTON_LOCK_TIMEOUT",
+       "set_inputs": "KRYPTON_MAX_INPUTS"}
 _active: ContextVar[Limits | None] = ContextVar("kryptondb_limits", default=None)
 
 

@@ -74,12 +74,13 @@ def screenshot(binary: str, page: Path, png: Path, size=(1400, 1000)) -> Path:
 STATEMENT = "EXPLAIN OCCLUSION OF IMAGE cat USING MODEL resnet18 PATCH 16 STRIDE 16"
 
 
-def plan_page(analyze: bool = True) -> str:
-    """The plan page of a real statement: resnet18 on the bundled cat at 196 positions."""
+def plan_page(analyze: bool = True, statement: str = STATEMENT) -> str:
+    """The plan page of a real statement (by default resnet18 on the bundled cat at 196
+    positions)."""
     import kryptondb
 
     con = kryptondb.connect()
     con.execute(f"LOAD IMAGE '{kryptondb.bundled_image()}' AS cat")
     explain = "EXPLAIN PLAN ANALYZE" if analyze else "EXPLAIN PLAN"
-    return con.execute(f"{explain} FORMAT HTML FOR {STATEMENT}").message
+    return con.execute(f"{explain} FORMAT HTML FOR {statement}").message
 

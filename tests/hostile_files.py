@@ -240,6 +240,8 @@ READERS = {
     "EXPLAIN OCCLUSION OF IMAGES": "EXPLAIN OCCLUSION OF IMAGES ('{f}', cat) USING MODEL tiny "
                                    "PATCH 8 STRIDE 8",
     "TUNE": "TUNE MODEL tiny PATCH 8 STRIDE 4 ON IMAGES '{f}'",
+    "PREDICT IMAGES": "PREDICT IMAGES ('{f}', cat) USING MODEL tiny TOP 2",
+    "RECOGNIZE IN VIDEOS": "RECOGNIZE OBJECTS IN VIDEOS (clip, '{f}') USING MODEL tiny TOP 1",
     "RECOGNIZE": "RECOGNIZE OBJECTS IN VIDEO '{f}' USING MODEL tiny TOP 1",
     "RECOGNIZE NAIVE": "RECOGNIZE OBJECTS IN VIDEO '{f}' USING MODEL tiny TOP 1 NAIVE",
 }
@@ -248,10 +250,10 @@ READERS = {
 EVERY_FILE = ("CREATE MODEL", "LOAD IMAGE", "LOAD VIDEO")
 BY_KIND = {
     "model": ("CREATE MODEL, PREDICT", "load_model", "load_checkpoint", "on-disk CREATE MODEL"),
-    "image": ("PREDICT", "EXPLAIN OCCLUSION", "EXPLAIN OCCLUSION OF IMAGES", "TUNE",
-              "load_image"),
+    "image": ("PREDICT", "PREDICT IMAGES", "EXPLAIN OCCLUSION", "EXPLAIN OCCLUSION OF IMAGES",
+              "TUNE", "load_image"),
     "tensor": ("EXPLAIN OCCLUSION OF TENSOR",),
-    "video": ("RECOGNIZE", "RECOGNIZE NAIVE"),
+    "video": ("RECOGNIZE", "RECOGNIZE NAIVE", "RECOGNIZE IN VIDEOS"),
 }
 KINDS = {".onnx": "model", ".pth": "model", ".png": "image", ".jpg": "image", ".gif": "image",
          ".tif": "image", ".bmp": "image", ".dds": "image", ".mp4": "video", ".npy": "tensor"}

@@ -11,6 +11,7 @@ import numpy as np
 from kryptondb.graph.shapes import node_flops
 from kryptondb.obe.strategy import add
 from kryptondb.orv.incremental import Settings, VideoIVM
+from kryptondb.orv.recognize import incremental_probabilities
 from kryptondb.plan.values import Classes
 from kryptondb.runtime.backends import get_backend
 
@@ -57,23 +58,26 @@ def incremental_video_inference(node, inputs, ctx):
     (frames meta with each frame's FrameStat in place of its picture, probabilities)."""
     model = ctx.model(node.arg("model"))
     backend = get_backend(node.arg("backend") or "onnxruntime")
-    settings = Settings(threshold=node.arg("threshold") or 0.0, tau=node.arg("tau"),
-                        keyframe_every=node.arg("keyframe_every"),
-                        keyframe_area=node.arg("keyframe_area") or Settings.keyframe_area,
-                        max_boxes=node.arg("max_boxes") or Settings.max_boxes,
-                        agreement=bool(node.arg("agreement")))
     stats = ctx.stats(node)
-    ivm = VideoIVM(model, backend, settings, stats=stats)
+    ivm = VideoIVM(model, backend, ivm_settings(node), stats=stats)
     (src,) = inputs
     per_item = model_flops(model)
     for frames_meta, x in src:
-        out, frame_stats = ivm.window(x)  # a window: the decoder's chunk of frames
-        probs = model.probabilities(out.reshape(len(x), -1))
+        probs, frame_stats = incremental_probabilities(ivm, model, x)  # a decoder's chunk
         share = sum(st.flops_share for st in frame_stats)
         add(stats, flops=int(per_item * share), rows=len(x), batches=1)
         for st in frame_stats:
             add(stats, **{st.mode: 1})
         yield [(i, t, st) for (i, t, _), st in zip(frames_meta, frame_stats)], probs
+
+
+def ivm_settings(node) -> Settings:
+    """The incremental video settings of a node's arguments (the binder's, checked)."""
+    return Settings(threshold=node.arg("threshold") or 0.0, tau=node.arg("tau"),
+                    keyframe_every=node.arg("keyframe_every"),
+                    keyframe_area=node.arg("keyframe_area") or Settings.keyframe_area,
+                    max_boxes=node.arg("max_boxes") or Settings.max_boxes,
+                    agreement=bool(node.arg("agreement")))
 
 
 def pick_class(node, inputs, ctx) -> tuple[tuple[int, ...], ...]:

@@ -10,6 +10,7 @@ from kryptondb.exec import catalog_ops as c
 from kryptondb.exec.inference import full_inference, incremental_video_inference, pick_class
 from kryptondb.exec.occlusion import heatmap, materialize_views, occlusion_scan
 from kryptondb.exec.results import frame_labels, store, top_k
+from kryptondb.exec.sets import predict_images, recognize_videos
 from kryptondb.exec.sources import load_image, preprocess, tensor_scan, video_scan
 from kryptondb.plan.ops import Op
 
@@ -23,5 +24,6 @@ OPERATORS = {
     Op.HEATMAP: heatmap, Op.TOP_K: top_k, Op.FRAME_LABELS: frame_labels, Op.STORE_TABLE: store,
     Op.CREATE_MODEL: c.create_model, Op.LOAD_MEDIA: c.load_media,
     Op.SHOW_CATALOG: c.show_catalog, Op.TUNE: c.tune, Op.DESCRIBE_MODEL: c.describe_model,
+    Op.PREDICT_IMAGES: predict_images, Op.RECOGNIZE_VIDEOS: recognize_videos,
     Op.DROP: c.drop, Op.SQL: c.sql, Op.TABLE_SCAN: c.table_scan, Op.COPY: c.copy,
 }

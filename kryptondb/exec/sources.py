@@ -7,9 +7,7 @@ import os
 from typing import Iterator
 
 from kryptondb.media.images import load_image as load
-from kryptondb.media.video import frames
-
-VIDEO_CHUNK = 16  # frames per chunk the video operators pass along
+from kryptondb.orv.recognize import frame_chunks
 
 
 def media_path(ctx, node, kind: str) -> str:
@@ -41,19 +39,7 @@ def tensor_scan(node, inputs, ctx):
 
 def video_scan(node, inputs, ctx) -> Iterator:
     path = media_path(ctx, node, "video")
-    it = frames(path, node.arg("first") or 0, node.arg("last"), node.arg("every") or 1)
-
-    def chunks():
-        batch = []
-        for item in it:
-            batch.append(item)
-            if len(batch) == VIDEO_CHUNK:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-    return chunks()
+    return frame_chunks(path, node.arg("first") or 0, node.arg("last"), node.arg("every") or 1)
 
 
 def preprocess(node, inputs, ctx):

@@ -51,6 +51,16 @@ class Images:
 
 
 @dataclass(frozen=True, slots=True)
+class Videos:
+    """IN VIDEOS: a quoted path or glob (``'dir/*.mp4'``), or a list of paths and names
+    (``('a.mp4', clip)``)."""
+
+    refs: tuple[Ref, ...] = ()
+    listed: bool = False  # written as a parenthesised list
+    span: Span = field(default_factory=Span, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class TensorRef:
     """OF TENSOR '<file.npy>', OF TENSOR ? or OF ?: a tensor in the model's input space."""
 
@@ -134,7 +144,7 @@ class ExplainOcclusion(Statement):
 
 @dataclass(frozen=True, slots=True)
 class RecognizeObjects(Statement):
-    video: Ref
+    video: Ref | Videos  # IN VIDEO v, or IN VIDEOS ...: one result table with a video column
     model: Name
     top: int | None = None
     frames: tuple[int, int] | None = None
@@ -153,7 +163,7 @@ class RecognizeObjects(Statement):
 
 @dataclass(frozen=True, slots=True)
 class Predict(Statement):
-    image: Ref
+    image: Ref | Images  # IMAGE i, or IMAGES ...: one result table with an image column
     model: Name
     top: int | None = None
     device: Name | None = None

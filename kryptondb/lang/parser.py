@@ -120,6 +120,16 @@ def _option(key: str, word: str, convert=None):
     return build
 
 
+def _media_set(cls, listed: bool):
+    """The callback of IMAGES / VIDEOS followed by a pattern (a STRING) or a list (of refs)."""
+
+    @v_args(meta=True)
+    def build(self, meta, children):
+        refs = tuple(c if isinstance(c, ast.Ref) else _ref(c) for c in children)
+        return cls(refs, listed=listed, span=_meta_span(meta))
+    return build
+
+
 def _merge(opts) -> tuple[dict, dict]:
     """Options -> (field values, field spans); a field set twice is an error at the second.
     INTO's (name, replace) sets two fields: ``into`` and ``or_replace``."""
@@ -175,18 +185,12 @@ class _Build(Transformer):
     def image_ref(self, tok):
         return _ref(tok)
 
-    video_ref = tune_image = image_item = image_ref
-
+    video_ref = tune_image = image_item = video_item = image_ref
     def class_item(self, tok):
         return _unquote(tok) if tok.type == "STRING" else _int(tok)
 
-    @v_args(meta=True)
-    def images_pattern(self, meta, children):
-        return ast.Images((_ref(children[0]),), span=_meta_span(meta))
-
-    @v_args(meta=True)
-    def images_list(self, meta, refs):
-        return ast.Images(tuple(refs), listed=True, span=_meta_span(meta))
+    images_pattern, images_list = _media_set(ast.Images, False), _media_set(ast.Images, True)
+    videos_pattern, videos_list = _media_set(ast.Videos, False), _media_set(ast.Videos, True)
 
     @v_args(meta=True)
     def images_table(self, meta, children):
@@ -200,7 +204,6 @@ class _Build(Transformer):
 
     def using_model(self, tok):
         return _name(tok)
-
     copy_table = using_model
 
     def number(self, tok):

@@ -17,7 +17,8 @@ from kryptondb.lang import ast
 from kryptondb.model.binding import resolve
 from kryptondb.obe.grid import Grid
 from kryptondb.plan import option_ranges as ranges
-from kryptondb.plan.inputs import baseline, check_images, image_files, input_scan, scan_args
+from kryptondb.plan.inputs import (baseline, check_images, image_files, image_set, input_scan,
+                                   scan_args, video_set)
 from kryptondb.plan.nodes import PlanNode, node
 from kryptondb.plan.preprocessing import bind_preprocess
 from kryptondb.plan.ops import Op
@@ -174,10 +175,14 @@ def _into(b: Binder, s, root: PlanNode) -> PlanNode:
 
 def plan_predict(b: Binder, s: ast.Predict) -> tuple[PlanNode, Options]:
     model = b.model(s.model)
-    b.media_path(s.image, "image")  # a name or file that is not there fails here, with a caret
+    if isinstance(s.image, ast.Images):  # PREDICT IMAGES: resolved now, errors at the set
+        scan = {"images": image_set(b, s.image)}
+    else:
+        b.media_path(s.image, "image")  # a name or file that is not there fails here
+        scan = scan_args(s.image)
     check_images(b, model, s.image.span, "explain it with a tensor (EXPLAIN OCCLUSION OF ?)")
     k = ranges.check_top(b, s, model)
-    img = node(Op.IMAGE_SCAN, **scan_args(s.image))
+    img = node(Op.IMAGE_SCAN, **scan)
     pre = node(Op.PREPROCESS, img, model=model, shape=tuple(model.input_shape))
     top = node(Op.TOP_K, node(Op.INFERENCE, pre, model=model), k=k, model=model)
     return _into(b, s, top), b.options(s)
@@ -185,15 +190,19 @@ def plan_predict(b: Binder, s: ast.Predict) -> tuple[PlanNode, Options]:
 
 def plan_recognize(b: Binder, s: ast.RecognizeObjects) -> tuple[PlanNode, Options]:
     model = b.model(s.model)
-    b.media_path(s.video, "video")
+    if isinstance(s.video, ast.Videos):  # IN VIDEOS: resolved now, errors at the set
+        source = {"videos": video_set(b, s.video)}
+    else:
+        b.media_path(s.video, "video")
+        source = scan_args(s.video)
     k = ranges.check_top(b, s, model)
     ranges.check_video(b, s)
     first, last = s.frames or (0, None)
-    scan = node(Op.VIDEO_SCAN, **scan_args(s.video), first=first, last=last, every=s.every or 1)
+    scan = node(Op.VIDEO_SCAN, **source, first=first, last=last, every=s.every or 1)
     pre = node(Op.PREPROCESS, scan, model=model, shape=tuple(model.input_shape))
     inference = node(Op.INFERENCE, pre, model=model, **_video_settings(b, s))
     top = node(Op.TOP_K, inference, k=k, model=model)
-    return _into(b, s, node(Op.FRAME_LABELS, top, **scan_args(s.video))), b.options(s)
+    return _into(b, s, node(Op.FRAME_LABELS, top, **source)), b.options(s)
 
 
 def _video_settings(b: Binder, s: ast.RecognizeObjects) -> dict:

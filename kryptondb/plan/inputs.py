@@ -16,11 +16,13 @@ import numpy as np
 
 from kryptondb.catalog import RELATIONS
 from kryptondb.errors import FileError, UnknownNameError
+from kryptondb.files import check_regular
 from kryptondb.lang import ast
+from kryptondb.limits import current, how_to_raise
 from kryptondb.media.tensors import read_npy
 from kryptondb.plan.nodes import PlanNode, node
 from kryptondb.plan.ops import Op
-from kryptondb.plan.values import ImageSet, Tensor
+from kryptondb.plan.values import ImageSet, Tensor, VideoSet
 
 _REAL = "biuf"  # bool, integers, floats
 _GLOB = "*?["
@@ -65,30 +67,78 @@ def scan_args(ref: ast.Ref) -> dict:
 
 
 def image_set(b, ref: ast.Images) -> ImageSet:
-    """The files of OF IMAGES, resolved now (so a typo fails here, with a caret)."""
+    """The files of OF IMAGES / PREDICT IMAGES, resolved now (so a typo fails here, with a
+    caret)."""
     if ref.table is not None:
         return _table_images(b, ref.table)
-    paths, names = image_files(b, ref.refs)
+    paths, names = media_files(b, ref.refs, "image")
+    _count(b, len(paths), "images", ref.span)
+    return ImageSet(_written(ref), paths, names)
+
+
+def video_set(b, ref: ast.Videos) -> VideoSet:
+    """The files of RECOGNIZE ... IN VIDEOS, resolved now."""
+    paths, names = media_files(b, ref.refs, "video")
+    _count(b, len(paths), "videos", ref.span)
+    return VideoSet(_written(ref), paths, names)
+
+
+def _written(ref: ast.Images | ast.Videos) -> str:
+    """How a set was written, without spaces (what EXPLAIN shows, with the count)."""
     written = ",".join(repr(r.value) if r.quoted else r.value for r in ref.refs)
-    return ImageSet(f"({written})" if ref.listed else written, paths, names)
+    return f"({written})" if ref.listed else written
 
 
 def image_files(b, refs) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(absolute paths, names as written or matched) of image references: catalog names,
-    files, globs (OF IMAGES, TUNE ... ON IMAGES)."""
+    files, patterns (OF IMAGES, TUNE ... ON IMAGES)."""
+    paths, names = media_files(b, refs, "image")
+    _count(b, len(paths), "images", refs[0].span if refs else None)
+    return paths, names
+
+
+def media_files(b, refs, kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(absolute paths, names as written or matched) of ``kind`` references: catalog names,
+    files, patterns. A pattern's matches are sorted, counted against the ``set_inputs`` limit
+    and must be regular files; each error is at the pattern."""
     paths: list[str] = []
     names: list[str] = []
     for r in refs:
         if r.quoted and any(c in r.value for c in _GLOB):
-            found = sorted(glob.glob(os.path.expanduser(r.value)))
-            if not found:
-                raise b.fail(f"no image file matches {r.value!r}", r.span)
+            found = _matches(b, r, kind)
             paths += [os.path.abspath(f) for f in found]
             names += found
         else:
-            paths.append(b.media_path(r, "image"))
+            paths.append(b.media_path(r, kind))
             names.append(r.value)
     return tuple(paths), tuple(names)
+
+
+def _matches(b, r: ast.Ref, kind: str) -> list[str]:
+    """The sorted files a pattern matches: at least one, at most the limit, all regular."""
+    limit = current().set_inputs
+    found = []
+    for f in glob.iglob(os.path.expanduser(r.value)):
+        found.append(f)
+        if len(found) > limit:
+            raise b.fail(f"pattern {r.value!r} matches more than {limit:,} files, over the "
+                         f"set_inputs limit ({how_to_raise('set_inputs')})", r.span)
+    if not found:
+        raise b.fail(f"no {kind} file matches {r.value!r}", r.span)
+    found.sort()
+    for f in found:
+        try:
+            check_regular(f, f"{kind} file")
+        except FileError as exc:
+            raise b.fail(f"pattern {r.value!r}: {exc}", r.span) from None
+    return found
+
+
+def _count(b, n: int, what: str, span) -> None:
+    limit = current().set_inputs
+    if n > limit:
+        raise b.fail(f"{n:,} {what} in one statement, over the set_inputs limit of {limit:,} "
+                     f"({how_to_raise('set_inputs')})", span)
 
 
 def _table_images(b, name: ast.Name) -> ImageSet:
@@ -101,6 +151,7 @@ def _table_images(b, name: ast.Name) -> ImageSet:
         raise b.fail(f"table {name.value!r} has no path or name column to take images from (its "
                      f"columns: {', '.join(columns) or 'none'})", name.span)
     values = _strings(b, table, key, name)
+    _count(b, len(values), "images", name.span)
     if key == "name":
         paths = [b.media_path(ast.Ref(v, False, name.span), "image") for v in values]
         return ImageSet(f"TABLE:{name.value}", tuple(paths), tuple(values))

@@ -17,7 +17,7 @@ from kryptondb.lang.ast import Fill
 from kryptondb.media.images import Preprocess
 from kryptondb.model.binding import ModelRef
 from kryptondb.obe.grid import Grid
-from kryptondb.plan.values import Classes, ImageSet, Tensor
+from kryptondb.plan.values import Classes, ImageSet, Tensor, VideoSet
 
 
 class Op(str, Enum):
@@ -60,6 +60,9 @@ class Op(str, Enum):
     NAIVE_OCCLUSION_SCAN = "NaiveOcclusionScan"
     INCREMENTAL_OCCLUSION_SCAN = "IncrementalOcclusionScan"
     DRILL_DOWN = "DrillDown"
+    # a set statement's inputs, one after another through one per-input function
+    PREDICT_IMAGES = "PredictImages"
+    RECOGNIZE_VIDEOS = "RecognizeVideos"
 
     def __str__(self) -> str:
         return self.value
@@ -99,6 +102,7 @@ CLASS = _Kind("a class id, Classes, 'top1' or 'all'",
               lambda v: v in ("top1", "all") or INT(v) or isinstance(v, Classes))
 TENSOR = _Kind("a Tensor", lambda v: isinstance(v, Tensor))
 IMAGES = _Kind("an ImageSet", lambda v: isinstance(v, ImageSet))
+VIDEOS = _Kind("a VideoSet", lambda v: isinstance(v, VideoSet))
 BASELINE = _Kind("a number or a Tensor", lambda v: NUMBER(v) or TENSOR(v))
 OPTIONAL_INT = _Kind("an int or None", lambda v: v is None or INT(v))
 
@@ -108,6 +112,7 @@ def one_of(*values: str) -> _Kind:
 
 
 MEDIA = {"source": TEXT, "catalog": FLAG}
+FRAMES = {"first": INT, "last": OPTIONAL_INT, "every": INT}
 SCORE = one_of("probability", "logit")  # softmax of the output, or the output itself
 VIDEO_SETTINGS = {"threshold": NUMBER, "tau": NUMBER, "keyframe_every": INT,
                   "keyframe_area": NUMBER, "max_boxes": INT, "agreement": FLAG}
@@ -134,7 +139,7 @@ SCHEMA: dict[Op, dict[str, _Kind]] = {
     Op.IMAGE_SCAN: MEDIA | {"images": IMAGES},
     Op.LOAD_IMAGE: MEDIA | {"images": IMAGES},
     Op.TENSOR_SCAN: {"tensor": TENSOR},
-    Op.VIDEO_SCAN: MEDIA | {"first": INT, "last": OPTIONAL_INT, "every": INT},
+    Op.VIDEO_SCAN: MEDIA | FRAMES | {"videos": VIDEOS},
     Op.PREPROCESS: {"model": MODEL, "shape": SHAPE},
     Op.INFERENCE: INFERENCE | VIDEO_SETTINGS,
     Op.FULL_INFERENCE: INFERENCE,
@@ -149,7 +154,7 @@ SCHEMA: dict[Op, dict[str, _Kind]] = {
     Op.HEATMAP: {"rows": INT, "cols": INT, "keys": NAMES, "images": IMAGES,
                  "layout": one_of("windows", "pixels")},
     Op.TOP_K: {"k": INT, "model": MODEL},
-    Op.FRAME_LABELS: MEDIA,
+    Op.FRAME_LABELS: MEDIA | {"videos": VIDEOS},
     # or_replace: INTO OR REPLACE (without it, a table of that name is an error)
     Op.STORE: {"table": TEXT, "or_replace": FLAG},
     Op.STORE_TABLE: {"table": TEXT, "or_replace": FLAG},
@@ -168,6 +173,10 @@ SCHEMA: dict[Op, dict[str, _Kind]] = {
     Op.NAIVE_OCCLUSION_SCAN: PHYSICAL_SCAN,
     Op.INCREMENTAL_OCCLUSION_SCAN: PHYSICAL_SCAN,
     Op.DRILL_DOWN: PHYSICAL_SCAN | {"stage1": GRID, "ratio": NUMBER},
+    # PREDICT IMAGES, RECOGNIZE ... IN VIDEOS: the single-input chain's arguments, per input
+    Op.PREDICT_IMAGES: INFERENCE | {"images": IMAGES, "k": INT},
+    Op.RECOGNIZE_VIDEOS: INFERENCE | VIDEO_SETTINGS | FRAMES | {"videos": VIDEOS, "k": INT,
+                                                                  "mode": MODE},
 }
 
 

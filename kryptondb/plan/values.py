@@ -8,6 +8,8 @@ executor needs (the array, the resolved paths).
 '?1[2x3x4x4#33ca807d]'
 >>> str(Classes((3, 7))), str(ImageSet("'d/*.png'", ("/d/a.png",), ("d/a.png",)))
 ('[3,7]', "'d/*.png'[1]")
+>>> str(VideoSet("(clip,'b.mp4')", ("/v/clip.mp4", "/d/b.mp4"), ("clip", "b.mp4")))
+"(clip,'b.mp4')[2]"
 """
 
 from __future__ import annotations
@@ -54,9 +56,9 @@ class Tensor:
 
 
 @dataclass(frozen=True)
-class ImageSet:
-    """Several image files, resolved once by the binder: ``paths`` to read, ``names`` for the
-    result's ``image`` column (a path as written or matched, or a catalog name), and how the
+class MediaSet:
+    """Several media files, resolved once by the binder: ``paths`` to read, ``names`` for the
+    result's key column (a path as written or matched, or a catalog name), and how the
     statement ``written`` them, without spaces (what EXPLAIN shows, with the count)."""
 
     written: str
@@ -68,6 +70,14 @@ class ImageSet:
 
     def __str__(self) -> str:
         return f"{self.written}[{len(self.paths)}]"
+
+
+class ImageSet(MediaSet):
+    """Images: OF IMAGES, PREDICT IMAGES (the ``image`` column)."""
+
+
+class VideoSet(MediaSet):
+    """Videos: RECOGNIZE ... IN VIDEOS (the ``video`` column)."""
 
 
 @dataclass(frozen=True)

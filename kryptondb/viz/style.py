@@ -76,7 +76,14 @@ def stat_lines(stats: dict, basis: str = "time") -> list[str]:
     )
     lines = ["  ".join(p for p in pair if p) for pair in pairs]
     extra = sorted((k for k in s if k not in KNOWN_STATS and _shown(s[k])), key=str)
-    return [ln for ln in lines if ln] + [visible(f"{k}={_stat(k, s[k], ARG_LIMIT)}") for k in extra]
+    return [ln for ln in lines if ln] + [visible(f"{_stat_name(k)} {_stat(k, s[k], ARG_LIMIT)}")
+                                           for k in extra]
+
+
+def _stat_name(key: str) -> str:
+    """A statistic's name as a label: ``setup_s`` -> ``setup``, ``gather_bytes`` -> ``gather
+    bytes`` (the value's unit says the rest)."""
+    return key.removesuffix("_s").replace("_", " ")
 
 
 def _shown(v) -> bool:
