@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import kryptondb
 from kryptondb.dist.split import split
 from kryptondb.errors import ClusterError, KryptonError, ShapeError
 from test_explain_layers import check_document
+from test_sets import photos, videos  # noqa: F401 - their fixtures: real photos, two videos
 
 QUERY = ("EXPLAIN OCCLUSION OF IMAGES '{dir}/*.png' USING MODEL resnet18 PATCH 32 STRIDE 32")
 
@@ -89,9 +91,44 @@ def test_explain_shows_the_distribution_and_analyze_each_worker(con, images):
     doc = con.execute("EXPLAIN PLAN ANALYZE FORMAT JSON FOR " + QUERY.format(dir=images))
     doc = doc.extra["document"]
     check_document(doc)  # the schema's other keys as they were
-    [scan] = doc["distribution"]["scans"]
+    [scan] = doc["distribution"]["nodes"]
     assert scan["tasks"] == 6 and set(scan["measured"]["workers"]) <= set(workers)
     assert sum(w["tasks"] for w in scan["measured"]["workers"].values()) == 6
+
+
+def _same_table(got, want) -> None:
+    """Equal tables (probabilities within 1e-6, every other column exactly)."""
+    got, want = (t.replace_schema_metadata(None) for t in (got, want))
+    assert got.column_names == want.column_names
+    for name in got.column_names:
+        if name == "probability":
+            np.testing.assert_allclose(np.asarray(got.column(name)),
+                                       np.asarray(want.column(name)), rtol=0, atol=1e-6)
+        else:
+            assert got.column(name).equals(want.column(name)), name
+
+
+def test_predict_images_equals_one_process(con, photos):
+    query = f"PREDICT IMAGES '{photos}/*.png' USING MODEL mobilenet_v2 TOP 3"
+    with kryptondb.connect() as c:
+        want = c.execute(query).table
+    got = con.execute(query)
+    _same_table(got.table, want)
+    assert _distribution(got)["tasks"] == 3
+    plan = con.execute("EXPLAIN PLAN ANALYZE FOR " + query).message
+    assert "PredictImages: 3 tasks (one image each)\n    ran 3 tasks in" in plan, plan
+
+
+@pytest.mark.parametrize("mode", ["NAIVE", "INCREMENTAL THRESHOLD 0.02"])
+def test_two_video_recognize_equals_one_process(con, videos, mode):
+    query = (f"RECOGNIZE OBJECTS IN VIDEOS ('{videos[0]}', '{videos[1]}') USING MODEL "
+             f"mobilenet_v2 TOP 2 FRAMES 0 TO 7 {mode}")
+    with kryptondb.connect() as c:
+        want = c.execute(query).table
+    got = con.execute(query)
+    _same_table(got.table, want)
+    dist = _distribution(got)
+    assert dist["tasks"] == 2 and dist["task_size"] == 1  # one video per task
 
 
 def _distribution(result) -> dict:
@@ -124,6 +161,37 @@ def test_a_worker_killed_mid_query_does_not_change_the_result(con, images, here)
     assert killed
     assert killed[0] not in con.cluster.client.run(os.getpid).values()  # it did die
     _same(got, here)
+
+
+def test_ctrl_c_cancels_the_tasks(con, images):
+    def bar(total, label):
+        class Bar:
+            def update(self, n):
+                raise KeyboardInterrupt  # Ctrl-C while the first results come in
+
+            def close(self):
+                pass
+
+        return Bar()
+
+    con.progress = bar
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            con.execute(QUERY.format(dir=images) + " INTO interrupted")
+    finally:
+        con.progress = None
+    client = con.cluster.client
+    for _ in range(100):  # the scheduler forgets the cancelled tasks
+        if not any(client.processing().values()) and not _queued(client):
+            break
+        time.sleep(0.1)
+    assert not any(client.processing().values()) and not _queued(client)
+    assert "interrupted" not in con.db.names("table")
+
+
+def _queued(client) -> int:
+    return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.queued)
+                                   + len(dask_scheduler.unrunnable))
 
 
 def test_a_task_error_is_the_same_krypton_error_and_nothing_is_written(con, images):

@@ -82,9 +82,9 @@ LAYER = {"name": STR, "op": STR, "kernel": (list, OPT), "stride": (list, OPT), "
 MEASURED = {"calls": INT, "positions": INT, "time_s": float, "gather_s": float,
             "compute_s": float, "gather_bytes": INT, "wall_share": (float, OPT),
             "gflops": (float, OPT)}
-DISTRIBUTION = {"address": STR, "workers": list, "scans": list}
-DIST_SCAN = {"node": INT, "op": STR, "tasks": INT, "task_positions": list, "whole_inputs": BOOL,
-             "measured": (dict, OPT)}
+DISTRIBUTION = {"address": STR, "workers": list, "nodes": list}
+DIST_NODE = {"node": INT, "op": STR, "tasks": INT, "task_size": list, "unit": STR,
+             "whole_inputs": BOOL, "measured": (dict, OPT)}
 SETUP = {"model_load": float, "sessions": float, "views": float}
 STAGES = {"decode_s": float, "preprocess_s": float, "change_detection_s": float,
           "incremental_s": float, "full_s": float}
@@ -111,8 +111,8 @@ def check_document(doc: dict) -> None:
         _keys(doc["video"]["stages"], STAGES, "video.stages")
     if "distribution" in doc:  # only with a Dask cluster (kryptondb/dist/describe.py)
         _keys(doc["distribution"], DISTRIBUTION, "distribution")
-        for s in doc["distribution"]["scans"]:
-            _keys(s, DIST_SCAN, "distribution.scan")
+        for s in doc["distribution"]["nodes"]:
+            _keys(s, DIST_NODE, "distribution.node")
     for s in doc["scans"]:
         _keys(s, SCAN, "scan")
         _keys(s["choice"], CHOICE, "choice")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from kryptondb.dist.worker import call, lost, rebuilt
 from kryptondb.errors import KryptonError
+from kryptondb.limits import current
 
 RETRIES = 2
 
@@ -32,8 +33,9 @@ def run_calls(cluster, calls: list[Call], bar, stats: dict) -> list:
     from distributed import as_completed
 
     hosts = cluster.hosts()
-    futures = [cluster.client.submit(call, c.fn, c.args, hosts, pure=False, retries=RETRIES)
-               for c in calls]
+    limits = current()  # the statement's, applied on the workers too
+    futures = [cluster.client.submit(call, c.fn, c.args, hosts, limits, pure=False,
+                                     retries=RETRIES) for c in calls]
     order = {f.key: i for i, f in enumerate(futures)}
     values, outcomes, t = [None] * len(calls), [], time.perf_counter()
     try:

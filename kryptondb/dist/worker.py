@@ -18,11 +18,11 @@ from types import MappingProxyType
 
 from kryptondb.errors import ClusterError, KryptonError
 from kryptondb.graph.ir import Graph
+from kryptondb.limits import applied
 from kryptondb.model.model import Model
-from kryptondb.runtime.backends import OnnxRuntimeBackend, get_backend, usable_cores
+from kryptondb.runtime.backends import get_backend, usable_cores
 
 _MODELS: dict[str, Model] = {}   # this worker's models, by digest
-_BACKENDS: dict[int, OnnxRuntimeBackend] = {}  # by thread count
 _LOCK = threading.Lock()
 
 
@@ -62,12 +62,14 @@ def threads(hosts: dict[str, int], address: str) -> int:
 
 
 def backend_for(name: str, share: int):
-    """The backend ``name`` on this worker: onnxruntime with ``share`` intra-op threads
-    (onnxruntime ignores OMP_NUM_THREADS), any other as in one process."""
-    if name != "onnxruntime":
-        return get_backend(name)
+    """The backend ``name`` on this worker. The worker process's shared onnxruntime backend
+    gets ``share`` intra-op threads before its first session (onnxruntime ignores
+    OMP_NUM_THREADS), so every work function that asks for it by name runs on its share."""
+    ort = get_backend("onnxruntime")
     with _LOCK:
-        return _BACKENDS.setdefault(share, OnnxRuntimeBackend(threads=share))
+        if ort.threads is None:
+            ort.threads = share
+    return get_backend(name)
 
 
 @dataclass(frozen=True)
@@ -110,15 +112,19 @@ class Outcome:
     seconds: float
 
 
-def call(fn, args: tuple, hosts: dict[str, int]) -> Outcome:
-    """Run ``fn(share, *args)`` on this worker (``share``: its intra-op threads)."""
+def call(fn, args: tuple, hosts: dict[str, int], limits) -> Outcome:
+    """Run ``fn(share, *args)`` on this worker (``share``: its intra-op threads) under the
+    client's ``limits`` (kryptondb.limits: image pixels, tensor bytes ...)."""
     # distributed is imported lazily (~1 s); this runs only inside a Dask worker
     from distributed import get_worker
 
     address = get_worker().address
     t = time.perf_counter()
+    share = threads(hosts, address)
+    backend_for("onnxruntime", share)
     try:
-        value, failure = fn(threads(hosts, address), *args), None
+        with applied(limits):
+            value, failure = fn(share, *args), None
     except KryptonError as exc:
         value, failure = None, portable(exc)
     return Outcome(value, failure, address, os.getpid(), time.perf_counter() - t)

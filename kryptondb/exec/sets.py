@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 
+from kryptondb.dist import sets as distributed
 from kryptondb.exec.inference import ivm_settings, model_flops
 from kryptondb.model.predict import PredictSettings, predict_image
 from kryptondb.obe.strategy import add
@@ -22,6 +23,12 @@ def each(work: Callable, model, paths, settings, done: Callable[[int], object]) 
     for path in paths:
         yield work(model, path, settings)
         done(1)
+
+
+def _on(where: distributed.SetRun) -> Callable:
+    """``each`` with the inputs run on the cluster (one task per input), in the same order."""
+    return lambda work, model, paths, settings, done: distributed.each(where, work, paths,
+                                                                        settings, done)
 
 
 def keyed(tables: Iterator[pa.Table], key: str, names) -> pa.Table:
@@ -54,8 +61,10 @@ def _run(ctx, node, work, settings, key: str) -> pa.Table:
     """``work`` on each input of the node's set (``images`` / ``videos``), keyed by ``key``."""
     model, inputs = ctx.model(node.arg("model")), node.arg(f"{key}s")
     bar = ctx.bar(len(inputs), f"{key}s")
+    run = each if ctx.cluster is None else \
+        _on(distributed.SetRun(ctx.cluster, node.arg("model"), ctx.stats(node)))
     try:
-        table = keyed(each(work, model, inputs.paths, settings, bar.update), key, inputs.names)
+        table = keyed(run(work, model, inputs.paths, settings, bar.update), key, inputs.names)
     finally:
         bar.close()
     add(ctx.stats(node), rows=table.num_rows, inputs=len(inputs))
