@@ -80,7 +80,7 @@ def _child(spec: dict) -> dict:
         dist = next((s["distribution"] for s in r.profile.stats.values()
                      if "distribution" in s), None)
     np.save(spec["out"], np.asarray(r.table.column("probability")))
-    out = {"times_s": times, "distribution": dist}
+    out = {"times_s": times, "distribution": dist, "rows": r.table.num_rows}
     if con.cluster is not None:
         out["trivial"] = _trivial(con.cluster.client)
         out["workers"] = len(con.cluster.workers())
@@ -116,7 +116,9 @@ def main(argv=None) -> int:
     results, rows = {}, []
     with tempfile.TemporaryDirectory(prefix="kscale-") as tmp:
         paths = make_images(Path(tmp), args.images + 1)
-        warm = paths.pop()
+        warm = Path(tmp) / "warm" / "img.png"  # apart: the timed glob must not match it
+        warm.parent.mkdir()
+        paths.pop().rename(warm)
         for cluster in CONFIGS:
             name = cluster or "1 process"
             C.progress(f"{name}: {args.images} images, {args.reps} rep(s)")

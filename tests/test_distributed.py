@@ -248,6 +248,16 @@ def test_an_unreachable_scheduler_is_an_error_naming_it():
         kryptondb.connect(cluster="tcp://127.0.0.1:9", cluster_timeout_s=1)
 
 
+def test_a_scheduler_without_workers_is_an_error(images):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None) \
+            as empty, \
+            kryptondb.connect(cluster=empty.scheduler_address) as c:
+        with pytest.raises(ClusterError, match="the scheduler has no workers"):
+            c.execute(f"PREDICT IMAGES '{images}/*.png' USING MODEL resnet18")
+
+
 def test_the_environment_names_the_cluster(monkeypatch):
     monkeypatch.setenv("KRYPTONDB_CLUSTER", "tcp://127.0.0.1:9")
     with pytest.raises(ClusterError, match="127.0.0.1:9"):

@@ -97,13 +97,19 @@ class Cluster:
         return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
 
     def hosts(self) -> dict[str, int]:
-        """Workers per host: each worker's onnxruntime threads are its share of its host."""
-        return dict(Counter(w.split("://")[-1].rsplit(":", 1)[0] for w in self.workers()))
+        """Workers per host (each worker's onnxruntime threads are its share of its host); a
+        scheduler without workers is a ClusterError (tasks would wait forever)."""
+        workers = self.workers()
+        if not workers:
+            raise ClusterError(f"cluster {self.address}: the scheduler has no workers; start "
+                               f"some (dask worker {self.address})")
+        return dict(Counter(w.split("://")[-1].rsplit(":", 1)[0] for w in workers))
 
     def ship(self, ref):
         """A reference to model ``ref``'s parts on every worker, scattered once per digest
         (a worker that joins later fetches them from a peer the first time a task needs them)."""
         if ref.digest not in self._models:
+            self.hosts()  # some worker to send it to
             [self._models[ref.digest]] = self.client.scatter([parts_of(ref.model)],
                                                              broadcast=True, hash=False)
         return self._models[ref.digest]

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from kryptondb.dist.worker import call, lost, rebuilt
-from kryptondb.errors import KryptonError
+from kryptondb.errors import ClusterError, KryptonError
 from kryptondb.limits import current
 
 RETRIES = 2
@@ -32,7 +32,11 @@ def run_calls(cluster, calls: list[Call], bar, stats: dict) -> list:
     # distributed is imported lazily (about a second); only a cluster's statements use it
     from distributed import as_completed
 
-    hosts = cluster.hosts()
+    try:
+        hosts = cluster.hosts()  # none: a ClusterError, not tasks waiting forever
+    except ClusterError:
+        bar.close()
+        raise
     limits = current()  # the statement's, applied on the workers too
     futures = [cluster.client.submit(call, c.fn, c.args, hosts, limits, pure=False,
                                      retries=RETRIES) for c in calls]
