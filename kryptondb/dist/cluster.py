@@ -75,7 +75,8 @@ def _local(distributed, address: str, workers: int, timeout_s: float) -> "Cluste
     try:
         local = distributed.LocalCluster(
             n_workers=workers, processes=True, threads_per_worker=1, host="127.0.0.1",
-            dashboard_address=None, worker_dashboard_address=None, local_directory=scratch,
+            dashboard_address=":0",  # a free port: 8787 may be taken (a warning)
+            worker_dashboard_address=None, local_directory=scratch,
             silence_logs=logging.ERROR)
         client = distributed.Client(local, timeout=timeout_s, set_as_default=False)
     except BaseException:
