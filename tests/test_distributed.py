@@ -267,6 +267,15 @@ def test_the_environment_names_the_cluster(monkeypatch):
         assert c.cluster is None
 
 
+def test_the_command_line_takes_the_address(capsys):
+    from kryptondb.cli import main
+
+    assert main(["--cluster", "http://x:1", "-c", "SHOW MODELS"]) == 1
+    assert "cluster address 'http://x:1'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the shell's and scripts' option, and plan's
+        main(["--cluster", "local", "predict", "x.png"])
+
+
 @pytest.mark.parametrize("bad", ["http://x:1", "local:0", "localhost", "", 5])
 def test_a_bad_address_is_refused(bad):
     with pytest.raises(ClusterError, match="tcp://host:port"):
