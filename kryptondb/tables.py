@@ -1,8 +1,9 @@
 """Printing Arrow tables for people and for other programs, in one of ``MODES``.
 
-"table" and "markdown" are for reading: long tables show head and tail, wide ones the columns that
-fit ``max_width`` (there, text cells over CELL_WIDTH characters are elided), and a footer says how much was shown. "csv" and "json" (an array of row
-objects) are data: every row, nothing cut. In every mode a binary cell is summarised, never
+"table" and "markdown" are for reading: long tables show head and tail, wide ones the columns
+that fit ``max_width`` (there, text cells over CELL_WIDTH characters are elided), and a footer
+says how much was shown. "csv" and "json" (an array of row objects) are data: every row, nothing
+cut. In every mode a binary cell is summarised, never
 dumped: ``<float32 64x56x56>`` when its row says the tensor's dtype and shape (a view's rows
 do), else ``<N bytes>``.
 
