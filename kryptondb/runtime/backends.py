@@ -38,11 +38,19 @@ SESSIONS = SetupClock()
 
 class Backend:
     name = "abstract"
+    # A backend that keeps the incremental plans' views on its device gathers contexts there:
+    # gather(padded, ys, xs, rh, rw, new) like kryptondb.ivm.gather.gather (runtime/gpu.py);
+    # None: the plans gather with NumPy on the host.
+    gather = None
 
     def run(self, graph: Graph, feeds: Mapping[str, np.ndarray],
             outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Evaluate ``graph`` on batched ``feeds`` (one array per INPUT node)."""
         raise NotImplementedError
+
+    def host(self, arr) -> np.ndarray:
+        """A result of ``run`` as a NumPy array (identity, but for a device backend)."""
+        return arr
 
     def for_segments(self) -> "Backend":
         """The variant to use for many small per-layer graphs run in turn (incremental plans)."""
