@@ -14,20 +14,22 @@ With ``xp = numpy`` the same Python code runs on the host with the kernels compi
 
 from __future__ import annotations
 
+import functools
 import weakref
 
 import numpy as np
 
 from kryptondb.errors import BackendError, ShapeError
 from kryptondb.graph.ir import Graph, Op
-from kryptondb.runtime.backends import Backend
-from kryptondb.runtime.numpy_ops import KERNELS
+from kryptondb.runtime.base import Backend
 from kryptondb.runtime import windowed
+from kryptondb.runtime.numpy_ops import KERNELS
 from kryptondb.runtime.xp_ops import XP_OPS, activation
 
 INSTALL = "pip install 'kryptondb[gpu]'"  # the extra names cupy-cuda12x (CUDA 12)
 
 
+@functools.cache
 def gpu_missing() -> str | None:
     """Why ``ON GPU`` cannot run here (CuPy not importable, no CUDA device), or None."""
     try:
