@@ -35,6 +35,10 @@ static inline float __int_as_float(int bits) {
     return f;
 }
 
+/* CUDA's integer min and max. */
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
+
 /* Run `call` once for every (block, thread) of a grid x block launch, blocks outermost. */
 #define KRYPTON_LAUNCH(gx, gy, gz, bx, by, bz, call)                                          \
     do {                                                                                      \
