@@ -159,3 +159,21 @@ def test_on_gpu_without_a_device_is_a_plan_error(tmp_path):
     assert err.value.line == 2 and err.value.column == 3 and err.value.length == len("ON GPU")
     with pytest.raises(BackendError, match="ON GPU cannot run"):
         get_backend("gpu")
+
+
+def test_planner_keeps_naive_on_gpu_where_incremental_would_be_slower(monkeypatch):
+    """EfficientNet-Lite0 at P16 S4 (theoretical 1.58): incremental on CPU, but below the GPU's
+    1 / 0.6 (Krypton's GPU plans reached 0.6 of theoretical), so NAIVE ON GPU."""
+    import kryptondb
+    import kryptondb.plan.binder as binder
+
+    monkeypatch.setattr(binder, "gpu_missing", lambda: None)  # plan only: nothing runs
+    db, img = kryptondb.connect(None), kryptondb.bundled_image()
+    modes = {}
+    for dev in ("CPU", "GPU"):
+        r = db.execute(f"EXPLAIN PLAN FOR EXPLAIN OCCLUSION OF IMAGE '{img}' USING MODEL "
+                       f"efficientnet_lite0 PATCH 16 STRIDE 4 ON {dev}")
+        scan = next(n for n in r.plan.rewritten.walk() if n.op == "OcclusionScan")
+        modes[dev] = scan.arg("mode"), scan.arg("why")
+    assert modes["CPU"][0] == "incremental"
+    assert modes["GPU"] == ("naive", "theoretical speedup 1.58 below 1.67")
