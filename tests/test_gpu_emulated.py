@@ -177,3 +177,28 @@ def test_planner_keeps_naive_on_gpu_where_incremental_would_be_slower(monkeypatc
         modes[dev] = scan.arg("mode"), scan.arg("why")
     assert modes["CPU"][0] == "incremental"
     assert modes["GPU"] == ("naive", "theoretical speedup 1.58 below 1.67")
+
+
+@pytest.fixture
+def on_emulated_gpu(monkeypatch, tmp_path):
+    """A connection (the tiny model as ``tiny``, the bundled image as ``cat``) whose ON GPU runs
+    the emulated backend: queries take the whole path a GPU query takes."""
+    import kryptondb.plan.binder as binder
+    from kryptondb.runtime import backends
+    from test_obe_naive import tiny_connection
+
+    monkeypatch.setattr(binder, "gpu_missing", lambda: None)
+    monkeypatch.setitem(backends._INSTANCES, "cupy", XpBackend(np))
+    return tiny_connection(tmp_path), backends._INSTANCES["cupy"]
+
+
+@pytest.mark.parametrize("mode", ["NAIVE", "INCREMENTAL", "APPROXIMATE TAU 0.5"])
+def test_occlusion_query_on_emulated_gpu_equals_numpy(on_emulated_gpu, monkeypatch, mode):
+    db, backend = on_emulated_gpu
+    gathers = []
+    monkeypatch.setattr(backend, "gather", lambda *a: gathers.append(1) or XpBackend.gather(
+        backend, *a))
+    q = f"EXPLAIN OCCLUSION OF IMAGE cat USING MODEL tiny PATCH 8 STRIDE 4 {{}} {mode}"
+    ours, ref = db.execute(q.format("ON GPU")).heatmap, db.execute(q.format("ON NUMPY")).heatmap
+    assert range_error(ours.probability, ref.probability) <= TOLERANCE
+    assert bool(gathers) == (mode != "NAIVE")  # incremental plans gather on the "device"
