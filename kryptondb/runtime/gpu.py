@@ -60,7 +60,6 @@ class XpBackend(Backend):
 
     def __init__(self, xp):
         self.xp = xp
-        self._weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._fusions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._resident: dict[int, object] = {}
 
@@ -131,12 +130,9 @@ class XpBackend(Backend):
         return per_graph[outputs]
 
     def params(self, graph: Graph, node) -> list:
-        """The node's weights on the device (copied once per graph)."""
-        per_graph = self._weights.setdefault(graph, {})
-        for p in node.params:
-            if p not in per_graph:
-                per_graph[p] = self.xp.asarray(graph.weights[p])
-        return [per_graph[p] for p in node.params]
+        """The node's weights on the device, copied once: the per-layer segments and the suffix
+        of an incremental plan share the model's weight arrays, so they share the copies."""
+        return [self.device(graph.weights[p]) for p in node.params]
 
     def _node(self, graph: Graph, node, xs: list, fused: dict[str, str]):
         xp = self.xp
