@@ -202,3 +202,16 @@ def test_occlusion_query_on_emulated_gpu_equals_numpy(on_emulated_gpu, monkeypat
     ours, ref = db.execute(q.format("ON GPU")).heatmap, db.execute(q.format("ON NUMPY")).heatmap
     assert range_error(ours.probability, ref.probability) <= TOLERANCE
     assert bool(gathers) == (mode != "NAIVE")  # incremental plans gather on the "device"
+
+
+def test_gpu_bench_without_a_gpu_exits_2():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if gpu_missing() is None:
+        pytest.skip("a GPU is present: bench/gpu.py runs")
+    script = Path(__file__).resolve().parent.parent / "bench" / "gpu.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "needs a CUDA GPU" in done.stderr
