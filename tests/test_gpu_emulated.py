@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings, strategies as st
 
 from kryptondb.errors import BackendError, DeviceMissingError
 from kryptondb.graph.builder import Builder
@@ -71,6 +72,38 @@ def test_op_equals_numpy(emulated, name):
     ref = NumpyBackend().run(g, {"input": x})[g.output]
     assert isinstance(ours, np.ndarray) and ours.shape == ref.shape
     assert range_error(ours, ref) <= TOLERANCE
+
+
+@st.composite
+def windowed_graphs(draw):
+    """A convolution (dense, grouped or depthwise; maybe with a fused activation) or a pool on
+    drawn channels, sizes, kernels, strides, pads and dilations."""
+    c, h, w = draw(st.integers(1, 4)) * 2, draw(st.integers(3, 12)), draw(st.integers(3, 12))
+    k, s = (draw(st.integers(1, 3)), draw(st.integers(1, 3))), draw(st.integers(1, 3))
+    pad = tuple(draw(st.integers(0, min(k) - 1)) for _ in range(4))
+    kind = draw(st.sampled_from(["conv", "grouped", "depthwise", "max", "avg", "avg_excl"]))
+    d = draw(st.integers(1, 2)) if kind in ("conv", "grouped", "depthwise") else 1
+    assume(h + pad[0] + pad[2] >= d * (k[0] - 1) + 1 and w + pad[1] + pad[3] >= d * (k[1] - 1) + 1)
+    act = draw(st.sampled_from([None, "relu", "relu6"]))
+    ceil = draw(st.booleans())
+
+    def build(b, x):
+        if kind in ("max", "avg", "avg_excl"):
+            return b.pool(x, kind[:3], k, s, pad, ceil=ceil, count_include_pad=kind == "avg")
+        groups = {"conv": 1, "grouped": 2, "depthwise": c}[kind]
+        y = b.conv(x, "c", c if kind == "depthwise" else 3 * groups, k, s, pad, groups=groups,
+                   dilation=d, bias=True)
+        return y if act is None else b.act(y, act)
+
+    return one_op(build, (c, h, w), seed=draw(st.integers(0, 9)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(g=windowed_graphs(), n=st.integers(1, 3))
+def test_windowed_ops_equal_numpy(g, n):
+    x = np.random.default_rng(n).standard_normal((n, *g.input_shape)).astype(np.float32)
+    ours = XpBackend(np).run(g, {"input": x})[g.output]
+    assert range_error(ours, NumpyBackend().run(g, {"input": x})[g.output]) <= TOLERANCE
 
 
 @pytest.mark.parametrize("pad", [0.0, -np.inf])
