@@ -66,7 +66,8 @@ class XpBackend(Backend):
     # -- where arrays live ------------------------------------------------------------------
     def device(self, arr):
         """``arr`` on the device; a host array is copied once and kept as long as it lives
-        (the incremental plans' stored views)."""
+        (the incremental plans' stored views, the weights), so it must not change afterwards:
+        views and weights never do."""
         xp = self.xp
         if not isinstance(arr, np.ndarray) or xp is np:
             return arr
