@@ -47,7 +47,7 @@ def cupy_backend() -> "XpBackend":
     """``get_backend('cupy')``: the backend on the GPU, or a BackendError saying what is missing."""
     why = gpu_missing()
     if why is not None:
-        raise BackendError(f"ON GPU cannot run: {why}")
+        raise BackendError(f"the GPU backend (ON GPU) cannot run here: {why}")
     import cupy  # optional: only the GPU backend needs it
 
     return XpBackend(cupy)
