@@ -1,7 +1,7 @@
 // gather: the read-in contexts of a batch in one launch (Krypton's gather kernel).
 // out[b, c, i, j] (B x C x rh x rw) is, at map position (y, x) = (ys[b] + i, xs[b] + j):
 //   the new value of the last region of b's owner that covers (y, x), b's own region winning
-//     (region k: nv[k, c, y - nys[k], x - nxs[k]] where 0 <= y - nys[k] < nh, 0 <= x - nxs[k] < nw);
+//     (region k: nv[k, c, y - nys[k], x - nxs[k]], 0 <= y - nys[k] < nh, 0 <= x - nxs[k] < nw);
 //   else the stored view[c, y, x] (C x H x W, shared by the batch) where (y, x) is in the map;
 //   else pad.
 // With grouped == 0 each query's only region is its own (owners is not read); with grouped != 0

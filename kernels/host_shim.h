@@ -26,8 +26,9 @@ struct dim3 {
     unsigned int x, y, z;
 };
 
-/* The built-in indices: one launch at a time per loaded library (ctypes calls are serial). */
-static dim3 gridDim, blockDim, blockIdx, threadIdx;
+/* The built-in indices, per host thread: ctypes releases the GIL, so two Python threads may
+ * launch at once. */
+static thread_local dim3 gridDim, blockDim, blockIdx, threadIdx;
 
 static inline float __int_as_float(int bits) {
     float f;

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import types
 
 import numpy as np
@@ -84,6 +85,20 @@ def test_gather_equals_the_numpy_gather(data, c, h, w, b, rh, rw, pad):
     launch(data, "gather", (view, c, h, w, ys, xs, b, rh, rw, nv, nys, nxs, nh, nw, owners,
                             int(grouped), pad, out))
     np.testing.assert_array_equal(out, want)
+
+
+def test_gather_of_one_owner_takes_its_own_region_then_the_last_one_covering():
+    view, owners = np.zeros((1, 4, 4), F32), np.zeros(3, I32)
+    nv = np.stack([np.full((1, 4, 4), v, F32) for v in (1, 2, 3)])
+    ys, xs = np.zeros(3, I32), np.zeros(3, I32)
+    nys, nxs = np.array([2, 0, 0], I32), np.array([2, 0, 0], I32)  # region 0: bottom right
+    want = gather(PaddedView(view, (0, 0, 0, 0), 0.0), ys, xs, 4, 4,
+                  NewValues(nv[:, :, :2, :2], nys, nxs, owners))
+    out = np.empty((3, 1, 4, 4), F32)
+    K.kernel("gather", np)((1,), (5,), (view, 1, 4, 4, ys, xs, 3, 4, 4, nv[:, :, :2, :2].copy(),
+                                        nys, nxs, 2, 2, owners, 1, 0.0, out))
+    np.testing.assert_array_equal(out, want)
+    assert (out[0, 0, 3, 3], out[0, 0, 0, 0], out[1, 0, 0, 0], out[0, 0, 0, 3]) == (1, 3, 2, 0)
 
 
 @SETTINGS
@@ -284,3 +299,21 @@ def test_the_readme_lists_every_kernel_with_its_argument_order():
         params = ", ".join(K._declare(p) for p in K.signature(name).params)
         assert f"| `{name}` | `{params}` |" in readme, name
         assert "#include" not in K.source(name)  # NVRTC compiles the sources as they are
+
+
+def test_an_unwritable_cache_is_a_backend_error_naming_it(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # a file where a directory must go
+    K._host_kernel.cache_clear()
+    with pytest.raises(BackendError, match="cannot write the kernel cache .*XDG_CACHE_HOME"):
+        K.kernel("im2col", np)
+    K._host_kernel.cache_clear()
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc: CUDA syntax unchecked here")
+def test_every_kernel_compiles_as_cuda(tmp_path):
+    for name in K.names():
+        done = subprocess.run(["nvcc", "--ptx", "-o", str(tmp_path / f"{name}.ptx"),
+                               str(K.kernel_dir() / f"{name}.cu")], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr

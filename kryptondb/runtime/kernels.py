@@ -220,12 +220,16 @@ def compile_host(name: str, unit: str, lib: Path) -> None:
     gcc = shutil.which("gcc")
     if gcc is None:
         raise BackendError(HOST_COMPILER_MISSING)
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
-        src, out = Path(tmp) / f"{name}.cpp", Path(tmp) / f"{name}.so"
-        src.write_text(unit)
-        cmd = [gcc, *CFLAGS, "-I", str(kernel_dir()), str(src), "-o", str(out)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise BackendError(f"host build of kernels/{name}.cu failed:\n{done.stderr}")
-        os.replace(out, lib)
+    try:
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+            src, out = Path(tmp) / f"{name}.cpp", Path(tmp) / f"{name}.so"
+            src.write_text(unit)
+            cmd = [gcc, *CFLAGS, "-I", str(kernel_dir()), str(src), "-o", str(out)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise BackendError(f"host build of kernels/{name}.cu failed:\n{done.stderr}")
+            os.replace(out, lib)
+    except OSError as e:
+        raise BackendError(f"cannot write the kernel cache {lib.parent} ({e.strerror}); "
+                           "point XDG_CACHE_HOME at a writable directory") from None
