@@ -73,8 +73,10 @@ def maintain_views(plan: PlanNode, ctx) -> PlanNode:
 
 
 def min_speedup(backend: str | None) -> float:
-    """The theoretical speedup below which the cost model keeps NAIVE on ``backend``."""
-    return MIN_SPEEDUP_BY_BACKEND.get(backend or "onnxruntime", MIN_SPEEDUP)
+    """The theoretical speedup below which the cost model keeps NAIVE on ``backend`` (a name;
+    'gpu' is 'cupy')."""
+    name = str(backend or "onnxruntime").lower()
+    return MIN_SPEEDUP_BY_BACKEND.get("cupy" if name == "gpu" else name, MIN_SPEEDUP)
 
 
 def _joined(earlier: str | None, why: str) -> str:
