@@ -248,3 +248,13 @@ def test_gpu_bench_without_a_gpu_exits_2():
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and "needs a CUDA GPU" in done.stderr
+
+
+def test_captum_api_keeps_naive_on_gpu_where_incremental_would_be_slower():
+    from kryptondb.attr.planning import _why_naive
+    from kryptondb.ivm.cost import theoretical
+
+    graph = load_model("efficientnet_lite0").graph
+    cost = theoretical(graph, (16, 16))
+    assert _why_naive(graph, cost, "onnxruntime", 2809) is None
+    assert _why_naive(graph, cost, "gpu", 2809) == "theoretical speedup 1.58 below 1.67"
