@@ -258,3 +258,16 @@ def test_captum_api_keeps_naive_on_gpu_where_incremental_would_be_slower():
     cost = theoretical(graph, (16, 16))
     assert _why_naive(graph, cost, "onnxruntime", 2809) is None
     assert _why_naive(graph, cost, "gpu", 2809) == "theoretical speedup 1.58 below 1.67"
+
+
+def test_upsampling_model_incremental(emulated):
+    """Resize and ConvTranspose steps (NumPy code in ivm: on a device their buffers visit the
+    host) and the host-run reference ops inside a scan."""
+    b = Builder("up", (3, 24, 24), seed=6)
+    x = b.act(b.conv(b.pool("input", "max", 2, 2), "c1", 6, 3, 1, 1, bias=True), "relu")
+    x = b.resize(x, scale=2.0, mode="linear", coord="half_pixel")
+    x = b.conv_transpose(x, "t1", 4, 3, 2, 1, output_padding=1, bias=True)
+    g = b.build(b.linear(b.flatten(b.global_pool(x)), "fc", 5))
+    corners = np.array([(0, 0), (9, 13), (18, 18)])
+    ours, ref = scan(g, emulated, 6, corners), scan(g, NumpyBackend(), 6, corners)
+    assert range_error(ours, ref) <= TOLERANCE

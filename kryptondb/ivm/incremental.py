@@ -241,15 +241,15 @@ class IncrementalPlan:
         bufs += [fetch(pv, ys[idx], xs[idx], h, w) for pv in step.sides]
         moved += sum(b.nbytes for b in bufs[len(step.contexts):])
         t2 = time.perf_counter()
-        if step.head.op is Op.RESIZE:
-            out = _resampled(step, idx, bufs[0])
+        if step.head.op is Op.RESIZE:  # NumPy code: a device backend's buffer visits the host
+            out = _resampled(step, idx, backend.host(bufs[0]))
         elif step.segment is None:
             out = _merge(step.head, bufs)
         else:
             feeds = dict(zip(step.segment.inputs, bufs))
             out = backend.run(step.segment, feeds)[step.segment.output]
-        if step.box is not None:
-            out = _crop(out, r.y[idx] - ys[idx], r.x[idx] - xs[idx], r.h, r.w)
+        if step.box is not None:  # NumPy code, as Resize's
+            out = _crop(backend.host(out), r.y[idx] - ys[idx], r.x[idx] - xs[idx], r.h, r.w)
         count(stats, step.name, len(idx), moved, t2 - t, time.perf_counter() - t2)
         return out, step.region.y[idx], step.region.x[idx]
 
