@@ -3,8 +3,8 @@
 With ``xp = cupy`` (``ON GPU``) values live in GPU memory: convolutions are an im2col RawKernel
 plus ``xp.matmul`` (cuBLAS), depthwise convolutions and pools their own RawKernels, the bias and
 a following activation one fused kernel (runtime/windowed.py); the other ops are array code
-mirroring the NumPy reference (runtime/xp_ops.py). Weights are copied to the device once per
-graph. Results live where the feeds live: host feeds give host results (full inference), device
+mirroring the NumPy reference (runtime/xp_ops.py). Each weight array is copied to the device
+once. Results live where the feeds live: host feeds give host results (full inference), device
 feeds device results (the incremental executor's per-layer calls, whose views stay on the
 device); ``host`` brings a result back.
 

@@ -1,8 +1,9 @@
 """The NumPy kernels (numpy_ops.py) written against an array module ``xp`` (numpy or cupy): the
-GPU backend's ops that are plain array code. Convolutions, depthwise convolutions, pools and the
-fused bias + activation are RawKernels (runtime/gpu.py); everything here mirrors numpy_ops.py op
-for op, so its results equal the reference's (float32, the same order of operations where it
-matters). Ops absent here run through the reference on the host (runtime/gpu.py: ``HOST_OPS``).
+GPU backend's ops that are plain array code. Convolutions, depthwise convolutions, pools and
+the fused bias + activation are RawKernels (runtime/windowed.py); everything here mirrors
+numpy_ops.py op for op, so its results equal the reference's (float32, the same order of
+operations where it matters). Ops absent here run through the reference on the host
+(runtime/gpu.py).
 """
 
 from __future__ import annotations
