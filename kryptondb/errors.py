@@ -107,6 +107,11 @@ class BackendError(KryptonError):
     """A backend that is unknown or cannot run here (e.g. no GPU)."""
 
 
+class DeviceMissingError(BackendError, PlanError):
+    """``ON GPU`` where CuPy is not importable or no CUDA device is present: found when the
+    query is planned, shown with a caret under ON GPU."""
+
+
 class StorageError(FileError):
     """A database file (catalog.json, a table's Arrow file, the directory itself) that is missing,
     corrupt or not KryptonDB's; the message names the path and says what was left unchanged."""

@@ -1,8 +1,9 @@
 """Printing Arrow tables for people and for other programs, in one of ``MODES``.
 
-"table" and "markdown" are for reading: long tables show head and tail, wide ones the columns that
-fit ``max_width``, and a footer says how much was shown. "csv" and "json" (an array of row
-objects) are data: every row, nothing cut. In every mode a binary cell is summarised, never
+"table" and "markdown" are for reading: long tables show head and tail, wide ones the columns
+that fit ``max_width`` (there, text cells over CELL_WIDTH characters are elided), and a footer
+says how much was shown. "csv" and "json" (an array of row objects) are data: every row, nothing
+cut. In every mode a binary cell is summarised, never
 dumped: ``<float32 64x56x56>`` when its row says the tensor's dtype and shape (a view's rows
 do), else ``<N bytes>``.
 
@@ -30,7 +31,7 @@ from kryptondb.errors import KryptonError
 from kryptondb.format import shorten
 
 MODES = ("table", "csv", "json", "markdown")
-CELL_WIDTH = 48  # a longer text cell is elided in the middle in "table" and "markdown"
+CELL_WIDTH = 48  # on a screen (max_width), a longer text cell is elided in the middle
 LIST_ITEMS = 8  # longer lists print their first items and a count in "table" and "markdown"
 
 
@@ -91,15 +92,15 @@ def _binary_summaries(table: pa.Table, column) -> list:
             for n, dt, sh in zip(sizes, dtypes, shapes)]
 
 
-def _cell(v) -> str:
+def _cell(v, limit: int | None = None) -> str:
     if v is None:
         return "NULL"
     if isinstance(v, float):
         return f"{v:.6g}"
     if isinstance(v, list) and len(v) > LIST_ITEMS:
-        head = ", ".join(_cell(x) for x in v[:LIST_ITEMS])
+        head = ", ".join(_cell(x, limit) for x in v[:LIST_ITEMS])
         return f"[{head}, … ({len(v)} items)]"
-    return shorten(str(v), CELL_WIDTH)
+    return shorten(str(v), limit)
 
 
 # -- table and markdown --------------------------------------------------------------------------
@@ -123,7 +124,9 @@ def _rows(table: pa.Table) -> list[tuple]:
 def _text(table: pa.Table, mode: str, max_rows: int | None, max_width: int | None) -> str:
     names = table.column_names
     rows = _shown_rows(table, max_rows)
-    cells = [[_cell(v) for v in r] if r is not None else ["…"] * len(names) for r in rows]
+    limit = CELL_WIDTH if max_width is not None else None  # paths stay whole in a pipe
+    cells = [[_cell(v, limit) for v in r] if r is not None else ["…"] * len(names)
+             for r in rows]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(names)]
     keep = _fitting_columns(widths, max_width, 3 if mode == "markdown" else 2)
     numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]

@@ -344,9 +344,9 @@ def test_onnxruntime_refusing_a_graph_is_a_backend_error():
 
 
 def test_unknown_backend_lists_known_ones(mobilenet):
-    with pytest.raises(BackendError, match="tensorrt.*known: numpy, onnxruntime"):
+    with pytest.raises(BackendError, match="tensorrt.*known: cupy, numpy, onnxruntime"):
         get_backend("tensorrt")
-    with pytest.raises(BackendError, match="known: numpy, onnxruntime"):
+    with pytest.raises(BackendError, match="known: cupy, numpy, onnxruntime"):
         mobilenet.predict(np.zeros((1, 3, 224, 224), np.float32), backend="tpu")
 
 

@@ -21,7 +21,7 @@ from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
 from kryptondb.rewrite.batch_queries import (MAX_BATCH, MAX_INCREMENTAL_BATCH, NUMPY, ONNXRUNTIME,
                                               choose, incremental_footprint,
                                               naive_footprint)
-from kryptondb.rewrite.maintain_views import MIN_SPEEDUP, effective_speedup
+from kryptondb.rewrite.maintain_views import effective_speedup, min_speedup
 
 PLANS = ("naive", "incremental")
 APPROXIMATE = ("tau", "drilldown", "target")
@@ -75,12 +75,13 @@ def decide(graph, grid: Grid, backend: str, plan: str | None, approximate: dict)
 
 def _why_naive(graph, cost, backend: str, positions: int) -> str | None:
     """Why the incremental plan does not pay, or None when it does."""
-    if cost.speedup < MIN_SPEEDUP:
-        return f"theoretical speedup {cost.speedup:.2f} below {MIN_SPEEDUP:g}"
+    least = min_speedup(backend)  # higher on the GPU (rewrite/maintain_views.py)
+    if cost.speedup < least:
+        return f"theoretical speedup {cost.speedup:.2f} below {least:.3g}"
     effective, _ = effective_speedup(graph, cost, backend, positions)
-    if effective < MIN_SPEEDUP:
+    if effective < least:
         return (f"setup outweighs the gain over {positions} positions: effective speedup "
-                f"{effective:.2f} below {MIN_SPEEDUP:g}")
+                f"{effective:.2f} below {least:.3g}")
     return None
 
 

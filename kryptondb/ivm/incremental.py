@@ -227,35 +227,41 @@ class IncrementalPlan:
 
     def _run_step(self, step: Step, idx, new, backend, stats, owners=None):
         t = time.perf_counter()
-        bufs, moved = [], 0
+        bufs, moved, fetch = [], 0, backend.gather or gather
         for src, (rh, rw, ys, xs, pv) in zip(step.inputs, step.contexts):
             vals, ny, nx = new[src]
             if owners is None and vals.shape[2:] == (rh, rw) and (ny == ys[idx]).all() and \
                     (nx == xs[idx]).all():
                 bufs.append(vals)  # the context is exactly the new region: nothing to gather
             else:
-                bufs.append(gather(pv, ys[idx], xs[idx], rh, rw, NewValues(vals, ny, nx, owners)))
+                bufs.append(fetch(pv, ys[idx], xs[idx], rh, rw, NewValues(vals, ny, nx, owners)))
                 moved += bufs[-1].nbytes
         r = step.region
         h, w, ys, xs = step.box or (r.h, r.w, r.y, r.x)
-        bufs += [gather(pv, ys[idx], xs[idx], h, w) for pv in step.sides]
+        bufs += [fetch(pv, ys[idx], xs[idx], h, w) for pv in step.sides]
         moved += sum(b.nbytes for b in bufs[len(step.contexts):])
         t2 = time.perf_counter()
-        if step.head.op is Op.RESIZE:
-            out = _resampled(step, idx, bufs[0])
+        if step.head.op is Op.RESIZE:  # NumPy code: a device backend's buffer visits the host
+            out = _resampled(step, idx, backend.host(bufs[0]))
         elif step.segment is None:
             out = _merge(step.head, bufs)
         else:
             feeds = dict(zip(step.segment.inputs, bufs))
             out = backend.run(step.segment, feeds)[step.segment.output]
-        if step.box is not None:
-            out = _crop(out, r.y[idx] - ys[idx], r.x[idx] - xs[idx], r.h, r.w)
+        if step.box is not None:  # NumPy code, as Resize's
+            out = _crop(backend.host(out), r.y[idx] - ys[idx], r.x[idx] - xs[idx], r.h, r.w)
         count(stats, step.name, len(idx), moved, t2 - t, time.perf_counter() - t2)
         return out, step.region.y[idx], step.region.x[idx]
 
-    def _full_maps(self, name, new, group, n_groups) -> np.ndarray:
-        """(n_groups, C, H, W): the view of ``name`` with each group's new regions written in."""
+    def _full_maps(self, name, new, group, n_groups, backend) -> np.ndarray:
+        """(n_groups, C, H, W): the view of ``name`` with each group's new regions written in
+        (on a device backend, by its gather: the whole map as every item's context)."""
         vals, ny, nx = new[name]
+        if backend.gather is not None:
+            pv, at = PaddedView(self.views[name], (0, 0, 0, 0), 0.0), np.zeros(len(group), int)
+            full = backend.gather(pv, at, at, *self.views[name].shape[1:],
+                                  NewValues(vals, ny, nx, group))
+            return full if n_groups == len(group) else full[np.unique(group, return_index=True)[1]]
         full = np.repeat(self.views[name][None], n_groups, axis=0)
         overlay(full, vals, ny, nx, group, np.arange(len(group)))
         return full
@@ -268,7 +274,7 @@ class IncrementalPlan:
             _, first, group = np.unique(owners, return_index=True, return_inverse=True)
             rank = np.argsort(np.argsort(first))  # groups in order of first appearance
             group, n_groups = rank[group], len(first)
-        feeds = {f: self._full_maps(f, new, group, n_groups) for f in self.frontier}
+        feeds = {f: self._full_maps(f, new, group, n_groups, backend) for f in self.frontier}
         t2 = time.perf_counter()
         g = self.graph
         kept = {}
@@ -280,16 +286,17 @@ class IncrementalPlan:
             res = backend.run(self.suffix, {k: feeds[k] for k in self.suffix.inputs},
                               [g.output, *extra])
             out = res[g.output]
-            kept = {n: res[n][-1] for n in extra}
+            kept = {n: backend.host(res[n][-1]) for n in extra}
         count(stats, SUFFIX, n_groups, sum(f.nbytes for f in feeds.values()), t2 - t,
               time.perf_counter() - t2)
+        out = backend.host(out)
         if not keep:
             return out
         last = group == n_groups - 1
         for name, (vals, ny, nx) in new.items():
             full = self.views[name].copy()
-            overlay(full[None], vals[last], ny[last], nx[last], np.zeros(last.sum(), int),
-                    np.arange(last.sum()))
+            overlay(full[None], backend.host(vals[last]), ny[last], nx[last],
+                    np.zeros(last.sum(), int), np.arange(last.sum()))
             kept[name] = full
         return out, kept
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from kryptondb.catalog import RELATIONS, relation_names
 from kryptondb.catalog.export import CHOICES, check_target, format_of
-from kryptondb.errors import FileError, PlanError, UnknownNameError
+from kryptondb.errors import DeviceMissingError, FileError, PlanError, UnknownNameError
 from kryptondb.lang import ast
 from kryptondb.model.binding import resolve
 from kryptondb.obe.grid import Grid
@@ -23,6 +23,7 @@ from kryptondb.plan.nodes import PlanNode, node
 from kryptondb.plan.preprocessing import bind_preprocess
 from kryptondb.plan.ops import Op
 from kryptondb.plan.values import Classes
+from kryptondb.runtime.gpu import gpu_missing
 from kryptondb.sql import relations
 
 DEVICES = {"cpu": "onnxruntime", "onnxruntime": "onnxruntime", "ort": "onnxruntime",
@@ -79,6 +80,16 @@ class Binder:
             raise UnknownNameError(kind, ref.value, sorted(media), self.text, ref.span)
         return media[ref.value].path
 
+    def _on_span(self, span: ast.Span) -> tuple[int, int, int]:
+        """(line, column, length) of ``ON <device>``: the device name's span widened to the ON
+        before it on its line."""
+        lines = self.text.split("\n")
+        before = lines[span.line - 1][:span.column - 1].rstrip() if span.line <= len(lines) else ""
+        if not before.upper().endswith("ON"):
+            return span.line, span.column, span.length
+        start = len(before) - 1
+        return span.line, start, span.column + span.length - start
+
     def options(self, stmt) -> Options:
         device = getattr(stmt, "device", None)
         backend = "onnxruntime"
@@ -87,6 +98,10 @@ class Binder:
                 raise self.fail(f"unknown device {device.value!r}", device.span,
                                 ("CPU", "GPU", "NUMPY", "ONNXRUNTIME"))
             backend = DEVICES[device.value]
+            why = gpu_missing() if backend == "cupy" else None
+            if why is not None:
+                raise DeviceMissingError(f"ON {device.value.upper()} cannot run here: {why}",
+                                         self.text, *self._on_span(device.span))
         return Options(backend, getattr(stmt, "memory_mb", None), getattr(stmt, "batch", None),
                        getattr(stmt, "incremental", None), getattr(stmt, "approximate", None),
                        stmt.spans)

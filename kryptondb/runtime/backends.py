@@ -1,5 +1,6 @@
-"""The backend interface: run any Graph (a whole model, a fused segment or a single operator) on
-a batch of any size. Heavy imports happen inside the backend that needs them."""
+"""The CPU backends (the NumPy reference, onnxruntime) and ``get_backend`` by name, the GPU
+backend included (runtime/gpu.py); the interface is runtime/base.py's Backend. Heavy imports
+happen inside the backend that needs them."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import os
 import threading
 import time
 import weakref
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
 from kryptondb.errors import BackendError, ShapeError
 from kryptondb.graph.ir import Graph, Op
+from kryptondb.runtime.base import Backend
+from kryptondb.runtime.gpu import cupy_backend
 from kryptondb.runtime.numpy_ops import KERNELS
 from kryptondb.runtime.onnx_export import to_onnx, weight_arrays
 
@@ -34,25 +37,6 @@ class SetupClock:
 
 
 SESSIONS = SetupClock()
-
-
-class Backend:
-    name = "abstract"
-
-    def run(self, graph: Graph, feeds: Mapping[str, np.ndarray],
-            outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Evaluate ``graph`` on batched ``feeds`` (one array per INPUT node)."""
-        raise NotImplementedError
-
-    def for_segments(self) -> "Backend":
-        """The variant to use for many small per-layer graphs run in turn (incremental plans)."""
-        return self
-
-    def concurrent(self) -> tuple[int, "Backend"]:
-        """(workers, backend): how many independent batches to run at once, and the variant
-        each of them uses. One by default: a backend that threads inside each call gains
-        nothing from running calls side by side."""
-        return 1, self
 
 
 def usable_cores() -> int:
@@ -233,13 +217,14 @@ def _borrowing(opts, graph: Graph, model) -> tuple[bytes, tuple[dict, list]]:
     return model.SerializeToString(), (fed, borrowed)
 
 
-_BACKENDS = {"numpy": NumpyBackend, "onnxruntime": OnnxRuntimeBackend}
-_ALIASES = {"ort": "onnxruntime", "cpu": "onnxruntime", "reference": "numpy"}
+_BACKENDS = {"numpy": NumpyBackend, "onnxruntime": OnnxRuntimeBackend, "cupy": cupy_backend}
+_ALIASES = {"ort": "onnxruntime", "cpu": "onnxruntime", "reference": "numpy", "gpu": "cupy"}
 _INSTANCES: dict[str, Backend] = {}
 
 
 def get_backend(name: str | Backend = "onnxruntime") -> Backend:
-    """A shared backend instance by name ('numpy', 'onnxruntime'; aliases 'ort', 'cpu')."""
+    """A shared backend instance by name ('numpy', 'onnxruntime', 'cupy'; aliases 'ort', 'cpu',
+    'gpu'). 'cupy' without CuPy or a CUDA device: a BackendError saying which is missing."""
     if isinstance(name, Backend):
         return name
     key = _ALIASES.get(str(name).lower(), str(name).lower())
