@@ -165,3 +165,13 @@ def test_a_damaged_video_stops_the_pipeline(model, clip, tmp_path):
     with pytest.raises(FileError, match="cut.mp4"):
         recognize_video(model, str(bad), VideoSettings(k=1))
     assert not _decode_threads()
+
+
+def test_to_rgb_gives_to_image_pixels(clip):
+    """The fast conversion (to_ndarray, then a PIL image) keeps PyAV's to_image pixels."""
+    from kryptondb.media.video import to_rgb
+
+    for path in _videos(clip):
+        with av.open(path) as c:
+            for _, f in zip(range(8), c.decode(video=0)):
+                np.testing.assert_array_equal(np.asarray(to_rgb(f)), np.asarray(f.to_image()))
