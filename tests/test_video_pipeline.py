@@ -175,3 +175,59 @@ def test_to_rgb_gives_to_image_pixels(clip):
         with av.open(path) as c:
             for _, f in zip(range(8), c.decode(video=0)):
                 np.testing.assert_array_equal(np.asarray(to_rgb(f)), np.asarray(f.to_image()))
+
+
+def test_an_inference_error_stops_the_decode_thread(monkeypatch):
+    """The error's traceback keeps the stream alive; the thread is stopped anyway."""
+    import kryptondb.orv.recognize as recognize
+
+    def frames(path, first, last, every, convert):
+        for i in range(10 ** 6):
+            yield i, i / 10, np.zeros((1, 4, 4), np.float32)
+
+    class Model:
+        calls = 0
+
+        def inputs(self, xs):
+            return np.stack(xs)
+
+        def predict(self, x, backend, batch_size):
+            Model.calls += 1
+            if Model.calls == 2:
+                raise KeyboardInterrupt  # Ctrl-C while the model runs
+            return np.ones((len(x), 2), np.float32) / 2
+
+        def label(self, c):
+            return str(c)
+
+    monkeypatch.setattr(recognize, "frames", frames)
+    with pytest.raises(KeyboardInterrupt) as info:
+        recognize_video(Model(), "any.mp4", VideoSettings(k=1))
+    assert info.value is not None and not _decode_threads()
+
+
+def test_a_producer_interrupt_reaches_the_consumer():
+    def items():
+        yield 1
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        list(prefetch(items()))
+    assert not _decode_threads()
+
+
+def test_a_statement_interrupted_mid_video_stops_the_decode_thread(clip, monkeypatch):
+    from kryptondb.model.model import Model
+
+    calls, predict = [], Model.predict
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(Model, "predict", interrupted)
+    with pytest.raises(KeyboardInterrupt) as info:
+        kryptondb.connect().execute(f"RECOGNIZE OBJECTS IN VIDEO '{clip}' USING MODEL "
+                                    "mobilenet_v2 TOP 1 NAIVE")
+    assert info.value is not None and not _decode_threads()

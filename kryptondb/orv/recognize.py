@@ -11,6 +11,7 @@ The single-video plan's operators (kryptondb/exec) use the same pieces: ``frame_
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -99,9 +100,9 @@ def label_table(stream: Iterable, on_chunk=lambda n: None) -> pa.Table:
 def recognize_video(model, path: str, settings: VideoSettings) -> pa.Table:
     """The frame relation of the video file at ``path``; its frames are streamed."""
     backend = get_backend(settings.backend)
-    inputs = prefetch(model_chunks(model, path, settings))
-    return label_table((meta, top_k_rows(p, settings.k, model))
-                       for meta, p in _probabilities(model, backend, inputs, settings))
+    with closing(prefetch(model_chunks(model, path, settings))) as inputs:  # on error too
+        return label_table((meta, top_k_rows(p, settings.k, model))
+                           for meta, p in _probabilities(model, backend, inputs, settings))
 
 
 def model_chunks(model, path: str, settings: VideoSettings) -> Iterator[tuple[list, object]]:
