@@ -231,3 +231,27 @@ def test_a_statement_interrupted_mid_video_stops_the_decode_thread(clip, monkeyp
         kryptondb.connect().execute(f"RECOGNIZE OBJECTS IN VIDEO '{clip}' USING MODEL "
                                     "mobilenet_v2 TOP 1 NAIVE")
     assert info.value is not None and not _decode_threads()
+
+
+def test_a_window_of_full_frames_materializes_no_views(model):
+    """Codec noise everywhere: every frame runs in full, batched; the base keeps no views until
+    a frame with boxes needs them, and outputs stay equal to full inference."""
+    from kryptondb.orv.incremental import Settings, VideoIVM
+    from kryptondb.runtime.backends import get_backend
+
+    be = get_backend("onnxruntime")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5,) + model.input_shape).astype(np.float32)
+    ivm = VideoIVM(model, be, Settings())
+    ivm.window(x[:1])  # the key frame: views
+    out, stats = ivm.window(x[1:4])
+    assert [s.mode for s in stats] == ["full"] * 3 and ivm.base.views == {}
+    g = model.graph
+    full = be.run(g, {g.inputs[0]: x[1:4]})[g.output].reshape(3, -1)
+    np.testing.assert_allclose(out.reshape(3, -1), full, atol=1e-5)
+    y = x[3].copy()
+    y[:, 100:110, 100:110] += 1  # a small change: boxes, so the base's views are made
+    out, stats = ivm.window(y[None])
+    assert stats[0].mode == "incremental" and ivm.base.views
+    ref = be.run(g, {g.inputs[0]: y[None]})[g.output].reshape(1, -1)
+    np.testing.assert_allclose(out.reshape(1, -1), ref, atol=1e-4)
