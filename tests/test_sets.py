@@ -195,15 +195,18 @@ def test_sets_in_plans(con, videos):
 
 
 def test_videos_stream(monkeypatch):
-    """recognize_video runs each chunk as soon as it is decoded: never more than one chunk of
-    frames is held, however long the video."""
+    """recognize_video runs each chunk as soon as it can: the decode thread runs at most
+    DEPTH + 1 chunks ahead of inference (issue 18's bounded queue; it was one chunk held when
+    decoding ran in line), however long the video."""
     from PIL import Image
 
     import kryptondb.orv.recognize as recognize
 
     decoded = []
 
-    def frames(path, first, last, every):
+    from kryptondb.orv.pipeline import DEPTH
+
+    def frames(path, first, last, every, convert):
         for i in range(5 * recognize.CHUNK):
             decoded.append(i)
             yield i, i / 10, Image.new("RGB", (4, 4))
@@ -215,7 +218,7 @@ def test_videos_stream(monkeypatch):
             return np.zeros((len(images), 1, 4, 4), np.float32)
 
         def predict(self, x, backend, batch_size):
-            assert len(decoded) - Model.done <= recognize.CHUNK  # held: this chunk only
+            assert len(decoded) - Model.done <= (DEPTH + 2) * recognize.CHUNK  # bounded
             Model.done += len(x)
             return np.tile(np.float32([0.5, 0.3, 0.2]), (len(x), 1))
 

@@ -7,6 +7,7 @@ import os
 from typing import Iterator
 
 from kryptondb.media.images import load_image as load
+from kryptondb.orv.pipeline import prefetch
 from kryptondb.orv.recognize import frame_chunks
 
 
@@ -45,8 +46,8 @@ def video_scan(node, inputs, ctx) -> Iterator:
 def preprocess(node, inputs, ctx):
     model = ctx.model(node.arg("model"))
     (src,) = inputs
-    if isinstance(src, Iterator):
-        return ((b, model.inputs([img for _, _, img in b])) for b in src)
+    if isinstance(src, Iterator):  # a video: decoded and preprocessed on a producer thread
+        return prefetch((b, model.inputs([img for _, _, img in b])) for b in src)
     x = model.inputs(src)
     ctx.stats(node).update(rows=len(x), bytes=x.nbytes)
     return x

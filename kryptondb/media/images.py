@@ -197,16 +197,20 @@ def _pair(side) -> tuple[int, int]:
     return side if isinstance(side, tuple) else (side, side)
 
 
+def resized_size(w: int, h: int, resize) -> tuple[int, int]:
+    """(width, height) a ``w`` x ``h`` image has after Preprocess's ``resize`` step."""
+    if resize is None:
+        return (w, h)
+    if isinstance(resize, tuple):
+        return (resize[1], resize[0])
+    scale = resize / min(w, h)
+    return (max(resize, round(w * scale)), max(resize, round(h * scale)))
+
+
 def _geometry(img: Image.Image, resize, crop) -> Image.Image:
     """Resize (the shorter side, or to exactly (h, w)) and centre-crop, as declared."""
     w, h = img.size
-    if resize is None:
-        size = (w, h)
-    elif isinstance(resize, tuple):
-        size = (resize[1], resize[0])
-    else:
-        scale = resize / min(w, h)
-        size = (max(resize, round(w * scale)), max(resize, round(h * scale)))
+    size = resized_size(w, h, resize)
     ch, cw = _pair(crop) if crop is not None else (size[1], size[0])
     if resize is None and (cw > w or ch > h):
         raise ImageError(f"image of {w}x{h} pixels is smaller than the crop {cw}x{ch}; declare "

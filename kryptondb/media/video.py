@@ -5,13 +5,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
+import numpy as np
 from PIL import Image
 
-from kryptondb.errors import FileError, TruncatedVideoWarning
+from kryptondb.errors import FileError, KryptonError, TruncatedVideoWarning
 from kryptondb.files import open_regular
-from kryptondb.media.images import check_pixels
+from kryptondb.media.images import Preprocess, check_pixels, resized_size
+
+DECODES = ("exact", "scaled")  # how frames become model inputs (see scaled_input)
 
 
 def sample_path(name: str) -> str | None:
@@ -71,9 +74,18 @@ def probe(path: str) -> dict:
         _close(container, f)
 
 
-def frames(path: str, first: int = 0, last: int | None = None,
-           every: int = 1) -> Iterator[tuple[int, float, Image.Image]]:
+def to_rgb(frame) -> Image.Image:
+    """A decoded frame as an RGB PIL image (what ``frames`` yields by default): the pixels of
+    ``frame.to_image()`` (both convert through libswscale's rgb24), made 5-10x faster on large
+    frames (3.4 ms -> 0.4 ms per 768x576 frame of vtest.avi)."""
+    return Image.fromarray(frame.to_ndarray(format="rgb24"), "RGB")
+
+
+def frames(path: str, first: int = 0, last: int | None = None, every: int = 1,
+           convert: Callable = to_rgb) -> Iterator[tuple[int, float, Image.Image]]:
     """(index, timestamp in seconds, RGB image) for frames first..last (inclusive), every n-th.
+    The codec decodes with its own threads; ``convert(frame)`` makes the third item, and only
+    of the frames yielded: frames skipped by ``every`` or outside the range are never converted.
 
     A file that breaks off mid-way yields the frames decoded before the damage and then raises
     FileError naming the frame where decoding failed. Some containers (AVI) just stop at the
@@ -86,13 +98,14 @@ def frames(path: str, first: int = 0, last: int | None = None,
     index = -1
     try:
         stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame and slice threads: same frames, decoded in parallel
         for frame in container.decode(stream):
             index += 1
             if last is not None and index > last:
                 break
             if index >= first and (index - first) % every == 0:
                 t = float(frame.time) if frame.time is not None else float("nan")
-                yield index, t, frame.to_image().convert("RGB")
+                yield index, t, convert(frame)
         else:
             _check_complete(path, index, int(stream.frames or 0), first, last)
     except av.error.FFmpegError as exc:
@@ -110,3 +123,25 @@ def _check_complete(path: str, index: int, listed: int, first: int, last: int | 
         warnings.warn(TruncatedVideoWarning(
             f"{path!r}: decoding ended after frame {index}, but its header lists {listed} "
             f"frames; the file looks truncated. Results cover {got} only."), stacklevel=3)
+
+
+def scaled_input(pre: Preprocess, width: int, height: int) -> Callable:
+    """``frame -> float32 (3, H, W)`` model input of a ``width`` x ``height`` video, resized in
+    the decoder (libswscale, bilinear) instead of PIL: about twice as fast, but its pixels differ
+    from ``pre(image)``'s by up to about 9 grey levels (swscale filters differently from PIL's
+    antialiased bilinear), so labels can differ on near-tied frames. Decode "scaled" selects it;
+    "exact" (the default) keeps PIL's pixels."""
+    if pre.channels != 3:
+        raise KryptonError(f"decode 'scaled' makes RGB inputs; preprocessing {pre} is not RGB")
+    size = resized_size(width, height, pre.resize)
+    ch, cw = (pre.size or (size[1], size[0]))
+    if cw > size[0] or ch > size[1]:
+        raise KryptonError(f"frames of {width}x{height} are smaller than the crop {cw}x{ch} of "
+                           f"preprocessing {pre}")
+    left, top = (size[0] - cw) // 2, (size[1] - ch) // 2
+
+    def convert(frame) -> np.ndarray:
+        rgb = frame.reformat(size[0], size[1], format="rgb24", interpolation="BILINEAR")
+        hwc = rgb.to_ndarray()[top:top + ch, left:left + cw]
+        return pre.normalize(hwc.astype(np.float32) * np.float32(1 / 255))
+    return convert

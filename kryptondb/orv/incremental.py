@@ -58,7 +58,8 @@ class FrameStat:
 @dataclass
 class _Base:
     x: np.ndarray                   # (C, H, W) the base frame's input
-    views: dict
+    views: dict                     # empty until a box needs them (then made from x), so runs
+                                    # of full frames never materialize views
     out: np.ndarray                 # (classes,) its model output
     since_key: int = 0
 
@@ -169,12 +170,15 @@ class VideoIVM:
         g = self.model.graph
         groups, full_frames = self._group(pending, stats)
         last = pending[-1][0]
-        others = [i for i in full_frames if i != last]
+        others = full_frames  # the last one too: its views are made when a box needs them
         if others:
             with self._clock("full_s"):
                 res = self.backend.run(g, {g.inputs[0]: x[others]})[g.output]
             for k, i in enumerate(others):
                 outs[i], stats[i].mode, stats[i].flops_share = res[k], "full", 1.0
+        if groups and not self.base.views:  # a base that ran in full: its views, now
+            with self._clock("full_s"):
+                self.base.views = base_views(g, self.base.x, self.backend)
         kept = None
         for shape, members in groups.items():  # against the current base
             with self._clock("incremental_s"):
@@ -184,11 +188,8 @@ class VideoIVM:
                     self.base.views = base_views(g, self.base.x, self.backend)
                     res = self._run_group(x, shape, members, outs, last)
             kept = res if res is not None else kept
-        if last in full_frames:  # the base moves to it: its views and output in one pass
-            with self._clock("full_s"):
-                views, outs[last] = base_views(g, x[last], self.backend, with_output=True)
-            stats[last].mode, stats[last].flops_share = "full", 1.0
-            self.base = _Base(x[last].copy(), views, outs[last], self.base.since_key)
+        if last in full_frames:  # the base moves to it; no views yet (see _Base)
+            self.base = _Base(x[last].copy(), {}, outs[last], self.base.since_key)
         elif kept is not None:  # the input the views belong to: base pixels + the boxes
             self.base = _Base(kept[g.inputs[0]], kept, outs[last], self.base.since_key)
 

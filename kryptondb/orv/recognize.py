@@ -11,14 +11,17 @@ The single-video plan's operators (kryptondb/exec) use the same pieces: ``frame_
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import pyarrow as pa
 
-from kryptondb.media.video import frames
+from kryptondb.errors import KryptonError
+from kryptondb.media.video import DECODES, frames, probe, scaled_input, to_rgb
 from kryptondb.model.predict import top_k_rows
 from kryptondb.orv.incremental import FrameStat, Settings, VideoIVM
+from kryptondb.orv.pipeline import prefetch
 from kryptondb.runtime.backends import get_backend
 
 CHUNK = 16  # frames decoded, preprocessed and run together
@@ -37,13 +40,19 @@ class VideoSettings:
     backend: str = "onnxruntime"
     batch: int = CHUNK
     incremental: Settings | None = None
+    decode: str = "exact"
+
+    def __post_init__(self):
+        if self.decode not in DECODES:
+            raise KryptonError(f"decode must be one of {', '.join(DECODES)}, got {self.decode!r}")
 
 
-def frame_chunks(path: str, first: int = 0, last: int | None = None,
-                 every: int = 1) -> Iterator[list]:
-    """Lists of up to CHUNK (index, timestamp, picture) of the video's frames, decoded lazily."""
+def frame_chunks(path: str, first: int = 0, last: int | None = None, every: int = 1,
+                 convert=to_rgb) -> Iterator[list]:
+    """Lists of up to CHUNK (index, timestamp, picture) of the video's frames, decoded lazily;
+    ``convert(frame)`` makes the picture (kryptondb/media/video.py ``frames``)."""
     batch = []
-    for item in frames(path, first, last, every):
+    for item in frames(path, first, last, every, convert):
         batch.append(item)
         if len(batch) == CHUNK:
             yield batch
@@ -91,10 +100,23 @@ def label_table(stream: Iterable, on_chunk=lambda n: None) -> pa.Table:
 def recognize_video(model, path: str, settings: VideoSettings) -> pa.Table:
     """The frame relation of the video file at ``path``; its frames are streamed."""
     backend = get_backend(settings.backend)
-    chunks = frame_chunks(path, settings.first, settings.last, settings.every)
-    inputs = ((meta, model.inputs([img for _, _, img in meta])) for meta in chunks)
-    return label_table((meta, top_k_rows(p, settings.k, model))
-                       for meta, p in _probabilities(model, backend, inputs, settings))
+    with closing(prefetch(model_chunks(model, path, settings))) as inputs:  # on error too
+        return label_table((meta, top_k_rows(p, settings.k, model))
+                           for meta, p in _probabilities(model, backend, inputs, settings))
+
+
+def model_chunks(model, path: str, settings: VideoSettings) -> Iterator[tuple[list, object]]:
+    """(frames meta, the model's N x C x H x W inputs) per chunk of the video's frames, through
+    the decode path ``settings.decode``; a frame's meta is (index, timestamp, None)."""
+    convert = to_rgb
+    if settings.decode == "scaled":
+        if model.preprocess is None:
+            raise KryptonError(f"decode 'scaled' needs model {model.name}'s preprocessing; it "
+                               "has none")
+        info = probe(path)
+        convert = scaled_input(model.preprocess, info["width"], info["height"])
+    for meta in frame_chunks(path, settings.first, settings.last, settings.every, convert):
+        yield [(i, t, None) for i, t, _ in meta], model.inputs([p for _, _, p in meta])
 
 
 def _probabilities(model, backend, inputs, settings: VideoSettings) -> Iterator:
