@@ -8,11 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kryptondb.ivm.gather import NewValues, PaddedView, gather
 from kryptondb.model.model import load_model
 from kryptondb.runtime.backends import NumpyBackend, get_backend
 from kryptondb.runtime.gpu import gpu_missing
-from test_gpu_emulated import OPS, TOLERANCE, _tiny, one_op, range_error, scan
+from test_gpu_emulated import OPS, TOLERANCE, _tiny, check_gather, one_op, range_error, scan
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(gpu_missing() is not None, reason=str(gpu_missing()))]
@@ -37,15 +36,7 @@ def test_op_equals_numpy(device, name):
 
 @pytest.mark.parametrize("pad", [0.0, -np.inf])
 def test_gather_equals_ivm_gather(device, pad):
-    rng = np.random.default_rng(3)
-    view = rng.standard_normal((4, 9, 10)).astype(np.float32)
-    ys, xs = np.array([-2, 0, 5, 7]), np.array([3, -1, 6, 0])
-    new = NewValues(rng.standard_normal((4, 4, 3, 2)).astype(np.float32),
-                    ys + 1, xs + 2, np.array([0, 1, 0, 1]))
-    pv = PaddedView(view, (2, 1, 3, 3), pad)
-    for values in (None, new, NewValues(new.values, new.ys, new.xs)):
-        ours = device.host(device.gather(pv, ys, xs, 5, 5, values))
-        np.testing.assert_array_equal(ours, gather(pv, ys, xs, 5, 5, values))
+    check_gather(device, pad)
 
 
 def test_tiny_full_incremental_and_boxes(device):

@@ -18,6 +18,7 @@ from kryptondb.ivm.incremental import IncrementalPlan, base_views
 from kryptondb.model.model import load_model
 from kryptondb.runtime.backends import NumpyBackend, get_backend
 from kryptondb.runtime.gpu import XpBackend, gpu_missing
+from test_obe_naive import _tiny_graph
 
 TOLERANCE = 1e-4  # of the reference's range, as Krypton's
 
@@ -106,8 +107,9 @@ def test_windowed_ops_equal_numpy(g, n):
     assert range_error(ours, NumpyBackend().run(g, {"input": x})[g.output]) <= TOLERANCE
 
 
-@pytest.mark.parametrize("pad", [0.0, -np.inf])
-def test_gather_equals_ivm_gather(emulated, pad):
+def check_gather(backend, pad: float) -> None:
+    """The backend's one-launch gather equals ivm.gather, with and without new values and
+    owners (shared with tests/test_gpu.py, which runs it on a device)."""
     rng = np.random.default_rng(3)
     view = rng.standard_normal((4, 9, 10)).astype(np.float32)
     ys, xs = np.array([-2, 0, 5, 7]), np.array([3, -1, 6, 0])
@@ -115,19 +117,18 @@ def test_gather_equals_ivm_gather(emulated, pad):
                     ys + 1, xs + 2, np.array([0, 1, 0, 1]))
     pv = PaddedView(view, (2, 1, 3, 3), pad)
     for values in (None, new, NewValues(new.values, new.ys, new.xs)):
-        np.testing.assert_array_equal(emulated.gather(pv, ys, xs, 5, 5, values),
-                                      gather(pv, ys, xs, 5, 5, values))
+        ours = backend.host(backend.gather(pv, ys, xs, 5, 5, values))
+        np.testing.assert_array_equal(ours, gather(pv, ys, xs, 5, 5, values))
+
+
+@pytest.mark.parametrize("pad", [0.0, -np.inf])
+def test_gather_equals_ivm_gather(emulated, pad):
+    check_gather(emulated, pad)
 
 
 def _tiny():
-    b = Builder("tiny", (3, 32, 32), seed=3)
-    x = b.conv_bn("input", "c1", "b1", 8, 3, 2, 1)
-    y = b.conv_bn(x, "c2", "b2", 8, 3, 1, 1, act=None)
-    x = b.act(b.add(x, y, "res"), "relu", "res.relu")
-    x = b.pool(x, "max", 3, 2, 1, name="pool")
-    x = b.conv_bn(x, "c3", "b3", 16, 3, 1, 1)
-    x = b.flatten(b.global_pool(x))
-    return b.build(b.linear(x, "fc", 10))
+    """test_obe_naive's small seeded CNN (strided conv, residual add, pools)."""
+    return _tiny_graph(3)
 
 
 @pytest.fixture(scope="module")
