@@ -136,3 +136,15 @@ def read_regular(path: str | os.PathLike, what: str, limit: str | None = None,
             return f.read()
         except OSError as exc:
             raise error(f"cannot read {what} {shown!r}: {_why(exc)}") from None
+
+
+def read_script(path: str | os.PathLike) -> str:
+    """A KQL script's text (``kryptondb -f``, the shell's ``.read``): a regular file only, so a
+    FIFO or a device is an error at once, not a hang; UTF-8, an editor's BOM dropped."""
+    try:
+        return read_regular(path, "script").decode("utf-8-sig")
+    except FileError as exc:
+        raise FileError(f"cannot read script {os.fspath(path)}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise FileError(f"cannot read script {os.fspath(path)}: it is not UTF-8 text "
+                        f"({exc})") from None

@@ -18,7 +18,7 @@ from kryptondb.cli.commands import COMMANDS
 from kryptondb.cli.options import parser as _parser
 from kryptondb.connection import terminal_progress
 from kryptondb.errors import KryptonError, KryptonWarning
-from kryptondb.files import read_regular
+from kryptondb.files import read_script
 from kryptondb.repl import run_repl, run_script
 
 __all__ = ["main"]
@@ -38,14 +38,7 @@ def _queries(args) -> int:
 def _read_script(path: str) -> str:
     """The script's text; only a regular file is read ('-' is standard input), so a FIFO or a
     device is an error at once, not a hang."""
-    if path == "-":
-        return sys.stdin.read()
-    try:
-        return read_regular(path, "script").decode("utf-8-sig")  # an editor's BOM is no code
-    except KryptonError as exc:
-        raise KryptonError(f"cannot read script {path}: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise KryptonError(f"cannot read script {path}: it is not UTF-8 text ({exc})") from None
+    return sys.stdin.read() if path == "-" else read_script(path)
 
 
 def main(argv=None) -> int:

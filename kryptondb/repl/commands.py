@@ -11,7 +11,7 @@ import pyarrow as pa
 import kryptondb
 from kryptondb.catalog.relations import SCHEMAS
 from kryptondb.errors import KryptonError
-from kryptondb.files import output_folder, read_regular
+from kryptondb.files import output_folder, read_script
 from kryptondb.model.zoo import ZOO
 from kryptondb.repl.text import BARE
 from kryptondb.tables import MODES, check_mode, render
@@ -159,12 +159,7 @@ class Commands:
         if self.depth >= MAX_READ_DEPTH:
             raise KryptonError(f".read {arg}: scripts nested {MAX_READ_DEPTH} deep (does a "
                                "script read itself?)")
-        path = os.path.expanduser(arg)
-        try:
-            text = read_regular(path, "script").decode("utf-8-sig")  # an editor's BOM: no code
-        except UnicodeDecodeError as exc:
-            raise KryptonError(f"cannot read script {arg}: it is not UTF-8 text ({exc})") from None
-        self.run_text(text, source=arg)
+        self.run_text(read_script(os.path.expanduser(arg)), source=arg)
 
     def cmd_output(self, arg: str) -> None:
         self.output.redirect(os.path.expanduser(arg) if arg else None)
