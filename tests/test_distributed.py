@@ -9,6 +9,7 @@ KryptonError, workers' files and an unreachable scheduler are checked too.
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import signal
@@ -289,3 +290,41 @@ def test_tasks_are_inputs_or_chunks_never_positions():
     assert len(split(1, 729, 2, 1.66e9, chunkable=False)) == 1
     with pytest.raises(KryptonError):
         split(0, 10, 2)
+
+
+def test_local_workers_get_their_share_of_threads_and_a_single_process_allocator(con):
+    """The nanny's defaults (1 BLAS thread, MALLOC_TRIM_THRESHOLD_) are not what the workers
+    of a LocalCluster get: their share of the cores, glibc's allocator left alone."""
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    names = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    seen = con.cluster.client.run(lambda: tuple(os.environ.get(k) for k in names))
+    assert len(seen) == 2 and set(seen.values()) == {(None, share, share)}
+
+
+FAULTS = """
+import os, resource, sys
+import numpy as np
+from kryptondb.dist.worker import allocate_as_one_process
+applied = allocate_as_one_process() if sys.argv[1] == "fix" else False
+np.ones(1 << 18)  # the heap grows once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(100):
+    np.ones(1 << 18)  # 2 MiB, allocated, touched, freed
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
+def test_a_nanny_trim_threshold_no_longer_faults_every_feature_map_in():
+    """With MALLOC_TRIM_THRESHOLD_ set (as a Dask nanny sets it), every 2 MiB array is a fresh
+    mmap whose 512 pages fault in; after allocate_as_one_process it reuses the heap."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536")
+    runs = {how: subprocess.run([sys.executable, "-c", FAULTS, how], env=env, check=True,
+                                capture_output=True, text=True).stdout.split()
+            for how in ("nanny", "fix")}
+    assert runs["nanny"][0] == "False" and runs["fix"][0] == "True"
+    assert int(runs["nanny"][1]) > 100 * 400  # ~512 faults per array
+    assert int(runs["fix"][1]) < 100 * 10
