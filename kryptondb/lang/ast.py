@@ -150,6 +150,7 @@ class RecognizeObjects(Statement):
     frames: tuple[int, int] | None = None
     every: int | None = None
     threshold: float | None = None  # pixel units in [0, 1]; 0: exact
+    feature_scale: float | None = None  # FEATURE THRESHOLD: scale of per-layer thresholds
     approximate: Approximate | None = None
     incremental: bool | None = None  # NAIVE: False; default: incremental over the last frame
     keyframe_every: int | None = None

@@ -224,7 +224,7 @@ def _video_settings(b: Binder, s: ast.RecognizeObjects) -> dict:
     """Incremental video settings (checked by ranges.check_video): what the
     maintain_video_views rule reads."""
     tau = s.approximate.tau if s.approximate is not None else None
-    return _given(threshold=s.threshold, tau=tau, keyframe_every=s.keyframe_every,
+    return _given(threshold=s.threshold, feature_scale=s.feature_scale, tau=tau, keyframe_every=s.keyframe_every,
                   keyframe_area=s.keyframe_area, max_boxes=s.max_boxes,
                   agreement=s.agreement or None)
 

@@ -114,7 +114,7 @@ def one_of(*values: str) -> _Kind:
 MEDIA = {"source": TEXT, "catalog": FLAG}
 FRAMES = {"first": INT, "last": OPTIONAL_INT, "every": INT}
 SCORE = one_of("probability", "logit")  # softmax of the output, or the output itself
-VIDEO_SETTINGS = {"threshold": NUMBER, "tau": NUMBER, "keyframe_every": INT,
+VIDEO_SETTINGS = {"threshold": NUMBER, "feature_scale": NUMBER, "tau": NUMBER, "keyframe_every": INT,
                   "keyframe_area": NUMBER, "max_boxes": INT, "agreement": FLAG}
 INFERENCE = {"model": MODEL, "backend": BACKEND, "batch": INT, "score": SCORE}
 # an occlusion scan as the rules grow it: the query, the cost model's reasons and estimates,
