@@ -221,6 +221,17 @@ class Drop(Statement):
 
 
 @dataclass(frozen=True, slots=True)
+class TuneVideo(Statement):
+    """TUNE MODEL m ON VIDEO v [FRAMES a TO b] [KEYFRAME EVERY n] [FOR AGREEMENT q]."""
+
+    model: Name
+    video: Ref
+    frames: tuple[int, int] | None = None
+    keyframe_every: int | None = None
+    agreement: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Tune(Statement):
     """TUNE MODEL m [PATCH p] [STRIDE s] [FILL f] ON IMAGES 'a.jpg', img2, 'dir/*.png'."""
 

@@ -175,6 +175,7 @@ class _Build(Transformer):
     keyframe_area = _option("keyframe_area", "KEYFRAME AREA")
     max_boxes = _option("max_boxes", "BOXES", _int)
     agreement = _option("agreement", "WITH AGREEMENT")
+    target_agreement = _option("agreement", "FOR AGREEMENT")
     tau = _option("tau", "TAU")
     drilldown = _option("drilldown", "DRILLDOWN", lambda r, target=None: (r, target))
     ssim = _option("ssim", "WITH SSIM")
@@ -218,6 +219,11 @@ class _Build(Transformer):
         values, spans = _merge(r for r in rest if isinstance(r, _Opt))
         images = tuple(r for r in rest if isinstance(r, ast.Ref))
         return ast.Tune(_name(name), images, **values, spans=spans)
+
+    @_statement
+    def tune_video(self, name, video, *opts):
+        values, spans = _merge(opts)
+        return ast.TuneVideo(_name(name), video, **values, spans=spans)
 
     @_statement
     def create_model(self, name, path, preprocess=None):

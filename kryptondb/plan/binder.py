@@ -240,6 +240,19 @@ def plan_tune(b: Binder, s: ast.Tune) -> tuple[PlanNode, Options]:
                 images=tuple(paths)), b.options(s)
 
 
+def plan_tune_video(b: Binder, s: ast.TuneVideo) -> tuple[PlanNode, Options]:
+    """TUNE ... ON VIDEO: the video's first frames (FRAMES a TO b; default the first
+    TUNE_FRAMES) through the model's preprocessing into the tuning of FEATURE THRESHOLD."""
+    model = b.model(s.model)
+    b.media_path(s.video, "video")
+    ranges.check_tune_video(b, s)
+    first, last = s.frames or (0, ranges.TUNE_FRAMES - 1)
+    scan = node(Op.VIDEO_SCAN, **scan_args(s.video), first=first, last=last, every=1)
+    pre = node(Op.PREPROCESS, scan, model=model, shape=tuple(model.input_shape))
+    return node(Op.TUNE_VIDEO, pre, model=model, agreement=s.agreement or ranges.TUNE_TARGET,
+                keyframe_every=s.keyframe_every), b.options(s)
+
+
 def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
     if isinstance(s, ast.CreateModel):
         return node(Op.CREATE_MODEL, name=s.name.value, path=s.path.value,
@@ -300,6 +313,8 @@ def bind(db, stmt: ast.Statement, text: str = "", params=()) -> tuple[PlanNode, 
         return plan_occlusion(b, stmt)
     if isinstance(stmt, ast.Tune):
         return plan_tune(b, stmt)
+    if isinstance(stmt, ast.TuneVideo):
+        return plan_tune_video(b, stmt)
     if isinstance(stmt, ast.Predict):
         return plan_predict(b, stmt)
     if isinstance(stmt, ast.RecognizeObjects):

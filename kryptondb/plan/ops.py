@@ -39,6 +39,7 @@ class Op(str, Enum):
     FRAME_LABELS = "FrameLabels"
     STORE = "Store"
     TUNE = "Tune"
+    TUNE_VIDEO = "TuneVideo"
     CREATE_MODEL = "CreateModel"
     LOAD_MEDIA = "LoadMedia"
     SHOW_CATALOG = "ShowCatalog"
@@ -159,6 +160,7 @@ SCHEMA: dict[Op, dict[str, _Kind]] = {
     Op.STORE: {"table": TEXT, "or_replace": FLAG},
     Op.STORE_TABLE: {"table": TEXT, "or_replace": FLAG},
     Op.TUNE: {"model": MODEL, "grid": GRID, "fill": FILL, "images": NAMES},
+    Op.TUNE_VIDEO: {"model": MODEL, "agreement": NUMBER, "keyframe_every": INT},
     Op.CREATE_MODEL: {"name": TEXT, "path": TEXT, "preprocess": PREPROCESS},
     Op.LOAD_MEDIA: {"kind": one_of("image", "video"), "path": TEXT, "name": TEXT},
     Op.SHOW_CATALOG: {"what": TEXT},

@@ -142,6 +142,23 @@ def check_feature_scale(b, s: ast.RecognizeObjects) -> None:
                          "THRESHOLD replaces", where(s, key))
 
 
+TUNE_FRAMES = 128  # TUNE ... ON VIDEO's frames when FRAMES is not given
+TUNE_TARGET = 0.99  # and its agreement target
+
+
+def check_tune_video(b, s: ast.TuneVideo) -> None:
+    """TUNE ... ON VIDEO: a frame range, a key frame period and an agreement target in
+    [0.5, 1] (a target below half a near-tie's flips, or above 1, cannot mean anything)."""
+    if s.frames is not None and s.frames[1] < s.frames[0]:
+        raise b.fail(f"FRAMES {s.frames[0]} TO {s.frames[1]}: the range is empty",
+                     where(s, "frames"))
+    check_int(b, s, "keyframe_every", "KEYFRAME EVERY")
+    if s.agreement is not None and not 0.5 <= s.agreement <= 1:
+        raise b.fail(f"FOR AGREEMENT is a share of frames whose top-1 label equals full "
+                     f"inference's, in [0.5, 1] (e.g. 0.99), got {s.agreement:g}",
+                     where(s, "agreement"))
+
+
 def check_tau(b, a: ast.Approximate) -> None:
     if a.tau is not None and not 0 < a.tau <= 1:
         raise b.fail(f"TAU must be in (0, 1], got {a.tau:g}", a.spans.get("tau"))
