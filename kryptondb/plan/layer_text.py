@@ -133,11 +133,11 @@ def gate_lines(node, measured: dict | None) -> list[str]:
     graph = chain.graph
     for gate, flops in zip(chain.gates, chain.flops):
         shape = "x".join(map(str, graph[gate].shape))
-        line = f"  {gate} {shape}: the segment after it {fmt_percent(flops)} of the FLOPs"
+        line = f"  {gate} {shape}: next segment {fmt_percent(flops)} of the FLOPs"
         theta, share = seen.get(gate, (None, None))
         if theta is not None:
             line += f"; theta {theta:.4g}"
         if share is not None:
-            line += f", {fmt_percent(share)} of positions passed"
+            line += f", {fmt_percent(share)} of positions passed it"
         lines.append(line)
     return lines
