@@ -222,20 +222,23 @@ def _runs(args) -> list[tuple[str, str | None]]:
 
 def _bend(video: str, model: str, curve: list[dict]) -> str:
     """Where the FEATURE THRESHOLD curve bends: its largest scale at >= 99% agreement and the
-    fastest row, with their speedups."""
+    first scale that saves FLOPs, each with its agreement, FLOPs share and speedup (the FLOPs
+    share does not depend on the machine's load; the speedup does)."""
     if not curve:
         return ""
     ok = [r for r in curve if r["agreement"] >= 0.99]
-    fast = max(curve, key=lambda r: r["speedup"])
+    saving = [r for r in curve if r.get("flops_share_mean", 1) < 0.99]
     text = f"  {os.path.basename(video)} {model}: "
-    if ok:
-        last = max(ok, key=lambda r: _scale(r["approx"]))
-        text += (f"largest scale at >= 99%: {_scale(last['approx']):g} "
-                 f"({last['agreement']:.1%}, {last['speedup']:.2f}x); ")
-    else:
-        text += "no scale reaches 99%; "
-    return text + (f"fastest: scale {_scale(fast['approx']):g} at {fast['speedup']:.2f}x "
-                   f"({fast['agreement']:.1%})")
+    text += (f"largest scale at >= 99%: {_point(max(ok, key=lambda r: _scale(r['approx'])))}"
+             if ok else "no scale reaches 99%")
+    first = min(saving, key=lambda r: _scale(r["approx"])) if saving else None
+    return text + ("; first scale saving 1% of the FLOPs: " + _point(first) if first else
+                   "; no scale saves 1% of the FLOPs")
+
+
+def _point(r: dict) -> str:
+    return (f"{_scale(r['approx']):g} ({r['agreement']:.1%} agreement, "
+            f"{r.get('flops_share_mean', 1):.0%} of the FLOPs, {r['speedup']:.2f}x)")
 
 
 def _scale(approx: str) -> float:
