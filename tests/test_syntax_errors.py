@@ -58,8 +58,8 @@ CASES = [
         "unexpected 'PATCH' at line 1, column 44\n"
         "  RECOGNIZE OBJECTS IN VIDEO v USING MODEL m PATCH 3\n"
         "                                             ^^^^^\n"
-        "expected: end of statement, APPROXIMATE, BOXES, EVERY, EXACT, FRAMES, INCREMENTAL, INTO, "
-        "KEYFRAME, NAIVE, ON, ';', THRESHOLD, TOP, WITH",
+        "expected: end of statement, APPROXIMATE, BOXES, EVERY, EXACT, FEATURE, FRAMES, "
+        "INCREMENTAL, INTO, KEYFRAME, NAIVE, ON, ';', THRESHOLD, TOP, WITH",
     ),
     (
         "EXPLAIN PLAN FOR",

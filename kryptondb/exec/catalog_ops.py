@@ -16,7 +16,9 @@ from kryptondb.model.binding import resolve
 from kryptondb.model.model import load_model
 from kryptondb.model.zoo import ZOO
 from kryptondb.obe import tuning
+from kryptondb.orv.feature_tuning import tune_scale
 from kryptondb.result import Result
+from kryptondb.runtime.backends import get_backend
 from kryptondb.sql import default_sandbox
 
 
@@ -103,6 +105,26 @@ def tune(node, inputs, ctx) -> Result:
         c = t.for_ssim(q)
         lines.append(f"  SSIM >= {q:g}: {c.why}")
     ctx.stats(node).update(rows=len(images))
+    return Result("message", message="\n".join(lines))
+
+
+def tune_video(node, inputs, ctx) -> Result:
+    """TUNE ... ON VIDEO: the FEATURE THRESHOLD scale that keeps the target top-1 agreement on
+    the video's first frames (kryptondb/orv/feature_tuning.py); the curve is a catalog table."""
+    ref, (chunks,) = node.arg("model"), inputs
+    model = ctx.model(ref)
+    frames = [x for _, x in chunks]
+    t = tune_scale(model, get_backend("onnxruntime"), frames, node.arg("agreement"),
+                   node.arg("keyframe_every"))
+    name = f"tuning_{ref.name}_video"
+    ctx.db.put_table(name, t.table(), info={"model": ref.name, "digest": ref.digest,
+                                            "target": t.target, "scale": t.scale})
+    best = next(c for c in t.candidates if c.scale == t.scale)
+    lines = [f"tuned FEATURE THRESHOLD for {ref.name} on {t.frames} frame(s): scale "
+             f"{t.scale:g} keeps {best.agreement:.1%} top-1 agreement (target {t.target:g}), "
+             f"{best.flops_share:.0%} of the FLOPs; stored as table {name}",
+             "  per-layer thresholds: " + ", ".join(f"{g} {v:.3g}" for g, v in t.thresholds)]
+    ctx.stats(node).update(rows=t.frames)
     return Result("message", message="\n".join(lines))
 
 

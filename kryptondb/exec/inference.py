@@ -10,7 +10,8 @@ import numpy as np
 
 from kryptondb.graph.shapes import node_flops
 from kryptondb.obe.strategy import add
-from kryptondb.orv.incremental import Settings, VideoIVM
+from kryptondb.orv.features import video_ivm
+from kryptondb.orv.incremental import Settings
 from kryptondb.orv.recognize import incremental_probabilities
 from kryptondb.plan.values import Classes
 from kryptondb.runtime.backends import get_backend
@@ -59,7 +60,7 @@ def incremental_video_inference(node, inputs, ctx):
     model = ctx.model(node.arg("model"))
     backend = get_backend(node.arg("backend") or "onnxruntime")
     stats = ctx.stats(node)
-    ivm = VideoIVM(model, backend, ivm_settings(node), stats=stats)
+    ivm = video_ivm(model, backend, ivm_settings(node), stats)
     (src,) = inputs
     per_item = model_flops(model)
     for frames_meta, x in src:
@@ -77,7 +78,8 @@ def ivm_settings(node) -> Settings:
                     keyframe_every=node.arg("keyframe_every"),
                     keyframe_area=node.arg("keyframe_area") or Settings.keyframe_area,
                     max_boxes=node.arg("max_boxes") or Settings.max_boxes,
-                    agreement=bool(node.arg("agreement")))
+                    agreement=bool(node.arg("agreement")),
+                    feature_scale=node.arg("feature_scale"))
 
 
 def pick_class(node, inputs, ctx) -> tuple[tuple[int, ...], ...]:

@@ -23,7 +23,8 @@ OPERATORS = {
     Op.DRILL_DOWN: occlusion_scan, Op.MATERIALIZE_VIEWS: materialize_views,
     Op.HEATMAP: heatmap, Op.TOP_K: top_k, Op.FRAME_LABELS: frame_labels, Op.STORE_TABLE: store,
     Op.CREATE_MODEL: c.create_model, Op.LOAD_MEDIA: c.load_media,
-    Op.SHOW_CATALOG: c.show_catalog, Op.TUNE: c.tune, Op.DESCRIBE_MODEL: c.describe_model,
+    Op.SHOW_CATALOG: c.show_catalog, Op.TUNE: c.tune, Op.TUNE_VIDEO: c.tune_video,
+    Op.DESCRIBE_MODEL: c.describe_model,
     Op.PREDICT_IMAGES: predict_images, Op.RECOGNIZE_VIDEOS: recognize_videos,
     Op.DROP: c.drop, Op.SQL: c.sql, Op.TABLE_SCAN: c.table_scan, Op.COPY: c.copy,
 }

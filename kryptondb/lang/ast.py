@@ -150,6 +150,7 @@ class RecognizeObjects(Statement):
     frames: tuple[int, int] | None = None
     every: int | None = None
     threshold: float | None = None  # pixel units in [0, 1]; 0: exact
+    feature_scale: float | None = None  # FEATURE THRESHOLD: scale of per-layer thresholds
     approximate: Approximate | None = None
     incremental: bool | None = None  # NAIVE: False; default: incremental over the last frame
     keyframe_every: int | None = None
@@ -217,6 +218,17 @@ class Drop(Statement):
     kind: str  # model | image | video | view | table
     name: Name
     if_exists: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TuneVideo(Statement):
+    """TUNE MODEL m ON VIDEO v [FRAMES a TO b] [KEYFRAME EVERY n] [FOR AGREEMENT q]."""
+
+    model: Name
+    video: Ref
+    frames: tuple[int, int] | None = None
+    keyframe_every: int | None = None
+    agreement: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

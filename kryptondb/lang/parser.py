@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import functools
-import math
 import os
 from dataclasses import dataclass, replace
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Transformer, v_args
 from lark.exceptions import UnexpectedInput, VisitError
 
 from kryptondb.errors import QuerySyntaxError
 from kryptondb.lang import ast
 from kryptondb.lang.statements import split_statements
 from kryptondb.lang.syntax import syntax_error
+from kryptondb.lang.tokens import (_Reject, _int, _ints, _lower, _meta_span, _num, _signed,
+                                   _span, _unquote)
 
 try:
     import kryptondb.grammar as _installed_grammar  # installed: grammar/ is kryptondb.grammar
 except ImportError:  # a source checkout used without installing: grammar/ is beside us
     _installed_grammar = None
+
 
 def grammar_path() -> str:
     """Where grammar/kql.lark is: in the installed package, or beside a source checkout."""
@@ -34,17 +36,6 @@ def _parser() -> Lark:
         return Lark(f.read(), parser="lalr", propagate_positions=True, maybe_placeholders=False)
 
 
-INT64_MAX = 2**63 - 1  # the largest integer a query may write
-
-
-class _Reject(Exception):
-    """Raised inside the transformer; parse() turns it into a QuerySyntaxError with a caret."""
-
-    def __init__(self, message: str, span: ast.Span):
-        super().__init__(message)
-        self.message, self.span = message, span
-
-
 @dataclass(frozen=True, slots=True)
 class _Opt:
     """One option as written: the statement field it sets, its keyword, its value, where."""
@@ -53,60 +44,6 @@ class _Opt:
     word: str
     value: object
     span: ast.Span
-
-
-def _span(tok) -> ast.Span:
-    return ast.Span(tok.line, tok.column, max(1, len(str(tok))), tok.start_pos)
-
-
-def _meta_span(meta) -> ast.Span:
-    if getattr(meta, "empty", True):
-        return ast.Span()
-    return ast.Span(meta.line, meta.column, max(1, meta.end_pos - meta.start_pos), meta.start_pos)
-
-
-def _unquote(tok: Token) -> str:
-    s = str(tok)
-    q = s[0]
-    body = s[1:-1]
-    return body.replace(q + q, q).replace("\\" + q, q).replace("\\\\", "\\")
-
-
-def _int(tok) -> int:
-    """An INT token's value; beyond int64 is an error at the token, never an overflow later."""
-    s = str(tok)
-    digits = s.lstrip("0") or "0"  # int() refuses strings of over 4300 digits, zeros included
-    if len(digits) > 19 or int(digits) > INT64_MAX:
-        raise _Reject(f"integer {_shown(s)} is too large (the largest is {INT64_MAX})",
-                      _span(tok))
-    return int(digits)
-
-
-def _num(tok) -> float:
-    """A number (INT or DECIMAL) as a float; one a float cannot hold is an error."""
-    value = float(_int(tok)) if tok.type == "INT" else float(str(tok))
-    if not math.isfinite(value):
-        raise _Reject(f"number {_shown(str(tok))} is too large", _span(tok))
-    return value
-
-
-def _ints(first, second=None) -> int | tuple[int, int]:
-    """One number (both axes) or two (height, width)."""
-    return _int(first) if second is None else (_int(first), _int(second))
-
-
-def _signed(*children) -> float | ast.Param:
-    """A number with an optional leading minus, or a ``?``."""
-    value = children[-1]
-    return -value if len(children) == 2 else value
-
-
-def _lower(tok) -> str:
-    return str(tok).lower()
-
-
-def _shown(digits: str) -> str:
-    return digits if len(digits) <= 24 else f"{digits[:10]}...{digits[-4:]} ({len(digits)} digits)"
 
 
 def _option(key: str, word: str, convert=None):
@@ -233,10 +170,12 @@ class _Build(Transformer):
     frames = _option("frames", "FRAMES", lambda a, b: (_int(a), _int(b)))
     every = _option("every", "EVERY", _int)
     threshold = _option("threshold", "THRESHOLD")
+    feature_scale = _option("feature_scale", "FEATURE THRESHOLD")
     keyframe_every = _option("keyframe_every", "KEYFRAME EVERY", _int)
     keyframe_area = _option("keyframe_area", "KEYFRAME AREA")
     max_boxes = _option("max_boxes", "BOXES", _int)
     agreement = _option("agreement", "WITH AGREEMENT")
+    target_agreement = _option("agreement", "FOR AGREEMENT")
     tau = _option("tau", "TAU")
     drilldown = _option("drilldown", "DRILLDOWN", lambda r, target=None: (r, target))
     ssim = _option("ssim", "WITH SSIM")
@@ -280,6 +219,11 @@ class _Build(Transformer):
         values, spans = _merge(r for r in rest if isinstance(r, _Opt))
         images = tuple(r for r in rest if isinstance(r, ast.Ref))
         return ast.Tune(_name(name), images, **values, spans=spans)
+
+    @_statement
+    def tune_video(self, name, video, *opts):
+        values, spans = _merge(opts)
+        return ast.TuneVideo(_name(name), video, **values, spans=spans)
 
     @_statement
     def create_model(self, name, path, preprocess=None):

@@ -43,6 +43,7 @@ class Settings:
     align: int = 16                 # box sides are padded to multiples of this
     agreement: bool = False         # also run full inference and compare
     min_speedup: float = MIN_SPEEDUP  # frames whose boxes save less run as full inference
+    feature_scale: float | None = None  # change thresholds on feature maps (orv/features.py)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import pyarrow as pa
 from kryptondb.errors import KryptonError
 from kryptondb.media.video import DECODES, frames, probe, scaled_input, to_rgb
 from kryptondb.model.predict import top_k_rows
+from kryptondb.orv.features import video_ivm
 from kryptondb.orv.incremental import FrameStat, Settings, VideoIVM
 from kryptondb.orv.pipeline import prefetch
 from kryptondb.runtime.backends import get_backend
@@ -125,7 +126,7 @@ def _probabilities(model, backend, inputs, settings: VideoSettings) -> Iterator:
         for meta, x in inputs:
             yield meta, model.predict(x, backend=backend, batch_size=settings.batch)
         return
-    ivm = VideoIVM(model, backend, settings.incremental)
+    ivm = video_ivm(model, backend, settings.incremental)
     for meta, x in inputs:
         probs, stats = incremental_probabilities(ivm, model, x)
         yield [(i, t, st) for (i, t, _), st in zip(meta, stats)], probs

@@ -224,7 +224,7 @@ def _video_settings(b: Binder, s: ast.RecognizeObjects) -> dict:
     """Incremental video settings (checked by ranges.check_video): what the
     maintain_video_views rule reads."""
     tau = s.approximate.tau if s.approximate is not None else None
-    return _given(threshold=s.threshold, tau=tau, keyframe_every=s.keyframe_every,
+    return _given(threshold=s.threshold, feature_scale=s.feature_scale, tau=tau, keyframe_every=s.keyframe_every,
                   keyframe_area=s.keyframe_area, max_boxes=s.max_boxes,
                   agreement=s.agreement or None)
 
@@ -238,6 +238,19 @@ def plan_tune(b: Binder, s: ast.Tune) -> tuple[PlanNode, Options]:
     _, h, w = model.input_shape
     return node(Op.TUNE, model=model, grid=Grid(h, w, window, strides), fill=fill,
                 images=tuple(paths)), b.options(s)
+
+
+def plan_tune_video(b: Binder, s: ast.TuneVideo) -> tuple[PlanNode, Options]:
+    """TUNE ... ON VIDEO: the video's first frames (FRAMES a TO b; default the first
+    TUNE_FRAMES) through the model's preprocessing into the tuning of FEATURE THRESHOLD."""
+    model = b.model(s.model)
+    b.media_path(s.video, "video")
+    ranges.check_tune_video(b, s)
+    first, last = s.frames or (0, ranges.TUNE_FRAMES - 1)
+    scan = node(Op.VIDEO_SCAN, **scan_args(s.video), first=first, last=last, every=1)
+    pre = node(Op.PREPROCESS, scan, model=model, shape=tuple(model.input_shape))
+    return node(Op.TUNE_VIDEO, pre, model=model, agreement=s.agreement or ranges.TUNE_TARGET,
+                keyframe_every=s.keyframe_every), b.options(s)
 
 
 def plan_catalog(b: Binder, s) -> tuple[PlanNode, Options]:
@@ -300,6 +313,8 @@ def bind(db, stmt: ast.Statement, text: str = "", params=()) -> tuple[PlanNode, 
         return plan_occlusion(b, stmt)
     if isinstance(stmt, ast.Tune):
         return plan_tune(b, stmt)
+    if isinstance(stmt, ast.TuneVideo):
+        return plan_tune_video(b, stmt)
     if isinstance(stmt, ast.Predict):
         return plan_predict(b, stmt)
     if isinstance(stmt, ast.RecognizeObjects):

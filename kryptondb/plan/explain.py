@@ -12,7 +12,7 @@ from enum import Enum
 from kryptondb.format import fmt_bytes, fmt_flops, fmt_percent, fmt_time
 from kryptondb.lang.ast import Fill
 from kryptondb.obe.grid import Grid, side
-from kryptondb.plan.layer_text import scan_lines
+from kryptondb.plan.layer_text import gate_lines, scan_lines
 from kryptondb.plan.nodes import Dag, PlanNode
 from kryptondb.plan.ops import OCCLUSION_SCANS
 from kryptondb.plan.profile_doc import scan, video
@@ -156,6 +156,8 @@ class Explained:
         below = {n.id: scan_lines(scan(n, profile.stats.get(n.id) if profile else None),
                                   verbose or profile is not None)
                  for n in self.dag.nodes if n.op in OCCLUSION_SCANS}
+        below |= {n.id: gate_lines(n, profile.stats.get(n.id) if profile else None)
+                  for n in self.dag.nodes if n.arg("feature_scale") is not None}
         out += ["== physical plan" + (" (analyzed) ==" if profile is not None else " =="),
                 format_dag(self.dag, profile, below)]
         if profile is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from kryptondb.format import fmt_bytes, fmt_count, fmt_flops, fmt_percent, fmt_rate, fmt_time
 from kryptondb.ivm.cost import FLOPS_PER_S
+from kryptondb.orv.features import Chain
 
 HEAD = ("seg", "layer", "op", "kernel", "stride", "map", "region", "share", "context", "full",
         "incremental")
@@ -117,3 +118,26 @@ def _scan_measured(m: dict, scan: dict) -> str:
 
 def _x(v) -> str:
     return "" if v is None else "x".join(map(str, v))
+
+
+def gate_lines(node, measured: dict | None) -> list[str]:
+    """The per-layer change thresholds of a FEATURE THRESHOLD plan (kryptondb/orv/features.py):
+    one line per gate with its map's shape and the FLOPs after it up to the next gate; the
+    threshold as scale x the map's std on the first frame, or, measured (EXPLAIN PLAN ANALYZE),
+    its value and the mean share of positions that passed it."""
+    chain = Chain.of(node.arg("model").graph)
+    scale = node.arg("feature_scale")
+    seen = {g: (theta, share) for g, theta, share in (measured or {}).get("feature_gates", ())}
+    lines = [f"change thresholds per layer: theta = {scale:g} x the map's std on the first "
+             "frame (key frames: 0)"]
+    graph = chain.graph
+    for gate, flops in zip(chain.gates, chain.flops):
+        shape = "x".join(map(str, graph[gate].shape))
+        line = f"  {gate} {shape}: next segment {fmt_percent(flops)} of the FLOPs"
+        theta, share = seen.get(gate, (None, None))
+        if theta is not None:
+            line += f"; theta {theta:.4g}"
+        if share is not None:
+            line += f", {fmt_percent(share)} of positions passed it"
+        lines.append(line)
+    return lines

@@ -39,6 +39,7 @@ class Op(str, Enum):
     FRAME_LABELS = "FrameLabels"
     STORE = "Store"
     TUNE = "Tune"
+    TUNE_VIDEO = "TuneVideo"
     CREATE_MODEL = "CreateModel"
     LOAD_MEDIA = "LoadMedia"
     SHOW_CATALOG = "ShowCatalog"
@@ -114,7 +115,7 @@ def one_of(*values: str) -> _Kind:
 MEDIA = {"source": TEXT, "catalog": FLAG}
 FRAMES = {"first": INT, "last": OPTIONAL_INT, "every": INT}
 SCORE = one_of("probability", "logit")  # softmax of the output, or the output itself
-VIDEO_SETTINGS = {"threshold": NUMBER, "tau": NUMBER, "keyframe_every": INT,
+VIDEO_SETTINGS = {"threshold": NUMBER, "feature_scale": NUMBER, "tau": NUMBER, "keyframe_every": INT,
                   "keyframe_area": NUMBER, "max_boxes": INT, "agreement": FLAG}
 INFERENCE = {"model": MODEL, "backend": BACKEND, "batch": INT, "score": SCORE}
 # an occlusion scan as the rules grow it: the query, the cost model's reasons and estimates,
@@ -159,6 +160,7 @@ SCHEMA: dict[Op, dict[str, _Kind]] = {
     Op.STORE: {"table": TEXT, "or_replace": FLAG},
     Op.STORE_TABLE: {"table": TEXT, "or_replace": FLAG},
     Op.TUNE: {"model": MODEL, "grid": GRID, "fill": FILL, "images": NAMES},
+    Op.TUNE_VIDEO: {"model": MODEL, "agreement": NUMBER, "keyframe_every": INT},
     Op.CREATE_MODEL: {"name": TEXT, "path": TEXT, "preprocess": PREPROCESS},
     Op.LOAD_MEDIA: {"kind": one_of("image", "video"), "path": TEXT, "name": TEXT},
     Op.SHOW_CATALOG: {"what": TEXT},

@@ -20,7 +20,7 @@ MAX_MEMORY_MB = 1 << 20  # 1 TiB
 MAX_BOXES = 64  # change boxes per frame
 FILLS = ("constant", "gray", "black", "mean", "blur")
 # RECOGNIZE options that only the incremental plan reads (NAIVE would ignore them)
-INCREMENTAL_ONLY = ("threshold", "approximate", "keyframe_every", "keyframe_area", "max_boxes",
+INCREMENTAL_ONLY = ("threshold", "feature_scale", "approximate", "keyframe_every", "keyframe_area", "max_boxes",
                     "agreement")
 
 
@@ -119,6 +119,46 @@ def check_top(b, s, model) -> int:
     return s.top or min(DEFAULT_TOP, classes)
 
 
+MAX_FEATURE_SCALE = 100.0  # x a layer's standard deviation: past it every change is ignored
+BOX_ONLY = ("threshold", "approximate", "keyframe_area", "max_boxes")  # the pixel-box plan's
+
+
+def check_feature_scale(b, s: ast.RecognizeObjects) -> None:
+    """FEATURE THRESHOLD: a scale in [0, MAX_FEATURE_SCALE], without the pixel-box plan's
+    options (it replaces that plan)."""
+    if s.feature_scale is None:
+        return
+    if not 0 <= s.feature_scale <= MAX_FEATURE_SCALE:
+        raise b.fail(f"FEATURE THRESHOLD scales each layer's standard deviation; it must be in "
+                     f"[0, {MAX_FEATURE_SCALE:g}], got {s.feature_scale:g}",
+                     where(s, "feature_scale"))
+    words = {"threshold": "THRESHOLD", "approximate": "APPROXIMATE TAU",
+             "keyframe_area": "KEYFRAME AREA", "max_boxes": "BOXES"}
+    for key in BOX_ONLY:
+        if getattr(s, key) is not None and key in s.spans and not (
+                key == "approximate" and s.approximate is None):
+            raise b.fail(f"FEATURE THRESHOLD and {words[key]} exclude each other: {words[key]} "
+                         "belongs to the plan over boxes of changed pixels, which FEATURE "
+                         "THRESHOLD replaces", where(s, key))
+
+
+TUNE_FRAMES = 128  # TUNE ... ON VIDEO's frames when FRAMES is not given
+TUNE_TARGET = 0.99  # and its agreement target
+
+
+def check_tune_video(b, s: ast.TuneVideo) -> None:
+    """TUNE ... ON VIDEO: a frame range, a key frame period and an agreement target in
+    [0.5, 1] (a target below half a near-tie's flips, or above 1, cannot mean anything)."""
+    if s.frames is not None and s.frames[1] < s.frames[0]:
+        raise b.fail(f"FRAMES {s.frames[0]} TO {s.frames[1]}: the range is empty",
+                     where(s, "frames"))
+    check_int(b, s, "keyframe_every", "KEYFRAME EVERY")
+    if s.agreement is not None and not 0.5 <= s.agreement <= 1:
+        raise b.fail(f"FOR AGREEMENT is a share of frames whose top-1 label equals full "
+                     f"inference's, in [0.5, 1] (e.g. 0.99), got {s.agreement:g}",
+                     where(s, "agreement"))
+
+
 def check_tau(b, a: ast.Approximate) -> None:
     if a.tau is not None and not 0 < a.tau <= 1:
         raise b.fail(f"TAU must be in (0, 1], got {a.tau:g}", a.spans.get("tau"))
@@ -199,6 +239,7 @@ def check_video(b, s: ast.RecognizeObjects) -> None:
     if s.threshold is not None and not 0 <= s.threshold <= 1:
         raise b.fail(f"THRESHOLD is a pixel difference in [0, 1] (e.g. 0.03 for 8 grey levels), "
                      f"got {s.threshold:g}", where(s, "threshold"))
+    check_feature_scale(b, s)
     if s.keyframe_area is not None and not 0 < s.keyframe_area <= 1:
         raise b.fail(f"KEYFRAME AREA must be a share of the frame in (0, 1], got "
                      f"{s.keyframe_area:g}", where(s, "keyframe_area"))
@@ -207,9 +248,14 @@ def check_video(b, s: ast.RecognizeObjects) -> None:
     given = {k: getattr(s, k) for k in INCREMENTAL_ONLY} | {"agreement": s.agreement or None}
     used = [k for k, v in given.items() if v is not None]
     if s.incremental is False and used:
-        raise b.fail("NAIVE runs full inference per frame: THRESHOLD, APPROXIMATE, KEYFRAME, "
-                     "BOXES and WITH AGREEMENT need the incremental plan", where(s, used[0]))
+        raise b.fail("NAIVE runs full inference per frame: THRESHOLD, FEATURE THRESHOLD, "
+                     "APPROXIMATE, KEYFRAME, BOXES and WITH AGREEMENT need the incremental plan",
+                     where(s, used[0]))
     exact = s.approximate is None and "approximate" in s.spans  # EXACT was written
+    if exact and s.feature_scale:
+        raise b.fail(f"EXACT and FEATURE THRESHOLD {s.feature_scale:g} exclude each other: "
+                     "feature changes below a threshold are not propagated",
+                     where(s, "feature_scale"))
     if exact and s.threshold:
         raise b.fail(f"EXACT and THRESHOLD {s.threshold:g} exclude each other: changes below a "
                      "threshold are not recomputed", where(s, "threshold"))

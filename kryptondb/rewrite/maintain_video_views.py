@@ -2,7 +2,8 @@
 incremental inference over the last frame's materialized views: per frame, the pixels that
 changed (over THRESHOLD) are grouped into boxes, and only the regions they reach are recomputed
 (kryptondb/orv/incremental.py). Frames with no change reuse the last result; frames whose boxes
-would save too little run in full. NAIVE keeps full inference.
+would save too little run in full. With FEATURE THRESHOLD, changes are thresholded on feature
+maps instead (kryptondb/orv/features.py). NAIVE keeps full inference.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ def maintain_video_views(plan: PlanNode, ctx) -> PlanNode:
     def visit(n: PlanNode) -> PlanNode:
         if n.op != Op.INFERENCE or not _over_video(n):
             return n
+        if n.arg("feature_scale") is not None:  # thresholds on feature maps, no pixel boxes
+            return replace(n, op=Op.VIDEO_IVM)
         return replace(n, op=Op.VIDEO_IVM).with_args(threshold=n.arg("threshold", 0.0))
 
     return transform(plan, visit)
