@@ -26,6 +26,7 @@ from kryptondb.model.labels import imagenet_labels
 from kryptondb.model.onnx_import import import_onnx
 from kryptondb.model.zoo import ZOO
 from kryptondb.runtime.backends import get_backend
+from kryptondb.runtime.spread import run_spread
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +115,7 @@ class Model:
             raise KryptonError(f"batch_size must be a positive integer, got {batch_size!r}")
         x, be = self.inputs(images), get_backend(backend)
         feed = self.graph.inputs[0]
-        out = [be.run(self.graph, {feed: _finite(x[i:i + batch_size], self.name, i)})
+        out = [run_spread(be, self.graph, {feed: _finite(x[i:i + batch_size], self.name, i)})
                [self.graph.output] for i in range(0, len(x), batch_size)]
         return self.probabilities(np.concatenate(out).reshape(len(x), -1))
 

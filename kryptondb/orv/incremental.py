@@ -28,6 +28,7 @@ import numpy as np
 from kryptondb.ivm.cost import boxes_share
 from kryptondb.ivm.incremental import IncrementalPlan, base_views
 from kryptondb.orv.delta import Box, boxes, changed, padded
+from kryptondb.runtime.spread import run_spread
 
 MIN_SPEEDUP = 1.2
 ITEMS_PER_BATCH = 64
@@ -129,7 +130,7 @@ class VideoIVM:
     def _agree(self, x: np.ndarray, out: np.ndarray, stats: list[FrameStat]) -> None:
         """WITH AGREEMENT: each frame's top-1 and largest difference against full inference."""
         g, n = self.model.graph, len(x)
-        full = self.backend.run(g, {g.inputs[0]: x})[g.output].reshape(n, -1)
+        full = run_spread(self.backend, g, {g.inputs[0]: x})[g.output].reshape(n, -1)
         mine = out.reshape(n, -1)
         for i in range(n):
             stats[i].agree = bool(mine[i].argmax() == full[i].argmax())
@@ -174,7 +175,7 @@ class VideoIVM:
         others = full_frames  # the last one too: its views are made when a box needs them
         if others:
             with self._clock("full_s"):
-                res = self.backend.run(g, {g.inputs[0]: x[others]})[g.output]
+                res = run_spread(self.backend, g, {g.inputs[0]: x[others]})[g.output]
             for k, i in enumerate(others):
                 outs[i], stats[i].mode, stats[i].flops_share = res[k], "full", 1.0
         if groups and not self.base.views:  # a base that ran in full: its views, now
