@@ -47,6 +47,12 @@ class Calibration:
     source: str = "default"  # where it was read from
 
     @property
+    def key(self) -> tuple:
+        """Every value, hashable: what a prediction made with this calibration depends on."""
+        return (tuple(sorted(self.rates.items())), self.call_s, self.gather_bytes_per_s,
+                self.gather_item_s, self.copy_bytes_per_s, self.batch, self.cores, self.source)
+
+    @property
     def label(self) -> str:
         """What EXPLAIN says the predictions rest on."""
         return {NOMINAL: "nominal FLOP counts", "default": "the default calibration"}.get(

@@ -21,7 +21,7 @@ from kryptondb.graph.ops import UPSAMPLING
 from kryptondb.graph.shapes import node_flops
 from kryptondb.ivm import calibration
 from kryptondb.ivm.calibration import Calibration
-from kryptondb.ivm.cost import centre_regions, prefix
+from kryptondb.ivm.cost import centre_regions, memo, prefix
 from kryptondb.ivm.regions import FixedRegion, fix, read_in
 
 NO_SEGMENT = (Op.PAD, Op.RESIZE)  # steps computed by the gather itself, nothing fused after
@@ -166,5 +166,11 @@ def centre_cut(graph: Graph, patch, tau: float | None = None,
                cal: Calibration | None = None) -> Cut:
     """The cost model's frontier for ``patch`` (h, w) at the centre of the input (its worst
     case), on this machine's calibration unless ``cal`` is given."""
-    regions = {k: fix(r, graph[k].shape) for k, r in centre_regions(graph, patch, tau).items()}
-    return choose(graph, set(prefix(graph)), regions, cal or calibration.load())
+    cal = cal or calibration.load()
+
+    def compute() -> Cut:
+        regions = {k: fix(r, graph[k].shape)
+                   for k, r in centre_regions(graph, patch, tau).items()}
+        return choose(graph, set(prefix(graph)), regions, cal)
+
+    return memo(graph, ("centre_cut", tuple(patch), tau, cal.key), compute)
