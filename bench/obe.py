@@ -216,7 +216,8 @@ def _captum(spec) -> dict:
 
 
 MEASURE = {"onnxruntime-loop": _ort_loop, "kryptondb-naive": _krypton,
-           "kryptondb-exact": _krypton, DEFAULT_PLAN: _krypton, "captum": _captum} | {e: _krypton for e in APPROXIMATE}
+           "kryptondb-exact": _krypton, DEFAULT_PLAN: _krypton,
+           "captum": _captum} | {e: _krypton for e in APPROXIMATE}
 
 
 def _child(spec: dict) -> dict:

@@ -80,8 +80,8 @@ def _positions(n: PlanNode) -> tuple[int, int]:
 def predicted_seconds(graph, window, backend: str, positions: tuple[int, int]) -> tuple:
     """(naive, incremental with its setup) wall seconds the calibrated cost model predicts for
     ``positions`` (all of them, inputs), and the sessions the incremental plan would build:
-    per position, ``ivm/frontier.py``'s costs on the calibration's cores; the setup, one full inference
-    per input (its views) and the sessions."""
+    per position, ``ivm/frontier.py``'s costs on the calibration's cores; the setup, one full
+    inference per input (its views) and the sessions."""
     cal = calibration.load()
     cut, cores = centre_cut(graph, window, cal=cal), cal.cores
     count, inputs = positions
