@@ -18,6 +18,8 @@ from kryptondb.errors import KryptonError
 from kryptondb.graph.builder import Builder
 from kryptondb.graph.ir import Graph
 from kryptondb.ivm import calibration as C
+from kryptondb.cli import main
+from kryptondb.ivm import calibrate as measuring
 from kryptondb.ivm.calibrate import calibrate
 from kryptondb.ivm.frontier import centre_cut
 from kryptondb.ivm.incremental import IncrementalPlan, base_views
@@ -152,3 +154,11 @@ def test_calibrate_writes_what_load_reads(tmp_path, monkeypatch):
     cal = C.load()
     assert cal.source == str(path) and math.isfinite(cal.call_s)
     assert [p for p, _ in cal.rates["conv"]] == [1, 16]
+
+
+def test_the_calibrate_command_writes_its_file(tmp_path, monkeypatch, capsys):
+    """``kryptondb calibrate -o FILE`` (the measurement itself cut to two sizes here)."""
+    monkeypatch.setattr(measuring, "SIDES", (1, 2))
+    assert main(["calibrate", "-o", str(tmp_path / "m.json")]) == 0
+    assert "calibration written to" in capsys.readouterr().out
+    assert C.read(tmp_path / "m.json").cores >= 1

@@ -113,14 +113,15 @@ def _clock(fn) -> float:
     return time.perf_counter() - t
 
 
-def measure(say=lambda text: None, sides=SIDES) -> Calibration:
-    """This machine's calibration at output ``sides`` (``say`` gets a line per step)."""
+def measure(say=lambda text: None, sides=None) -> Calibration:
+    """This machine's calibration at output ``sides`` (default SIDES; ``say`` gets a line per
+    step)."""
     backend = OnnxRuntimeBackend(threads=1)
     call_s = call_overhead(backend)
     say(f"call overhead {call_s * 1e6:.0f} us")
     table = {}
     for kind in KINDS:
-        table[kind] = rates(backend, kind, call_s, sides)
+        table[kind] = rates(backend, kind, call_s, sides or SIDES)
         say(f"{kind}: " + ", ".join(f"{int(p ** 0.5)}x{int(p ** 0.5)} {r / 1e9:.1f}"
                                     for p, r in table[kind]) + " GFLOP/s")
     gather_bw, item_s = gather_costs()
@@ -138,7 +139,7 @@ def machine() -> dict:
 
 
 def calibrate(path: str | os.PathLike | None = None, say=lambda text: None,
-              sides=SIDES) -> str:
+              sides=None) -> str:
     """Measure this machine and write its calibration to ``path`` (default ``machine_path()``,
     which the planner then reads); returns the path written."""
     cal = measure(say, sides)
