@@ -29,7 +29,7 @@ from kryptondb.runtime.backends import NumpyBackend
 MV = importlib.import_module("kryptondb.rewrite.maintain_views")  # the module, not the rule
 # the shipped default: recalibrating it changes this digest and the plans pinned below (update
 # both, and say so: EXPLAIN's golden plans change with it)
-DEFAULT_SHA256 = "9159868c2350957ff985bad953ee139d143b8a7832a2c0a93c0c1718ba57cbab"
+DEFAULT_SHA256 = "f949896e3b9e111e25e8db7f11904cdcd08aad4c6f0373c16ccfba146003ac54"
 
 
 def test_default_calibration_is_pinned():
@@ -48,15 +48,15 @@ def _tiny_cnn(side: int = 32) -> Graph:
     return b.build(b.linear(b.flatten(b.global_pool(x)), "fc", 10))
 
 
-PINNED_FRONTIERS = {"resnet18": "layer3.1.bn1.relu", "vgg16": "features.27",
-                    "mobilenet_v2": "features.11.conv.0.1.relu6"}
+PINNED_FRONTIERS = {"resnet18": "layer3.0.downsample.0", "vgg16": "features.27",
+                    "mobilenet_v2": "features.9.conv.2"}
 
 
 @pytest.mark.parametrize("model", sorted(PINNED_FRONTIERS))
 def test_default_calibration_pins_the_frontier(model):
     """The pinned calibration's frontier for the centre patch 16."""
     cut = centre_cut(load_model(model).graph, (16, 16), cal=C.default())
-    assert cut.predicted == min(cut.seconds)
+    assert cut.predicted <= min(cut.seconds) * (1 + cut.tie)
     assert cut.chains[cut.k - 1][-1].name == PINNED_FRONTIERS[model]
 
 
@@ -73,16 +73,19 @@ def _calibration(draw) -> C.Calibration:
              for k in C.KINDS}
     small = st.floats(0.0, 1e-3)
     return C.Calibration(rates, draw(small), draw(st.floats(1e8, 1e11)), draw(small) / 10,
-                         draw(st.floats(1e8, 1e11)), draw(st.integers(1, 64)))
+                         draw(st.floats(1e8, 1e11)), draw(st.integers(1, 64)),
+                         tie=draw(st.sampled_from([0.0, 0.02, 0.1])))
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.data(), st.sampled_from([2, 4, 8, 12]))
-def test_the_frontier_is_the_cheapest_predicted(data, patch):
+def test_the_frontier_is_the_cheapest_predicted_up_to_a_tie(data, patch):
     cal = _calibration(data.draw)
     cut = centre_cut(_tiny_cnn(), (patch, patch), cal=cal)
     assert len(cut.seconds) == len(cut.chains) + 1
-    assert cut.predicted == min(cut.seconds)
+    least = min(cut.seconds)  # the fewest chains within the tie of the least
+    assert cut.predicted <= least * (1 + cal.tie)
+    assert all(s > least * (1 + cal.tie) for s in cut.seconds[:cut.k])
     assert all(s > 0 for s in cut.seconds)
 
 

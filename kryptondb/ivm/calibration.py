@@ -44,13 +44,15 @@ class Calibration:
     copy_bytes_per_s: float
     batch: int = 32  # items per call the rates were measured at (an incremental chunk)
     cores: int = 2  # the cores plans run on: predicted wall seconds are core-seconds over them
+    tie: float = 0.02  # predictions this close to the cheapest tie (ivm/frontier.py)
     source: str = "default"  # where it was read from
 
     @property
     def key(self) -> tuple:
         """Every value, hashable: what a prediction made with this calibration depends on."""
         return (tuple(sorted(self.rates.items())), self.call_s, self.gather_bytes_per_s,
-                self.gather_item_s, self.copy_bytes_per_s, self.batch, self.cores, self.source)
+                self.gather_item_s, self.copy_bytes_per_s, self.batch, self.cores, self.tie,
+                self.source)
 
     @property
     def label(self) -> str:
@@ -79,7 +81,7 @@ class Calibration:
                 "rates": {k: [list(p) for p in v] for k, v in self.rates.items()},
                 "call_s": self.call_s, "gather_bytes_per_s": self.gather_bytes_per_s,
                 "gather_item_s": self.gather_item_s, "copy_bytes_per_s": self.copy_bytes_per_s,
-                "batch": self.batch, "cores": self.cores}
+                "batch": self.batch, "cores": self.cores, "tie": self.tie}
 
 
 def dumps(doc: dict) -> str:
@@ -108,7 +110,10 @@ def from_json(doc: dict, source: str) -> Calibration:
     for k, v in counts.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise CalibrationError(f"{source}: {k} must be a positive integer, got {v!r}")
-    return Calibration(rates, *scalars, **counts, source=source)
+    tie = doc.get("tie", 0.02)
+    if not isinstance(tie, (int, float)) or isinstance(tie, bool) or not 0 <= tie < 1:
+        raise CalibrationError(f"{source}: tie must be a number from 0 to 1, got {tie!r}")
+    return Calibration(rates, *scalars, **counts, tie=float(tie), source=source)
 
 
 def read(path: str | os.PathLike) -> Calibration:
@@ -161,8 +166,9 @@ NOMINAL_FLOPS_PER_S = 25e9  # ivm/cost.py FLOPS_PER_S
 
 
 def nominal() -> Calibration:
-    """No machine's: every layer at one rate, no call, gather or copy costs. The cost model
-    then counts FLOPs alone, so a plan maintains every layer whose region saves any (the test
+    """No machine's: every layer at one rate, no call, gather or copy costs, no ties. The cost
+    model then counts FLOPs alone, so a plan maintains every layer whose region saves any (the test
     suite runs on it: its small graphs exercise the incremental executor on every layer)."""
     flat = ((1, NOMINAL_FLOPS_PER_S),)
-    return Calibration({k: flat for k in KINDS}, 0.0, math.inf, 0.0, math.inf, source=NOMINAL)
+    return Calibration({k: flat for k in KINDS}, 0.0, math.inf, 0.0, math.inf, tie=0.0,
+                       source=NOMINAL)

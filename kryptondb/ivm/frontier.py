@@ -6,7 +6,7 @@ costs, per position: each chain's gather (bytes and per item), its layers on the
 the measured throughput of that region size, and its share of a call's overhead; then the
 frontier maps written into copies of the views, and every later layer in full in one call
 (the suffix). ``choose`` predicts that for every k (0: nothing maintained) and keeps the
-cheapest, so a layer is maintained only where that is predicted cheaper than handing it, and
+cheapest (the fewest chains within the calibration's ``tie`` of it), so a layer is maintained only where that is predicted cheaper than handing it, and
 the rest of the network, to the full call. Seconds are one core's (``ivm/calibration.py``).
 """
 
@@ -25,6 +25,10 @@ from kryptondb.ivm.cost import centre_regions, memo, prefix
 from kryptondb.ivm.regions import FixedRegion, fix, read_in
 
 NO_SEGMENT = (Op.PAD, Op.RESIZE)  # steps computed by the gather itself, nothing fused after
+# Predictions within a calibration's ``tie`` (2%) of the cheapest count as a tie, won by the
+# fewest chains: near its optimum the cost is flat (ResNet18: 14 frontiers within 2.5%), and
+# every chain adds what the model prices least well (a gather, a call, a worker contending for
+# the cores). Nominal FLOP counts have no ties: every layer that saves any is maintained.
 
 
 def is_pointwise(n: Node, graph: Graph) -> bool:
@@ -100,6 +104,7 @@ class Cut:
     seconds: tuple[float, ...]
     naive: float
     label: str  # what the predictions rest on (Calibration.label)
+    tie: float  # Calibration.tie
 
     @property
     def keep(self) -> set[str]:
@@ -113,9 +118,15 @@ class Cut:
         """Why the plan stops at chain k (None: it maintains every chain it could)."""
         if self.k == len(self.chains):
             return None
-        return (f"maintaining it too is predicted at {fmt_time(self.seconds[self.k + 1])} "
-                f"per position, against {fmt_time(self.predicted)} handing it and the rest of the "
-                f"network to one full call ({self.label})")
+        here, later = self.predicted, min(self.seconds[self.k + 1:])
+        if later < here:
+            return (f"maintaining it and what follows saves at most "
+                    f"{100 * (1 - later / here):.1f}% ({fmt_time(later)} per position against "
+                    f"{fmt_time(here)} handing it and the rest of the network to one full call), "
+                    f"within the {100 * self.tie:g}% the cost model counts as a tie ({self.label})")
+        return (f"maintaining it too is predicted at {fmt_time(self.seconds[self.k + 1])} per "
+                f"position, against {fmt_time(here)} handing it and the rest of the network to "
+                f"one full call ({self.label})")
 
 
 def chain_seconds(cal: Calibration, graph: Graph, chain, regions) -> float:
@@ -141,7 +152,8 @@ def chain_seconds(cal: Calibration, graph: Graph, chain, regions) -> float:
 def choose(graph: Graph, candidates: set[str], regions: dict[str, FixedRegion],
            cal: Calibration) -> Cut:
     """The cheapest frontier over the chains of ``candidates`` (layers with an incremental
-    form, with their fixed regions)."""
+    form, with their fixed regions): the fewest chains predicted within ``cal.tie`` of the
+    least."""
     every = chains(graph, candidates)
     full = {n.name: full_seconds(cal, graph, n) for n in graph.nodes}
     call = cal.call_s / cal.batch
@@ -157,8 +169,9 @@ def choose(graph: Graph, candidates: set[str], regions: dict[str, FixedRegion],
         copies = sum(4 * math.prod(graph[f].shape) for f in kept if f in used)
         suffix = (call + sum(full[n.name] for n in rest)) if rest else 0.0
         seconds.append(maintained + copies / cal.copy_bytes_per_s + suffix)
-    best = min(range(len(seconds)), key=lambda j: (seconds[j], j))
-    return Cut(tuple(every), best, tuple(seconds), naive, cal.label)
+    least = min(seconds)
+    best = next(j for j, t in enumerate(seconds) if t <= least * (1 + cal.tie))
+    return Cut(tuple(every), best, tuple(seconds), naive, cal.label, cal.tie)
 
 
 
