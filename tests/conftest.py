@@ -1,11 +1,18 @@
 """Shared fixtures: the relative error every numeric test uses, and a table of the largest errors
 measured in this run, printed after the test summary (so a review sees how close, not only that
-it passed)."""
+it passed); and the cost model the suite plans with."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+# The suite's plans count FLOPs (kryptondb/ivm/calibration.py ``nominal``), whatever this
+# machine's calibration says: small test graphs then maintain every layer whose region saves
+# any; tests of the calibrated cost model's choices pass their calibration explicitly.
+os.environ.setdefault("KRYPTONDB_CALIBRATION", "nominal")
 
 _MEASURED: dict[str, float] = {}  # label -> largest relative error seen under that label
 

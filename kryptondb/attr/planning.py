@@ -1,6 +1,6 @@
 """How an attribution runs on the engine, decided as KQL's planner decides an occlusion scan:
-incremental when the cost model says it pays (kryptondb/rewrite/maintain_views.py: the
-theoretical speedup reaches MIN_SPEEDUP and the plan's setup does not eat the gain), the batch
+incremental when the calibrated cost model predicts it faster, its setup included
+(kryptondb/rewrite/maintain_views.py ``why_naive``), the batch
 the largest the memory budget holds (kryptondb/rewrite/batch_queries.py), and an ``approximate``
 setting as projective-field thresholding (tau) and drill-down (kryptondb/approx/drilldown.py).
 """
@@ -21,7 +21,7 @@ from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
 from kryptondb.rewrite.batch_queries import (MAX_BATCH, MAX_INCREMENTAL_BATCH, NUMPY, ONNXRUNTIME,
                                               choose, incremental_footprint,
                                               naive_footprint)
-from kryptondb.rewrite.maintain_views import effective_speedup, min_speedup
+from kryptondb.rewrite.maintain_views import why_naive
 
 PLANS = ("naive", "incremental")
 APPROXIMATE = ("tau", "drilldown", "target")
@@ -62,7 +62,7 @@ def decide(graph, grid: Grid, backend: str, plan: str | None, approximate: dict)
     info = {"theoretical_speedup": round(cost.speedup, 2), "backend": backend}
     mode = plan
     if mode is None:
-        why = None if approximate else _why_naive(graph, cost, backend, len(corners))
+        why = None if approximate else _why_naive(graph, cost, grid.window, backend, len(corners))
         mode = "incremental" if why is None else "naive"
         info.update({"why": why} if why else {})
     stage, info["batch"] = _stage(graph, mode, corners, grid.window, tau, backend)
@@ -73,16 +73,9 @@ def decide(graph, grid: Grid, backend: str, plan: str | None, approximate: dict)
     return DrillDown(coarse, approximate["drilldown"], stage), info
 
 
-def _why_naive(graph, cost, backend: str, positions: int) -> str | None:
-    """Why the incremental plan does not pay, or None when it does."""
-    least = min_speedup(backend)  # higher on the GPU (rewrite/maintain_views.py)
-    if cost.speedup < least:
-        return f"theoretical speedup {cost.speedup:.2f} below {least:.3g}"
-    effective, _ = effective_speedup(graph, cost, backend, positions)
-    if effective < least:
-        return (f"setup outweighs the gain over {positions} positions: effective speedup "
-                f"{effective:.2f} below {least:.3g}")
-    return None
+def _why_naive(graph, cost, window, backend: str, positions: int) -> str | None:
+    """Why the incremental plan does not pay, or None when it does (the planner's rule)."""
+    return why_naive(graph, window, cost, backend, (positions, 1))
 
 
 def _stage(graph, mode: str, corners: np.ndarray, window, tau, backend: str):

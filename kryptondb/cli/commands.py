@@ -1,4 +1,4 @@
-"""The subcommands: demo, predict, recognize, describe, models, plan. Tables go to stdout in the
+"""The subcommands: demo, predict, recognize, describe, models, plan, calibrate. Tables go to stdout in the
 chosen format; with csv or json everything else (the query, messages, timings) goes to stderr."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pyarrow as pa
 import kryptondb
 from kryptondb.connection import terminal_progress
 from kryptondb.errors import KryptonError
+from kryptondb.ivm.calibrate import calibrate
 from kryptondb.lang import parse
 from kryptondb.lang.parser import split_statements
 from kryptondb.model.zoo import ZOO
@@ -154,11 +155,21 @@ def _plan(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    """Measure this machine for the cost model and write its calibration."""
+    say = _say(args)
+    say("measuring (about half a minute; keep the machine otherwise idle) ...")
+    path = calibrate(args.output, say)
+    say(f"calibration written to {path}; the planner reads it from now on")
+    return 0
+
+
 COMMANDS = {
     "demo": _demo,
     "predict": _predict,
     "recognize": _recognize,
     "describe": _describe,
     "models": _models,
+    "calibrate": _calibrate,
     "plan": _plan,
 }

@@ -15,6 +15,7 @@ USAGE = """\
 kryptondb [--db PATH] [-c STATEMENTS | -f FILE] [--outdir DIR] [--format FORMAT]
        kryptondb {demo,predict,recognize,describe,models} [options] [--format FORMAT]
        kryptondb [--db PATH] plan "STATEMENT" [--analyze] [-o FILE.html] [--open]
+       kryptondb calibrate [-o FILE.json]
        kryptondb --help | --version"""
 
 DESCRIPTION = """\
@@ -29,7 +30,7 @@ modes:
                               missing); combines with -c and -f
   kryptondb -c "STATEMENTS"   run statements separated by ';' and exit
   kryptondb -f FILE.kql       run a script and exit ('-' reads standard input)
-  kryptondb COMMAND ...       demo, predict, recognize, describe, models, plan
+  kryptondb COMMAND ...       demo, predict, recognize, describe, models, plan, calibrate
                               (kryptondb COMMAND --help)
 
 --format table|csv|json|markdown sets how tables print, for the shell, -c, -f and the
@@ -137,8 +138,15 @@ def parser() -> argparse.ArgumentParser:
                       metavar="FILE.html", help="where the page goes (default: plan.html)")
     plan.add_argument("--open", action="store_true",
                       help="open the page in a web browser (or say where it is)")
+    cal = _command(sub, "calibrate", "measure this machine for the planner's cost model",
+                   "Times one layer of every kind by output size, a backend call, the gather "
+                   "and the frontier copies on this machine (about half a minute), and writes "
+                   "the calibration the planner reads from then on (docs/ivm.md).")
+    cal.add_argument("-o", "--output", type=output_file, metavar="FILE.json", default=None,
+                     help="where it goes (default: $KRYPTONDB_CALIBRATION, else "
+                     "~/.cache/kryptondb/calibration.json)")
     p.commands = {"demo": demo, "predict": pred, "recognize": rec, "describe": desc,
-                  "models": models, "plan": plan}  # for errors that name the command's usage
+                  "models": models, "plan": plan, "calibrate": cal}  # for errors that name the command's usage
     return p
 
 

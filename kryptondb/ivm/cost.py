@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,19 @@ class Cost:
         return self.full_flops / max(1, self.incremental_flops)
 
 
+_MEMO: "weakref.WeakKeyDictionary[Graph, dict]" = weakref.WeakKeyDictionary()
+
+
+def memo(graph: Graph, key, compute):
+    """``compute()`` once per (Graph object, key): the planner asks for the same static costs
+    several times per query, and again in every query on the same model (a small model's
+    query would spend more time on them than on inference)."""
+    per_graph = _MEMO.setdefault(graph, {})
+    if key not in per_graph:
+        per_graph[key] = compute()
+    return per_graph[key]
+
+
 def theoretical(graph: Graph, patch: int | tuple[int, int], tau: float | None = None) -> Cost:
     """FLOPs per position with the patch at the centre (the worst case), full vs incremental
     (with projective field threshold ``tau`` when given).
@@ -89,6 +103,11 @@ def theoretical(graph: Graph, patch: int | tuple[int, int], tau: float | None = 
     Each incremental layer pays its FLOPs scaled by the share of its output map it recomputes;
     layers from the first global one on run in full on every position.
     """
+    patch = tuple(map(int, patch)) if isinstance(patch, (tuple, list)) else (int(patch),) * 2
+    return memo(graph, ("theoretical", patch, tau), lambda: _theoretical(graph, patch, tau))
+
+
+def _theoretical(graph: Graph, patch, tau: float | None) -> Cost:
     regions = centre_regions(graph, patch, tau)
     full = incr = 0
     for n in graph.nodes:

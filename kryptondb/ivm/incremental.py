@@ -17,11 +17,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from kryptondb.ivm.cost import patch_regions, prefix, unsaturated
+from kryptondb.ivm import calibration
+from kryptondb.ivm.cost import patch_regions, prefix
+from kryptondb.ivm.frontier import NO_SEGMENT, choose, is_pointwise
 from kryptondb.ivm.counters import SUFFIX, count
 from kryptondb.ivm.gather import NewValues, PaddedView, gather, margins, overlay
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, fixed_size, read_in, spatial_params
-from kryptondb.graph.ir import POINTWISE, WINDOWED, Graph, Node, Op, input_node, make_node
+from kryptondb.graph.ir import WINDOWED, Graph, Node, Op, input_node, make_node
 from kryptondb.graph.ops import UPSAMPLING
 from kryptondb.graph.resample import Taps, node_taps
 from kryptondb.runtime.numpy_ops import avgpool_divisor, interpolate
@@ -34,17 +36,6 @@ def segments_built(graph: Graph) -> int:
     """How many per-layer graphs (and suffixes) incremental plans on this Graph object have
     built so far; backends keep their compiled sessions as long as the graphs live."""
     return len(_SEGMENTS.get(graph, ()))
-
-
-def _is_pointwise(n: Node, graph: Graph) -> bool:
-    """Ops whose changed output region is exactly their input's: fused after the op before them
-    and fed its new values directly, with no gather."""
-    if n.op is Op.CONV:  # a 1x1 convolution with stride 1 and no padding
-        return (n.attr("kernel") == (1, 1) and n.attr("stride") == (1, 1)
-                and not any(n.attr("pads")))
-    if n.op in (Op.ADD, Op.MUL):  # one operand, and no constant that widens the map
-        return len(n.inputs) == 1 and n.shape[1:] == graph[n.inputs[0]].shape[1:]
-    return n.op in POINTWISE
 
 
 @dataclass
@@ -75,8 +66,10 @@ class IncrementalPlan:
         changed = patch_regions(graph, corners, patch, tau)
         self.regions = {k: fix(r, graph[k].shape, sizes and sizes[k]) for k, r in changed.items()}
         del changed  # four arrays per query and layer, not needed past this point
-        self.incremental = unsaturated(graph, self.regions)
-        self.steps = self._steps()
+        # the calibrated cost model's frontier: maintained chains, then one full call
+        self.cut = choose(graph, set(prefix(graph)), self.regions, calibration.load())
+        self.incremental = self.cut.keep | {graph.inputs[0]}
+        self.steps = [self._step(list(c)) for c in self.cut.chains[:self.cut.k]]
         used_outside = {i for n in graph.nodes if n.name not in self.incremental
                         for i in n.inputs}
         self.frontier = [n.name for n in graph.nodes if n.name in self.incremental and
@@ -86,27 +79,6 @@ class IncrementalPlan:
                                    lambda: graph.segment(list(rest), graph.outputs)) if rest else None
 
     # -- building ---------------------------------------------------------------------------
-    def _steps(self) -> list[Step]:
-        g, users = self.graph, self.graph.consumers()
-        steps, fused = [], set()
-        for n in g.nodes:
-            if n.name not in self.incremental or n.op is Op.INPUT or n.name in fused:
-                continue
-            chain = [n]
-            while True:
-                nxt = users[chain[-1].name]
-                if len(nxt) != 1 or nxt[0] not in self.incremental:
-                    break
-                cand = g[nxt[0]]
-                if not _is_pointwise(cand, g) or cand.name in g.outputs:
-                    break
-                chain.append(cand)
-            if len(chain) > 1 and chain[0].op in _NO_SEGMENT:
-                chain = chain[:1]
-            fused.update(c.name for c in chain[1:])
-            steps.append(self._step(chain))
-        return steps
-
     def _step(self, chain: list[Node]) -> Step:
         """The fused nodes change the same rectangle as the head, except where a query changes
         nothing (a patch between the samples of a strided layer): empty regions sit wherever
@@ -129,7 +101,7 @@ class IncrementalPlan:
         cheap = len(chain) == 1 and head.op in (Op.ADD, Op.CONCAT) and not head.params
         # Pad is the gather itself, Resize a gather with weights; a lone Add or Concat of
         # gathered buffers is cheaper in NumPy than a backend call with its layout conversions.
-        step.segment = None if head.op in _NO_SEGMENT or cheap else \
+        step.segment = None if head.op in NO_SEGMENT or cheap else \
             self._segment(chain, shapes, tuple((i, n) for i, n, _ in sides))
         return step
 
@@ -301,9 +273,6 @@ class IncrementalPlan:
         return out, kept
 
 
-_NO_SEGMENT = (Op.PAD, Op.RESIZE)  # steps computed by the gather itself, nothing fused after
-
-
 def _resampled(step: Step, idx: np.ndarray, buf: np.ndarray) -> np.ndarray:
     """A Resize's new region from its gathered contexts: the node's taps at the region's
     rows and columns, moved into each context's coordinates."""
@@ -380,8 +349,8 @@ def read_views(graph: Graph) -> list[str]:
 
     def fused_away(n: Node) -> bool:
         u = users[n.name]
-        return (len(u) == 1 and _is_pointwise(graph[u[0]], graph) and u[0] not in graph.outputs
-                and n.op not in _NO_SEGMENT and n.name not in graph.outputs)
+        return (len(u) == 1 and is_pointwise(graph[u[0]], graph) and u[0] not in graph.outputs
+                and n.op not in NO_SEGMENT and n.name not in graph.outputs)
 
     return [n for n in prefix(graph) if graph[n].op is not Op.INPUT and not fused_away(graph[n])]
 

@@ -3,12 +3,12 @@ patch at the centre of the input; with a scan's positions, the one nearest it, i
 the sizes the executor fixes over all of them), built from the same IncrementalPlan the
 executor runs: each layer up to the frontier with the region it recomputes, the context it
 reads, its FLOPs full and incremental, and the fused segment (one backend call per batch) it
-belongs to; the frontier and why it is there; the global suffix run in full.
+belongs to; the frontier the calibrated cost model picked and why; the suffix run in full.
 
 >>> from kryptondb.model.model import load_model
 >>> lp = layer_plan(load_model("resnet18").graph, (16, 16))  # the centre patch alone
->>> lp.rows[0].name, lp.rows[0].region, lp.rows[0].context, lp.frontier
-('conv1', (11, 11), (27, 27), ('layer3.0.relu',))
+>>> lp.rows[0].name, lp.rows[0].region, lp.rows[0].context
+('conv1', (11, 11), (27, 27))
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import numpy as np
 
 from kryptondb.graph.ir import GLOBAL, Graph, Op
 from kryptondb.graph.shapes import node_flops
-from kryptondb.ivm import cost
 from kryptondb.ivm.cost import centre_regions, prefix
 from kryptondb.ivm.incremental import IncrementalPlan, region_sizes
 from kryptondb.ivm.regions import fix
@@ -90,7 +89,7 @@ def layer_plan(graph: Graph, patch: tuple[int, int], tau: float | None = None,
             rows.append(_row(graph, plan, step, name, k, exact))
     rest = [n for n in graph.nodes if n.name not in plan.incremental]
     flops = sum(_flops(graph, n) for n in rest)
-    return LayerPlan(tuple(rows), tuple(plan.frontier), _why(graph, plan, rest, cost.SATURATED),
+    return LayerPlan(tuple(rows), tuple(plan.frontier), _why(plan, rest),
                      len(rest), flops)
 
 
@@ -118,14 +117,11 @@ def _size(region, shape) -> tuple[int, int]:
     return f.h, f.w
 
 
-def _why(graph: Graph, plan: IncrementalPlan, rest: list, saturated: float) -> str:
+def _why(plan: IncrementalPlan, rest: list) -> str:
     """Why the frontier is where it is: the first layer the plan does not maintain."""
     first = next((n for n in rest if n.op is not Op.INPUT), None)
     if first is None:
         return "every layer runs incrementally"
     if first.op in GLOBAL or len(first.shape) != 3:
         return f"{first.name} ({first.op.value}) is global: it has no incremental form"
-    r = plan.regions[first.name]
-    share = r.h * r.w / (first.shape[1] * first.shape[2])
-    return (f"{first.name} would recompute {100 * share:.1f}% of its map, at least the "
-            f"saturation share {100 * saturated:g}%: from it on the network runs in full")
+    return f"{first.name}: " + (plan.cut.reason() or "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -268,8 +269,38 @@ def load_image(path) -> Image.Image:
     """Open an image file as RGB; a missing file, one that is not a regular file (a FIFO, a
     device, a directory), one that is not an image, or one with more pixels than the
     ``image_pixels`` limit (kryptondb.limits, checked from the header before any pixel is
-    decoded) is an ImageError."""
+    decoded) is an ImageError. The last few images decoded are kept (by path, inode, size and
+    modification time), so statements that read the same file again skip the decoding."""
     path = user_path(path, "image file", ImageError)
+    key = _file_key(path)
+    if key in _DECODED:  # the same file, unchanged: decoded by an earlier statement
+        check_pixels(_DECODED[key].size, repr(path), ImageError)
+        return _DECODED[key].copy()
+    img = _decode(path)
+    if key is not None and img.size[0] * img.size[1] <= DECODED_PIXELS:
+        _DECODED[key] = img.copy()
+        while len(_DECODED) > DECODED_KEPT:
+            del _DECODED[next(iter(_DECODED))]
+    return img
+
+
+DECODED_KEPT = 8  # decoded images kept for statements that read the same files again,
+DECODED_PIXELS = 4_000_000  # each at most this large (12 MB)
+_DECODED: dict = {}
+
+
+def _file_key(path: str):
+    """What identifies a file's contents for the cache: its path, inode, size and mtime; None
+    for what is not a regular file (the reader then says why it cannot read it)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) \
+        if stat.S_ISREG(st.st_mode) else None
+
+
+def _decode(path: str) -> Image.Image:
     limit = current().image_pixels
     if Image.MAX_IMAGE_PIXELS is not None and limit > 2 * Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limit // 2 + 1  # PIL refuses over twice this: not below ours

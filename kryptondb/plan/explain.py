@@ -20,7 +20,7 @@ from kryptondb.plan.profile_doc import scan, video
 
 # a scan's predicted costs: shown on its own lines (they count the sessions still to build, so
 # they change once a model has run incrementally in the process)
-PREDICTED = ("cost_naive", "cost_incremental")
+PREDICTED = ("cost_naive", "cost_incremental", "seconds_naive", "seconds_incremental")
 
 
 def plain(v):

@@ -7,7 +7,6 @@ formatted by kryptondb/format.py."""
 from __future__ import annotations
 
 from kryptondb.format import fmt_bytes, fmt_count, fmt_flops, fmt_percent, fmt_rate, fmt_time
-from kryptondb.ivm.cost import FLOPS_PER_S
 from kryptondb.orv.features import Chain
 
 HEAD = ("seg", "layer", "op", "kernel", "stride", "map", "region", "share", "context", "full",
@@ -60,8 +59,7 @@ def _predicted(choice: dict) -> list[str]:
         return []
     return [f"predicted: naive {fmt_flops(flops['naive'])}, incremental "
             f"{fmt_flops(flops['incremental'])} with setup (~{fmt_time(secs['naive'])} vs "
-            f"~{fmt_time(secs['incremental'])} at a nominal {fmt_rate(FLOPS_PER_S)}, "
-            f"not calibrated on this machine)"]
+            f"~{fmt_time(secs['incremental'])} by the cost model)"]
 
 
 def _row(r: dict) -> list[str]:

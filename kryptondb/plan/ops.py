@@ -124,10 +124,12 @@ INFERENCE = {"model": MODEL, "backend": BACKEND, "batch": INT, "score": SCORE}
 OCCLUDE = {"grid": GRID, "fill": FILL, "baseline": BASELINE, "inputs": INT}
 SCAN_QUERY = OCCLUDE | {"model": MODEL, "backend": BACKEND, "score": SCORE}
 # cost_naive, cost_incremental: the whole scan's predicted FLOPs each way (incremental: with its
-# setup, the views and the sessions to build), which maintain_views compared (``why``)
+# setup, the views and the sessions to build); seconds_naive, seconds_incremental: the same in
+# wall seconds by the calibrated cost model, which maintain_views compared (``why``)
 SCAN_COST = {"why": TEXT, "theoretical_speedup": NUMBER, "flops_full": INT,
              "flops_incremental": INT, "frontier": NAMES, "segments": INT,
-             "cost_naive": INT, "cost_incremental": INT}
+             "cost_naive": INT, "cost_incremental": INT, "seconds_naive": NUMBER,
+             "seconds_incremental": NUMBER}
 SCAN_APPROXIMATE = {"tau": NUMBER, "drilldown": NUMBER, "target": NUMBER, "coarse_stride": INT,
                     "drilldown_speedup": NUMBER, "predicted_ssim": NUMBER,
                     "predicted_seconds": NUMBER, "predicted_speedup_vs_exact": NUMBER}

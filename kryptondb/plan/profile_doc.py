@@ -16,7 +16,6 @@ from numbers import Integral, Real
 
 from kryptondb.graph.ir import Op as GraphOp
 from kryptondb.graph.shapes import node_flops
-from kryptondb.ivm import cost
 from kryptondb.ivm.counters import SUFFIX
 from kryptondb.ivm.layer_plan import LayerPlan, layer_plan
 from kryptondb.lang.ast import Fill
@@ -109,7 +108,7 @@ def scan(n, stats: dict | None = None) -> dict:
 def _choice(n) -> dict:
     naive, incremental = n.arg("cost_naive"), n.arg("cost_incremental")
     flops = {"naive": naive, "incremental": incremental}
-    seconds = {k: (v / cost.FLOPS_PER_S if v is not None else None) for k, v in flops.items()}
+    seconds = {k: n.arg(f"seconds_{k}") for k in flops}  # the calibrated cost model's
     return {"picked": "naive" if n.op is Op.NAIVE_OCCLUSION_SCAN else "incremental",
             "reason": n.arg("why"), "theoretical_speedup": n.arg("theoretical_speedup"),
             "predicted_flops": flops, "predicted_s": seconds}

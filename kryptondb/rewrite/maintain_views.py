@@ -5,25 +5,26 @@ its patch reaches, up to the first global layer; the rest of the network runs in
 
 The plan records the static cost model's FLOPs per position and the theoretical speedup.
 Unless the query forces a plan (INCREMENTAL / NAIVE; APPROXIMATE implies INCREMENTAL), the
-rewrite is made only when it pays, counted in FLOPs:
-
-- per position, the theoretical speedup must reach MIN_SPEEDUP: measured on 2 CPU cores, gathers
-  and per-layer calls cost incremental plans 10-25% of their theoretical gain (64 positions:
-  ResNet18 1.84 of 2.19, MobileNetV2 1.64 of 1.90, EfficientNet-Lite0 1.48 of 1.58), so a small
-  theoretical gain would be eaten by them;
-- over the whole scan, the gain must also pay for the plan's setup: materializing the views (one
-  full inference) and, the first time a model runs incrementally in this process on a backend
-  that compiles (onnxruntime), building its sessions: the views' session and the per-layer and
-  suffix sessions hold the model's weights twice over. With few positions on a model with large
-  weights (AlexNet-like classifiers: 240 MB) that setup costs more than the positions save, and
-  NAIVE is faster: the plan keeps it and says why. Sessions live as long as the model's Graph,
-  which is cached by content digest across connections, so later queries find them built.
+rewrite is made only when the calibrated cost model (kryptondb/ivm/frontier.py, measured by
+``kryptondb calibrate``) predicts it faster, overheads included: per position, the gathers,
+per-layer calls and small-context throughput of the layers it maintains (up to the frontier it
+picks), the frontier copies and the full call after it, against one full inference; over the
+whole scan, plus the plan's setup: materializing the views (one full inference per input) and,
+the first time a model runs incrementally in this process on a backend that compiles
+(onnxruntime), building its sessions (the per-layer and suffix sessions hold the model's
+weights twice over; with few positions on a model with large weights the setup costs more than
+the positions save). Sessions live as long as the model's Graph, which is cached by content
+digest across connections, so later queries find them built. On a GPU (no calibration yet) a
+theoretical speedup floor decides instead.
 """
 
 from __future__ import annotations
 
+from kryptondb.format import fmt_time
 from kryptondb.graph.ir import POINTWISE, Op as GraphOp
-from kryptondb.ivm.cost import prefix, theoretical
+from kryptondb.ivm import calibration
+from kryptondb.ivm.cost import FLOPS_PER_S, prefix, theoretical
+from kryptondb.ivm.frontier import centre_cut
 from kryptondb.ivm.incremental import segments_built
 from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, node, transform
@@ -55,21 +56,55 @@ def maintain_views(plan: PlanNode, ctx) -> PlanNode:
         predicted = _predicted(graph, n, cost)
         if ctx.options.incremental is False:
             return n.with_args(why="NAIVE forced by the query", **predicted)
-        forced, least = _forced(ctx.options), min_speedup(n.arg("backend"))
-        if not forced and cost.speedup < least:
-            return n.with_args(theoretical_speedup=speedup, **predicted,
-                               why=f"theoretical speedup {speedup:g} below {least:.3g}")
-        why = forced or _setup_outweighs(graph, n, cost)
-        if not forced and why:
+        forced = _forced(ctx.options)
+        why = None if forced else why_naive(graph, n.arg("grid").window, cost,
+                                            n.arg("backend") or "onnxruntime", _positions(n))
+        if why:
             return n.with_args(theoretical_speedup=speedup, why=why, **predicted)
         views = node(Op.MATERIALIZE_VIEWS, pre, model=model, backend=n.arg("backend"))
         return n.with_args(mode="incremental", flops_full=cost.full_flops,
                            flops_incremental=cost.incremental_flops,
                            theoretical_speedup=speedup, **predicted,
-                           why=_joined(n.arg("why"), why or _pays(n, cost))).with_children(
+                           why=_joined(n.arg("why"), forced or _pays(predicted))).with_children(
                                pre, cls, views)
 
     return transform(plan, visit)
+
+
+def _positions(n: PlanNode) -> tuple[int, int]:
+    """(positions of the whole scan, inputs)."""
+    inputs = n.arg("inputs") or 1
+    return n.arg("grid").count * inputs, inputs
+
+
+def predicted_seconds(graph, window, backend: str, positions: tuple[int, int]) -> tuple:
+    """(naive, incremental with its setup) wall seconds the calibrated cost model predicts for
+    ``positions`` (all of them, inputs), and the sessions the incremental plan would build:
+    per position, ``ivm/frontier.py``'s costs on the calibration's cores; the setup, one full
+    inference per input (its views) and the sessions."""
+    cal = calibration.load()
+    cut, cores = centre_cut(graph, window, cal=cal), cal.cores
+    count, inputs = positions
+    setup, sessions = setup_flops(graph, backend, 0)
+    views = inputs * (cut.naive + cal.call_s)
+    return (count * cut.naive / cores,
+            (count * cut.predicted + views) / cores + setup / FLOPS_PER_S, sessions)
+
+
+def why_naive(graph, window, cost, backend: str, positions: tuple[int, int]) -> str | None:
+    """Why the naive plan is kept, or None when the incremental plan is predicted faster. On
+    a GPU, below its theoretical speedup floor; elsewhere, by the calibrated cost model."""
+    least = min_speedup(backend)
+    if least > MIN_SPEEDUP and cost.speedup < least:
+        return f"theoretical speedup {cost.speedup:.2f} below {least:.3g}"
+    naive, incr, sessions = predicted_seconds(graph, window, backend, positions)
+    if incr < naive:
+        return None
+    built = f"; first incremental run of this model: {sessions} sessions to build" \
+        if sessions else ""
+    return (f"incremental predicted at {fmt_time(incr)} with its setup (views{built}), naive "
+            f"at {fmt_time(naive)} over {positions[0]} positions "
+            f"({calibration.load().label})")
 
 
 def min_speedup(backend: str | None) -> float:
@@ -95,21 +130,24 @@ def _forced(options) -> str | None:
 
 def _predicted(graph, n: PlanNode, cost) -> dict:
     """The whole scan's predicted FLOPs each way: naive, one full inference per position;
-    incremental, the cost model's per position plus the setup (views, sessions)."""
-    inputs = n.arg("inputs") or 1
-    positions = n.arg("grid").count * inputs
-    setup, _ = setup_flops(graph, n.arg("backend") or "onnxruntime", cost.full_flops)
+    incremental, the cost model's per position plus the setup (views, sessions); and the
+    calibrated cost model's predicted seconds."""
+    positions, inputs = _positions(n)
+    backend = n.arg("backend") or "onnxruntime"
+    setup, _ = setup_flops(graph, backend, cost.full_flops)
     setup += (inputs - 1) * cost.full_flops
+    naive_s, incremental_s, _ = predicted_seconds(graph, n.arg("grid").window, backend,
+                                                  (positions, inputs))
     return {"cost_naive": positions * cost.full_flops,
-            "cost_incremental": positions * cost.incremental_flops + setup}
+            "cost_incremental": positions * cost.incremental_flops + setup,
+            "seconds_naive": round(naive_s, 6), "seconds_incremental": round(incremental_s, 6)}
 
 
-def _pays(n: PlanNode, cost) -> str:
-    """Why the cost model picked the incremental plan (the predicted costs are beside it)."""
-    positions = n.arg("grid").count * (n.arg("inputs") or 1)
-    return (f"theoretical speedup {cost.speedup:.2f} reaches "
-            f"{min_speedup(n.arg('backend')):.3g} and the setup "
-            f"(views, sessions) pays for itself over {positions} positions")
+def _pays(predicted: dict) -> str:
+    """Why the cost model picked the incremental plan."""
+    return (f"incremental predicted at {fmt_time(predicted['seconds_incremental'])} with its "
+            f"setup, naive at {fmt_time(predicted['seconds_naive'])} "
+            f"({calibration.load().label})")
 
 
 def setup_flops(graph, backend: str, full_flops: int) -> tuple[int, int]:
@@ -131,17 +169,3 @@ def effective_speedup(graph, cost, backend: str, positions: int,
     setup, sessions = setup_flops(graph, backend, cost.full_flops)
     setup += (inputs - 1) * cost.full_flops
     return positions * cost.full_flops / (positions * cost.incremental_flops + setup), sessions
-
-
-def _setup_outweighs(graph, n: PlanNode, cost) -> str | None:
-    """Why the naive plan is cheaper once the incremental plan's setup is counted, or None."""
-    inputs = n.arg("inputs") or 1
-    positions = n.arg("grid").count * inputs
-    effective, sessions = effective_speedup(graph, cost, n.arg("backend") or "onnxruntime",
-                                            positions, inputs)
-    if effective >= MIN_SPEEDUP:
-        return None
-    built = f"; first incremental run of this model: {sessions} sessions to build" \
-        if sessions else ""
-    return (f"setup (views: one full inference{built}) outweighs the gain over {positions} "
-            f"positions: effective speedup {effective:.2f} below {MIN_SPEEDUP:g}")

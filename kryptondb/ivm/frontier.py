@@ -1,0 +1,189 @@
+"""Where an incremental plan stops: the calibrated cost model's choice of frontier.
+
+The layers an incremental plan can maintain form chains, one backend call per batch each (a
+windowed or merging head and the pointwise layers fused after it). Keeping the first k chains
+costs, per position: each chain's gather (bytes and per item), its layers on their regions at
+the measured throughput of that region size, and its share of a call's overhead; then the
+frontier maps written into copies of the views, and every later layer in full in one call
+(the suffix). ``choose`` predicts that for every k (0: nothing maintained) and keeps the
+cheapest (the fewest chains within the calibration's ``tie`` of it), so a layer is maintained only where that is predicted cheaper than handing it, and
+the rest of the network, to the full call. Seconds are one core's (``ivm/calibration.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from kryptondb.format import fmt_time
+from kryptondb.graph.ir import POINTWISE, WINDOWED, Graph, Node, Op
+from kryptondb.graph.ops import UPSAMPLING
+from kryptondb.graph.shapes import node_flops
+from kryptondb.ivm import calibration
+from kryptondb.ivm.calibration import Calibration
+from kryptondb.ivm.cost import centre_regions, memo, prefix
+from kryptondb.ivm.regions import FixedRegion, fix, read_in
+
+NO_SEGMENT = (Op.PAD, Op.RESIZE)  # steps computed by the gather itself, nothing fused after
+# Predictions within a calibration's ``tie`` (2%) of the cheapest count as a tie, won by the
+# fewest chains: near its optimum the cost is flat (ResNet18: 14 frontiers within 2.5%), and
+# every chain adds what the model prices least well (a gather, a call, a worker contending for
+# the cores). Nominal FLOP counts have no ties: every layer that saves any is maintained.
+
+
+def is_pointwise(n: Node, graph: Graph) -> bool:
+    """Ops whose changed output region is exactly their input's: fused after the op before them
+    and fed its new values directly, with no gather."""
+    if n.op is Op.CONV:  # a 1x1 convolution with stride 1 and no padding
+        return (n.attr("kernel") == (1, 1) and n.attr("stride") == (1, 1)
+                and not any(n.attr("pads")))
+    if n.op in (Op.ADD, Op.MUL):  # one operand, and no constant that widens the map
+        return len(n.inputs) == 1 and n.shape[1:] == graph[n.inputs[0]].shape[1:]
+    return n.op in POINTWISE
+
+
+def chains(graph: Graph, keep: set[str]) -> list[tuple[Node, ...]]:
+    """The kept layers as fused chains, in graph order: a head and the pointwise layers that
+    are each the single user of the one before (never a graph output inside a chain)."""
+    users, out, fused = graph.consumers(), [], set()
+    for n in graph.nodes:
+        if n.name not in keep or n.op is Op.INPUT or n.name in fused:
+            continue
+        chain = [n]
+        while True:
+            nxt = users[chain[-1].name]
+            if len(nxt) != 1 or nxt[0] not in keep:
+                break
+            cand = graph[nxt[0]]
+            if not is_pointwise(cand, graph) or cand.name in graph.outputs:
+                break
+            chain.append(cand)
+        if len(chain) > 1 and chain[0].op in NO_SEGMENT:
+            chain = chain[:1]
+        fused.update(c.name for c in chain[1:])
+        out.append(tuple(chain))
+    return out
+
+
+def kind(n: Node, graph: Graph) -> str:
+    """The calibration's kind of layer ``n``."""
+    if n.op in (Op.CONV, Op.CONV_TRANSPOSE):
+        cin = graph[n.inputs[0]].shape[0]
+        if n.attr("groups", 1) > 1 and n.attr("groups") == cin:
+            return "depthwise"
+        return "conv1x1" if n.attr("kernel") == (1, 1) else "conv"
+    if n.op in (Op.MAXPOOL, Op.AVGPOOL):
+        return "pool"
+    return "gemm" if n.op is Op.GEMM else "elementwise"
+
+
+def flops(graph: Graph, n: Node) -> int:
+    """FLOPs of ``n`` as the backend runs it: none for an elementwise op on a convolution's
+    output, which onnxruntime fuses into the convolution (Conv+Relu/Clip/Add)."""
+    if kind(n, graph) == "elementwise" and any(graph[i].op is Op.CONV for i in n.inputs):
+        return 0
+    return int(node_flops(n, [graph[i].shape for i in n.inputs], graph.weights))
+
+
+def full_seconds(cal: Calibration, graph: Graph, n: Node) -> float:
+    """One core's seconds of layer ``n`` on a whole map, per item."""
+    if n.op is Op.INPUT:
+        return 0.0
+    pixels = n.shape[1] * n.shape[2] if len(n.shape) == 3 else 1
+    return cal.seconds(kind(n, graph), flops(graph, n), pixels)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """The frontier the cost model chose: the first ``k`` chains maintained; ``seconds[j]``:
+    one core's predicted seconds per position keeping the first j chains; ``naive``: the
+    same for one full inference per position."""
+
+    chains: tuple[tuple[Node, ...], ...]  # every chain the plan could maintain
+    k: int
+    seconds: tuple[float, ...]
+    naive: float
+    label: str  # what the predictions rest on (Calibration.label)
+    tie: float  # Calibration.tie
+
+    @property
+    def keep(self) -> set[str]:
+        return {n.name for c in self.chains[:self.k] for n in c}
+
+    @property
+    def predicted(self) -> float:
+        return self.seconds[self.k]
+
+    def reason(self) -> str | None:
+        """Why the plan stops at chain k (None: it maintains every chain it could)."""
+        if self.k == len(self.chains):
+            return None
+        here, later = self.predicted, min(self.seconds[self.k + 1:])
+        if later < here:
+            return (f"maintaining it and what follows saves at most "
+                    f"{100 * (1 - later / here):.1f}% ({fmt_time(later)} per position against "
+                    f"{fmt_time(here)} handing it and the rest of the network to one full call), "
+                    f"within the {100 * self.tie:g}% the cost model counts as a tie ({self.label})")
+        return (f"maintaining it too is predicted at {fmt_time(self.seconds[self.k + 1])} per "
+                f"position, against {fmt_time(here)} handing it and the rest of the network to "
+                f"one full call ({self.label})")
+
+
+def chain_seconds(cal: Calibration, graph: Graph, chain, regions) -> float:
+    """One core's seconds per position of a maintained chain: gather, compute, call share."""
+    head = chain[0]
+    r: FixedRegion = regions[head.name]
+    if head.op in WINDOWED or head.op in UPSAMPLING or head.op is Op.PAD:
+        src = graph[head.inputs[0]].shape
+        ctx = read_in(head, r, src[1:])
+        moved = [4 * src[0] * ctx.rh * ctx.rw]
+    else:
+        moved = [4 * graph[i].shape[0] * r.h * r.w for i in head.inputs]
+    gather = sum(moved) / cal.gather_bytes_per_s + len(moved) * cal.gather_item_s
+    compute = 0.0
+    for n in chain:
+        share = r.h * r.w / (n.shape[1] * n.shape[2])
+        compute += cal.seconds(kind(n, graph), flops(graph, n) * share, r.h * r.w)
+    calls = head.op not in NO_SEGMENT and not (len(chain) == 1 and head.op in (Op.ADD, Op.CONCAT)
+                                               and not head.params)
+    return gather + compute + (cal.call_s / cal.batch if calls else 0.0)
+
+
+def choose(graph: Graph, candidates: set[str], regions: dict[str, FixedRegion],
+           cal: Calibration) -> Cut:
+    """The cheapest frontier over the chains of ``candidates`` (layers with an incremental
+    form, with their fixed regions): the fewest chains predicted within ``cal.tie`` of the
+    least."""
+    every = chains(graph, candidates)
+    full = {n.name: full_seconds(cal, graph, n) for n in graph.nodes}
+    call = cal.call_s / cal.batch
+    inp = graph.inputs[0]
+    naive = call + sum(full.values()) + 4 * math.prod(graph[inp].shape) / cal.copy_bytes_per_s
+    seconds, kept, maintained = [], {inp}, 0.0
+    for k in range(len(every) + 1):
+        if k:
+            kept |= {n.name for n in every[k - 1]}
+            maintained += chain_seconds(cal, graph, every[k - 1], regions)
+        rest = [n for n in graph.nodes if n.name not in kept]
+        used = {i for n in rest for i in n.inputs} | set(graph.outputs)
+        copies = sum(4 * math.prod(graph[f].shape) for f in kept if f in used)
+        suffix = (call + sum(full[n.name] for n in rest)) if rest else 0.0
+        seconds.append(maintained + copies / cal.copy_bytes_per_s + suffix)
+    least = min(seconds)
+    best = next(j for j, t in enumerate(seconds) if t <= least * (1 + cal.tie))
+    return Cut(tuple(every), best, tuple(seconds), naive, cal.label, cal.tie)
+
+
+
+def centre_cut(graph: Graph, patch, tau: float | None = None,
+               cal: Calibration | None = None) -> Cut:
+    """The cost model's frontier for ``patch`` (h, w) at the centre of the input (its worst
+    case), on this machine's calibration unless ``cal`` is given."""
+    cal = cal or calibration.load()
+
+    def compute() -> Cut:
+        regions = {k: fix(r, graph[k].shape)
+                   for k, r in centre_regions(graph, patch, tau).items()}
+        return choose(graph, set(prefix(graph)), regions, cal)
+
+    return memo(graph, ("centre_cut", tuple(patch), tau, cal.key), compute)
