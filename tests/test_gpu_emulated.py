@@ -257,8 +257,8 @@ def test_captum_api_keeps_naive_on_gpu_where_incremental_would_be_slower():
 
     graph = load_model("efficientnet_lite0").graph
     cost = theoretical(graph, (16, 16))
-    assert _why_naive(graph, cost, "onnxruntime", 2809) is None
-    assert _why_naive(graph, cost, "gpu", 2809) == "theoretical speedup 1.58 below 1.67"
+    assert _why_naive(graph, cost, (16, 16), "onnxruntime", 2809) is None
+    assert _why_naive(graph, cost, (16, 16), "gpu", 2809) == "theoretical speedup 1.58 below 1.67"
 
 
 def test_upsampling_model_incremental(emulated):
