@@ -13,7 +13,7 @@ import pytest
 import kryptondb
 from kryptondb.errors import FileError, KryptonError
 from kryptondb.media.video import frames, probe, sample_path, scaled_input
-from kryptondb.orv.pipeline import prefetch
+from kryptondb.orv.pipeline import prefetch, preprocessed
 from kryptondb.orv.recognize import VideoSettings, recognize_video
 from test_video_naive import write_video
 
@@ -255,3 +255,27 @@ def test_a_window_of_full_frames_materializes_no_views(model):
     assert stats[0].mode == "incremental" and ivm.base.views
     ref = be.run(g, {g.inputs[0]: y[None]})[g.output].reshape(1, -1)
     np.testing.assert_allclose(out.reshape(1, -1), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("sizes", [[16, 16, 3], [1], [2, 5]])
+def test_preprocessing_on_two_threads_equals_one(model, clip, sizes):
+    """Each chunk's inputs, made half on a helper thread, equal Model.inputs of the whole chunk,
+    in order; the helper thread ends with the generator."""
+    pics = [img for _, _, img in frames(clip)]
+    pics = (pics * 3)[:sum(sizes)]
+    chunks, at = [], 0
+    for n in sizes:
+        chunks.append([(at + i, 0.0, p) for i, p in enumerate(pics[at:at + n])])
+        at += n
+    got = list(preprocessed(model, iter(chunks)))
+    assert [c for c, _ in got] == chunks
+    for chunk, x in got:
+        np.testing.assert_array_equal(x, model.inputs([p for _, _, p in chunk]))
+    assert not [t for t in threading.enumerate() if t.name.startswith("kryptondb-preprocess")]
+
+
+def test_a_preprocessing_error_names_the_earlier_frame(model):
+    """Both halves fail: the error of the first half (the earlier frames) is the one raised."""
+    bad = [(0, 0.0, "not-an-image-1.png"), (1, 0.0, object()), (2, 0.0, object())]
+    with pytest.raises(KryptonError, match="not-an-image-1"):
+        list(preprocessed(model, iter([bad])))

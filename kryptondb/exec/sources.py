@@ -7,7 +7,7 @@ import os
 from typing import Iterator
 
 from kryptondb.media.images import load_image as load
-from kryptondb.orv.pipeline import prefetch
+from kryptondb.orv.pipeline import prefetch, preprocessed
 from kryptondb.orv.recognize import frame_chunks
 
 
@@ -47,7 +47,7 @@ def preprocess(node, inputs, ctx):
     model = ctx.model(node.arg("model"))
     (src,) = inputs
     if isinstance(src, Iterator):  # a video: decoded and preprocessed on a producer thread
-        return prefetch((b, model.inputs([img for _, _, img in b])) for b in src)
+        return prefetch(preprocessed(model, src))
     x = model.inputs(src)
     ctx.stats(node).update(rows=len(x), bytes=x.nbytes)
     return x

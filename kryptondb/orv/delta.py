@@ -45,8 +45,10 @@ class Box:
 def changed(x: np.ndarray, base: np.ndarray, threshold: float, std=None) -> np.ndarray:
     """(H, W) mask of pixels where any channel of ``x`` differs from ``base`` (both C x H x W,
     normalised model inputs) by more than ``threshold`` pixel units (0: by anything)."""
+    if threshold <= 0:  # by anything: one comparison, no difference array (exact plans)
+        return (x != base).any(axis=0)
     diff = np.abs(x - base)
-    if std is not None and threshold > 0:
+    if std is not None:
         diff = diff * np.asarray(std, np.float32).reshape(-1, 1, 1)
     return (diff > threshold).any(axis=0)
 
@@ -82,11 +84,18 @@ def boxes(mask: np.ndarray, max_boxes: int = 4, merge_gap: int = 8) -> list[Box]
     return sorted(found, key=lambda b: (b.y0, b.x0))
 
 
+def prepare():
+    """scipy.ndimage, imported (~160 ms, once per process): video plans call this as they
+    start, so the import does not stall the stream at the first frame that has boxes."""
+    from scipy import ndimage  # ~160 ms to import: only video deltas need it
+
+    return ndimage
+
+
 def _regions(mask: np.ndarray, cell: int) -> list[Box]:
     """Tight boxes of the changed pixels, one per group of touching ``cell``-pixel cells that
     hold a change (so changes less than about a cell apart join one box)."""
-    from scipy import ndimage  # ~160 ms to import: only video deltas need it
-
+    ndimage = prepare()
     h, w = mask.shape
     gh, gw = -(-h // cell), -(-w // cell)
     grid = np.zeros((gh * cell, gw * cell), bool)

@@ -27,7 +27,7 @@ import numpy as np
 
 from kryptondb.ivm.cost import boxes_share
 from kryptondb.ivm.incremental import IncrementalPlan, base_views
-from kryptondb.orv.delta import Box, boxes, changed, padded
+from kryptondb.orv.delta import Box, boxes, changed, padded, prepare
 from kryptondb.runtime.spread import run_spread
 
 MIN_SPEEDUP = 1.2
@@ -88,6 +88,9 @@ class VideoIVM:
     # incremental_s, full_s
     stats: dict = field(default_factory=dict)
     _shares: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        prepare()  # the box finder's import, now rather than mid-stream
 
     def window(self, x: np.ndarray) -> tuple[np.ndarray, list[FrameStat]]:
         """Model outputs (n, ...) for frames x (n, C, H, W), and per-frame stats."""

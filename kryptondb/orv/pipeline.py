@@ -11,13 +11,23 @@ video's chunks) ahead of the consumer (inference), through a bounded queue.
   outlives it.
 
 Decoding (FFmpeg), PIL's resize and onnxruntime all release the GIL, so the two threads overlap.
+``preprocessed`` makes each chunk's inputs on two threads (the producer and one helper): on 2
+cores the producer alone (4.7 ms of a core per vtest.avi frame, most of it PIL's resize) could
+not keep up with inference split over both cores; measured, paired, NAIVE on vtest.avi with
+MobileNetV2 went from 1.29x to 1.53x of the plain user loop.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from typing import Callable, Iterator
+
+import numpy as np
+
+from kryptondb.runtime.backends import usable_cores
 
 DEPTH = 2  # items queued; with the one in use and one waiting to be put: DEPTH + 2 held
 WAIT = 0.05  # seconds between checks of the other side while blocked
@@ -85,3 +95,33 @@ def _get(q: queue.Queue, thread: threading.Thread):
         except queue.Empty:
             if not thread.is_alive() and q.empty():
                 return _End(RuntimeError("the decode thread ended without a result"))
+
+
+def preprocessed(model, chunks: Iterator[list], picture: Callable = lambda item: item[2]
+                 ) -> Iterator[tuple[list, np.ndarray]]:
+    """(chunk, the model's N x C x H x W input of its pictures) per chunk; ``picture(item)``:
+    an item's picture. Half of each chunk is preprocessed on a helper thread (where there is a
+    second core), the other half on the calling one; the helper ends with the generator."""
+    helper = ThreadPoolExecutor(1, thread_name_prefix="kryptondb-preprocess") \
+        if usable_cores() > 1 else None
+    try:
+        with helper or nullcontext():
+            for chunk in chunks:
+                yield chunk, _inputs(model, [picture(item) for item in chunk], helper)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # a decoder's generator: its file closed with this one
+
+
+def _inputs(model, pictures: list, helper) -> np.ndarray:
+    half = len(pictures) // 2
+    if helper is None or half == 0:
+        return model.inputs(pictures)
+    first = helper.submit(model.inputs, pictures[:half])
+    try:
+        rest = model.inputs(pictures[half:])
+    except BaseException:
+        first.result()  # an error in the earlier frames is the one to report
+        raise
+    return np.concatenate([first.result(), rest])

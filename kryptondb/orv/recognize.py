@@ -22,7 +22,7 @@ from kryptondb.media.video import DECODES, frames, probe, scaled_input, to_rgb
 from kryptondb.model.predict import top_k_rows
 from kryptondb.orv.features import video_ivm
 from kryptondb.orv.incremental import FrameStat, Settings, VideoIVM
-from kryptondb.orv.pipeline import prefetch
+from kryptondb.orv.pipeline import prefetch, preprocessed
 from kryptondb.runtime.backends import get_backend
 
 CHUNK = 16  # frames decoded, preprocessed and run together
@@ -116,8 +116,9 @@ def model_chunks(model, path: str, settings: VideoSettings) -> Iterator[tuple[li
                                "has none")
         info = probe(path)
         convert = scaled_input(model.preprocess, info["width"], info["height"])
-    for meta in frame_chunks(path, settings.first, settings.last, settings.every, convert):
-        yield [(i, t, None) for i, t, _ in meta], model.inputs([p for _, _, p in meta])
+    chunks = frame_chunks(path, settings.first, settings.last, settings.every, convert)
+    for meta, x in preprocessed(model, chunks):
+        yield [(i, t, None) for i, t, _ in meta], x
 
 
 def _probabilities(model, backend, inputs, settings: VideoSettings) -> Iterator:
