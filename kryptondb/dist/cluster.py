@@ -18,9 +18,8 @@ import shutil
 import tempfile
 from collections import Counter
 
-from kryptondb.dist.worker import parts_of
+from kryptondb.dist.worker import parts_of, share_of
 from kryptondb.errors import ClusterError
-from kryptondb.runtime.backends import usable_cores
 
 ENV = "KRYPTONDB_CLUSTER"
 LOCAL_WORKERS = 2
@@ -95,7 +94,7 @@ def worker_config(workers: int) -> dict:
     thread's stack every 10 ms for a dashboard nobody looks at here), and the scheduler's and
     nannies' housekeeping (they run in this process, on the cores the workers use) at
     intervals of seconds: measured, the client's CPU per ResNet18 image from 0.72 s to 0.3 s."""
-    share = str(max(1, usable_cores() // workers))
+    share = str(share_of(workers))
     env = {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": share,
            "MKL_NUM_THREADS": share, "OPENBLAS_NUM_THREADS": share}
     return {"distributed.nanny.pre-spawn-environ": env, "distributed.worker.profile.enabled": False,

@@ -9,8 +9,6 @@ on a worker builds the Model, the next ones find it in ``_MODELS``.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import importlib
 import os
 import threading
@@ -22,7 +20,7 @@ from kryptondb.errors import ClusterError, KryptonError
 from kryptondb.graph.ir import Graph
 from kryptondb.limits import applied
 from kryptondb.model.model import Model
-from kryptondb.runtime.backends import get_backend, usable_cores
+from kryptondb.runtime.backends import get_backend, glibc, usable_cores
 
 _MODELS: dict[str, Model] = {}   # this worker's models, by digest
 _LOCK = threading.Lock()
@@ -60,7 +58,12 @@ def model_for(digest: str, parts: ModelParts) -> Model:
 def threads(hosts: dict[str, int], address: str) -> int:
     """This worker's share of its machine's cores: the cores over the workers on its host."""
     host = address.split("://")[-1].rsplit(":", 1)[0]
-    return max(1, usable_cores() // max(1, hosts.get(host, 1)))
+    return share_of(hosts.get(host, 1))
+
+
+def share_of(workers: int) -> int:
+    """Cores per worker when ``workers`` workers share this machine (at least one)."""
+    return max(1, usable_cores() // max(1, workers))
 
 
 def backend_for(name: str, share: int):
@@ -87,11 +90,8 @@ def allocate_as_one_process() -> bool:
     the 1-worker gap (docs/scale-out.md). The thresholds a single process reaches on its own
     are set back; kryptondb.runtime.backends.release_freed_memory still hands large frees back.
     True where it applied (glibc, and the variable set)."""
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc
+    mallopt = glibc("mallopt")
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or mallopt is None:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_FROM) and mallopt(M_TRIM_THRESHOLD, 2 * MMAP_FROM))
 

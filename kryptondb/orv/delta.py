@@ -45,10 +45,8 @@ class Box:
 def changed(x: np.ndarray, base: np.ndarray, threshold: float, std=None) -> np.ndarray:
     """(H, W) mask of pixels where any channel of ``x`` differs from ``base`` (both C x H x W,
     normalised model inputs) by more than ``threshold`` pixel units (0: by anything)."""
-    if threshold <= 0:  # by anything: one comparison, no difference array (exact plans)
-        return (x != base).any(axis=0)
     diff = np.abs(x - base)
-    if std is not None:
+    if std is not None and threshold > 0:
         diff = diff * np.asarray(std, np.float32).reshape(-1, 1, 1)
     return (diff > threshold).any(axis=0)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 import time
@@ -178,21 +179,25 @@ def _onnxruntime(graph: Graph, what: str, call, *args):
                            f"{message}") from None
 
 
+@functools.lru_cache(maxsize=None)
+def glibc(name: str):
+    """The C library's function ``name`` (malloc_trim, mallopt), or None where there is no
+    such function (not glibc)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def release_freed_memory() -> None:
     """Hand memory freed inside the process back to the system (glibc's malloc_trim): large
     transients (a session's exported model, a pass's outputs) otherwise stay resident as free
     heap, for VGG16 hundreds of MB. Elsewhere (no glibc) a no-op."""
-    global _TRIM
-    if _TRIM is None:
-        try:
-            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
+    trim = glibc("malloc_trim")
+    if trim is not None:
+        trim(0)
 
 
-_TRIM = None
 FED_BYTES = 16 << 20  # segment sessions get weights this large fed at each run, never copied
 
 
