@@ -24,7 +24,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kryptondb.errors import KryptonError
+from kryptondb.errors import FileError, KryptonError
+from kryptondb.files import read_regular
 
 SCHEMA = "kryptondb.calibration/1"
 KINDS = ("conv", "conv1x1", "depthwise", "pool", "elementwise", "gemm")
@@ -117,10 +118,12 @@ def from_json(doc: dict, source: str) -> Calibration:
 
 
 def read(path: str | os.PathLike) -> Calibration:
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise CalibrationError(f"{path}: cannot read the calibration ({exc.strerror})") from None
+    try:  # a regular file only: a FIFO or a device is an error at once, not a hang
+        text = read_regular(path, "calibration").decode("utf-8")
+    except FileError as exc:
+        raise CalibrationError(f"{path}: cannot read the calibration ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise CalibrationError(f"{path}: not UTF-8 text ({exc.reason})") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
