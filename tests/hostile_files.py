@@ -191,6 +191,8 @@ def hostile_files(world: World) -> dict[str, Path]:
         "svg.png": b'<svg xmlns="http://www.w3.org/2000/svg" width="99999" height="99999"/>',
         "image_as_video.mp4": good_png, "video_as_image.png": good_vid,
         "onnx_as_image.png": good_onnx,
+        "empty.json": b"", "random.json": rng.bytes(512), "png_as.json": good_png,
+        "wrong_schema.json": b'{"schema": "kryptondb.calibration/9"}', "list.json": b"[1, 2]",
         **_onnx_variants(world), **_checkpoints(world), **_npy_variants(world),
     }
     corrupt = bytearray(_image_bytes(world, "JPEG", size=(64, 64)))
@@ -244,6 +246,7 @@ READERS = {
     "RECOGNIZE IN VIDEOS": "RECOGNIZE OBJECTS IN VIDEOS (clip, '{f}') USING MODEL tiny TOP 1",
     "RECOGNIZE": "RECOGNIZE OBJECTS IN VIDEO '{f}' USING MODEL tiny TOP 1",
     "RECOGNIZE NAIVE": "RECOGNIZE OBJECTS IN VIDEO '{f}' USING MODEL tiny TOP 1 NAIVE",
+    "TUNE ON VIDEO": "TUNE MODEL tiny ON VIDEO '{f}' FRAMES 0 TO 7",
 }
 # Every file goes through the three statements that register files; the readers of one kind
 # of file see the files of that kind, and special files (no suffix) see every reader.
@@ -253,10 +256,12 @@ BY_KIND = {
     "image": ("PREDICT", "PREDICT IMAGES", "EXPLAIN OCCLUSION", "EXPLAIN OCCLUSION OF IMAGES",
               "TUNE", "load_image"),
     "tensor": ("EXPLAIN OCCLUSION OF TENSOR",),
-    "video": ("RECOGNIZE", "RECOGNIZE NAIVE", "RECOGNIZE IN VIDEOS"),
+    "video": ("RECOGNIZE", "RECOGNIZE NAIVE", "RECOGNIZE IN VIDEOS", "TUNE ON VIDEO"),
+    "calibration": ("read_calibration",),  # kryptondb calibrate's file, KRYPTONDB_CALIBRATION
 }
 KINDS = {".onnx": "model", ".pth": "model", ".png": "image", ".jpg": "image", ".gif": "image",
-         ".tif": "image", ".bmp": "image", ".dds": "image", ".mp4": "video", ".npy": "tensor"}
+         ".tif": "image", ".bmp": "image", ".dds": "image", ".mp4": "video", ".npy": "tensor",
+         ".json": "calibration"}
 HOSTILE_TIMEOUT_S = 10  # a hostile file is refused in well under a second
 HOSTILE_HEADROOM = 1 << 30
 
@@ -275,6 +280,10 @@ def read_action(world: World, reader: str, path: Path):
         return lambda: kryptondb.load_model(str(path))
     if reader == "load_image":
         return lambda: kryptondb.load_image(path)
+    if reader == "read_calibration":
+        from kryptondb.ivm.calibration import read
+
+        return lambda: read(path)
     if reader == "load_checkpoint":
         from kryptondb.model.checkpoint import load_checkpoint
 
