@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from kryptondb.media.images import load_image as load
+from kryptondb.media.images import decoded
 from kryptondb.orv.pipeline import prefetch, preprocessed
 from kryptondb.orv.recognize import frame_chunks
 
@@ -20,13 +20,15 @@ def media_path(ctx, node, kind: str) -> str:
 
 
 def load_image(node, inputs, ctx):
-    """One image, or the list of an ImageSet's images (``images``)."""
+    """One image, or the list of an ImageSet's images (``images``): the decode cache's own
+    (``decoded``: shared, not copied; the preprocessing only reads them, and keeps what it makes
+    of a kept image for the next statement)."""
     images = node.arg("images")
     if images is None:
-        img = load(media_path(ctx, node, "image"))
+        img = decoded(media_path(ctx, node, "image"))
         ctx.stats(node).update(rows=1, bytes=img.size[0] * img.size[1] * 3)
         return img
-    out = [load(path) for path in images.paths]
+    out = [decoded(path) for path in images.paths]
     ctx.stats(node).update(rows=len(out), bytes=sum(i.size[0] * i.size[1] * 3 for i in out))
     return out
 

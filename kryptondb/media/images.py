@@ -130,8 +130,21 @@ class Preprocess:
         return None
 
     def __call__(self, image) -> np.ndarray:
-        """Path or PIL image -> float32 array (channels, height, width)."""
-        img = load_image(image) if isinstance(image, (str, bytes, os.PathLike)) else _rgb(image)
+        """Path or PIL image -> float32 array (channels, height, width). The result for an
+        image the decode cache keeps (``decoded``) is kept too, by the file and ``self``: a
+        statement that reads the same unchanged file skips the resize (0.5 ms at 32x32)."""
+        img = decoded(image) if isinstance(image, (str, bytes, os.PathLike)) else image
+        key = _kept_key(img, self)
+        if key in _PREPROCESSED:
+            return _PREPROCESSED[key].copy()
+        x = self._apply(_rgb(img))
+        if key is not None:
+            _PREPROCESSED[key] = x.copy()
+            while len(_PREPROCESSED) > PREPROCESSED_KEPT:
+                del _PREPROCESSED[next(iter(_PREPROCESSED))]
+        return x
+
+    def _apply(self, img: Image.Image) -> np.ndarray:
         w, h = img.size
         if w < 1 or h < 1:
             raise ImageError(f"image of {w}x{h} pixels has nothing to preprocess")
@@ -271,14 +284,20 @@ def load_image(path) -> Image.Image:
     ``image_pixels`` limit (kryptondb.limits, checked from the header before any pixel is
     decoded) is an ImageError. The last few images decoded are kept (by path, inode, size and
     modification time), so statements that read the same file again skip the decoding."""
+    return decoded(path).copy()
+
+
+def decoded(path) -> Image.Image:
+    """``load_image`` without the copy: the image the cache keeps is shared by every statement
+    that reads the file, so it must never be changed (draw on ``load_image``'s copy)."""
     path = user_path(path, "image file", ImageError)
     key = _file_key(path)
     if key in _DECODED:  # the same file, unchanged: decoded by an earlier statement
         check_pixels(_DECODED[key].size, repr(path), ImageError)
-        return _DECODED[key].copy()
+        return _DECODED[key]
     img = _decode(path)
     if key is not None and img.size[0] * img.size[1] <= DECODED_PIXELS:
-        _DECODED[key] = img.copy()
+        _DECODED[key] = img
         while len(_DECODED) > DECODED_KEPT:
             del _DECODED[next(iter(_DECODED))]
     return img
@@ -287,6 +306,15 @@ def load_image(path) -> Image.Image:
 DECODED_KEPT = 8  # decoded images kept for statements that read the same files again,
 DECODED_PIXELS = 4_000_000  # each at most this large (12 MB)
 _DECODED: dict = {}
+PREPROCESSED_KEPT = 16  # model inputs made of them, by (file, preprocessing)
+_PREPROCESSED: dict = {}
+
+
+def _kept_key(img, pre: Preprocess):
+    """(the file's key, ``pre``) when ``img`` is an image the decode cache keeps (that very
+    object: its pixels are the file's), else None."""
+    key = next((k for k, kept in _DECODED.items() if kept is img), None)
+    return None if key is None else (key, pre)
 
 
 def _file_key(path: str):

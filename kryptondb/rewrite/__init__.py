@@ -22,7 +22,10 @@ from kryptondb.rewrite.threshold_projective_field import threshold_projective_fi
 class RuleContext:
     """What rules may read besides the plan: statement options, the catalog's tunings of
     approximate settings and the statement's text (for errors with a caret). Models are bound in
-    the plan (``model`` arguments are ModelRefs)."""
+    the plan (``model`` arguments are ModelRefs). Plans are kept by what they depend on
+    (``kryptondb.exec.pipeline.plan_key``: the plan, the options, the calibration, the sessions
+    built; a plan that read a tuning is not kept): a rule that reads anything else adds it
+    there."""
 
     options: object  # kryptondb.plan.binder.Options
     tuning: Callable[[object, int, int], object] = lambda model, patch, stride: None
