@@ -15,7 +15,7 @@ from kryptondb.lang import ast
 
 DEFAULT_PATCH, DEFAULT_STRIDE, DEFAULT_TOP = 16, 4, 5
 DEFAULT_MEMORY_MB = 512
-MAX_BATCH = 4096  # a larger batch of occluded inputs only costs memory (the planner's cap: 256)
+MAX_BATCH = 4096  # a larger batch of occluded inputs only costs memory (the planner's cap: 32)
 MAX_MEMORY_MB = 1 << 20  # 1 TiB
 MAX_BOXES = 64  # change boxes per frame
 FILLS = ("constant", "gray", "black", "mean", "blur")

@@ -27,7 +27,12 @@ from kryptondb.plan.nodes import PlanNode, transform
 from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
 from kryptondb.plan.values import Classes
 
-MAX_BATCH = 256
+# The naive plan's batch: onnxruntime's throughput (2 threads, median ms per position, by batch)
+# peaks at 16-32 and falls beyond as a batch's activations leave the caches: the 3x32x32 CNN of
+# bench/obe.py --small 0.089 at 32, 0.092 at 64, 0.099 at 225 (1.11x: its default plan was 1.12x
+# of naive at batch 64); squeezenet 3.96 at 32, 3.99 at 64; ResNet18 15.9 at 32, 16.1 at 64;
+# MobileNetV2 flat (3.95-4.04) from 8 to 64. Larger models are held below 32 by MEMORY anyway.
+MAX_BATCH = 32
 MAX_INCREMENTAL_BATCH = 64  # larger batches of small contexts gained nothing, cost memory
 BLOCK = 4096  # positions per incremental plan when the budget allows (fewer: more plans)
 MIN_BLOCK = 256  # a smaller block only when nothing else fits: each block builds a plan
