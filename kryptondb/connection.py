@@ -25,7 +25,7 @@ from kryptondb.model.model import CACHE
 from kryptondb.plan.explain import Explained, plain
 from kryptondb.plan.profile_doc import document
 from kryptondb.progress import ProgressBar
-from kryptondb.result import Heatmap, Heatmaps, Result
+from kryptondb.result import Heatmap, Heatmaps, Later, Result
 from kryptondb.sql import Sandbox
 from kryptondb.viz import render
 from kryptondb.viz.diagram import diagram
@@ -206,8 +206,8 @@ def _result(value, explained: Explained) -> Result:
     if isinstance(value, Heatmaps):
         return _heatmaps(value, explained)
     if isinstance(value, Heatmap):
-        return Result("heatmap", table=value.to_arrow(), heatmap=value, message=_said(value),
-                      plan=explained, heatmaps=(value,))
+        return Result("heatmap", table=Later(value.to_arrow), heatmap=value,
+                      message=_said(value), plan=explained, heatmaps=(value,))
     return Result("table", table=value, plan=explained)
 
 
@@ -215,14 +215,15 @@ def _heatmaps(value: Heatmaps, explained: Explained) -> Result:
     """One heatmap keyed by image or class is still a heatmap result; several are a table."""
     maps = value.maps
     if len(maps) == 1:
-        return Result("heatmap", table=value.to_arrow(), heatmap=maps[0], message=_said(maps[0]),
-                      plan=explained, heatmaps=maps)
+        return Result("heatmap", table=Later(value.to_arrow), heatmap=maps[0],
+                      message=_said(maps[0]), plan=explained, heatmaps=maps)
     rows, cols = maps[0].probability.shape
     inputs, classes = len({m.source for m in maps}), len({m.class_id for m in maps})
     msg = f"{len(maps)} heatmaps {rows}x{cols} ({_count(inputs, 'input')}, " \
           f"{_count(classes, 'class', 'classes')}); largest drop " \
           f"{max(float(m.drop.max()) for m in maps):.3f}" + _approximate(maps[0])
-    return Result("table", table=value.to_arrow(), message=msg, plan=explained, heatmaps=maps)
+    return Result("table", table=Later(value.to_arrow), message=msg, plan=explained,
+                  heatmaps=maps)
 
 
 def _count(n: int, one: str, many: str = "") -> str:

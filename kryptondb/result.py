@@ -146,12 +146,40 @@ def _with_meta(table: pa.Table, meta: dict) -> pa.Table:
     return table.replace_schema_metadata({b"kryptondb": json.dumps(meta).encode()})
 
 
+class Later:
+    """A table made on first read: ``Result(kind, table=Later(heatmap.to_arrow))`` converts a
+    heatmap to Arrow only when someone reads it (a caller that reads ``heatmap`` never does: a
+    third of a small model's query outside inference, before)."""
+
+    def __init__(self, make):
+        self.make = make
+
+
+class _Table:
+    """``Result.table``'s descriptor: a ``Later`` given for it is made on first read, then
+    kept; anything else is the table (or None)."""
+
+    def __set_name__(self, owner, name):
+        self.slot = f"_{name}"
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return None  # the dataclass field's default
+        value = obj.__dict__.get(self.slot)
+        if isinstance(value, Later):
+            value = obj.__dict__[self.slot] = value.make()
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = value
+
+
 @dataclass(eq=False)
 class Result:
     """``kind`` is 'table', 'heatmap', 'plan' or 'message'. Every result has a table."""
 
     kind: str
-    table: pa.Table | None = None
+    table: pa.Table | None = _Table()  # type: ignore[assignment]  # a Later is made when read
     heatmap: Heatmap | None = None
     message: str = ""
     plan: object = None  # kryptondb.plan.explain.Explained for EXPLAIN PLAN, else the executed plan

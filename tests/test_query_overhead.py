@@ -8,23 +8,29 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
 import kryptondb
 from kryptondb.errors import PlanError, QuerySyntaxError
+from kryptondb.exec.inference import model_flops
 from kryptondb.exec.pipeline import plan_key
+from kryptondb.graph.shapes import node_flops
 from kryptondb.ivm import calibration as C
 from kryptondb.ivm.cost import _theoretical, theoretical
 from kryptondb.ivm.frontier import centre_cut
 from kryptondb.lang import parse
 from kryptondb.lang.parser import _parse
+from kryptondb.lang.statements import has_code, split_statements, take_statements
 from kryptondb.media.images import Preprocess, decoded, load_image
 from kryptondb.model.binding import resolve
 from kryptondb.model.model import load_model
+from kryptondb.obe.occlusion import Grid, occluded_batch, per_channel
 from kryptondb.obe.tuning import Tuning, table_name
 from kryptondb.plan.binder import bind
+from kryptondb.result import Result
 from kryptondb.runtime.onnx_export import to_onnx
 from test_approximate import _scan, _synthetic_tuning
 from test_obe_naive import _hand_loop, _tiny_graph, tiny_connection
@@ -65,7 +71,7 @@ def con(tmp_path):
 
 
 def _kept(con) -> dict:
-    return resolve(con.db, "tiny").model._cache.get("plans", {})
+    return resolve(con.db, "tiny").model.memo.get("plans", {})
 
 
 def test_a_statement_is_parsed_once_and_equals_a_fresh_parse():
@@ -181,3 +187,44 @@ def test_preprocessed_inputs_are_copies_and_only_of_kept_images(tmp_path):
     mine = load_image(path)  # a copy the caller may draw on: never taken for the file's
     mine.paste((255, 255, 255), (0, 0, 7, 9))
     assert pre(mine).min() > pre(path).max()
+
+
+def test_a_heatmap_result_makes_its_table_once_when_read(con):
+    r = con.execute(Q + "NAIVE")
+    assert "_table" in vars(r) and not isinstance(vars(r)["_table"], pa.Table)  # not made yet
+    assert r.table is r.table and r.table.equals(r.heatmap.to_arrow())
+    assert r.table.schema.metadata == r.heatmap.to_arrow().schema.metadata
+    assert Result("message", message="m").table is None
+
+
+@pytest.mark.parametrize("border", ["fit", "cut"])
+def test_a_per_channel_fill_occludes_like_the_whole_fill(border):
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 11, 13), np.float32)
+    whole = np.broadcast_to(np.float32([0.1, 0.2, 0.3])[:, None, None], x.shape).copy()
+    grid = Grid(11, 13, (4, 5), (3, 4), border)
+    assert per_channel(whole).shape == (3, 1, 1)
+    np.testing.assert_array_equal(occluded_batch(x, per_channel(whole), grid.corners(), (4, 5)),
+                                  occluded_batch(x, whole, grid.corners(), (4, 5)))
+    varied = whole.copy()
+    varied[1, 5, 6] = 0.9  # not one value per channel: kept whole, and written as it is
+    assert per_channel(varied) is varied
+    want = np.repeat(x[None], grid.count, axis=0)
+    for k, (y, xx) in enumerate(grid.corners()):
+        want[k, :, y:y + 4, xx:xx + 5] = varied[:, y:y + 4, xx:xx + 5]
+    np.testing.assert_array_equal(occluded_batch(x, varied, grid.corners(), (4, 5)), want)
+
+
+def test_one_statement_without_a_semicolon_splits_as_before():
+    for text in ("SHOW MODELS", "  SHOW MODELS\n-- done\n", "-- only a comment\n", "  \n",
+                 "SHOW 'a--b'", "-- c\nSHOW MODELS"):
+        done, rest = take_statements(text)
+        assert split_statements(text) == [s for _, s in done] + ([rest.strip()] if
+                                                                    has_code(rest) else [])
+
+
+def test_a_models_flops_are_counted_once_and_as_a_fresh_count():
+    model = load_model("resnet18")
+    g = model.graph
+    fresh = sum(node_flops(n, [g[i].shape for i in n.inputs], g.weights) for n in g.nodes)
+    assert model_flops(model) == fresh == model_flops(model) and model.memo["flops"] == fresh

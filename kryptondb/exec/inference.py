@@ -18,8 +18,13 @@ from kryptondb.runtime.backends import get_backend
 
 
 def model_flops(model) -> int:
-    g = model.graph
-    return sum(node_flops(n, [g[i].shape for i in n.inputs], g.weights) for n in g.nodes)
+    """One input's FLOPs through the whole model (counted once per loaded model)."""
+    kept = model.memo
+    if "flops" not in kept:
+        g = model.graph
+        kept["flops"] = sum(node_flops(n, [g[i].shape for i in n.inputs], g.weights)
+                            for n in g.nodes)
+    return kept["flops"]
 
 
 def full_inference(node, inputs, ctx):

@@ -69,7 +69,7 @@ def _kept(logical: PlanNode) -> dict:
     ref = _model(logical)
     if ref is None:
         return {}
-    return ref.model._cache.setdefault("plans", {})
+    return ref.model.memo.setdefault("plans", {})
 
 
 def _model(logical: PlanNode) -> ModelRef | None:

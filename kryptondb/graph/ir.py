@@ -8,6 +8,7 @@ arrays) and nodes refer to them by name, so a rewrite that copies a node never c
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
@@ -58,7 +59,7 @@ class Graph:
     def __contains__(self, name: str) -> bool:
         return name in self._index
 
-    @property
+    @cached_property  # read dozens of times per query (input_shape): scanned once per graph
     def inputs(self) -> tuple[str, ...]:
         return tuple(n.name for n in self.nodes if n.op is Op.INPUT)
 

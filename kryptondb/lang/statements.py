@@ -43,7 +43,7 @@ def split_statements(text: str) -> list[str]:
     >>> split_statements("SHOW MODELS; SHOW 'a;b' -- the end;\\n")
     ['SHOW MODELS', "SHOW 'a;b' -- the end;"]
     """
-    done, rest = take_statements(text)
+    done, rest = take_statements(text) if ";" in text else ([], text)  # no ';': one at most
     return [stmt for _, stmt in done] + ([rest.strip()] if has_code(rest) else [])
 
 

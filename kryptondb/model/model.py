@@ -51,6 +51,12 @@ class Model:
     def input_shape(self) -> tuple[int, ...]:
         return self.graph.input_shape
 
+    @property
+    def memo(self) -> dict:
+        """What later stages derive once per loaded model (its FLOPs, its statements' plans):
+        shared by the copies a binding makes (``dataclasses.replace``), gone with the model."""
+        return self._cache
+
     def inputs(self, images) -> np.ndarray:
         """Paths, PIL images or arrays -> one float32 N x C x H x W batch (N >= 1), checked."""
         if isinstance(images, np.ndarray):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kryptondb.ivm.cost import theoretical
-from kryptondb.obe.occlusion import occluded_batch
+from kryptondb.obe.occlusion import occluded_batch, per_channel
 from kryptondb.obe.spec import ScanSpec
 from kryptondb.obe.strategy import Naive, Runtime, add
 
@@ -14,7 +14,7 @@ def naive_positions(rt: Runtime, how: Naive, spec: ScanSpec, corners: np.ndarray
                     label: str) -> np.ndarray:
     """(len(corners), K): the targets' scores on ``spec``'s one input with the window at each
     corner, ``how.batch`` occluded copies per forward pass."""
-    x, fill, g = spec.inputs[0], spec.baseline(0), rt.model.graph
+    x, fill, g = spec.inputs[0], per_channel(spec.baseline(0)), rt.model.graph
     out = np.empty((len(corners), len(spec.targets)), np.float32)
     bar = rt.bar(len(corners), label)
     try:

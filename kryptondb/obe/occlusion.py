@@ -8,7 +8,8 @@ import numpy as np
 from kryptondb.media.images import Preprocess
 from kryptondb.obe.grid import Grid, pair
 
-__all__ = ["Grid", "fill_tensor", "occluded_batch"]  # Grid: where it was first imported from
+# Grid: where it was first imported from
+__all__ = ["Grid", "fill_tensor", "occluded_batch", "per_channel"]
 
 
 def fill_tensor(x: np.ndarray, fill, pre: Preprocess | None, patch: int) -> np.ndarray:
@@ -44,10 +45,19 @@ def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
 def occluded_batch(x: np.ndarray, fill: np.ndarray, corners: np.ndarray,
                    window: int | tuple[int, int]) -> np.ndarray:
     """Copies of ``x`` with the window (a square side, or (h, w)) at each corner replaced by
-    ``fill``: (n, C, H, W). A window reaching past the border is cut off there."""
+    ``fill`` ((C, H, W), or (C, 1, 1): one value per channel): (n, C, H, W). A window reaching
+    past the border is cut off there."""
     h, w = pair(window, "the window")
     out = np.repeat(x[None], len(corners), axis=0)
+    flat = fill if fill.shape[1:] == (1, 1) else None  # ``per_channel``'s: no slice per window
     # Python ints: slicing with NumPy scalars took half the time (0.4 of 0.8 ms on 225 windows)
     for k, (y, xx) in enumerate(np.asarray(corners).tolist()):
-        out[k, :, y:y + h, xx:xx + w] = fill[:, y:y + h, xx:xx + w]
+        out[k, :, y:y + h, xx:xx + w] = fill[:, y:y + h, xx:xx + w] if flat is None else flat
     return out
+
+
+def per_channel(fill: np.ndarray) -> np.ndarray:
+    """A (C, H, W) fill holding one value per channel (a gray or black FILL, a number as
+    BASELINE) as (C, 1, 1), which ``occluded_batch`` writes without slicing it; else as it is."""
+    first = fill[:, :1, :1]
+    return np.ascontiguousarray(first) if (fill == first).all() else fill
