@@ -123,6 +123,19 @@ def test_changed_options_and_calibration_are_planned_afresh(con, monkeypatch, tm
     assert "this machine's calibration" in _scan(calibrated).arg("why")
 
 
+def test_a_recalibration_is_seen_by_the_next_plan(con, monkeypatch, tmp_path):
+    mine = tmp_path / "calibration.json"
+    doc = C.default().to_json()
+    mine.write_text(C.dumps(doc))
+    monkeypatch.setenv("KRYPTONDB_CALIBRATION", str(mine))
+    before = _scan(con.execute(Q)).arg("seconds_naive")
+    mine.write_text(C.dumps(doc | {"rates": {k: [[p, r / 10] for p, r in v]
+                                             for k, v in doc["rates"].items()}}))
+    st = os.stat(mine)
+    os.utime(mine, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert _scan(con.execute(Q)).arg("seconds_naive") > 5 * before
+
+
 def test_a_dropped_or_created_table_is_seen_by_the_next_statement(con):
     con.execute(Q + "NAIVE INTO heat")
     with pytest.raises(PlanError, match="table 'heat' exists"):

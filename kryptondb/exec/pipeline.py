@@ -32,7 +32,8 @@ def plan(db, stmt: ast.Statement, text: str = "", params=()) -> Explained:
     """Every plan of ``stmt`` against ``db``: logical, after each rule that fired, physical;
     ``params`` are the values of its ``?``."""
     logical, options = bind(db, stmt, text, params)
-    kept, key = _kept(logical), plan_key(logical, options)
+    ref = _model(logical)
+    kept, key = _kept(ref), plan_key(logical, options, ref)
     hit = kept.get(key) if key is not None else None
     if hit is not None:
         return replace(hit, logical=logical)
@@ -47,12 +48,13 @@ def plan(db, stmt: ast.Statement, text: str = "", params=()) -> Explained:
     return explained
 
 
-def plan_key(logical: PlanNode, options) -> tuple | None:
+def plan_key(logical: PlanNode, options, ref: ModelRef | None = None) -> tuple | None:
     """What the rules and the lowering read besides the catalog's tunings (plans that read one
     are never kept): the logical plan, the statement's options, the cost model's calibration and
     the incremental sessions already built for the model (the setup the cost model counts).
-    None: nothing to key on (no bound model, or an argument without a hash)."""
-    ref = _model(logical)
+    None: nothing to key on (no bound model, or an argument without a hash). ``ref``: the
+    plan's bound model, when the caller has found it already."""
+    ref = ref or _model(logical)
     if ref is None:
         return None
     key = (logical, options, calibration.load().key, segments_built(ref.graph))
@@ -63,10 +65,9 @@ def plan_key(logical: PlanNode, options) -> tuple | None:
     return key
 
 
-def _kept(logical: PlanNode) -> dict:
+def _kept(ref: ModelRef | None) -> dict:
     """The plans kept with the statement's bound model (they live as long as the loaded model,
     which the model cache holds by digest); a statement without one keeps none."""
-    ref = _model(logical)
     if ref is None:
         return {}
     return ref.model.memo.setdefault("plans", {})
