@@ -140,8 +140,8 @@ class Preprocess:
         x = self._apply(_rgb(img))
         if key is not None:
             _PREPROCESSED[key] = x.copy()
-            while len(_PREPROCESSED) > PREPROCESSED_KEPT:
-                del _PREPROCESSED[next(iter(_PREPROCESSED))]
+            while len(_PREPROCESSED) > PREPROCESSED_KEPT:  # the oldest first
+                _PREPROCESSED.pop(next(iter(_PREPROCESSED)), None)
         return x
 
     def _apply(self, img: Image.Image) -> np.ndarray:
@@ -313,7 +313,7 @@ _PREPROCESSED: dict = {}
 def _kept_key(img, pre: Preprocess):
     """(the file's key, ``pre``) when ``img`` is an image the decode cache keeps (that very
     object: its pixels are the file's), else None."""
-    key = next((k for k, kept in _DECODED.items() if kept is img), None)
+    key = next((k for k, kept in tuple(_DECODED.items()) if kept is img), None)  # threads
     return None if key is None else (key, pre)
 
 
