@@ -241,3 +241,29 @@ def test_a_models_flops_are_counted_once_and_as_a_fresh_count():
     g = model.graph
     fresh = sum(node_flops(n, [g[i].shape for i in n.inputs], g.weights) for n in g.nodes)
     assert model_flops(model) == fresh == model_flops(model) and model.memo["flops"] == fresh
+
+
+def test_the_unoccluded_pass_is_reused_only_on_the_same_weights_and_input(con, tmp_path):
+    def base(result):
+        node = next(n for n in result.plan.dag.nodes if n.op == "FullInference")
+        return result.heatmap.base_probability, result.profile.of(node)
+
+    path = tmp_path / "fresh.onnx"  # weights no other test runs
+    path.write_bytes(to_onnx(_tiny_graph(seed=37)).SerializeToString())
+    con.execute(f"CREATE MODEL fresh FROM '{path}'")
+    q = Q.replace("tiny", "fresh") + "NAIVE"
+    (first, ran), (again, reused) = base(con.execute(q)), base(con.execute(q))
+    assert ran.get("flops") and reused.get("reused") == 1 and "flops" not in reused
+    assert again == first
+    model = resolve(con.db, "fresh").model
+    assert first == pytest.approx(float(model.predict(kryptondb.bundled_image()).max()),
+                                  rel=1e-6)
+    image = tmp_path / "img.png"
+    Image.fromarray(np.full((40, 40, 3), 30, np.uint8)).save(image)
+    con.execute(f"LOAD IMAGE '{image}' AS cat")  # another input under the same name: run again
+    other, stats = base(con.execute(q))
+    assert stats.get("flops") and other != first
+    assert other == pytest.approx(float(model.predict(str(image)).max()), rel=1e-6)
+    path.write_bytes(to_onnx(_tiny_graph(seed=41)).SerializeToString())
+    con.execute(f"CREATE MODEL fresh FROM '{path}'")  # other weights, the same input
+    assert base(con.execute(q))[1].get("flops")

@@ -3,6 +3,7 @@ video inference (a thin adapter over kryptondb/orv), and picking the class to ex
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Iterator
 
@@ -35,13 +36,32 @@ def full_inference(node, inputs, ctx):
     if isinstance(src, Iterator):
         return _stream_inference(node, ctx.stats(node), model, backend, src, per_item)
     batch = node.arg("batch") or 16
+    kept, key = _kept(model, backend, node.arg("score"), batch, src)
+    if key in kept:
+        ctx.stats(node).update(reused=1, rows=len(src), bytes=src.nbytes)
+        return kept[key].copy()
     if node.arg("score") == "logit":  # the model's output itself
         out = _outputs(model, backend, src, batch)
     else:
         out = model.predict(src, backend=backend, batch_size=batch)
+    kept[key] = out.copy()
+    while len(kept) > OUTPUTS_KEPT:  # the oldest first
+        kept.pop(next(iter(kept)), None)
     ctx.stats(node).update(flops=per_item * len(src), batches=math.ceil(len(src) / batch),
                            rows=len(src), bytes=src.nbytes)
     return out
+
+
+OUTPUTS_KEPT = 8  # per loaded model: the inputs a session explains again
+
+
+def _kept(model, backend, score, batch: int, x: np.ndarray) -> tuple[dict, tuple]:
+    """The outputs kept with ``model`` and the key of ``x``'s: what a statement that runs the
+    same weights on the same inputs (an occlusion query's unoccluded pass, asked again) finds
+    there instead of running them (0.25 ms of a small model's query; a VGG16 inference). The
+    key holds the inputs' bytes' digest, the backend, the score and the batch the run used."""
+    digest = hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()
+    return model.memo.setdefault("outputs", {}), (backend.name, score, batch, x.shape, digest)
 
 
 def _outputs(model, backend, x: np.ndarray, batch: int) -> np.ndarray:
