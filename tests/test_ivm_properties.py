@@ -322,6 +322,31 @@ def test_avgpool_divisor_applies_to_the_pool_not_the_fused_chain(backend, pool):
 
 
 @BACKENDS
+def test_residual_adds_fuse_into_the_convolution_before_them(backend):
+    """A residual Add changing exactly its convolution's rectangle joins that convolution's
+    step (one call for conv, BN, Add and ReLU; the skip read at the rectangle), also where
+    the other branch comes later in graph order (a strided 1x1 shortcut) or is a convolution
+    changing a larger rectangle (then only the larger branch's chain takes the Add)."""
+    b = Builder("residual", (3, 32, 32), seed=3, bias_std=0.5)
+    x = b.act(b.conv("input", "stem", 8, 3, 1, 1, bias=True), "relu")
+    y = b.act(b.conv_bn(x, "b1.c1", "b1.bn1", 8, 3, 1, 1), "relu")
+    x = b.act(b.add(b.conv_bn(y, "b1.c2", "b1.bn2", 8, 3, 1, 1), x, "b1.add"), "relu")
+    y = b.act(b.conv_bn(x, "b2.c1", "b2.bn1", 16, 3, 2, 1), "relu")
+    y = b.conv_bn(y, "b2.c2", "b2.bn2", 16, 3, 1, 1)
+    x = b.act(b.add(y, b.conv(x, "b2.short", 16, 1, 2), "b2.add"), "relu")
+    x = b.act(b.add(b.conv(x, "wide", 16, 5, 1, 2), b.conv(x, "narrow", 16, 1), "b3.add"),
+              "relu")
+    g = b.build(b.linear(b.flatten(b.global_pool(x)), "fc", 5))
+    err, plan = _exact(g, 3, 2, backend)
+    chains = {c[0].name: [n.name for n in c] for c in plan.cut.chains}
+    assert "b1.add" in chains["b1.c2"] and "b2.add" in chains["b2.c2"]
+    assert "b3.add" in chains["wide"] and chains["narrow"] == ["narrow"]
+    assert plan.cut.k == len(plan.cut.chains)  # every chain maintained: the fused steps ran
+    assert [len(st_.inputs) for st_ in plan.steps if st_.chain[0] in ("b1.c2", "wide")] == [2, 2]
+    assert err <= TOLERANCE
+
+
+@BACKENDS
 @pytest.mark.parametrize("shape", [(3, 12, 12), (1, 12, 12), (12, 12), (3, 1, 12), (12, 1)])
 @pytest.mark.parametrize("kind", ["add", "mul"])
 def test_spatial_constants_are_sliced_to_each_region(backend, shape, kind):

@@ -19,7 +19,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from kryptondb.ivm import calibration
 from kryptondb.ivm.cost import patch_regions, prefix
-from kryptondb.ivm.frontier import NO_SEGMENT, choose, is_pointwise
+from kryptondb.ivm.frontier import NO_SEGMENT, choose, is_pointwise, merge_extras
 from kryptondb.ivm.counters import SUFFIX, count
 from kryptondb.ivm.gather import NewValues, PaddedView, gather, margins, overlay
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, fixed_size, read_in, spatial_params
@@ -94,6 +94,10 @@ class IncrementalPlan:
             step.contexts = [self._merge_context(src, head, region) for src in head.inputs]
             shapes = [(self.views[s].shape[0], c[0], c[1])
                       for s, c in zip(head.inputs, step.contexts)]
+        for merge, src in merge_extras(chain):  # residual Adds fused into the chain
+            step.inputs += (src,)
+            step.contexts.append(self._merge_context(src, merge, region))
+            shapes.append((self.views[src].shape[0], region.h, region.w))
         sides = self._sides(chain)
         h, w, ys, xs = step.box or (region.h, region.w, region.y, region.x)
         step.sides = [PaddedView(m, margins(m.shape, ys, xs, h, w), 0.0) for _, _, m in sides]
@@ -169,6 +173,7 @@ class IncrementalPlan:
         with padding 0; each node with side maps reads them as extra inputs."""
         head = chain[0]
         ins = [f"{head.name}::in{k}" for k in range(len(head.inputs))]
+        ins += [src for _, src in merge_extras(chain)]  # fused Adds read them by name
         nodes = [input_node(i, s) for i, s in zip(ins, shapes)]
         nodes += [input_node(i, s) for (i, _), s in zip(sides, shapes[len(ins):])]
         body = [replace(_padless(head), inputs=tuple(ins))] + chain[1:]
