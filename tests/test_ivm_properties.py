@@ -342,11 +342,15 @@ def test_residual_adds_fuse_into_the_convolution_before_them(backend):
     x = b.act(b.add(y, b.conv(x, "b2.short", 16, 1, 2), "b2.add"), "relu")
     x = b.act(b.add(b.conv(x, "wide", 16, 5, 1, 2), b.conv(x, "narrow", 16, 1), "b3.add"),
               "relu")
+    p = b.conv(x, "b4.p", 16, 3, 1, 1)  # two users: the Add below heads its own chain
+    y = b.act(b.add(p, x, "b4.ab"), "relu")  # a chain headed by an Add, joining another Add
+    x = b.act(b.add(y, b.conv(p, "b4.c", 16, 1), "b4.add"), "relu")
     g = b.build(b.linear(b.flatten(b.global_pool(x)), "fc", 5))
     err, plan = _exact(g, 3, 2, backend)
     chains = {c[0].name: [n.name for n in c] for c in plan.cut.chains}
     assert "b1.add" in chains["b1.c2"] and "b2.add" in chains["b2.c2"]
     assert "b3.add" in chains["wide"] and chains["narrow"] == ["narrow"]
+    assert "b4.add" in chains["b4.ab"]
     assert plan.cut.k == len(plan.cut.chains)  # every chain maintained: the fused steps ran
     assert [len(st_.inputs) for st_ in plan.steps if st_.chain[0] in ("b1.c2", "wide")] == [2, 2]
     assert err <= TOLERANCE

@@ -21,7 +21,8 @@ from kryptondb.ivm import calibration
 from kryptondb.ivm.cost import patch_regions, prefix
 from kryptondb.ivm.frontier import NO_SEGMENT, choose, is_pointwise, merge_extras
 from kryptondb.ivm.counters import SUFFIX, count
-from kryptondb.ivm.gather import ChannelsLast, ChannelsLastViews, NewValues, PaddedView, gather, margins, overlay
+from kryptondb.ivm.gather import (ChannelsLast, ChannelsLastViews, NewValues, PaddedView, gather,
+                                  margins, overlay)
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, fixed_size, read_in, spatial_params
 from kryptondb.graph.ir import WINDOWED, Graph, Node, Op, input_node, make_node
 from kryptondb.graph.ops import UPSAMPLING
@@ -183,12 +184,12 @@ class IncrementalPlan:
         """Inputs: the head's contexts, then the side maps ((input, node) pairs); the head
         with padding 0; each node with side maps reads them as extra inputs."""
         head = chain[0]
-        ins = [f"{head.name}::in{k}" for k in range(len(head.inputs))]
-        ins += [src for _, src in merge_extras(chain)]  # fused Adds read them by name
+        own = [f"{head.name}::in{k}" for k in range(len(head.inputs))]
+        ins = own + [src for _, src in merge_extras(chain)]  # fused Adds read them by name
         nodes = [input_node(i, s, channels_last and k == 0)
                  for k, (i, s) in enumerate(zip(ins, shapes))]
         nodes += [input_node(i, s) for (i, _), s in zip(sides, shapes[len(ins):])]
-        body = [replace(_padless(head), inputs=tuple(ins))] + chain[1:]
+        body = [replace(_padless(head), inputs=tuple(own))] + chain[1:]
         for n in body:
             nodes += _with_sides(n, [i for i, owner in sides if owner == n.name],
                                  self.graph.weights)
