@@ -48,8 +48,8 @@ def _tiny_cnn(side: int = 32) -> Graph:
     return b.build(b.linear(b.flatten(b.global_pool(x)), "fc", 10))
 
 
-PINNED_FRONTIERS = {"resnet18": "layer3.0.downsample.0", "vgg16": "features.27",
-                    "mobilenet_v2": "features.9.conv.2"}
+PINNED_FRONTIERS = {"resnet18": "layer3.0.relu", "vgg16": "features.27",
+                    "mobilenet_v2": "features.10.conv.0.1.relu6"}
 
 
 @pytest.mark.parametrize("model", sorted(PINNED_FRONTIERS))

@@ -13,6 +13,7 @@ from test_obe_naive import _tiny_graph
 from test_video_incremental import _fixed_camera
 
 import kryptondb
+from kryptondb.ivm.frontier import merge_extras
 from kryptondb.runtime.onnx_export import to_onnx
 
 
@@ -56,7 +57,14 @@ def test_counters_per_layer_are_what_the_plan_implies(con):
         if head.op.value in ("Conv", "MaxPool"):  # windowed: one gathered context per position
             c = graph[head.inputs[0]].shape[0]
             h, w = layer["context"]
-            assert m["gather_bytes"] == positions * c * h * w * 4, layer["name"]
+            # and a residual Add fused into the segment reads its other input at the region
+            # (nothing to gather where that input's new region is the same rectangle)
+            chain = [graph[x["name"]] for x in scan["layers"] if x["segment"] == layer["segment"]]
+            rows = {x["name"]: x for x in scan["layers"]}
+            extras = [graph[src].shape[0] * math.prod(layer["region"])
+                      for _, src in merge_extras(chain)
+                      if src not in rows or rows[src]["region"] != layer["region"]]
+            assert m["gather_bytes"] == positions * (c * h * w + sum(extras)) * 4, layer["name"]
     suffix = scan["suffix"]["measured"]
     assert (suffix["calls"], suffix["positions"]) == (calls, positions)
     frontier = sum(math.prod(graph[f].shape) for f in scan["frontier"])

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kryptondb.runtime.backends import get_backend
+from kryptondb.ivm.gather import ChannelsLastViews
 from kryptondb.ivm.incremental import IncrementalPlan, base_views
 from kryptondb.graph.builder import Builder
 from kryptondb.graph.resample import COORDS, MODES, NEAREST
@@ -248,7 +249,9 @@ def _check(case, backend_name, log_error):
     grid = Grid(g.input_shape[1], g.input_shape[2], patch, stride)
     corners = grid.corners()
     be = get_backend(backend_name)
-    plan = IncrementalPlan(g, corners, patch, base_views(g, x, be))
+    # every other case gathers windowed layers' contexts channels-last (as onnxruntime scans do)
+    views = base_views(g, x, be)
+    plan = IncrementalPlan(g, corners, patch, ChannelsLastViews(views) if seed % 2 else views)
     idx = np.arange(len(corners))
     pv = np.stack([fill[:, y:y + patch, c:c + patch] for y, c in corners])
     out = plan.run(idx, pv, be, {})
@@ -286,13 +289,16 @@ def test_incremental_equals_full_many_onnxruntime(log_error, case):
 
 
 def _exact(g, patch, stride, backend_name):
-    """max |incremental - full| / max |full| over every position of the grid."""
+    """max |incremental - full| / max |full| over every position of the grid (contexts of
+    windowed layers gathered channels-last on onnxruntime, as its scans do)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(g.input_shape).astype(np.float32)
     fill = np.full(g.input_shape, 0.7, np.float32)
     corners = Grid(g.input_shape[1], g.input_shape[2], patch, stride).corners()
     be = get_backend(backend_name)
-    plan = IncrementalPlan(g, corners, patch, base_views(g, x, be))
+    views = base_views(g, x, be)
+    plan = IncrementalPlan(g, corners, patch, ChannelsLastViews(views) if be.channels_last
+                           else views)
     pv = np.stack([fill[:, y:y + patch, c:c + patch] for y, c in corners])
     out = plan.run(np.arange(len(corners)), pv, be, {})
     ref = be.run(g, {g.inputs[0]: occluded_batch(x, fill, corners, patch)})[g.output]
@@ -318,6 +324,35 @@ def test_avgpool_divisor_applies_to_the_pool_not_the_fused_chain(backend, pool):
     g = b.build(b.linear(b.flatten(b.global_pool(x)), "fc", 5))
     err, plan = _exact(g, 3, 2, backend)
     assert any(len(st_.segment.nodes) > 3 for st_ in plan.steps if st_.segment), "not fused"
+    assert err <= TOLERANCE
+
+
+@BACKENDS
+def test_residual_adds_fuse_into_the_convolution_before_them(backend):
+    """A residual Add changing exactly its convolution's rectangle joins that convolution's
+    step (one call for conv, BN, Add and ReLU; the skip read at the rectangle), also where
+    the other branch comes later in graph order (a strided 1x1 shortcut) or is a convolution
+    changing a larger rectangle (then only the larger branch's chain takes the Add)."""
+    b = Builder("residual", (3, 32, 32), seed=3, bias_std=0.5)
+    x = b.act(b.conv("input", "stem", 8, 3, 1, 1, bias=True), "relu")
+    y = b.act(b.conv_bn(x, "b1.c1", "b1.bn1", 8, 3, 1, 1), "relu")
+    x = b.act(b.add(b.conv_bn(y, "b1.c2", "b1.bn2", 8, 3, 1, 1), x, "b1.add"), "relu")
+    y = b.act(b.conv_bn(x, "b2.c1", "b2.bn1", 16, 3, 2, 1), "relu")
+    y = b.conv_bn(y, "b2.c2", "b2.bn2", 16, 3, 1, 1)
+    x = b.act(b.add(y, b.conv(x, "b2.short", 16, 1, 2), "b2.add"), "relu")
+    x = b.act(b.add(b.conv(x, "wide", 16, 5, 1, 2), b.conv(x, "narrow", 16, 1), "b3.add"),
+              "relu")
+    p = b.conv(x, "b4.p", 16, 3, 1, 1)  # two users: the Add below heads its own chain
+    y = b.act(b.add(p, x, "b4.ab"), "relu")  # a chain headed by an Add, joining another Add
+    x = b.act(b.add(y, b.conv(p, "b4.c", 16, 1), "b4.add"), "relu")
+    g = b.build(b.linear(b.flatten(b.global_pool(x)), "fc", 5))
+    err, plan = _exact(g, 3, 2, backend)
+    chains = {c[0].name: [n.name for n in c] for c in plan.cut.chains}
+    assert "b1.add" in chains["b1.c2"] and "b2.add" in chains["b2.c2"]
+    assert "b3.add" in chains["wide"] and chains["narrow"] == ["narrow"]
+    assert "b4.add" in chains["b4.ab"]
+    assert plan.cut.k == len(plan.cut.chains)  # every chain maintained: the fused steps ran
+    assert [len(st_.inputs) for st_ in plan.steps if st_.chain[0] in ("b1.c2", "wide")] == [2, 2]
     assert err <= TOLERANCE
 
 

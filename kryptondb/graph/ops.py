@@ -93,5 +93,18 @@ def make_node(name, op, inputs=(), params=(), **attrs) -> Node:
     return Node(name, op, tuple(inputs), tuple(params), tuple(sorted(attrs.items())))
 
 
-def input_node(name: str, shape: tuple[int, ...]) -> Node:
+def input_node(name: str, shape: tuple[int, ...], channels_last: bool = False) -> Node:
+    """A graph input of per-sample ``shape`` (C, H, W); with ``channels_last`` it is fed as
+    (H, W, C) and read by the graph as (C, H, W) (backends transpose it; onnxruntime folds
+    the transpose into the layout conversion its convolutions make anyway)."""
+    if channels_last:
+        return Node(name, Op.INPUT, attrs=(("channels_last", True), ("shape", tuple(shape))))
     return Node(name, Op.INPUT, attrs=(("shape", tuple(shape)),))
+
+
+def fed_shape(node: Node) -> tuple[int, ...]:
+    """The per-sample shape an input is fed in: (H, W, C) for a channels-last one."""
+    if node.attr("channels_last"):
+        c, h, w = node.shape
+        return (h, w, c)
+    return node.shape

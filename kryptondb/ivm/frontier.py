@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from kryptondb.format import fmt_time
 from kryptondb.graph.ir import POINTWISE, WINDOWED, Graph, Node, Op
 from kryptondb.graph.ops import UPSAMPLING
@@ -42,9 +44,12 @@ def is_pointwise(n: Node, graph: Graph) -> bool:
     return n.op in POINTWISE
 
 
-def chains(graph: Graph, keep: set[str]) -> list[tuple[Node, ...]]:
+def chains(graph: Graph, keep: set[str],
+           regions: dict[str, FixedRegion] | None = None) -> list[tuple[Node, ...]]:
     """The kept layers as fused chains, in graph order: a head and the pointwise layers that
-    are each the single user of the one before (never a graph output inside a chain)."""
+    are each the single user of the one before (never a graph output inside a chain); with
+    ``regions``, a chain whose last layer feeds a residual Add that changes exactly the
+    chain's region continues through the Add (``_through_merges``)."""
     users, out, fused = graph.consumers(), [], set()
     for n in graph.nodes:
         if n.name not in keep or n.op is Op.INPUT or n.name in fused:
@@ -62,6 +67,53 @@ def chains(graph: Graph, keep: set[str]) -> list[tuple[Node, ...]]:
             chain = chain[:1]
         fused.update(c.name for c in chain[1:])
         out.append(tuple(chain))
+    return out if regions is None else _through_merges(graph, out, regions)
+
+
+def _through_merges(graph: Graph, every: list[tuple[Node, ...]],
+                    regions: dict[str, FixedRegion]) -> list[tuple[Node, ...]]:
+    """Chains joined across residual Adds: a chain whose last layer's single user heads
+    another chain with an Add (the convolution before a skip connection joins) becomes
+    that chain's beginning, at its place, where the Add changes the same rectangle as the
+    chain's head for every query. The Add's other inputs are then read at that rectangle
+    like a merge's (``merge_extras``), and one backend call computes convolution, Add and
+    activation (onnxruntime fuses them) instead of two calls and a copy between them.
+    The moved chain's layers have no other users, so no chain between needs them."""
+    users = graph.consumers()
+    at = {c[0].name: k for k, c in enumerate(every)}
+    out: list = list(every)
+    for j in range(len(out)):
+        chain = out[j]
+        nxt = users[chain[-1].name]
+        k = at.get(nxt[0]) if len(nxt) == 1 else None
+        if k is None or chain[0].op in NO_SEGMENT or chain[-1].name in graph.outputs or \
+                len(out[k]) != len(every[k]) or not _same_rectangle(graph, chain[0], out[k][0],
+                                                                     regions):
+            continue  # (out[k] already took one chain in: a second cannot be linear)
+        out[k], out[j] = chain + out[k], ()
+    return [c for c in out if c]
+
+
+def _same_rectangle(graph: Graph, head: Node, merge: Node, regions) -> bool:
+    """``merge`` is an Add of same-shaped maps, with no constants, changing exactly the
+    rectangle ``head`` recomputes for every query."""
+    if merge.op is not Op.ADD or merge.params or len(merge.inputs) < 2 or \
+            any(graph[i].shape != merge.shape for i in merge.inputs):
+        return False
+    a, b = regions.get(head.name), regions.get(merge.name)
+    return a is not None and b is not None and (a.h, a.w) == (b.h, b.w) and \
+        np.array_equal(a.y, b.y) and np.array_equal(a.x, b.x)
+
+
+def merge_extras(chain) -> list[tuple[Node, str]]:
+    """(merge, input) for every input a chain's fused Adds read besides the chain itself,
+    each once, in chain order."""
+    out, seen = [], {n.name for n in chain}
+    for prev, n in zip(chain, chain[1:]):
+        for i in n.inputs if n.op is Op.ADD and len(n.inputs) > 1 else ():
+            if i != prev.name and i not in seen:
+                seen.add(i)
+                out.append((n, i))
     return out
 
 
@@ -139,6 +191,7 @@ def chain_seconds(cal: Calibration, graph: Graph, chain, regions) -> float:
         moved = [4 * src[0] * ctx.rh * ctx.rw]
     else:
         moved = [4 * graph[i].shape[0] * r.h * r.w for i in head.inputs]
+    moved += [4 * graph[i].shape[0] * r.h * r.w for _, i in merge_extras(chain)]
     gather = sum(moved) / cal.gather_bytes_per_s + len(moved) * cal.gather_item_s
     compute = 0.0
     for n in chain:
@@ -154,7 +207,7 @@ def choose(graph: Graph, candidates: set[str], regions: dict[str, FixedRegion],
     """The cheapest frontier over the chains of ``candidates`` (layers with an incremental
     form, with their fixed regions): the fewest chains predicted within ``cal.tie`` of the
     least."""
-    every = chains(graph, candidates)
+    every = chains(graph, candidates, regions)
     full = {n.name: full_seconds(cal, graph, n) for n in graph.nodes}
     call = cal.call_s / cal.batch
     inp = graph.inputs[0]

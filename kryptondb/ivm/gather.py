@@ -13,6 +13,7 @@ of a view (those cost a second copy of every view a scan reads).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -21,6 +22,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 class PaddedView:
     """A materialized view read as if padded with ``value`` by ``margin`` (top, left, bottom,
     right): contexts may start before the map or run past it. No copy is made."""
+
+    channels_last = False
 
     def __init__(self, view: np.ndarray, margin: tuple[int, int, int, int], value: float):
         self.view, self.margin, self.value = view, tuple(margin), value
@@ -32,6 +35,35 @@ class PaddedView:
             w = sliding_window_view(self.view, (rh, rw), axis=(1, 2))
             self._windows[(rh, rw)] = w.transpose(1, 2, 0, 3, 4)
         return self._windows[(rh, rw)]
+
+
+class ChannelsLast(PaddedView):
+    """A view whose contexts are gathered channels-last, (B, rh, rw, C), from an (H, W, C)
+    copy of it (``hwc()`` returns it; the plan makes one per view and scan): each context is
+    rh contiguous runs of rw x C values instead of C x rh runs of rw, 2-4x faster to copy on
+    the maps of ResNet18, MobileNetV2 and VGG16. The new values are written in transposed."""
+
+    channels_last = True
+
+    def __init__(self, view: np.ndarray, margin, value: float, hwc: Callable[[], np.ndarray]):
+        super().__init__(view, margin, value)
+        self.hwc = hwc
+
+
+class ChannelsLastViews(dict):
+    """Materialized views (name -> (C, H, W)) whose incremental plans gather windowed layers'
+    contexts channels-last (``ChannelsLast``), from (H, W, C) copies made at first use and
+    kept for every plan over these views (a host backend that prefers it:
+    ``Backend.channels_last``)."""
+
+    def __init__(self, views):
+        super().__init__(views)
+        self._hwc: dict[str, np.ndarray] = {}
+
+    def hwc(self, name: str) -> np.ndarray:
+        if name not in self._hwc:  # two workers may both make it once: the same values
+            self._hwc[name] = np.ascontiguousarray(self[name].transpose(1, 2, 0))
+        return self._hwc[name]
 
 
 def margins(view_shape, ys, xs, rh, rw) -> tuple[int, int, int, int]:
@@ -56,8 +88,10 @@ def gather(padded: PaddedView, ys: np.ndarray, xs: np.ndarray, rh: int, rw: int,
            new: NewValues | None = None) -> np.ndarray:
     """(B, C, rh, rw) contexts at starts (ys, xs) in map coordinates, with ``new`` written
     where it falls inside each context: each context gets the new values of every region of
-    its owner (by default, its own)."""
-    if (ys == ys[0]).all() and (xs == xs[0]).all():  # one window for all (e.g. the whole map)
+    its owner (by default, its own); (B, rh, rw, C) from a ChannelsLast view."""
+    if padded.channels_last:
+        buf = _contexts_hwc(padded, ys, xs, rh, rw)
+    elif (ys == ys[0]).all() and (xs == xs[0]).all():  # one window for all (e.g. the whole map)
         one = np.empty((1, padded.view.shape[0], rh, rw), padded.view.dtype)
         _context(padded, ys[0], xs[0], one[0])
         buf = np.repeat(one, len(ys), axis=0)
@@ -66,11 +100,28 @@ def gather(padded: PaddedView, ys: np.ndarray, xs: np.ndarray, rh: int, rw: int,
     if new is None:
         return buf
     owners, ny, nx = new.owners, new.ys, new.xs
+    # a channels-last buffer is written through its (B, C, rh, rw) view
+    into = buf.transpose(0, 3, 1, 2) if padded.channels_last else buf
     if owners is None or len(np.unique(owners)) == len(owners):
-        overlay(buf, new.values, ny - ys, nx - xs)
+        overlay(into, new.values, ny - ys, nx - xs)
     else:
         dst, src = pairs(owners)
-        overlay(buf, new.values, ny[src] - ys[dst], nx[src] - xs[dst], dst, src)
+        overlay(into, new.values, ny[src] - ys[dst], nx[src] - xs[dst], dst, src)
+    return buf
+
+
+def _contexts_hwc(padded: ChannelsLast, ys, xs, rh, rw) -> np.ndarray:
+    """(B, rh, rw, C): one slice copy per context from the view's (H, W, C) copy, the pad
+    value first where a context leaves the map."""
+    view = padded.hwc()
+    h, w, c = view.shape
+    buf = np.empty((len(ys), rh, rw, c), view.dtype)
+    for k, (y, x) in enumerate(zip(ys.tolist(), xs.tolist())):
+        y0, x0, y1, x1 = max(0, y), max(0, x), min(h, y + rh), min(w, x + rw)
+        if (y1 - y0, x1 - x0) != (rh, rw):
+            buf[k] = padded.value
+        if y1 > y0 and x1 > x0:
+            buf[k, y0 - y:y1 - y, x0 - x:x1 - x] = view[y0:y1, x0:x1]
     return buf
 
 
@@ -119,7 +170,7 @@ def overlay(buf: np.ndarray, new: np.ndarray, oy: np.ndarray, ox: np.ndarray,
     buf[b]), clipped to buf's extent."""
     h, w = new.shape[2:]
     rh, rw = buf.shape[2:]
-    n = len(oy)
+    n, oy, ox = len(oy), np.asarray(oy).tolist(), np.asarray(ox).tolist()
     dst = range(n) if dst is None else dst
     src = range(n) if src is None else src
     for k, (d, s) in enumerate(zip(dst, src)):

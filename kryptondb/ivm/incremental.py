@@ -19,9 +19,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from kryptondb.ivm import calibration
 from kryptondb.ivm.cost import patch_regions, prefix
-from kryptondb.ivm.frontier import NO_SEGMENT, choose, is_pointwise
+from kryptondb.ivm.frontier import NO_SEGMENT, choose, is_pointwise, merge_extras
 from kryptondb.ivm.counters import SUFFIX, count
-from kryptondb.ivm.gather import NewValues, PaddedView, gather, margins, overlay
+from kryptondb.ivm.gather import (ChannelsLast, ChannelsLastViews, NewValues, PaddedView, gather,
+                                  margins, overlay)
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, fixed_size, read_in, spatial_params
 from kryptondb.graph.ir import WINDOWED, Graph, Node, Op, input_node, make_node
 from kryptondb.graph.ops import UPSAMPLING
@@ -53,6 +54,7 @@ class Step:
     # convolutions: a stride-aligned box); the region is cropped out of it. None: the region.
     box: tuple | None = None
     chain: tuple[str, ...] = ()  # the head and the pointwise nodes fused after it
+    channels_last: bool = False  # the head's context is gathered and fed (B, rh, rw, C)
 
 
 class IncrementalPlan:
@@ -61,8 +63,10 @@ class IncrementalPlan:
                  sizes: dict[str, tuple[int, int]] | None = None):
         """Queries change a ``patch`` (a square side or an (h, w) box) of the input at
         ``corners``; ``tau``: projective field threshold (approximate), None: exact;
-        ``sizes``: every layer's fixed region size (``region_sizes`` of a larger query set)."""
+        ``sizes``: every layer's fixed region size (``region_sizes`` of a larger query set).
+        ``views`` as ChannelsLastViews: windowed layers' contexts are gathered channels-last."""
         self.graph, self.views = graph, views
+        self.hwc = views if isinstance(views, ChannelsLastViews) else None
         changed = patch_regions(graph, corners, patch, tau)
         self.regions = {k: fix(r, graph[k].shape, sizes and sizes[k]) for k, r in changed.items()}
         del changed  # four arrays per query and layer, not needed past this point
@@ -94,6 +98,10 @@ class IncrementalPlan:
             step.contexts = [self._merge_context(src, head, region) for src in head.inputs]
             shapes = [(self.views[s].shape[0], c[0], c[1])
                       for s, c in zip(head.inputs, step.contexts)]
+        for merge, src in merge_extras(chain):  # residual Adds fused into the chain
+            step.inputs += (src,)
+            step.contexts.append(self._merge_context(src, merge, region))
+            shapes.append((self.views[src].shape[0], region.h, region.w))
         sides = self._sides(chain)
         h, w, ys, xs = step.box or (region.h, region.w, region.y, region.x)
         step.sides = [PaddedView(m, margins(m.shape, ys, xs, h, w), 0.0) for _, _, m in sides]
@@ -101,8 +109,8 @@ class IncrementalPlan:
         cheap = len(chain) == 1 and head.op in (Op.ADD, Op.CONCAT) and not head.params
         # Pad is the gather itself, Resize a gather with weights; a lone Add or Concat of
         # gathered buffers is cheaper in NumPy than a backend call with its layout conversions.
-        step.segment = None if head.op in NO_SEGMENT or cheap else \
-            self._segment(chain, shapes, tuple((i, n) for i, n, _ in sides))
+        step.segment = None if head.op in NO_SEGMENT or cheap else self._segment(
+            chain, shapes, tuple((i, n) for i, n, _ in sides), step.channels_last)
         return step
 
     def _read_context(self, step: Step) -> list[tuple[int, int, int]]:
@@ -112,7 +120,12 @@ class IncrementalPlan:
         view = self.views[head.inputs[0]]
         r = read_in(head, region, view.shape[1:])
         value = -np.inf if head.op is Op.MAXPOOL else float(head.attr("value", 0.0))
-        pv = PaddedView(view, margins(view.shape, r.ys, r.xs, r.rh, r.rw), value)
+        margin = margins(view.shape, r.ys, r.xs, r.rh, r.rw)
+        src = head.inputs[0]
+        step.channels_last = self.hwc is not None and head.op in WINDOWED and \
+            not is_pointwise(head, self.graph)  # a 1x1 conv's context is its input's region
+        pv = ChannelsLast(view, margin, value, lambda: self.hwc.hwc(src)) \
+            if step.channels_last else PaddedView(view, margin, value)
         step.contexts = [(r.rh, r.rw, r.ys, r.xs, pv)]
         if r.box is not None:
             step.box = (*r.box, region.y - r.offset[0], region.x - r.offset[1])
@@ -150,10 +163,13 @@ class IncrementalPlan:
         kh, kw = node.attr("kernel")
         return None if (d == kh * kw).all() else (kh * kw / d).astype(np.float32)
 
-    def _segment(self, chain: list[Node], shapes, sides: tuple[tuple[str, str], ...]) -> Graph:
-        """The per-layer graph for a fused chain reading contexts of the given shapes."""
-        key = (tuple(n.name for n in chain), tuple(shapes), sides)
-        return self._cached(key, lambda: self._build_segment(chain, shapes, sides))
+    def _segment(self, chain: list[Node], shapes, sides: tuple[tuple[str, str], ...],
+                 channels_last: bool = False) -> Graph:
+        """The per-layer graph for a fused chain reading contexts of the given shapes (the
+        head's first channels-last)."""
+        key = (tuple(n.name for n in chain), tuple(shapes), sides, channels_last)
+        return self._cached(key, lambda: self._build_segment(chain, shapes, sides,
+                                                             channels_last))
 
     def _cached(self, key, build) -> Graph:
         """Segments (per-layer graphs and the global suffix) are shared by every plan on the same
@@ -164,14 +180,16 @@ class IncrementalPlan:
             per_model[key] = build()
         return per_model[key]
 
-    def _build_segment(self, chain: list[Node], shapes, sides) -> Graph:
+    def _build_segment(self, chain: list[Node], shapes, sides, channels_last) -> Graph:
         """Inputs: the head's contexts, then the side maps ((input, node) pairs); the head
         with padding 0; each node with side maps reads them as extra inputs."""
         head = chain[0]
-        ins = [f"{head.name}::in{k}" for k in range(len(head.inputs))]
-        nodes = [input_node(i, s) for i, s in zip(ins, shapes)]
+        own = [f"{head.name}::in{k}" for k in range(len(head.inputs))]
+        ins = own + [src for _, src in merge_extras(chain)]  # fused Adds read them by name
+        nodes = [input_node(i, s, channels_last and k == 0)
+                 for k, (i, s) in enumerate(zip(ins, shapes))]
         nodes += [input_node(i, s) for (i, _), s in zip(sides, shapes[len(ins):])]
-        body = [replace(_padless(head), inputs=tuple(ins))] + chain[1:]
+        body = [replace(_padless(head), inputs=tuple(own))] + chain[1:]
         for n in body:
             nodes += _with_sides(n, [i for i, owner in sides if owner == n.name],
                                  self.graph.weights)
@@ -202,8 +220,8 @@ class IncrementalPlan:
         bufs, moved, fetch = [], 0, backend.gather or gather
         for src, (rh, rw, ys, xs, pv) in zip(step.inputs, step.contexts):
             vals, ny, nx = new[src]
-            if owners is None and vals.shape[2:] == (rh, rw) and (ny == ys[idx]).all() and \
-                    (nx == xs[idx]).all():
+            if owners is None and not pv.channels_last and vals.shape[2:] == (rh, rw) and \
+                    (ny == ys[idx]).all() and (nx == xs[idx]).all():
                 bufs.append(vals)  # the context is exactly the new region: nothing to gather
             else:
                 bufs.append(fetch(pv, ys[idx], xs[idx], rh, rw, NewValues(vals, ny, nx, owners)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from kryptondb.ivm.cost import theoretical
-from kryptondb.ivm.gather import PaddedView, gather
+from kryptondb.ivm.gather import ChannelsLastViews, PaddedView, gather
 from kryptondb.ivm.incremental import IncrementalPlan, base_views, read_views, region_sizes
 from kryptondb.obe.spec import ScanSpec
 from kryptondb.obe.strategy import Incremental, Runtime, add
@@ -65,6 +65,8 @@ class _Blocks:
         self.boxes = spec.grid.inside(corners)  # full windows: the changed regions' superset
         self.sizes = region_sizes(graph, self.boxes, spec.grid.window, how.tau, self.size)
         self.views = rt.views[0] if rt.views else views_of(graph, spec.inputs[0], rt.backend)
+        if self.runner.channels_last and self.runner.gather is None:  # on the host
+            self.views = ChannelsLastViews(self.views)  # copies shared by the blocks' plans
         self.fills = PaddedView(spec.baseline(0), (0, 0, 0, 0), 0.0)
         self.image = PaddedView(spec.inputs[0], (0, 0, 0, 0), 0.0)
         self.flight = InFlight()

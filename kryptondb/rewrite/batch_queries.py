@@ -21,6 +21,7 @@ import numpy as np
 from kryptondb.errors import PlanError
 from kryptondb.graph.ir import WINDOWED, Op as GraphOp
 from kryptondb.ivm.cost import prefix
+from kryptondb.ivm.gather import ChannelsLastViews
 from kryptondb.ivm.incremental import IncrementalPlan, read_views, region_sizes
 from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, transform
@@ -135,6 +136,8 @@ def incremental_footprint(graph, corners: np.ndarray, patch, tau=None,
     global part (the frontier's full maps and the suffix)."""
     sizes = region_sizes(graph, corners, patch, tau, BLOCK)
     views = {n: np.broadcast_to(np.float32(0), graph[n].shape) for n in prefix(graph)}
+    if alloc is ONNXRUNTIME:  # its scans gather windowed layers' contexts channels-last
+        views = ChannelsLastViews(views)
     plan = IncrementalPlan(graph, corners[:1], patch, views, tau, sizes)
     ph, pw = (patch, patch) if isinstance(patch, (int, np.integer)) else patch
     kept = nbytes((graph.input_shape[0], ph, pw)) + sum(
@@ -145,6 +148,9 @@ def incremental_footprint(graph, corners: np.ndarray, patch, tau=None,
     stored = sum(nbytes(graph[n].shape) for n in read_views(graph))
     x = nbytes(graph.input_shape)
     fixed = {"views": stored, "input and fill": 2 * x, "heatmap": len(corners) * 24}
+    if plan.hwc is not None:
+        fixed["views, channels last"] = sum(nbytes(graph[n].shape) for n in
+                                            {s.inputs[0] for s in plan.steps if s.channels_last})
     per_position = PLAN_BYTES * len(prefix(graph))
     # the views pass: the model run with every view as an output, then each copied into the
     # table and freed

@@ -17,6 +17,10 @@ class Backend:
     # gather(padded, ys, xs, rh, rw, new) like kryptondb.ivm.gather.gather (runtime/gpu.py);
     # None: the plans gather with NumPy on the host.
     gather = None
+    # Whether incremental plans on the host feed windowed layers' contexts channels-last
+    # (graph inputs made with input_node(..., channels_last=True)); every backend runs such
+    # inputs, this says which prefer them.
+    channels_last = False
 
     def run(self, graph: Graph, feeds: Mapping[str, np.ndarray],
             outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from kryptondb.errors import BackendError, ShapeError
 from kryptondb.graph.ir import Graph, Op
+from kryptondb.graph.ops import fed_shape
 from kryptondb.runtime.base import Backend
 from kryptondb.runtime import windowed
 from kryptondb.runtime.numpy_ops import KERNELS
@@ -109,11 +110,13 @@ class XpBackend(Backend):
             if name not in feeds:
                 raise ShapeError(f"graph {graph.name!r}: no value fed for input {name!r}")
             arr = self.xp.ascontiguousarray(self.xp.asarray(feeds[name], dtype=np.float32))
-            if arr.shape[1:] != graph[name].shape:
+            if arr.shape[1:] != fed_shape(graph[name]):
                 raise ShapeError(f"graph {graph.name!r}: input {name!r} must be N x "
-                                 f"{' x '.join(map(str, graph[name].shape))}, got "
+                                 f"{' x '.join(map(str, fed_shape(graph[name])))}, got "
                                  f"{' x '.join(map(str, arr.shape))}")
             out[name] = arr
+            if graph[name].attr("channels_last"):
+                out[name] = self.xp.ascontiguousarray(arr.transpose(0, 3, 1, 2))
         return out
 
     def _fused(self, graph: Graph, outputs: tuple[str, ...]) -> dict[str, str]:

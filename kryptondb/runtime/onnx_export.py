@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from kryptondb.graph.ir import Graph, Node, Op
+from kryptondb.graph.ops import fed_shape
 from kryptondb.graph.resample import Taps, node_taps
 
 if TYPE_CHECKING:
@@ -258,6 +259,12 @@ def _value_info(name: str, shape) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape])
 
 
+def onnx_input(node: Node) -> str:
+    """The exported model's input for a graph input: a channels-last one is fed under its
+    own name + "::nhwc" and transposed to the graph's name inside the model."""
+    return node.name + "::nhwc" if node.attr("channels_last") else node.name
+
+
 def to_onnx(graph: Graph, outputs: Sequence[str] | None = None,
             fed_from: int | None = None) -> onnx.ModelProto:
     """An ONNX model computing ``outputs`` (default: the graph's) with a batch axis ``N``;
@@ -266,6 +273,10 @@ def to_onnx(graph: Graph, outputs: Sequence[str] | None = None,
     from onnx import TensorProto, helper  # onnx costs ~55 ms to import; only exports need it
 
     e = _Emitter(graph, fed_from)
+    ins = [graph[i] for i in graph.inputs]
+    for n in ins:
+        if n.attr("channels_last"):  # folded into onnxruntime's NCHWc ReorderInput
+            e.emit("Transpose", [onnx_input(n)], n.name, perm=[0, 3, 1, 2])
     for n in graph.nodes:
         if n.op is not Op.INPUT:
             _emit_node(e, n)
@@ -273,7 +284,7 @@ def to_onnx(graph: Graph, outputs: Sequence[str] | None = None,
     fed = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v)) for k, v in e.fed.items()]
     g = helper.make_graph(
         e.nodes, graph.name or "kryptondb",
-        [_value_info(i, graph[i].shape) for i in graph.inputs] + fed,
+        [_value_info(onnx_input(n), fed_shape(n)) for n in ins] + fed,
         [_value_info(o, graph[o].shape) for o in outs], e.inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="kryptondb")
