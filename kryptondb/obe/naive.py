@@ -16,10 +16,10 @@ def naive_positions(rt: Runtime, how: Naive, spec: ScanSpec, corners: np.ndarray
     corner, ``how.batch`` occluded copies per forward pass."""
     x, fill, g = spec.inputs[0], per_channel(spec.baseline(0)), rt.model.graph
     out = np.empty((len(corners), len(spec.targets)), np.float32)
-    bar = rt.bar(len(corners), label)
+    bar, window, rows = rt.bar(len(corners), label), spec.grid.window, np.asarray(corners).tolist()
     try:
         for s in range(0, len(corners), how.batch):
-            xb = occluded_batch(x, fill, corners[s:s + how.batch], spec.grid.window)
+            xb = occluded_batch(x, fill, rows[s:s + how.batch], window)
             res = rt.backend.run(g, {g.inputs[0]: xb})[g.output].reshape(len(xb), -1)
             out[s:s + how.batch] = spec.scores(rt.model, res)
             bar.update(len(xb))
