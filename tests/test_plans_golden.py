@@ -16,7 +16,7 @@ SEPARATOR = "\n-- expected plan --\n"
 
 
 @pytest.fixture(scope="module")
-def con(tmp_path_factory):
+def con(tmp_path_factory, sessions_counted_built):
     c = kryptondb.connect()
     c.execute(f"LOAD IMAGE '{kryptondb.bundled_image()}' AS cat")
     c.execute(f"LOAD IMAGE '{kryptondb.bundled_image()}' AS kitten")

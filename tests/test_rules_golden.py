@@ -30,7 +30,7 @@ AFTER = "\n-- plan after the rule --\n"
 
 
 @pytest.fixture(scope="module")
-def con(tmp_path_factory):
+def con(tmp_path_factory, sessions_counted_built):
     """The bundled image as ``cat``, a short video as ``clip``, a stored tuning of resnet18 at
     patch 16 stride 8 (made up: SSIM falls with tau), and a table for SELECT."""
     c = kryptondb.connect()
