@@ -15,10 +15,9 @@ from typing import Mapping
 
 import numpy as np
 
-from kryptondb.errors import BackendError, ShapeError
+from kryptondb.errors import BackendError
 from kryptondb.graph.ir import Graph, Op
-from kryptondb.graph.ops import fed_shape
-from kryptondb.runtime.base import Backend
+from kryptondb.runtime.base import Backend, channels_first, check_feeds
 from kryptondb.runtime.gpu import cupy_backend
 from kryptondb.runtime.numpy_ops import KERNELS
 from kryptondb.runtime.onnx_export import onnx_input, to_onnx, weight_arrays
@@ -46,30 +45,6 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every graph input fed, with a leading batch axis and the right per-sample shape."""
-    out = {}
-    for name in graph.inputs:
-        if name not in feeds:
-            raise ShapeError(f"graph {graph.name!r}: no value fed for input {name!r}")
-        arr = np.asarray(feeds[name], dtype=np.float32)
-        want = fed_shape(graph[name])
-        if arr.shape[1:] != want:
-            raise ShapeError(f"graph {graph.name!r}: input {name!r} must be N x "
-                             f"{' x '.join(map(str, want))}, got {' x '.join(map(str, arr.shape))}")
-        out[name] = np.ascontiguousarray(arr)
-    return out
-
-
-def channels_first(graph: Graph, values: dict, xp=np) -> dict:
-    """``values`` with every channels-last input (N, H, W, C) as the graph reads it
-    (N, C, H, W), for backends that run nodes one by one."""
-    for name in graph.inputs:
-        if graph[name].attr("channels_last"):
-            values[name] = xp.ascontiguousarray(values[name].transpose(0, 3, 1, 2))
-    return values
 
 
 class NumpyBackend(Backend):

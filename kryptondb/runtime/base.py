@@ -8,7 +8,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from kryptondb.errors import ShapeError
 from kryptondb.graph.ir import Graph
+from kryptondb.graph.ops import fed_shape
 
 
 class Backend:
@@ -40,3 +42,28 @@ class Backend:
         each of them uses. One by default: a backend that threads inside each call gains
         nothing from running calls side by side."""
         return 1, self
+
+
+def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray], xp=np) -> dict:
+    """Every graph input fed, with a leading batch axis and the right per-sample shape, as a
+    contiguous float32 array of ``xp`` (NumPy, or CuPy for a device backend)."""
+    out = {}
+    for name in graph.inputs:
+        if name not in feeds:
+            raise ShapeError(f"graph {graph.name!r}: no value fed for input {name!r}")
+        arr = xp.asarray(feeds[name], dtype=np.float32)
+        want = fed_shape(graph[name])
+        if arr.shape[1:] != want:
+            raise ShapeError(f"graph {graph.name!r}: input {name!r} must be N x "
+                             f"{' x '.join(map(str, want))}, got {' x '.join(map(str, arr.shape))}")
+        out[name] = xp.ascontiguousarray(arr)
+    return out
+
+
+def channels_first(graph: Graph, values: dict, xp=np) -> dict:
+    """``values`` with every channels-last input (N, H, W, C) as the graph reads it
+    (N, C, H, W), for backends that run nodes one by one."""
+    for name in graph.inputs:
+        if graph[name].attr("channels_last"):
+            values[name] = xp.ascontiguousarray(values[name].transpose(0, 3, 1, 2))
+    return values

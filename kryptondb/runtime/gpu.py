@@ -19,10 +19,9 @@ import weakref
 
 import numpy as np
 
-from kryptondb.errors import BackendError, ShapeError
+from kryptondb.errors import BackendError
 from kryptondb.graph.ir import Graph, Op
-from kryptondb.graph.ops import fed_shape
-from kryptondb.runtime.base import Backend
+from kryptondb.runtime.base import Backend, channels_first, check_feeds
 from kryptondb.runtime import windowed
 from kryptondb.runtime.numpy_ops import KERNELS
 from kryptondb.runtime.xp_ops import XP_OPS, activation
@@ -90,7 +89,7 @@ class XpBackend(Backend):
     def run(self, graph, feeds, outputs=None):
         outputs = tuple(outputs or graph.outputs)
         on_host = all(isinstance(v, np.ndarray) for v in feeds.values())
-        values = self._check(graph, feeds)
+        values = channels_first(graph, check_feeds(graph, feeds, self.xp), self.xp)
         remaining = {k: len(v) for k, v in graph.consumers().items()}
         fused = self._fused(graph, outputs)
         for node in graph.nodes:
@@ -103,21 +102,6 @@ class XpBackend(Backend):
                 if remaining[i] == 0 and i not in outputs:
                     del values[i]
         return {k: self.host(values[k]) if on_host else values[k] for k in outputs}
-
-    def _check(self, graph: Graph, feeds) -> dict:
-        out = {}
-        for name in graph.inputs:
-            if name not in feeds:
-                raise ShapeError(f"graph {graph.name!r}: no value fed for input {name!r}")
-            arr = self.xp.ascontiguousarray(self.xp.asarray(feeds[name], dtype=np.float32))
-            if arr.shape[1:] != fed_shape(graph[name]):
-                raise ShapeError(f"graph {graph.name!r}: input {name!r} must be N x "
-                                 f"{' x '.join(map(str, fed_shape(graph[name])))}, got "
-                                 f"{' x '.join(map(str, arr.shape))}")
-            out[name] = arr
-            if graph[name].attr("channels_last"):
-                out[name] = self.xp.ascontiguousarray(arr.transpose(0, 3, 1, 2))
-        return out
 
     def _fused(self, graph: Graph, outputs: tuple[str, ...]) -> dict[str, str]:
         """conv -> the activation fused into its bias kernel: the convolution's only user,
