@@ -5,7 +5,7 @@ bounds)."""
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, TimeoutError
 from contextlib import contextmanager
 
 
@@ -29,10 +29,14 @@ class InFlight:
 
 
 class Pool:
-    """Chunks of a range run ``workers`` at a time. The main thread runs one chunk of every
-    round itself, helpers the others: it is never parked for long in a wait, so Ctrl-C
-    (KeyboardInterrupt, raised only in the main thread) stops the scan within one chunk (a
-    pool's result() wait sometimes lost it in the REPL)."""
+    """Chunks of a range run ``workers`` at a time. Each worker takes the next chunk when it
+    finishes one, so a slow chunk holds up no other worker (lock-step rounds waited for the
+    slower of each pair), and the chunks are of even sizes, a multiple of ``workers`` of them,
+    so that none runs alone at the end: 729 positions in chunks of 32 left one worker idle for
+    the last chunk of 25, 3% of the scan's wall time on two cores. The main thread takes
+    chunks too: it is never parked for long in a wait, so Ctrl-C (KeyboardInterrupt, raised
+    only in the main thread) stops the scan within one chunk (a pool's result() wait
+    sometimes lost it in the REPL)."""
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -40,14 +44,28 @@ class Pool:
             if workers > 1 else None
 
     def map(self, fn, count: int, chunk: int):
-        """fn(start, stop) over chunks of range(count), results in order."""
-        starts = list(range(0, count, chunk))
-        for r in range(0, len(starts), self.workers):
-            mine, *theirs = starts[r:r + self.workers]
-            pending = [self.helpers.submit(fn, s, min(s + chunk, count)) for s in theirs]
-            yield fn(mine, min(mine + chunk, count))
-            for f in pending:
-                yield f.result()
+        """fn(start, stop) over chunks of range(count) of at most ``chunk`` each, results in
+        order."""
+        bounds = spans(count, chunk, self.workers)
+        if self.helpers is None:
+            yield from (fn(a, b) for a, b in bounds)
+            return
+        queue, done = _Queue(len(bounds)), {}
+        helpers = [self.helpers.submit(_drain, fn, bounds, queue, done)
+                   for _ in range(min(self.workers, len(bounds)) - 1)]
+        ready = 0
+        try:
+            while (k := queue.take()) is not None:
+                done[k] = fn(*bounds[k])
+                while ready in done:
+                    yield done.pop(ready)
+                    ready += 1
+            _join(helpers)
+            while ready < len(bounds):
+                yield done.pop(ready)
+                ready += 1
+        finally:
+            queue.stop()
 
     def __enter__(self):
         return self
@@ -55,3 +73,50 @@ class Pool:
     def __exit__(self, *exc):
         if self.helpers is not None:
             self.helpers.shutdown(cancel_futures=True)
+
+
+def spans(count: int, chunk: int, workers: int) -> list[tuple[int, int]]:
+    """(start, stop) of chunks covering range(count): at most ``chunk`` each, sizes within one
+    of each other, and a multiple of ``workers`` of them where there are that many items."""
+    rounds = -(-count // max(1, chunk * workers))
+    n = min(count, rounds * workers)
+    return [(count * k // n, count * (k + 1) // n) for k in range(n)]
+
+
+class _Queue:
+    """The next chunk's index, taken under a lock; None once all are taken or it is stopped."""
+
+    def __init__(self, n: int):
+        self.next, self.n, self.lock = 0, n, threading.Lock()
+
+    def take(self) -> int | None:
+        with self.lock:
+            if self.next >= self.n:
+                return None
+            self.next += 1
+            return self.next - 1
+
+    def stop(self) -> None:
+        with self.lock:
+            self.next = self.n
+
+
+def _drain(fn, bounds, queue: _Queue, done: dict) -> None:
+    """A helper's loop: chunks until none are left; the first error stops every worker."""
+    try:
+        while (k := queue.take()) is not None:
+            done[k] = fn(*bounds[k])
+    except BaseException:
+        queue.stop()
+        raise
+
+
+def _join(futures) -> None:
+    """Wait for the helpers in short slices (Ctrl-C stays deliverable); their errors raise."""
+    for f in futures:
+        while True:
+            try:
+                f.result(timeout=0.1)
+                break
+            except TimeoutError:
+                continue
