@@ -122,6 +122,9 @@ def check_document(doc: dict) -> None:
             _keys(r, LAYER, f"layer {r['name']}")
             if r["measured"] is not None:
                 _keys(r["measured"], MEASURED, f"layer {r['name']}.measured")
+        if "tail" in (s["suffix"] or {}):  # only a plan with a classifier tail
+            _keys(s["suffix"]["tail"], {"layers": INT, "flops": INT, "batch": INT,
+                                        "measured": (dict, OPT)}, "suffix.tail")
         for stage in s["stages"] or ():
             _keys(stage, {"name": STR, "stride": list, "positions": INT}, "stage")
 

@@ -5,6 +5,7 @@ per layer beside the plan's own figures (kryptondb/plan/profile_doc.py)."""
 from __future__ import annotations
 
 SUFFIX = "::suffix"  # the per-step counters' key of the global part (frontier maps, suffix run)
+TAIL = "::tail"  # the classifier tail's, where a plan runs it over many chunks' positions at once
 
 
 def count(stats: dict, step: str, positions: int, nbytes: int, gather_s: float,

@@ -15,19 +15,19 @@ import weakref
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from kryptondb.ivm import calibration
 from kryptondb.ivm.cost import patch_regions, prefix
 from kryptondb.ivm.frontier import NO_SEGMENT, choose, is_pointwise, merge_extras
-from kryptondb.ivm.counters import SUFFIX, count
+from kryptondb.ivm.counters import SUFFIX, TAIL, count
 from kryptondb.ivm.gather import (ChannelsLast, ChannelsLastViews, NewValues, PaddedView, gather,
                                   margins, overlay)
+from kryptondb.ivm.step_ops import crop, merge, resampled
+from kryptondb.ivm.tail import tail_cut
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, fixed_size, read_in, spatial_params
 from kryptondb.graph.ir import WINDOWED, Graph, Node, Op, input_node, make_node
 from kryptondb.graph.ops import UPSAMPLING
-from kryptondb.graph.resample import Taps, node_taps
-from kryptondb.runtime.numpy_ops import avgpool_divisor, interpolate
+from kryptondb.runtime.numpy_ops import avgpool_divisor
 
 
 _SEGMENTS: "weakref.WeakKeyDictionary[Graph, dict]" = weakref.WeakKeyDictionary()
@@ -79,8 +79,13 @@ class IncrementalPlan:
         self.frontier = [n.name for n in graph.nodes if n.name in self.incremental and
                          (n.name in used_outside or n.name in graph.outputs)]  # graph order
         rest = tuple(n.name for n in graph.nodes if n.name not in self.incremental)
-        self.suffix = self._cached(("suffix", rest),
-                                   lambda: graph.segment(list(rest), graph.outputs)) if rest else None
+        cut = tail_cut(graph, rest, views) if rest else None  # the large classifier's input
+        head = rest[:len(rest) - len(cut[1])] if cut else rest
+        self.out = cut[0] if cut else graph.output  # what run_to_tail returns
+        self.suffix = self._cached(("suffix", head), lambda: graph.segment(
+            list(head), [self.out] if cut else graph.outputs)) if rest else None
+        self.tail = self._cached(("tail", cut[1]), lambda: graph.segment(
+            list(cut[1]), graph.outputs)) if cut else None
 
     # -- building ---------------------------------------------------------------------------
     def _step(self, chain: list[Node]) -> Step:
@@ -206,6 +211,24 @@ class IncrementalPlan:
         (a video frame); the output then has one row per owner, in order of first appearance.
         ``keep``: also return the last owner's maintained views (every layer's new full map).
         """
+        out = self.run_to_tail(idx, patch_values, backend, stats, owners, keep)
+        if self.tail is None:
+            return out
+        if keep:
+            return self.run_tail(out[0], backend, stats), out[1]
+        return self.run_tail(out, backend, stats)
+
+    def run_tail(self, values: np.ndarray, backend, stats: dict) -> np.ndarray:
+        """The graph output from ``run_to_tail``'s values (any number of positions at once)."""
+        t = time.perf_counter()
+        out = backend.host(backend.run(self.tail, {self.out: values})[self.graph.output])
+        count(stats, TAIL, len(values), 0, 0.0, time.perf_counter() - t)
+        return out
+
+    def run_to_tail(self, idx: np.ndarray, patch_values: np.ndarray, backend, stats: dict,
+                    owners: np.ndarray | None = None, keep: bool = False):
+        """``run`` up to the classifier tail's input (``self.out``; the graph output where the
+        plan has no tail, kryptondb/ivm/tail.py)."""
         g, segments = self.graph, backend.for_segments()
         if owners is not None and len(np.unique(owners)) == len(owners):
             owners = None
@@ -232,14 +255,14 @@ class IncrementalPlan:
         moved += sum(b.nbytes for b in bufs[len(step.contexts):])
         t2 = time.perf_counter()
         if step.head.op is Op.RESIZE:  # NumPy code: a device backend's buffer visits the host
-            out = _resampled(step, idx, backend.host(bufs[0]))
+            out = resampled(step, idx, backend.host(bufs[0]))
         elif step.segment is None:
-            out = _merge(step.head, bufs)
+            out = merge(step.head, bufs)
         else:
             feeds = dict(zip(step.segment.inputs, bufs))
             out = backend.run(step.segment, feeds)[step.segment.output]
         if step.box is not None:  # NumPy code, as Resize's
-            out = _crop(backend.host(out), r.y[idx] - ys[idx], r.x[idx] - xs[idx], r.h, r.w)
+            out = crop(backend.host(out), r.y[idx] - ys[idx], r.x[idx] - xs[idx], r.h, r.w)
         count(stats, step.name, len(idx), moved, t2 - t, time.perf_counter() - t2)
         return out, step.region.y[idx], step.region.x[idx]
 
@@ -274,8 +297,8 @@ class IncrementalPlan:
             extra = [n for n in self.views if n in self.suffix
                      and n not in self.suffix.inputs] if keep else []
             res = backend.run(self.suffix, {k: feeds[k] for k in self.suffix.inputs},
-                              [g.output, *extra])
-            out = res[g.output]
+                              [self.out, *extra])
+            out = res[self.out]
             kept = {n: backend.host(res[n][-1]) for n in extra}
         count(stats, SUFFIX, n_groups, sum(f.nbytes for f in feeds.values()), t2 - t,
               time.perf_counter() - t2)
@@ -289,28 +312,6 @@ class IncrementalPlan:
                     np.zeros(last.sum(), int), np.arange(last.sum()))
             kept[name] = full
         return out, kept
-
-
-def _resampled(step: Step, idx: np.ndarray, buf: np.ndarray) -> np.ndarray:
-    """A Resize's new region from its gathered contexts: the node's taps at the region's
-    rows and columns, moved into each context's coordinates."""
-    _, _, ys, xs, pv = step.contexts[0]
-    rows, cols = node_taps(step.head, pv.view.shape[1:])
-    r = step.region
-    return interpolate(buf, _shifted(rows, r.y[idx], r.h, ys[idx]),
-                       _shifted(cols, r.x[idx], r.w, xs[idx]))
-
-
-def _shifted(t: Taps, starts: np.ndarray, n: int, origin: np.ndarray) -> Taps:
-    at = starts[:, None] + np.arange(n)
-    return Taps(t.lo[at] - origin[:, None], t.hi[at] - origin[:, None],
-                None if t.weight is None else t.weight[at])
-
-
-def _crop(out: np.ndarray, oy: np.ndarray, ox: np.ndarray, h: int, w: int) -> np.ndarray:
-    """(B, C, h, w): each item's h x w window of ``out`` at its own offset (oy[b], ox[b])."""
-    windows = sliding_window_view(out, (h, w), axis=(2, 3))
-    return windows[np.arange(len(out)), :, oy, ox]
 
 
 def _padless(head: Node) -> Node:
@@ -347,17 +348,6 @@ def region_sizes(graph: Graph, corners: np.ndarray, patch, tau: float | None = N
             h, w = fixed_size(r)
             out[k] = (max(h, out.get(k, (1, 1))[0]), max(w, out.get(k, (1, 1))[1]))
     return out
-
-
-def _merge(head: Node, bufs: list[np.ndarray]) -> np.ndarray:
-    if head.op is Op.ADD:
-        out = bufs[0] + bufs[1]
-        for b in bufs[2:]:
-            out += b
-        return out
-    if head.op is Op.CONCAT:
-        return np.concatenate(bufs, axis=head.attr("axis") + 1)
-    return bufs[0]  # Pad: the gathered context is the padded map
 
 
 def read_views(graph: Graph) -> list[str]:

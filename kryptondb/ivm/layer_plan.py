@@ -55,6 +55,8 @@ class LayerPlan:
     frontier_reason: str
     suffix_layers: int
     suffix_flops: int
+    tail_layers: int = 0  # the last of the suffix's layers, run over many chunks at once
+    tail_flops: int = 0
 
     @property
     def full_flops(self) -> int:
@@ -88,9 +90,10 @@ def layer_plan(graph: Graph, patch: tuple[int, int], tau: float | None = None,
         for name in step.chain:
             rows.append(_row(graph, plan, step, name, k, exact))
     rest = [n for n in graph.nodes if n.name not in plan.incremental]
-    flops = sum(_flops(graph, n) for n in rest)
-    return LayerPlan(tuple(rows), tuple(plan.frontier), _why(plan, rest),
-                     len(rest), flops)
+    tail = [n for n in plan.tail.nodes if n.op is not Op.INPUT] if plan.tail else []
+    return LayerPlan(tuple(rows), tuple(plan.frontier), _why(plan, rest), len(rest),
+                     sum(_flops(graph, n) for n in rest), len(tail),
+                     sum(_flops(graph, n) for n in tail))
 
 
 def _flops(graph: Graph, n) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 from kryptondb.ivm.cost import theoretical
 from kryptondb.ivm.gather import ChannelsLastViews, PaddedView, gather
 from kryptondb.ivm.incremental import IncrementalPlan, base_views, read_views, region_sizes
+from kryptondb.ivm.tail import tail_batch
 from kryptondb.obe.spec import ScanSpec
 from kryptondb.obe.strategy import Incremental, Runtime, add
 from kryptondb.runtime.workers import InFlight, Pool
@@ -61,6 +62,7 @@ class _Blocks:
         workers, self.runner = rt.backend.concurrent()
         self.workers = min(workers, how.batch)
         self.chunk = max(1, how.batch // self.workers)  # chunk * workers <= batch: bound holds
+        self.tail_batch = tail_batch(how.batch)
         self.size = max(self.chunk * self.workers, how.block or len(corners))  # a block's
         self.boxes = spec.grid.inside(corners)  # full windows: the changed regions' superset
         self.sizes = region_sizes(graph, self.boxes, spec.grid.window, how.tau, self.size)
@@ -72,24 +74,51 @@ class _Blocks:
         self.flight = InFlight()
 
     def block(self, pool: Pool, corners, boxes, out: np.ndarray, bar) -> None:
-        """Scores of one block into ``out``; counters added to the runtime's stats."""
+        """Scores of one block into ``out``; counters added to the runtime's stats. A plan with
+        a classifier tail (kryptondb/ivm/tail.py) runs it here over ``tail_batch`` chunks'
+        positions at a time, on this thread while the other workers go on with the block."""
         plan = IncrementalPlan(self.rt.model.graph, boxes, self.spec.grid.window, self.views,
                                self.tau, self.sizes)
         add(self.rt.stats, blocks=1)
-        for idx, scores, own in pool.map(lambda s, e: self.run_chunk(plan, corners, boxes, s, e),
-                                         len(boxes), self.chunk):
-            out[idx] = scores
+        waiting: list = []
+        for idx, res, own in pool.map(lambda s, e: self.run_chunk(plan, corners, boxes, s, e),
+                                      len(boxes), self.chunk):
             add(self.rt.stats, **own)
-            bar.update(len(idx))
+            if plan.tail is None:
+                self.scored(out, bar, idx, res)
+                continue
+            waiting.append((idx, res))
+            if sum(len(i) for i, _ in waiting) >= self.tail_batch:
+                self.tails(None, plan, waiting, out, bar)
+        if waiting:  # the block's last: split over the workers
+            self.tails(pool, plan, waiting, out, bar)
+
+    def tails(self, pool: Pool | None, plan: IncrementalPlan, waiting: list, out, bar) -> None:
+        """The tail of the ``waiting`` (positions, tail inputs); on this thread without a pool."""
+        idx = np.concatenate([i for i, _ in waiting])
+        values = np.concatenate([v for _, v in waiting])
+        waiting.clear()
+
+        def run(s: int, e: int):
+            own: dict = {}
+            return idx[s:e], plan.run_tail(values[s:e], self.runner, own), own
+
+        for part, res, own in pool.map(run, len(idx), self.tail_batch) if pool else [run(0, len(idx))]:
+            add(self.rt.stats, **own)
+            self.scored(out, bar, part, res)
+
+    def scored(self, out: np.ndarray, bar, idx: np.ndarray, res: np.ndarray) -> None:
+        out[idx] = self.spec.scores(self.rt.model, res.reshape(len(idx), -1))
+        bar.update(len(idx))
 
     def run_chunk(self, plan: IncrementalPlan, corners, boxes, start: int, stop: int):
-        """(positions, their scores, the plan's counters) of ``start:stop`` of the block."""
+        """(positions, the plan's output for them, its counters) of ``start:stop`` of the
+        block; the output is the tail's input where the plan has a tail."""
         idx = np.arange(start, stop)
         with self.flight(len(idx)):
             values = self.window_values(corners[idx], boxes[idx])
             own: dict = {}
-            res = plan.run(idx, values, self.runner, own)
-            return idx, self.spec.scores(self.rt.model, res.reshape(len(idx), -1)), own
+            return idx, plan.run_to_tail(idx, values, self.runner, own), own
 
     def window_values(self, corners: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """(B, C, h, w): what each box shows, the fill where its window is and the input where

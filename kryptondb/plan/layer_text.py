@@ -36,6 +36,10 @@ def scan_lines(scan: dict, table: bool) -> list[str]:
     suffix = scan["suffix"]
     out.append(f"suffix: {suffix['layers']} layers in full, {fmt_flops(suffix['flops'])} per "
                f"position" + _suffix_measured(suffix["measured"]))
+    if tail := suffix.get("tail"):
+        out.append(f"  of them the last {tail['layers']} (large weights) over up to "
+                   f"{tail['batch']} positions per call, {fmt_flops(tail['flops'])} per position"
+                   + _tail_measured(tail["measured"]))
     full, incr = scan["full_flops"], scan["incremental_flops"]
     out.append(f"per position: {fmt_flops(full)} full, {fmt_flops(incr)} incremental "
                f"({full / incr:.2f}x)")
@@ -102,6 +106,13 @@ def _suffix_measured(m: dict | None) -> str:
     return (f"; measured {fmt_count(m['calls'])} calls, {fmt_count(m['positions'])} positions, "
             f"{fmt_time(m['time_s'])}{wall} (frontier maps {fmt_time(m['gather_s'])}, "
             f"{fmt_bytes(m['gather_bytes'])})")
+
+
+def _tail_measured(m: dict | None) -> str:
+    if m is None:
+        return ""
+    wall = f", {fmt_percent(m['wall_share'])} of the wall" if m["wall_share"] is not None else ""
+    return f"; measured {fmt_count(m['calls'])} calls, {fmt_time(m['time_s'])}{wall}"
 
 
 def _scan_measured(m: dict, scan: dict) -> str:

@@ -16,7 +16,8 @@ from numbers import Integral, Real
 
 from kryptondb.graph.ir import Op as GraphOp
 from kryptondb.graph.shapes import node_flops
-from kryptondb.ivm.counters import SUFFIX
+from kryptondb.ivm.counters import SUFFIX, TAIL
+from kryptondb.ivm.tail import tail_batch
 from kryptondb.ivm.layer_plan import LayerPlan, layer_plan
 from kryptondb.lang.ast import Fill
 from kryptondb.obe.grid import Grid
@@ -99,10 +100,20 @@ def scan(n, stats: dict | None = None) -> dict:
     plan = layer_plan(graph, grid.window, n.arg("tau"), grid.inside(grid.corners()))
     out |= {"frontier": list(plan.frontier), "frontier_reason": plan.frontier_reason,
             "suffix": {"layers": plan.suffix_layers, "flops": plan.suffix_flops,
-                       "measured": _measured(stats, SUFFIX, plan.suffix_flops)},
+                       "measured": _measured(stats, SUFFIX, plan.suffix_flops - plan.tail_flops)}
+            | _tail(plan, n.arg("batch"), stats),
             "full_flops": plan.full_flops, "incremental_flops": plan.incremental_flops,
             "layers": _layers(plan, stats)}
     return out
+
+
+def _tail(plan: LayerPlan, batch: int | None, stats: dict | None) -> dict:
+    """The suffix's classifier tail, where the plan has one (kryptondb/ivm/tail.py)."""
+    if not plan.tail_layers:
+        return {}
+    return {"tail": {"layers": plan.tail_layers, "flops": plan.tail_flops,
+                     "batch": tail_batch(batch or 1),
+                     "measured": _measured(stats, TAIL, plan.tail_flops)}}
 
 
 def _choice(n) -> dict:
