@@ -33,10 +33,12 @@ class Pool:
     finishes one, so a slow chunk holds up no other worker (lock-step rounds waited for the
     slower of each pair), and the chunks are of even sizes, a multiple of ``workers`` of them,
     so that none runs alone at the end: 729 positions in chunks of 32 left one worker idle for
-    the last chunk of 25, 3% of the scan's wall time on two cores. The main thread takes
-    chunks too: it is never parked for long in a wait, so Ctrl-C (KeyboardInterrupt, raised
-    only in the main thread) stops the scan within one chunk (a pool's result() wait
-    sometimes lost it in the REPL)."""
+    the last chunk of 25, 3% of the scan's wall time on two cores. Each worker's first chunk is
+    its own (chunk k to worker k): taken from the queue, chunks of a millisecond all went to the
+    main thread before a helper thread woke up, which ran a batch split in two (a small model's
+    naive scan) on one core, 1.7x slower. The main thread takes chunks too: it is never parked
+    for long in a wait, so Ctrl-C (KeyboardInterrupt, raised only in the main thread) stops
+    the scan within one chunk (a pool's result() wait sometimes lost it in the REPL)."""
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -50,16 +52,18 @@ class Pool:
         if self.helpers is None:
             yield from (fn(a, b) for a, b in bounds)
             return
-        queue, done = _Queue(len(bounds)), {}
-        helpers = [self.helpers.submit(_drain, fn, bounds, queue, done)
-                   for _ in range(min(self.workers, len(bounds)) - 1)]
-        ready = 0
+        first = min(self.workers, len(bounds))  # one each, then from the queue
+        queue, done = _Queue(len(bounds), first), {}
+        helpers = [self.helpers.submit(_drain, fn, bounds, queue, done, k)
+                   for k in range(1, first)]
+        ready, k = 0, 0 if bounds else None
         try:
-            while (k := queue.take()) is not None:
+            while k is not None:
                 done[k] = fn(*bounds[k])
                 while ready in done:
                     yield done.pop(ready)
                     ready += 1
+                k = queue.take()  # after the yields: what the caller does there takes time
             _join(helpers)
             while ready < len(bounds):
                 yield done.pop(ready)
@@ -86,8 +90,8 @@ def spans(count: int, chunk: int, workers: int) -> list[tuple[int, int]]:
 class _Queue:
     """The next chunk's index, taken under a lock; None once all are taken or it is stopped."""
 
-    def __init__(self, n: int):
-        self.next, self.n, self.lock = 0, n, threading.Lock()
+    def __init__(self, n: int, start: int = 0):
+        self.next, self.n, self.lock = start, n, threading.Lock()
 
     def take(self) -> int | None:
         with self.lock:
@@ -101,11 +105,13 @@ class _Queue:
             self.next = self.n
 
 
-def _drain(fn, bounds, queue: _Queue, done: dict) -> None:
-    """A helper's loop: chunks until none are left; the first error stops every worker."""
+def _drain(fn, bounds, queue: _Queue, done: dict, k: int) -> None:
+    """A helper's loop: chunk ``k``, then chunks from the queue until none are left; the first
+    error stops every worker."""
     try:
-        while (k := queue.take()) is not None:
+        while k is not None:
             done[k] = fn(*bounds[k])
+            k = queue.take()
     except BaseException:
         queue.stop()
         raise
