@@ -3,8 +3,9 @@
 bench/obe.py measures every engine in its own child, one after the other, so a host that gets
 busier between two children moves the ratio (the loop, whose calls split each layer over
 threads that wait for each other, more than KryptonDB's single-threaded workers). Here the
-loop (the same ``loop_setup`` code) and the KQL query run in turns, ``--reps`` times each after
-one untimed run of both; the table gives each rep's ratio and the medians.
+loop (``loop_setup`` and ``_ort_loop``'s heatmap loop) and the KQL query run in turns, which
+goes first alternating, ``--reps`` times each after one untimed run of both; the table gives
+each rep's ratio and the medians.
 
     python bench/paired.py --model resnet18 --stride 4 --reps 5 \\
         --options "APPROXIMATE TAU 0.5 DRILLDOWN 0.25 TARGET 3"
@@ -55,13 +56,14 @@ def main(argv=None) -> int:
          f"{args.stride} ON cpu {args.options}")
     con.execute(q), loop()  # untimed: sessions, views, plans (a bad query fails first)
     rows = []
-    for r in range(args.reps):
-        t = time.perf_counter()
-        loop()
-        t_loop = time.perf_counter() - t
-        t = time.perf_counter()
-        con.execute(q)
-        rows.append((t_loop, time.perf_counter() - t))
+    for r in range(args.reps):  # which goes first alternates too
+        turns = {"loop": loop, "kryptondb": lambda: con.execute(q)}
+        took = {}
+        for side in (("loop", "kryptondb") if r % 2 == 0 else ("kryptondb", "loop")):
+            t = time.perf_counter()
+            turns[side]()
+            took[side] = time.perf_counter() - t
+        rows.append((took["loop"], took["kryptondb"]))
         C.progress(f"rep {r}: loop {rows[-1][0]:.2f} s, kryptondb {rows[-1][1]:.2f} s")
     loops, ours = [a for a, _ in rows], [b for _, b in rows]
     print(f"\n{args.model}, patch 16, stride {args.stride}, {len(corners)} positions: {q}\n")

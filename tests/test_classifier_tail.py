@@ -133,4 +133,4 @@ def test_the_scan_of_a_vgg_like_network_runs_its_tail_and_equals_the_naive_scan(
         got = scan(spec, Incremental(batch, block), Runtime(model, be, stats=stats))
     assert log_error("obe incremental, vgg-like tail", got, naive) <= TOLERANCE
     calls, positions = stats["layers"][TAIL][:2]
-    assert positions == spec.grid.count and calls >= spec.grid.count // (3 + batch)
+    assert positions == spec.grid.count and calls >= spec.grid.count // 3  # 3 per call at most

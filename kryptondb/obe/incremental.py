@@ -94,10 +94,14 @@ class _Blocks:
             self.tails(pool, plan, waiting, out, bar)
 
     def tails(self, pool: Pool | None, plan: IncrementalPlan, waiting: list, out, bar) -> None:
-        """The tail of the ``waiting`` (positions, tail inputs); on this thread without a pool."""
+        """The tail of the ``waiting`` (positions, tail inputs): without a pool, one call of
+        ``tail_batch`` on this thread, the rest left waiting; with one, all of them."""
         idx = np.concatenate([i for i, _ in waiting])
         values = np.concatenate([v for _, v in waiting])
         waiting.clear()
+        if pool is None and len(idx) > self.tail_batch:
+            waiting.append((idx[self.tail_batch:], values[self.tail_batch:]))
+            idx, values = idx[:self.tail_batch], values[:self.tail_batch]
 
         def run(s: int, e: int):
             own: dict = {}

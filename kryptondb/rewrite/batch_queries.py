@@ -146,10 +146,10 @@ def incremental_footprint(graph, corners: np.ndarray, patch, tau=None,
     busiest = max((_step_bytes(plan, s, alloc) for s in plan.steps), default=0)
     item = kept + max(busiest, _finish_bytes(plan, alloc)) + \
         8 * math.prod(graph[graph.output].shape)
-    if plan.tail is not None:  # tail inputs wait (up to a tail call's and a chunk's), are
+    if plan.tail is not None:  # tail inputs wait (up to a tail call's and a batch's), are
         # joined for the call, which holds its layers' outputs: per position in flight
         outs = sum(nbytes(n.shape) for n in plan.tail.nodes if n.op is not GraphOp.INPUT)
-        item += (2 * TAIL_PER_BATCH + 1) * nbytes(graph[plan.out].shape) + TAIL_PER_BATCH * outs
+        item += 2 * (TAIL_PER_BATCH + 1) * nbytes(graph[plan.out].shape) + TAIL_PER_BATCH * outs
     stored = sum(nbytes(graph[n].shape) for n in read_views(graph))
     x = nbytes(graph.input_shape)
     fixed = {"views": stored, "input and fill": 2 * x, "heatmap": len(corners) * 24}
