@@ -102,17 +102,19 @@ def _heads(n: int) -> tuple[str, ...]:
 def _suffix_measured(m: dict | None) -> str:
     if m is None:
         return ""
-    wall = f", {fmt_percent(m['wall_share'])} of the wall" if m["wall_share"] is not None else ""
     return (f"; measured {fmt_count(m['calls'])} calls, {fmt_count(m['positions'])} positions, "
-            f"{fmt_time(m['time_s'])}{wall} (frontier maps {fmt_time(m['gather_s'])}, "
+            f"{fmt_time(m['time_s'])}{_wall(m)} (frontier maps {fmt_time(m['gather_s'])}, "
             f"{fmt_bytes(m['gather_bytes'])})")
 
 
 def _tail_measured(m: dict | None) -> str:
     if m is None:
         return ""
-    wall = f", {fmt_percent(m['wall_share'])} of the wall" if m["wall_share"] is not None else ""
-    return f"; measured {fmt_count(m['calls'])} calls, {fmt_time(m['time_s'])}{wall}"
+    return f"; measured {fmt_count(m['calls'])} calls, {fmt_time(m['time_s'])}{_wall(m)}"
+
+
+def _wall(m: dict) -> str:
+    return f", {fmt_percent(m['wall_share'])} of the wall" if m["wall_share"] is not None else ""
 
 
 def _scan_measured(m: dict, scan: dict) -> str:
