@@ -5,7 +5,8 @@ busier between two children moves the ratio (the loop, whose calls split each la
 threads that wait for each other, more than KryptonDB's single-threaded workers). Here the
 loop (``loop_setup`` and ``_ort_loop``'s heatmap loop) and the KQL query run in turns, which
 goes first alternating, ``--reps`` times each after one untimed run of both; the table gives
-each rep's ratio and the medians.
+each rep's ratio and the medians. ``--without-winograd`` adds a third side: the same query with
+KRYPTONDB_WINOGRAD=0 (the same plan, its Winograd layers by the direct convolution).
 
     python bench/paired.py --model resnet18 --stride 4 --reps 5 \\
         --options "APPROXIMATE TAU 0.5 DRILLDOWN 0.25 TARGET 3"
@@ -14,6 +15,7 @@ each rep's ratio and the medians.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=5, help="turns of each (default 5)")
     p.add_argument("--options", default="INCREMENTAL", help="the query's plan options "
                    "(default INCREMENTAL)")
+    p.add_argument("--without-winograd", action="store_true", help="a third side: the same "
+                   "query with KRYPTONDB_WINOGRAD=0 (docs/ivm.md#winograd)")
     p.add_argument("--json", default=str(C.RESULTS_DIR / "paired.json"))
     args = p.parse_args(argv)
     import numpy as np
@@ -55,27 +59,45 @@ def main(argv=None) -> int:
     q = (f"EXPLAIN OCCLUSION OF IMAGE img USING MODEL {args.model} PATCH 16 STRIDE "
          f"{args.stride} ON cpu {args.options}")
     con.execute(q), loop()  # untimed: sessions, views, plans (a bad query fails first)
+
+    def unaided():  # the same plan with Winograd's layers run by the direct convolution
+        os.environ["KRYPTONDB_WINOGRAD"] = "0"
+        try:
+            con.execute(q)
+        finally:
+            os.environ.pop("KRYPTONDB_WINOGRAD")
+
+    turns = {"loop": loop, "kryptondb": lambda: con.execute(q)}
+    if args.without_winograd:
+        turns["no winograd"] = unaided
+        unaided()  # untimed: the direct form's sessions
     rows = []
     for r in range(args.reps):  # which goes first alternates too
-        turns = {"loop": loop, "kryptondb": lambda: con.execute(q)}
         took = {}
-        for side in (("loop", "kryptondb") if r % 2 == 0 else ("kryptondb", "loop")):
+        for side in (list(turns) if r % 2 == 0 else list(turns)[::-1]):
             t = time.perf_counter()
             turns[side]()
             took[side] = time.perf_counter() - t
-        rows.append((took["loop"], took["kryptondb"]))
-        C.progress(f"rep {r}: loop {rows[-1][0]:.2f} s, kryptondb {rows[-1][1]:.2f} s")
-    loops, ours = [a for a, _ in rows], [b for _, b in rows]
+        rows.append(took)
+        C.progress(f"rep {r}: " + ", ".join(f"{k} {v:.2f} s" for k, v in took.items()))
     print(f"\n{args.model}, patch 16, stride {args.stride}, {len(corners)} positions: {q}\n")
-    print(f"{'rep':>4}  {'loop s':>8}  {'kryptondb s':>11}  {'speedup':>7}")
-    for k, (a, b) in enumerate(rows):
-        print(f"{k:>4}  {a:8.2f}  {b:11.2f}  {a / b:6.2f}x")
-    speedup = C.median(loops) / C.median(ours)
-    print(f"{'med':>4}  {C.median(loops):8.2f}  {C.median(ours):11.2f}  {speedup:6.2f}x  "
-          f"(median of the ratios {C.median([a / b for a, b in rows]):.2f}x)")
+    sides = [k for k in turns if k != "loop"]
+    print(f"{'rep':>4}  {'loop s':>8}" + "".join(f"  {k + ' s':>14}  {'speedup':>7}" for k in sides))
+    for k, took in enumerate(rows):
+        print(f"{k:>4}  {took['loop']:8.2f}" + "".join(
+            f"  {took[s]:14.2f}  {took['loop'] / took[s]:6.2f}x" for s in sides))
+    med = {k: C.median([t[k] for t in rows]) for k in turns}
+    print(f"{'med':>4}  {med['loop']:8.2f}" + "".join(
+        f"  {med[s]:14.2f}  {med['loop'] / med[s]:6.2f}x" for s in sides))
+    for s in sides:
+        print(f"{s}: median of the ratios {C.median([t['loop'] / t[s] for t in rows]):.2f}x")
     C.write_json(args.json, {"benchmark": "paired", "args": vars(args),
                              "machine": C.machine_info(), "query": q,
-                             "loop_s": loops, "kryptondb_s": ours, "speedup": speedup,
+                             "loop_s": [t["loop"] for t in rows],
+                             "kryptondb_s": [t["kryptondb"] for t in rows],
+                             "no_winograd_s": [t["no winograd"] for t in rows]
+                             if args.without_winograd else None,
+                             "speedup": med["loop"] / med["kryptondb"],
                              "positions": len(corners)})
     print(f"\nJSON: {args.json}")
     return 0

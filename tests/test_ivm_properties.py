@@ -288,17 +288,18 @@ def test_incremental_equals_full_many_onnxruntime(log_error, case):
 # -- regression cases (issue 11): found on real graphs, missed by the old generator ---------------
 
 
-def _exact(g, patch, stride, backend_name):
+def _exact(g, patch, stride, backend_name, winograd=True):
     """max |incremental - full| / max |full| over every position of the grid (contexts of
-    windowed layers gathered channels-last on onnxruntime, as its scans do)."""
+    windowed layers gathered channels-last on onnxruntime, as its scans do, and large 3x3
+    convolutions on them by Winograd unless ``winograd`` is False)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(g.input_shape).astype(np.float32)
     fill = np.full(g.input_shape, 0.7, np.float32)
     corners = Grid(g.input_shape[1], g.input_shape[2], patch, stride).corners()
     be = get_backend(backend_name)
     views = base_views(g, x, be)
-    plan = IncrementalPlan(g, corners, patch, ChannelsLastViews(views) if be.channels_last
-                           else views)
+    plan = IncrementalPlan(g, corners, patch, ChannelsLastViews(views, winograd)
+                           if be.channels_last else views)
     pv = np.stack([fill[:, y:y + patch, c:c + patch] for y, c in corners])
     out = plan.run(np.arange(len(corners)), pv, be, {})
     ref = be.run(g, {g.inputs[0]: occluded_batch(x, fill, corners, patch)})[g.output]

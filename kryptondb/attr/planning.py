@@ -19,7 +19,7 @@ from kryptondb.obe.grid import Grid
 from kryptondb.obe.strategy import DrillDown, Incremental, Naive
 from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
 from kryptondb.rewrite.batch_queries import (MAX_BATCH, MAX_INCREMENTAL_BATCH, NUMPY, ONNXRUNTIME,
-                                              choose, incremental_footprint,
+                                              choose, choose_lean, incremental_footprint,
                                               naive_footprint)
 from kryptondb.rewrite.maintain_views import why_naive
 
@@ -85,10 +85,10 @@ def _stage(graph, mode: str, corners: np.ndarray, window, tau, backend: str):
     budget = DEFAULT_MEMORY_MB << 20
     if mode == "incremental":
         fp = incremental_footprint(graph, corners, window, tau, alloc)
-        choice = choose(fp, budget, len(corners), MAX_INCREMENTAL_BATCH)
+        choice, lean = choose_lean(fp, budget, len(corners), MAX_INCREMENTAL_BATCH)
         if choice is not None:
             block = choice.block if choice.block < len(corners) else None
-            return Incremental(choice.batch, block, tau), choice.batch
+            return Incremental(choice.batch, block, tau, lean is fp), choice.batch
     choice = choose(naive_footprint(graph, len(corners), alloc), budget, len(corners),
                       MAX_BATCH)
     batch = choice.batch if choice is not None else 1

@@ -69,7 +69,8 @@ def _decisions(node) -> Naive | Incremental | DrillDown:
     """What the plan decided, by the node's kind: the batch and blocks, tau, the drill-down."""
     if node.op is Op.NAIVE_OCCLUSION_SCAN:
         return Naive(node.arg("batch"))
-    stage = Incremental(node.arg("batch"), node.arg("block"), node.arg("tau"))
+    stage = Incremental(node.arg("batch"), node.arg("block"), node.arg("tau"),
+                        node.arg("winograd") is not False)  # False: memory too tight for it
     if node.op is Op.INCREMENTAL_OCCLUSION_SCAN:
         return stage
     return DrillDown(node.arg("stage1"), node.arg("ratio"), stage)

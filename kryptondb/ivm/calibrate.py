@@ -18,8 +18,9 @@ import numpy as np
 from kryptondb.graph.builder import Builder
 from kryptondb.graph.ir import Graph
 from kryptondb.graph.shapes import node_flops
-from kryptondb.ivm.calibration import KINDS, Calibration, dumps, machine_path
+from kryptondb.ivm.calibration import KINDS, OPTIONAL, Calibration, dumps, machine_path
 from kryptondb.ivm.gather import NewValues, PaddedView, gather
+from kryptondb.runtime import winograd
 from kryptondb.runtime.backends import OnnxRuntimeBackend, usable_cores
 
 SIDES = (1, 2, 3, 4, 6, 8, 11, 14, 20, 28, 40, 56, 112)
@@ -30,10 +31,10 @@ CHANNELS = 128
 
 def _layer(kind: str, side: int) -> Graph:
     """One ``kind`` layer computing side x side output pixels from a padless context."""
-    k = {"conv": 3, "depthwise": 3, "pool": 3}.get(kind, 1)
-    c = CHANNELS if kind != "gemm" else 512
+    k = {"conv": 3, "depthwise": 3, "pool": 3, "winograd": 3}.get(kind, 1)
+    c = {"gemm": 512, "winograd": winograd.MIN_CHANNELS}.get(kind, CHANNELS)
     b = Builder(f"calibrate:{kind}:{side}", (c, side + k - 1, side + k - 1))
-    if kind == "conv":
+    if kind in ("conv", "winograd"):
         out = b.conv("input", "op", c, 3, bias=True)
     elif kind == "conv1x1":
         out = b.conv("input", "op", c, 1, bias=True)
@@ -50,14 +51,19 @@ def _layer(kind: str, side: int) -> Graph:
 
 def _timed(backend, graph: Graph, items: int, reps: int = 7) -> float:
     """Least seconds of one call on ``items`` random items (after a warm-up call): the least,
-    not the median, since other processes on the machine only ever add time."""
+    not the median, since other processes on the machine only ever add time. A ``winograd``
+    layer runs as plans run it: on channels-last contexts, by runtime/winograd.py."""
     x = np.random.default_rng(0).standard_normal((items, *graph.input_shape), np.float32)
-    feeds = {graph.inputs[0]: x}
-    backend.run(graph, feeds)
+    if graph.name.startswith("calibrate:winograd:"):
+        call, x = winograd.Winograd(graph["op"], graph), x.transpose(0, 2, 3, 1).copy()
+        run = lambda: call(x)  # noqa: E731
+    else:
+        run = lambda: backend.run(graph, {graph.inputs[0]: x})  # noqa: E731
+    run()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
-        backend.run(graph, feeds)
+        run()
         times.append(time.perf_counter() - t)
     return float(min(times))
 
@@ -71,7 +77,9 @@ def call_overhead(backend) -> float:
 def rates(backend, kind: str, call_s: float, sides=SIDES) -> tuple:
     """((pixels, FLOPs per second), ...) of ``kind`` at each output side."""
     out = []
-    for side in (sides if kind != "gemm" else (1,)):
+    # Winograd computes whole 2x2 tiles: even sides (the cost model counts an odd side's extra)
+    sides = {"gemm": (1,), "winograd": sorted({s + s % 2 for s in sides})}.get(kind, sides)
+    for side in sides:
         g = _layer(kind, side)
         op = g["op"]
         flops = node_flops(op, [g[i].shape for i in op.inputs], g.weights)
@@ -120,7 +128,7 @@ def measure(say=lambda text: None, sides=None) -> Calibration:
     call_s = call_overhead(backend)
     say(f"call overhead {call_s * 1e6:.0f} us")
     table = {}
-    for kind in KINDS:
+    for kind in (*KINDS, *OPTIONAL):
         table[kind] = rates(backend, kind, call_s, sides or SIDES)
         say(f"{kind}: " + ", ".join(f"{int(p ** 0.5)}x{int(p ** 0.5)} {r / 1e9:.1f}"
                                     for p, r in table[kind]) + " GFLOP/s")

@@ -4,7 +4,8 @@ A calibration says, per core (one onnxruntime thread, as the incremental plan's 
 
 - ``rates``: FLOPs per second of each kind of layer (``KINDS``) by the output pixels one item
   computes (a region of h x w, or a whole map), read log-log between the measured sizes: small
-  contexts run well below full-image throughput;
+  contexts run well below full-image throughput; and, where measured, ``winograd``: a 3x3
+  convolution by Winograd's F(2x2, 3x3) (runtime/winograd.py), in the direct form's FLOPs;
 - ``call_s``: the fixed cost of one backend call (feeding, dispatch), whatever its size;
 - ``gather_bytes_per_s`` and ``gather_item_s``: the gather, by bytes copied and per item;
 - ``copy_bytes_per_s``: the frontier maps written into copies of the views;
@@ -31,6 +32,9 @@ from kryptondb.files import read_regular
 
 SCHEMA = "kryptondb.calibration/1"
 KINDS = ("conv", "conv1x1", "depthwise", "pool", "elementwise", "gemm")
+# kinds a calibration may lack (written before they were measured), read as another kind's rates:
+# a 3x3 convolution by Winograd (runtime/winograd.py) as a direct one
+OPTIONAL = {"winograd": "conv"}
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "calibration.json"
 
 
@@ -65,7 +69,8 @@ class Calibration:
 
     def rate(self, kind: str, pixels: int) -> float:
         """FLOPs per second of a ``kind`` layer computing ``pixels`` output pixels per item."""
-        points = self.rates.get(kind) or self.rates["elementwise"]
+        points = self.rates.get(kind) or self.rates.get(OPTIONAL.get(kind)) or \
+            self.rates["elementwise"]
         xs = [p for p, _ in points]
         k = bisect.bisect_left(xs, pixels)
         if k == 0:
@@ -101,7 +106,8 @@ def from_json(doc: dict, source: str) -> Calibration:
     try:
         if doc.get("schema") != SCHEMA:
             raise CalibrationError(f"{source}: schema {doc.get('schema')!r}, expected {SCHEMA!r}")
-        rates = {k: tuple((int(p), float(r)) for p, r in sorted(doc["rates"][k])) for k in KINDS}
+        rates = {k: tuple((int(p), float(r)) for p, r in sorted(doc["rates"][k]))
+                 for k in (*KINDS, *OPTIONAL) if k in KINDS or k in doc["rates"]}
         scalars = [float(doc[k]) for k in ("call_s", "gather_bytes_per_s", "gather_item_s",
                                            "copy_bytes_per_s")]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

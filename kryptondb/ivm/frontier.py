@@ -3,7 +3,8 @@
 The layers an incremental plan can maintain form chains, one backend call per batch each (a
 windowed or merging head and the pointwise layers fused after it). Keeping the first k chains
 costs, per position: each chain's gather (bytes and per item), its layers on their regions at
-the measured throughput of that region size, and its share of a call's overhead; then the
+the measured throughput of that region size (a large 3x3 convolution at Winograd's,
+runtime/winograd.py), and its share of a call's overhead; then the
 frontier maps written into copies of the views, and every later layer in full in one call
 (the suffix). ``choose`` predicts that for every k (0: nothing maintained) and keeps the
 cheapest (the fewest chains within the calibration's ``tie`` of it), so a layer is maintained only where that is predicted cheaper than handing it, and
@@ -25,6 +26,7 @@ from kryptondb.ivm import calibration
 from kryptondb.ivm.calibration import Calibration
 from kryptondb.ivm.cost import centre_regions, memo, prefix
 from kryptondb.ivm.regions import FixedRegion, fix, read_in
+from kryptondb.runtime import winograd
 
 NO_SEGMENT = (Op.PAD, Op.RESIZE)  # steps computed by the gather itself, nothing fused after
 # Predictions within a calibration's ``tie`` (2%) of the cheapest count as a tie, won by the
@@ -196,10 +198,21 @@ def chain_seconds(cal: Calibration, graph: Graph, chain, regions) -> float:
     compute = 0.0
     for n in chain:
         share = r.h * r.w / (n.shape[1] * n.shape[2])
-        compute += cal.seconds(kind(n, graph), flops(graph, n) * share, r.h * r.w)
+        compute += cal.seconds(kind(n, graph), flops(graph, n) * share, r.h * r.w) \
+            if n is not head or not winograd.eligible(n, graph) else \
+            winograd_seconds(cal, graph, n, r)
     calls = head.op not in NO_SEGMENT and not (len(chain) == 1 and head.op in (Op.ADD, Op.CONCAT)
                                                and not head.params)
-    return gather + compute + (cal.call_s / cal.batch if calls else 0.0)
+    calls += len(chain) > 1 and winograd.eligible(head, graph)  # the nodes after it: a call
+    return gather + compute + calls * cal.call_s / cal.batch
+
+
+def winograd_seconds(cal: Calibration, graph: Graph, n: Node, r: FixedRegion) -> float:
+    """One core's seconds per position of a 3x3 convolution head by Winograd: the direct
+    form's FLOPs on the region grown to whole 2x2 tiles, at the calibration's ``winograd`` rate
+    (its direct one where it has none)."""
+    h, w = r.h + r.h % 2, r.w + r.w % 2
+    return cal.seconds("winograd", flops(graph, n) * h * w / (n.shape[1] * n.shape[2]), h * w)
 
 
 def choose(graph: Graph, candidates: set[str], regions: dict[str, FixedRegion],

@@ -54,11 +54,13 @@ class ChannelsLastViews(dict):
     """Materialized views (name -> (C, H, W)) whose incremental plans gather windowed layers'
     contexts channels-last (``ChannelsLast``), from (H, W, C) copies made at first use and
     kept for every plan over these views (a host backend that prefers it:
-    ``Backend.channels_last``)."""
+    ``Backend.channels_last``). ``winograd``: whether those plans may run large 3x3
+    convolutions on such contexts by Winograd (runtime/winograd.py), where the backend does."""
 
-    def __init__(self, views):
+    def __init__(self, views, winograd: bool = True):
         super().__init__(views)
         self._hwc: dict[str, np.ndarray] = {}
+        self.winograd = winograd
 
     def hwc(self, name: str) -> np.ndarray:
         if name not in self._hwc:  # two workers may both make it once: the same values

@@ -27,7 +27,9 @@ from kryptondb.ivm.tail import tail_cut
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, fixed_size, read_in, spatial_params
 from kryptondb.graph.ir import WINDOWED, Graph, Node, Op, input_node, make_node
 from kryptondb.graph.ops import UPSAMPLING
+from kryptondb.runtime import winograd
 from kryptondb.runtime.numpy_ops import avgpool_divisor
+from kryptondb.runtime.winograd import Winograd
 
 
 _SEGMENTS: "weakref.WeakKeyDictionary[Graph, dict]" = weakref.WeakKeyDictionary()
@@ -55,6 +57,10 @@ class Step:
     box: tuple | None = None
     chain: tuple[str, ...] = ()  # the head and the pointwise nodes fused after it
     channels_last: bool = False  # the head's context is gathered and fed (B, rh, rw, C)
+    # a 3x3 convolution head by Winograd's F(2x2, 3x3) on backends that take it
+    # (runtime/winograd.py), then ``rest``: the fused nodes after it (None: the head alone)
+    winograd: Winograd | None = None
+    rest: Graph | None = None
 
 
 class IncrementalPlan:
@@ -64,7 +70,9 @@ class IncrementalPlan:
         """Queries change a ``patch`` (a square side or an (h, w) box) of the input at
         ``corners``; ``tau``: projective field threshold (approximate), None: exact;
         ``sizes``: every layer's fixed region size (``region_sizes`` of a larger query set).
-        ``views`` as ChannelsLastViews: windowed layers' contexts are gathered channels-last."""
+        ``views`` as ChannelsLastViews: windowed layers' contexts are gathered channels-last,
+        and, unless its ``winograd`` is False, large 3x3 convolutions on them run by Winograd
+        (runtime/winograd.py) on backends that take it."""
         self.graph, self.views = graph, views
         self.hwc = views if isinstance(views, ChannelsLastViews) else None
         changed = patch_regions(graph, corners, patch, tau)
@@ -114,8 +122,14 @@ class IncrementalPlan:
         cheap = len(chain) == 1 and head.op in (Op.ADD, Op.CONCAT) and not head.params
         # Pad is the gather itself, Resize a gather with weights; a lone Add or Concat of
         # gathered buffers is cheaper in NumPy than a backend call with its layout conversions.
+        sides = tuple((i, n) for i, n, _ in sides)
         step.segment = None if head.op in NO_SEGMENT or cheap else self._segment(
-            chain, shapes, tuple((i, n) for i, n, _ in sides), step.channels_last)
+            chain, shapes, sides, step.channels_last)
+        if step.channels_last and self.hwc.winograd and winograd.eligible(head, self.graph):
+            step.winograd = self._cached(("winograd", head.name), lambda: Winograd(
+                head, self.graph))
+            step.rest = self._segment(chain, [(head.shape[0], region.h, region.w)] + shapes[1:],
+                                      sides, rest=True) if len(chain) > 1 else None
         return step
 
     def _read_context(self, step: Step) -> list[tuple[int, int, int]]:
@@ -169,12 +183,13 @@ class IncrementalPlan:
         return None if (d == kh * kw).all() else (kh * kw / d).astype(np.float32)
 
     def _segment(self, chain: list[Node], shapes, sides: tuple[tuple[str, str], ...],
-                 channels_last: bool = False) -> Graph:
+                 channels_last: bool = False, rest: bool = False) -> Graph:
         """The per-layer graph for a fused chain reading contexts of the given shapes (the
-        head's first channels-last)."""
-        key = (tuple(n.name for n in chain), tuple(shapes), sides, channels_last)
+        head's first channels-last); with ``rest``, of the nodes after the head, reading the
+        head's output region first."""
+        key = (tuple(n.name for n in chain), tuple(shapes), sides, channels_last, rest)
         return self._cached(key, lambda: self._build_segment(chain, shapes, sides,
-                                                             channels_last))
+                                                             channels_last, rest))
 
     def _cached(self, key, build) -> Graph:
         """Segments (per-layer graphs and the global suffix) are shared by every plan on the same
@@ -185,16 +200,18 @@ class IncrementalPlan:
             per_model[key] = build()
         return per_model[key]
 
-    def _build_segment(self, chain: list[Node], shapes, sides, channels_last) -> Graph:
-        """Inputs: the head's contexts, then the side maps ((input, node) pairs); the head
-        with padding 0; each node with side maps reads them as extra inputs."""
+    def _build_segment(self, chain: list[Node], shapes, sides, channels_last,
+                       rest=False) -> Graph:
+        """Inputs: the head's contexts (``rest``: its output), then the side maps ((input,
+        node) pairs); the head with padding 0; each node with side maps reads them as extra
+        inputs."""
         head = chain[0]
-        own = [f"{head.name}::in{k}" for k in range(len(head.inputs))]
+        own = [head.name] if rest else [f"{head.name}::in{k}" for k in range(len(head.inputs))]
         ins = own + [src for _, src in merge_extras(chain)]  # fused Adds read them by name
         nodes = [input_node(i, s, channels_last and k == 0)
                  for k, (i, s) in enumerate(zip(ins, shapes))]
         nodes += [input_node(i, s) for (i, _), s in zip(sides, shapes[len(ins):])]
-        body = [replace(_padless(head), inputs=tuple(own))] + chain[1:]
+        body = chain[1:] if rest else [replace(_padless(head), inputs=tuple(own))] + chain[1:]
         for n in body:
             nodes += _with_sides(n, [i for i, owner in sides if owner == n.name],
                                  self.graph.weights)
@@ -258,6 +275,11 @@ class IncrementalPlan:
             out = resampled(step, idx, backend.host(bufs[0]))
         elif step.segment is None:
             out = merge(step.head, bufs)
+        elif step.winograd is not None and winograd.enabled(backend):
+            out = step.winograd(bufs[0])
+            if step.rest is not None:
+                feeds = dict(zip(step.rest.inputs, [out] + bufs[1:]))
+                out = backend.run(step.rest, feeds)[step.rest.output]
         else:
             feeds = dict(zip(step.segment.inputs, bufs))
             out = backend.run(step.segment, feeds)[step.segment.output]

@@ -22,6 +22,7 @@ from kryptondb.graph.shapes import node_flops
 from kryptondb.ivm.cost import centre_regions, prefix
 from kryptondb.ivm.incremental import IncrementalPlan, region_sizes
 from kryptondb.ivm.regions import fix
+from kryptondb.runtime import winograd
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class LayerRow:
     segment: int
     capped: bool  # tau made the region smaller than the exact one
     step: str  # the segment's name in a run's counters (its last layer)
+    winograd: bool = False  # a head a backend that takes it runs by Winograd (runtime/winograd.py)
 
     @property
     def share(self) -> float:
@@ -112,7 +114,8 @@ def _row(graph: Graph, plan: IncrementalPlan, step, name: str, segment: int,
     windowed = n.op in (Op.CONV, Op.MAXPOOL, Op.AVGPOOL, Op.CONV_TRANSPOSE)
     return LayerRow(name, n.op.value, n.attr("kernel") if windowed else None,
                     n.attr("stride") if windowed else None, tuple(n.shape), (r.h, r.w), context,
-                    full, int(np.ceil(full * share)), segment, capped, step.name)
+                    full, int(np.ceil(full * share)), segment, capped, step.name,
+                    name == step.head.name and winograd.eligible(n, graph))
 
 
 def _size(region, shape) -> tuple[int, int]:

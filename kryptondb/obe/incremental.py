@@ -68,7 +68,8 @@ class _Blocks:
         self.sizes = region_sizes(graph, self.boxes, spec.grid.window, how.tau, self.size)
         self.views = rt.views[0] if rt.views else views_of(graph, spec.inputs[0], rt.backend)
         if self.runner.channels_last and self.runner.gather is None:  # on the host
-            self.views = ChannelsLastViews(self.views)  # copies shared by the blocks' plans
+            # copies shared by the blocks' plans
+            self.views = ChannelsLastViews(self.views, how.winograd)
         self.fills = PaddedView(spec.baseline(0), (0, 0, 0, 0), 0.0)
         self.image = PaddedView(spec.inputs[0], (0, 0, 0, 0), 0.0)
         self.flight = InFlight()

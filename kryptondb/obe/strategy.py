@@ -43,6 +43,7 @@ class Incremental:
     batch: int
     block: int | None = None
     tau: float | None = None
+    winograd: bool = True  # large 3x3 convolutions by Winograd where the backend takes it
 
     def __post_init__(self):
         _count(self.batch, "the batch")

@@ -32,6 +32,9 @@ def scan_lines(scan: dict, table: bool) -> list[str]:
     cap = f", tau {scan['tau']:g} caps the regions marked *" if scan["tau"] is not None else ""
     out.append(f"per layer, for the position nearest the centre{cap}:")
     out += ["  " + line for line in _table(scan["layers"])]
+    if any(r.get("winograd") for r in scan["layers"]):
+        out.append("Conv(W): by Winograd's F(2x2, 3x3), 2.25x fewer multiplies than the FLOPs "
+                   "shown (docs/ivm.md#winograd)")
     out.append(f"frontier: [{','.join(scan['frontier'])}]: {scan['frontier_reason']}")
     suffix = scan["suffix"]
     out.append(f"suffix: {suffix['layers']} layers in full, {fmt_flops(suffix['flops'])} per "
@@ -68,7 +71,8 @@ def _predicted(choice: dict) -> list[str]:
 
 def _row(r: dict) -> list[str]:
     capped = "*" if r["capped"] else ""
-    return [str(r["segment"]), r["name"], r["op"], _x(r["kernel"]), _x(r["stride"]),
+    op = r["op"] + ("(W)" if r.get("winograd") else "")
+    return [str(r["segment"]), r["name"], op, _x(r["kernel"]), _x(r["stride"]),
             _x(r["map"]), _x(r["region"]) + capped, fmt_percent(r["share"]), _x(r["context"]),
             fmt_flops(r["full_flops"]), fmt_flops(r["incremental_flops"])]
 

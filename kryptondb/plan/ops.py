@@ -133,8 +133,9 @@ SCAN_COST = {"why": TEXT, "theoretical_speedup": NUMBER, "flops_full": INT,
 SCAN_APPROXIMATE = {"tau": NUMBER, "drilldown": NUMBER, "target": NUMBER, "coarse_stride": INT,
                     "drilldown_speedup": NUMBER, "predicted_ssim": NUMBER,
                     "predicted_seconds": NUMBER, "predicted_speedup_vs_exact": NUMBER}
+# winograd: False where the budget holds the plan only without Winograd's weights (absent: on)
 SCAN_MEMORY = {"batch": INT, "block": INT, "memory_mb": INT, "memory_estimate_mb": INT,
-               "limited_by": TEXT}
+               "limited_by": TEXT, "winograd": FLAG}
 SCAN = SCAN_QUERY | SCAN_COST | SCAN_APPROXIMATE | SCAN_MEMORY
 PHYSICAL_SCAN = {k: v for k, v in SCAN.items() if k not in ("drilldown", "coarse_stride")}
 

@@ -21,6 +21,7 @@ from kryptondb.ivm.tail import tail_batch
 from kryptondb.ivm.layer_plan import LayerPlan, layer_plan
 from kryptondb.lang.ast import Fill
 from kryptondb.obe.grid import Grid
+from kryptondb.runtime.backends import runs_winograd
 from kryptondb.plan.ops import OCCLUSION_SCANS, Op
 
 SCHEMA = "kryptondb.plan/1"
@@ -103,7 +104,8 @@ def scan(n, stats: dict | None = None) -> dict:
                        "measured": _measured(stats, SUFFIX, plan.suffix_flops - plan.tail_flops)}
             | _tail(plan, n.arg("batch"), stats),
             "full_flops": plan.full_flops, "incremental_flops": plan.incremental_flops,
-            "layers": _layers(plan, stats)}
+            "layers": _layers(plan, stats, runs_winograd(n.arg("backend"))
+                              and n.arg("winograd") is not False)}
     return out
 
 
@@ -134,9 +136,10 @@ def _naive(graph) -> dict:
             "full_flops": int(full), "incremental_flops": None, "layers": []}
 
 
-def _layers(plan: LayerPlan, stats: dict | None) -> list[dict]:
+def _layers(plan: LayerPlan, stats: dict | None, winograd: bool) -> list[dict]:
     """The plan's rows; the measured counters of a segment (one backend call per batch) sit on
-    its first layer, with the segment's FLOPs."""
+    its first layer, with the segment's FLOPs. ``winograd``: whether the scan's backend runs
+    eligible heads by Winograd."""
     flops: dict[int, int] = {}
     for r in plan.rows:
         flops[r.segment] = flops.get(r.segment, 0) + r.incremental_flops
@@ -150,7 +153,7 @@ def _layers(plan: LayerPlan, stats: dict | None) -> list[dict]:
                     "region": list(r.region), "share": r.share,
                     "context": json_value(r.context), "full_flops": r.full_flops,
                     "incremental_flops": r.incremental_flops, "segment": r.segment,
-                    "capped": r.capped,
+                    "capped": r.capped, "winograd": r.winograd and winograd,
                     "measured": _measured(stats, step, flops[r.segment]) if step else None})
     return out
 

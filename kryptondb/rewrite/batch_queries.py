@@ -28,6 +28,7 @@ from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, transform
 from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
 from kryptondb.plan.values import Classes
+from kryptondb.runtime.backends import usable_cores
 
 # The naive plan's batch: onnxruntime's throughput (2 threads, median ms per position, by batch)
 # peaks at 16-32 and falls beyond as a batch's activations leave the caches: the 3x32x32 CNN of
@@ -156,6 +157,9 @@ def incremental_footprint(graph, corners: np.ndarray, patch, tau=None,
     if plan.hwc is not None:
         fixed["views, channels last"] = sum(nbytes(graph[n].shape) for n in
                                             {s.inputs[0] for s in plan.steps if s.channels_last})
+    if wino := [s.winograd for s in plan.steps if s.winograd is not None]:
+        fixed[WINOGRAD] = sum(w.u.nbytes for w in wino) + \
+            usable_cores() * max(w.scratch_bytes for w in wino)  # a call per worker at once
     per_position = PLAN_BYTES * len(prefix(graph))
     # the views pass: the model run with every view as an output, then each copied into the
     # table and freed
@@ -199,6 +203,18 @@ def choose(fp: Footprint, budget: int, positions: int, cap: int) -> Choice | Non
             if block is not None and block >= least:
                 return Choice(batch, block, fp.bytes(batch, block))
     return None
+
+
+def choose_lean(fp: Footprint, budget: int, positions: int,
+                cap: int) -> tuple[Choice | None, Footprint]:
+    """``choose``, and where nothing fits, the plan without Winograd's weights and tiles
+    (runtime/winograd.py) if that fits: (the choice, the footprint it was made on)."""
+    choice = choose(fp, budget, positions, cap)
+    if choice is None and WINOGRAD in fp.fixed:
+        lean = replace(fp, fixed={k: v for k, v in fp.fixed.items() if k != WINOGRAD})
+        if (fits := choose(lean, budget, positions, cap)) is not None:
+            return fits, lean
+    return choice, fp
 
 
 def _largest_block(fp: Footprint, budget: int, batch: int, target: int) -> int | None:
@@ -268,6 +284,9 @@ def batch_queries(plan: PlanNode, ctx) -> PlanNode:
     return transform(plan, visit)
 
 
+WINOGRAD = "Winograd weights and tiles"  # a footprint's fixed part a plan can do without
+
+
 def _plan_scan(n: PlanNode, ctx) -> PlanNode:
     graph = ctx.model(n.arg("model")).graph
     budget_mb = ctx.options.memory_mb
@@ -283,9 +302,10 @@ def _plan_scan(n: PlanNode, ctx) -> PlanNode:
     budget = (budget_mb or DEFAULT_MEMORY_MB) << 20
     incremental = n.arg("mode") == "incremental"
     cap = MAX_INCREMENTAL_BATCH if incremental else MAX_BATCH
-    choice = choose(fp, budget, positions, cap)
+    choice, lean = choose_lean(fp, budget, positions, cap)
     if choice is not None:
-        return _with_choice(n, fp, choice, budget >> 20, cap)
+        chosen = _with_choice(n, lean, choice, budget >> 20, cap)
+        return chosen if lean is fp else chosen.with_args(winograd=False)
     forced = ctx.options.incremental or ctx.options.approximate is not None
     if incremental and not forced:  # the cost model's choice: fall back to the naive plan
         naive_fp = footprint(graph, n, "naive")

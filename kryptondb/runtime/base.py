@@ -4,6 +4,7 @@ a batch of any size. Implementations: runtime/backends.py (NumPy, onnxruntime), 
 
 from __future__ import annotations
 
+import threading
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -11,6 +12,23 @@ import numpy as np
 from kryptondb.errors import ShapeError
 from kryptondb.graph.ir import Graph
 from kryptondb.graph.ops import fed_shape
+
+
+class SetupClock:
+    """Seconds this process spent building backend sessions (every backend, every thread):
+    EXPLAIN PLAN ANALYZE reports them as setup, apart from the inference that triggered them."""
+
+    def __init__(self):
+        self.seconds, self.count = 0.0, 0
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self.seconds += seconds
+            self.count += 1
+
+
+SESSIONS = SetupClock()
 
 
 class Backend:
@@ -23,6 +41,9 @@ class Backend:
     # (graph inputs made with input_node(..., channels_last=True)); every backend runs such
     # inputs, this says which prefer them.
     channels_last = False
+    # Whether incremental plans run large 3x3 convolutions on channels-last contexts by
+    # Winograd's F(2x2, 3x3) with this backend's help (runtime/winograd.py).
+    winograd = False
 
     def run(self, graph: Graph, feeds: Mapping[str, np.ndarray],
             outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:

@@ -1,0 +1,165 @@
+"""Winograd's F(2x2, 3x3) for large 3x3 convolutions in incremental plans
+(kryptondb/runtime/winograd.py): the layer equals the direct convolution for any context size,
+batch and channels; plans on onnxruntime use it for eligible heads (with the nodes fused after
+them: residual Adds, ReLU) and stay equal to full inference; the NumPy reference, a plan told
+not to, or KRYPTONDB_WINOGRAD=0 never use it; the cost model prices it; a memory budget too
+tight for its weights plans without them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import kryptondb
+from kryptondb.graph.builder import Builder
+from kryptondb.ivm import calibration as C
+from kryptondb.ivm.frontier import chain_seconds
+from kryptondb.ivm.regions import FixedRegion
+from kryptondb.runtime import winograd
+from kryptondb.runtime.backends import runs_winograd
+from test_ivm_properties import _exact
+
+TOLERANCE = 1e-5  # of the output's largest magnitude
+
+
+def _direct(x_hwc: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 3x3 convolution with padding 0 in float64: (B, H, W, C) -> (B, Cout, H-2, W-2)."""
+    win = np.lib.stride_tricks.sliding_window_view(x_hwc.astype(np.float64), (3, 3), axis=(1, 2))
+    return np.einsum("bhwcij,ocij->bohw", win, w.astype(np.float64)) + b[None, :, None, None]
+
+
+def _layer(cin: int, cout: int, seed: int = 0):
+    b = Builder("one", (cin, 8, 8), seed=seed, bias_std=0.5)
+    g = b.build(b.conv("input", "c", cout, 3, 1, 0, bias=True))
+    return g["c"], g
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.integers(1, 9), st.integers(3, 13), st.integers(3, 13), st.integers(1, 12),
+       st.integers(1, 12), st.integers(0, 100))
+def test_winograd_equals_the_direct_convolution(batch, h, w, cin, cout, seed):
+    """Any context size (odd sizes: the last tile row or column is computed and dropped), any
+    batch (several calls of TILES tiles), any channels."""
+    node, g = _layer(cin, cout, seed)
+    x = np.random.default_rng(seed).standard_normal((batch, h, w, cin)).astype(np.float32)
+    ref = _direct(x, g.param(node, 0), g.param(node, 1))
+    out = winograd.Winograd(node, g)(x)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    assert np.abs(out - ref).max() <= TOLERANCE * np.abs(ref).max()
+
+
+def test_winograd_splits_large_batches_into_calls_of_tiles(monkeypatch):
+    node, g = _layer(4, 5)
+    monkeypatch.setattr(winograd, "TILES", 8)  # 2 contexts of 4 tiles per call
+    x = np.random.default_rng(1).standard_normal((7, 6, 6, 4)).astype(np.float32)
+    ref = _direct(x, g.param(node, 0), g.param(node, 1))
+    assert np.abs(winograd.Winograd(node, g)(x) - ref).max() <= TOLERANCE * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("conv, ok", [
+    (dict(k=3, s=1, d=1, groups=1, c=256), True),
+    (dict(k=3, s=1, d=1, groups=1, c=128), False),  # too few channels to pay
+    (dict(k=3, s=2, d=1, groups=1, c=256), False),
+    (dict(k=3, s=1, d=2, groups=1, c=256), False),
+    (dict(k=3, s=1, d=1, groups=2, c=256), False),
+    (dict(k=1, s=1, d=1, groups=1, c=256), False),
+    (dict(k=5, s=1, d=1, groups=1, c=256), False),
+])
+def test_eligible_layers(conv, ok):
+    b = Builder("e", (conv["c"], 20, 20), seed=0)
+    g = b.build(b.conv("input", "c", conv["c"], conv["k"], conv["s"], 0, conv["groups"],
+                       conv["d"], bias=True))
+    assert winograd.eligible(g["c"], g) is ok
+    assert winograd.eligible(g["c"], g, min_channels=1) is (ok or conv["c"] == 128)
+
+
+def _residual_net() -> "kryptondb.graph.ir.Graph":
+    """3x3 convolutions alone, with ReLU, with a residual Add and ReLU fused after them, a
+    strided one (not eligible), ending in logits."""
+    b = Builder("wres", (3, 20, 20), seed=4, bias_std=0.5)
+    x = b.act(b.conv("input", "stem", 6, 3, 1, 1, bias=True), "relu")
+    y = b.act(b.conv_bn(x, "r.c1", "r.bn1", 6, 3, 1, 1), "relu")
+    x = b.act(b.add(b.conv_bn(y, "r.c2", "r.bn2", 6, 3, 1, 1), x, "r.add"), "relu")
+    x = b.act(b.conv(x, "down", 8, 3, 2, 1, bias=True), "relu")
+    x = b.conv(x, "last", 8, 3, 1, 1, bias=True)
+    return b.build(b.linear(b.flatten(b.global_pool(x)), "fc", 5))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every Winograd layer's calls, counted; eligible from one channel (the small graphs
+    here), on nominal FLOP counts (every layer maintained)."""
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setenv("KRYPTONDB_CALIBRATION", C.NOMINAL)
+    seen: list[str] = []
+    call = winograd.Winograd.__call__
+
+    def counted(self, x):
+        seen.append(self.name)
+        return call(self, x)
+
+    monkeypatch.setattr(winograd.Winograd, "__call__", counted)
+    return seen
+
+
+def test_plans_on_onnxruntime_run_eligible_heads_by_winograd_and_stay_exact(calls):
+    err, plan = _exact(_residual_net(), 5, 3, "onnxruntime")
+    wino = {s.head.name: s for s in plan.steps if s.winograd is not None}
+    heads = {s.head.name for s in plan.steps}
+    assert set(wino) == heads & {"stem", "r.c1", "r.c2", "last"}  # not the strided one
+    assert {"stem", "r.c1", "r.c2", "down"} <= heads
+    assert wino["r.c2"].rest is not None and "r.add" in wino["r.c2"].chain
+    assert set(calls) == set(wino)
+    assert err <= TOLERANCE
+
+
+@pytest.mark.parametrize("how", ["numpy backend", "plan off", "environment"])
+def test_winograd_off(calls, monkeypatch, how):
+    if how == "environment":
+        monkeypatch.setenv("KRYPTONDB_WINOGRAD", "0")
+        assert not runs_winograd("onnxruntime")
+    err, plan = _exact(_residual_net(), 5, 3,
+                       "numpy" if how == "numpy backend" else "onnxruntime", how != "plan off")
+    assert calls == [] and err <= TOLERANCE
+    assert runs_winograd("onnxruntime") is (how != "environment")
+    assert not runs_winograd("numpy") and not runs_winograd("cupy")
+
+
+def test_the_cost_model_prices_winograd_heads_at_their_rate():
+    """On the region grown to whole 2x2 tiles (5x6 -> 6x6), at the ``winograd`` rate: twice
+    the direct rate, half the time; a calibration without it, at the direct rate."""
+    node, g = _layer(256, 256)
+    flat = ((1, 1e11),)
+    direct = C.Calibration({k: flat for k in C.KINDS}, 0.0, float("inf"), 0.0, float("inf"))
+    fast = C.Calibration({**direct.rates, "winograd": ((1, 2e11),)}, 0.0, float("inf"), 0.0,
+                         float("inf"))
+    r = FixedRegion(5, 6, np.zeros(1, int), np.zeros(1, int))
+    t_direct = chain_seconds(direct, g, (node,), {"c": r})
+    t_fast = chain_seconds(fast, g, (node,), {"c": r})
+    assert direct.rate("winograd", 30) == direct.rate("conv", 30)  # a file without the kind
+    assert t_direct == pytest.approx(2 * 256 * 256 * 9 * 36 / 1e11)
+    assert t_fast == pytest.approx(t_direct / 2)
+
+
+def test_a_tight_memory_budget_plans_without_winograd():
+    """VGG16 at MEMORY 128 MB fits incremental only without Winograd's 100 MB of weights; at
+    the default budget the plan keeps them."""
+    con = kryptondb.connect()
+    con.execute(f"LOAD IMAGE '{kryptondb.bundled_image()}' AS cat")
+    q = "EXPLAIN PLAN FOR EXPLAIN OCCLUSION OF IMAGE cat USING MODEL vgg16 PATCH 16 STRIDE 8"
+    tight = str(con.execute(q + " MEMORY 128 MB"))
+    assert "IncrementalOcclusionScan" in tight and "winograd=False" in tight
+    roomy = str(con.execute(q))
+    assert "winograd=False" not in roomy and "Conv(W)" in str(
+        con.execute(q.replace("PLAN FOR", "PLAN VERBOSE FOR")))
+
+
+def test_calibration_files_with_and_without_winograd_rates():
+    doc = C.default().to_json()
+    assert "winograd" in doc["rates"]
+    old = doc | {"rates": {k: v for k, v in doc["rates"].items() if k != "winograd"}}
+    assert C.from_json(old, "old").rate("winograd", 49) == C.from_json(old, "old").rate("conv", 49)
+    for bad in ([], [[4, -1.0]], "fast"):
+        with pytest.raises(C.CalibrationError, match="bad"):
+            C.from_json(doc | {"rates": doc["rates"] | {"winograd": bad}}, "bad")
