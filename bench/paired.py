@@ -60,12 +60,16 @@ def main(argv=None) -> int:
          f"{args.stride} ON cpu {args.options}")
     con.execute(q), loop()  # untimed: sessions, views, plans (a bad query fails first)
 
-    def unaided():  # the same plan with Winograd's layers run by the direct convolution
+    def unaided():  # the plan KryptonDB makes without Winograd (docs/ivm.md#winograd)
+        before = os.environ.get("KRYPTONDB_WINOGRAD")
         os.environ["KRYPTONDB_WINOGRAD"] = "0"
         try:
             con.execute(q)
         finally:
-            os.environ.pop("KRYPTONDB_WINOGRAD")
+            if before is None:
+                os.environ.pop("KRYPTONDB_WINOGRAD")
+            else:
+                os.environ["KRYPTONDB_WINOGRAD"] = before
 
     turns = {"loop": loop, "kryptondb": lambda: con.execute(q)}
     if args.without_winograd:

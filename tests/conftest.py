@@ -70,3 +70,14 @@ def sessions_counted_built():
                lambda graph: 1)
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _winograd_tiles_on_two_cores(monkeypatch):
+    """Memory estimates count one Winograd call's tiles per core (kryptondb/rewrite/
+    batch_queries.py): pinned at the development machine's 2, so that golden plans (their
+    batch and estimate) read the same on any machine."""
+    import importlib  # the rule's module, not the function the package exports by that name
+
+    monkeypatch.setattr(importlib.import_module("kryptondb.rewrite.batch_queries"),
+                        "usable_cores", lambda: 2)

@@ -158,6 +158,18 @@ def _npy_variants(world: World) -> dict[str, bytes]:
     }
 
 
+def _calibration_variants() -> dict[str, bytes]:
+    """The shipped calibration with its optional Winograd rates broken."""
+    import json
+
+    from kryptondb.ivm.calibration import DEFAULT_PATH
+
+    doc = json.loads(DEFAULT_PATH.read_text())
+    bad = {"empty": [], "negative": [[4, -1.0]], "text": [[4, "fast"]], "flat": 3}
+    return {f"winograd_{k}.json": json.dumps(doc | {"rates": doc["rates"] | {"winograd": v}})
+            .encode() for k, v in bad.items()}
+
+
 def hostile_files(world: World) -> dict[str, Path]:
     """name -> path of every hostile file (created under world.dir / 'hostile')."""
     root = world.dir / "hostile"
@@ -193,6 +205,7 @@ def hostile_files(world: World) -> dict[str, Path]:
         "onnx_as_image.png": good_onnx,
         "empty.json": b"", "random.json": rng.bytes(512), "png_as.json": good_png,
         "wrong_schema.json": b'{"schema": "kryptondb.calibration/9"}', "list.json": b"[1, 2]",
+        **_calibration_variants(),
         **_onnx_variants(world), **_checkpoints(world), **_npy_variants(world),
     }
     corrupt = bytearray(_image_bytes(world, "JPEG", size=(64, 64)))

@@ -49,12 +49,25 @@ def test_winograd_equals_the_direct_convolution(batch, h, w, cin, cout, seed):
     assert np.abs(out - ref).max() <= TOLERANCE * np.abs(ref).max()
 
 
-def test_winograd_splits_large_batches_into_calls_of_tiles(monkeypatch):
+@pytest.mark.parametrize("side, calls", [(6, 4), (12, 7)])
+def test_winograd_splits_large_batches_into_calls_of_tiles(monkeypatch, side, calls):
+    """7 contexts: of 6x6 (4 tiles), 2 per call of TILES 8; of 12x12 (25 tiles), one per call."""
     node, g = _layer(4, 5)
-    monkeypatch.setattr(winograd, "TILES", 8)  # 2 contexts of 4 tiles per call
-    x = np.random.default_rng(1).standard_normal((7, 6, 6, 4)).astype(np.float32)
+    monkeypatch.setattr(winograd, "TILES", 8)
+    sizes: list[int] = []
+    products = winograd.session(4, 5)
+
+    class Counted:
+        def run(self, outputs, feeds):
+            sizes.append(feeds["v"].shape[1])
+            return products.run(outputs, feeds)
+
+    monkeypatch.setattr(winograd, "session", lambda cin, cout: Counted())
+    x = np.random.default_rng(1).standard_normal((7, side, side, 4)).astype(np.float32)
     ref = _direct(x, g.param(node, 0), g.param(node, 1))
     assert np.abs(winograd.Winograd(node, g)(x) - ref).max() <= TOLERANCE * np.abs(ref).max()
+    assert len(sizes) == calls and sum(sizes) == 7 * ((side - 1) // 2) ** 2
+    assert winograd.Winograd(node, g).tiles(side, side) == max(8, ((side - 1) // 2) ** 2)
 
 
 @pytest.mark.parametrize("conv, ok", [
@@ -104,6 +117,7 @@ def calls(monkeypatch):
 
 
 def test_plans_on_onnxruntime_run_eligible_heads_by_winograd_and_stay_exact(calls):
+    """Heads alone, with ReLU, with a residual Add and ReLU fused after them (``rest``)."""
     err, plan = _exact(_residual_net(), 5, 3, "onnxruntime")
     wino = {s.head.name: s for s in plan.steps if s.winograd is not None}
     heads = {s.head.name for s in plan.steps}
@@ -118,28 +132,34 @@ def test_plans_on_onnxruntime_run_eligible_heads_by_winograd_and_stay_exact(call
 def test_winograd_off(calls, monkeypatch, how):
     if how == "environment":
         monkeypatch.setenv("KRYPTONDB_WINOGRAD", "0")
-        assert not runs_winograd("onnxruntime")
     err, plan = _exact(_residual_net(), 5, 3,
                        "numpy" if how == "numpy backend" else "onnxruntime", how != "plan off")
     assert calls == [] and err <= TOLERANCE
+    assert not plan.winograd and all(s.winograd is None for s in plan.steps)
+    assert "r.c2" in {s.head.name for s in plan.steps}  # an eligible head, maintained
     assert runs_winograd("onnxruntime") is (how != "environment")
     assert not runs_winograd("numpy") and not runs_winograd("cupy")
 
 
 def test_the_cost_model_prices_winograd_heads_at_their_rate():
-    """On the region grown to whole 2x2 tiles (5x6 -> 6x6), at the ``winograd`` rate: twice
-    the direct rate, half the time; a calibration without it, at the direct rate."""
-    node, g = _layer(256, 256)
-    flat = ((1, 1e11),)
-    direct = C.Calibration({k: flat for k in C.KINDS}, 0.0, float("inf"), 0.0, float("inf"))
-    fast = C.Calibration({**direct.rates, "winograd": ((1, 2e11),)}, 0.0, float("inf"), 0.0,
-                         float("inf"))
+    """A plan that runs Winograd, on a calibration that measured it: the head on its region
+    grown to whole 2x2 tiles (5x6 -> 6x6) at the ``winograd`` rate, and a second call for the
+    ReLU after it. Otherwise (no Winograd, or a calibration without its rate: read as the
+    direct one) the direct form on the region, one call."""
+    b = Builder("one", (256, 8, 8), seed=0)
+    g = b.build(b.act(b.conv("input", "c", 256, 3, 1, 0, bias=True), "relu", "r"))
+    chain, flops = (g["c"], g["r"]), 2 * 256 * 256 * 9 * 36
+    rates = {k: ((1, 1e11 if k == "conv" else 3e11),) for k in C.KINDS}
+    direct = C.Calibration(rates, 1e-3, float("inf"), 0.0, float("inf"), batch=1)
+    fast = C.Calibration({**rates, "winograd": ((1, 2e11),)}, 1e-3, float("inf"), 0.0,
+                         float("inf"), batch=1)
     r = FixedRegion(5, 6, np.zeros(1, int), np.zeros(1, int))
-    t_direct = chain_seconds(direct, g, (node,), {"c": r})
-    t_fast = chain_seconds(fast, g, (node,), {"c": r})
+    on = {name: chain_seconds(cal, g, chain, {"c": r}, winograd=True)
+          for name, cal in (("direct", direct), ("fast", fast))}
     assert direct.rate("winograd", 30) == direct.rate("conv", 30)  # a file without the kind
-    assert t_direct == pytest.approx(2 * 256 * 256 * 9 * 36 / 1e11)
-    assert t_fast == pytest.approx(t_direct / 2)
+    assert on["direct"] == pytest.approx(flops * 30 / 36 / 1e11 + 1e-3)
+    assert on["fast"] == pytest.approx(flops / 2e11 + 2e-3)
+    assert chain_seconds(fast, g, chain, {"c": r}) == pytest.approx(on["direct"])
 
 
 def test_a_tight_memory_budget_plans_without_winograd():
@@ -161,5 +181,23 @@ def test_calibration_files_with_and_without_winograd_rates():
     old = doc | {"rates": {k: v for k, v in doc["rates"].items() if k != "winograd"}}
     assert C.from_json(old, "old").rate("winograd", 49) == C.from_json(old, "old").rate("conv", 49)
     for bad in ([], [[4, -1.0]], "fast"):
-        with pytest.raises(C.CalibrationError, match="bad"):
+        with pytest.raises(C.CalibrationError,
+                           match="winograd" if bad != "fast" else "not a calibration file"):
             C.from_json(doc | {"rates": doc["rates"] | {"winograd": bad}}, "bad")
+
+
+def test_a_plan_without_winograd_reaches_the_executor(calls, tmp_path):
+    """``winograd=False`` on the scan (what the memory rule writes): the executor's plans run
+    every head directly; without it, the same scan runs eligible heads by Winograd; the
+    heatmaps agree."""
+    from test_memory_budget import _run_with
+    from test_obe_naive import tiny_connection
+
+    con = tiny_connection(tmp_path)
+    q = "EXPLAIN OCCLUSION OF IMAGE cat USING MODEL tiny PATCH 4 STRIDE 2 INCREMENTAL"
+    on, _ = _run_with(con, q, batch=8)
+    assert calls, "the tiny model has no 3x3 convolution the plan runs by Winograd"
+    calls.clear()
+    off, _ = _run_with(con, q, batch=8, winograd=False)
+    assert calls == []
+    np.testing.assert_allclose(on.probability, off.probability, atol=1e-6)

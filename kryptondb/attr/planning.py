@@ -22,6 +22,7 @@ from kryptondb.rewrite.batch_queries import (MAX_BATCH, MAX_INCREMENTAL_BATCH, N
                                               choose, choose_lean, incremental_footprint,
                                               naive_footprint)
 from kryptondb.rewrite.maintain_views import why_naive
+from kryptondb.runtime.backends import runs_winograd
 
 PLANS = ("naive", "incremental")
 APPROXIMATE = ("tau", "drilldown", "target")
@@ -84,11 +85,12 @@ def _stage(graph, mode: str, corners: np.ndarray, window, tau, backend: str):
     alloc = NUMPY if backend == "numpy" else ONNXRUNTIME
     budget = DEFAULT_MEMORY_MB << 20
     if mode == "incremental":
-        fp = incremental_footprint(graph, corners, window, tau, alloc)
-        choice, lean = choose_lean(fp, budget, len(corners), MAX_INCREMENTAL_BATCH)
+        fp = incremental_footprint(graph, corners, window, tau, alloc, runs_winograd(backend))
+        choice, used = choose_lean(fp, lambda: incremental_footprint(
+            graph, corners, window, tau, alloc), budget, len(corners), MAX_INCREMENTAL_BATCH)
         if choice is not None:
             block = choice.block if choice.block < len(corners) else None
-            return Incremental(choice.batch, block, tau, lean is fp), choice.batch
+            return Incremental(choice.batch, block, tau, used is fp), choice.batch
     choice = choose(naive_footprint(graph, len(corners), alloc), budget, len(corners),
                       MAX_BATCH)
     batch = choice.batch if choice is not None else 1

@@ -114,7 +114,8 @@ def from_json(doc: dict, source: str) -> Calibration:
         raise CalibrationError(f"{source}: not a calibration file ({type(exc).__name__}: "
                                f"{exc})") from None
     if any(not v for v in rates.values()) or any(r <= 0 for v in rates.values() for _, r in v):
-        raise CalibrationError(f"{source}: every kind needs positive rates ({', '.join(KINDS)})")
+        raise CalibrationError(f"{source}: every kind needs positive rates "
+                               f"({', '.join(KINDS)}; {', '.join(OPTIONAL)} where given)")
     counts = {k: doc.get(k, 32 if k == "batch" else 2) for k in ("batch", "cores")}
     for k, v in counts.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kryptondb.ivm.regions import FixedRegion, Interval, Region, cap, fix, node_region
+from kryptondb.ivm.regions import (FixedRegion, Interval, Region, cap, fix, fixed_size,
+                                   node_region)
 from kryptondb.graph.ir import GLOBAL, Graph, Op
 from kryptondb.graph.shapes import node_flops
 
@@ -140,3 +141,16 @@ def boxes_share(graph: Graph, box: tuple[int, int], count: int,
         else:
             incr += f
     return incr / full if full else 1.0
+
+
+def region_sizes(graph: Graph, corners: np.ndarray, patch, tau: float | None = None,
+                 block: int = 4096) -> dict[str, tuple[int, int]]:
+    """Every layer's fixed region size over all ``corners``, computed ``block`` queries at a
+    time, so that plans over blocks of the queries share their shapes (and segments) while
+    none holds the per-query regions of all of them."""
+    out: dict[str, tuple[int, int]] = {}
+    for s in range(0, len(corners), block):
+        for k, r in patch_regions(graph, corners[s:s + block], patch, tau).items():
+            h, w = fixed_size(r)
+            out[k] = (max(h, out.get(k, (1, 1))[0]), max(w, out.get(k, (1, 1))[1]))
+    return out

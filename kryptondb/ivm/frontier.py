@@ -26,7 +26,7 @@ from kryptondb.ivm import calibration
 from kryptondb.ivm.calibration import Calibration
 from kryptondb.ivm.cost import centre_regions, memo, prefix
 from kryptondb.ivm.regions import FixedRegion, fix, read_in
-from kryptondb.runtime import winograd
+from kryptondb.runtime import winograd as winograd_module
 
 NO_SEGMENT = (Op.PAD, Op.RESIZE)  # steps computed by the gather itself, nothing fused after
 # Predictions within a calibration's ``tie`` (2%) of the cheapest count as a tie, won by the
@@ -183,10 +183,14 @@ class Cut:
                 f"one full call ({self.label})")
 
 
-def chain_seconds(cal: Calibration, graph: Graph, chain, regions) -> float:
-    """One core's seconds per position of a maintained chain: gather, compute, call share."""
+def chain_seconds(cal: Calibration, graph: Graph, chain, regions,
+                  winograd: bool = False) -> float:
+    """One core's seconds per position of a maintained chain: gather, compute, call share;
+    with ``winograd`` (the plan runs it), an eligible head by Winograd where ``cal`` measured
+    it (runtime/winograd.py)."""
     head = chain[0]
     r: FixedRegion = regions[head.name]
+    wino = winograd and "winograd" in cal.rates and winograd_pays(cal, graph, head, r)
     if head.op in WINDOWED or head.op in UPSAMPLING or head.op is Op.PAD:
         src = graph[head.inputs[0]].shape
         ctx = read_in(head, r, src[1:])
@@ -198,13 +202,23 @@ def chain_seconds(cal: Calibration, graph: Graph, chain, regions) -> float:
     compute = 0.0
     for n in chain:
         share = r.h * r.w / (n.shape[1] * n.shape[2])
-        compute += cal.seconds(kind(n, graph), flops(graph, n) * share, r.h * r.w) \
-            if n is not head or not winograd.eligible(n, graph) else \
-            winograd_seconds(cal, graph, n, r)
-    calls = head.op not in NO_SEGMENT and not (len(chain) == 1 and head.op in (Op.ADD, Op.CONCAT)
-                                               and not head.params)
-    calls += len(chain) > 1 and winograd.eligible(head, graph)  # the nodes after it: a call
+        compute += winograd_seconds(cal, graph, n, r) if n is head and wino else \
+            cal.seconds(kind(n, graph), flops(graph, n) * share, r.h * r.w)
+    calls = int(head.op not in NO_SEGMENT and not (len(chain) == 1 and not head.params and
+                                                   head.op in (Op.ADD, Op.CONCAT)))
+    calls += int(wino and len(chain) > 1)  # the nodes after a Winograd head: a second call
     return gather + compute + calls * cal.call_s / cal.batch
+
+
+def winograd_pays(cal: Calibration, graph: Graph, n: Node, r: FixedRegion) -> bool:
+    """Whether a plan that can runs head ``n`` on its region by Winograd: an eligible layer,
+    predicted faster so where ``cal`` measured Winograd (not on the smallest regions, whose
+    whole 2x2 tiles are mostly waste), always where it did not."""
+    if not winograd_module.eligible(n, graph):
+        return False
+    direct = cal.seconds(kind(n, graph), flops(graph, n) * r.h * r.w / (n.shape[1] * n.shape[2]),
+                         r.h * r.w)
+    return "winograd" not in cal.rates or winograd_seconds(cal, graph, n, r) < direct
 
 
 def winograd_seconds(cal: Calibration, graph: Graph, n: Node, r: FixedRegion) -> float:
@@ -216,10 +230,10 @@ def winograd_seconds(cal: Calibration, graph: Graph, n: Node, r: FixedRegion) ->
 
 
 def choose(graph: Graph, candidates: set[str], regions: dict[str, FixedRegion],
-           cal: Calibration) -> Cut:
+           cal: Calibration, winograd: bool = False) -> Cut:
     """The cheapest frontier over the chains of ``candidates`` (layers with an incremental
     form, with their fixed regions): the fewest chains predicted within ``cal.tie`` of the
-    least."""
+    least; ``winograd``: the plan runs eligible heads by Winograd."""
     every = chains(graph, candidates, regions)
     full = {n.name: full_seconds(cal, graph, n) for n in graph.nodes}
     call = cal.call_s / cal.batch
@@ -229,7 +243,7 @@ def choose(graph: Graph, candidates: set[str], regions: dict[str, FixedRegion],
     for k in range(len(every) + 1):
         if k:
             kept |= {n.name for n in every[k - 1]}
-            maintained += chain_seconds(cal, graph, every[k - 1], regions)
+            maintained += chain_seconds(cal, graph, every[k - 1], regions, winograd)
         rest = [n for n in graph.nodes if n.name not in kept]
         used = {i for n in rest for i in n.inputs} | set(graph.outputs)
         copies = sum(4 * math.prod(graph[f].shape) for f in kept if f in used)
@@ -242,14 +256,15 @@ def choose(graph: Graph, candidates: set[str], regions: dict[str, FixedRegion],
 
 
 def centre_cut(graph: Graph, patch, tau: float | None = None,
-               cal: Calibration | None = None) -> Cut:
+               cal: Calibration | None = None, winograd: bool = False) -> Cut:
     """The cost model's frontier for ``patch`` (h, w) at the centre of the input (its worst
-    case), on this machine's calibration unless ``cal`` is given."""
+    case), on this machine's calibration unless ``cal`` is given; ``winograd``: for a backend
+    that runs eligible heads by Winograd."""
     cal = cal or calibration.load()
 
     def compute() -> Cut:
         regions = {k: fix(r, graph[k].shape)
                    for k, r in centre_regions(graph, patch, tau).items()}
-        return choose(graph, set(prefix(graph)), regions, cal)
+        return choose(graph, set(prefix(graph)), regions, cal, winograd)
 
-    return memo(graph, ("centre_cut", tuple(patch), tau, cal.key), compute)
+    return memo(graph, ("centre_cut", tuple(patch), tau, cal.key, winograd), compute)

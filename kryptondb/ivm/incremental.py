@@ -17,14 +17,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from kryptondb.ivm import calibration
-from kryptondb.ivm.cost import patch_regions, prefix
-from kryptondb.ivm.frontier import NO_SEGMENT, choose, is_pointwise, merge_extras
+from kryptondb.ivm.cost import patch_regions, prefix, region_sizes  # noqa: F401 (its home was here)
+from kryptondb.ivm.frontier import NO_SEGMENT, choose, is_pointwise, merge_extras, winograd_pays
 from kryptondb.ivm.counters import SUFFIX, TAIL, count
 from kryptondb.ivm.gather import (ChannelsLast, ChannelsLastViews, NewValues, PaddedView, gather,
                                   margins, overlay)
 from kryptondb.ivm.step_ops import crop, merge, resampled
 from kryptondb.ivm.tail import tail_cut
-from kryptondb.ivm.regions import FixedRegion, as_map, fix, fixed_size, read_in, spatial_params
+from kryptondb.ivm.regions import FixedRegion, as_map, fix, read_in, spatial_params
 from kryptondb.graph.ir import WINDOWED, Graph, Node, Op, input_node, make_node
 from kryptondb.graph.ops import UPSAMPLING
 from kryptondb.runtime import winograd
@@ -75,11 +75,13 @@ class IncrementalPlan:
         (runtime/winograd.py) on backends that take it."""
         self.graph, self.views = graph, views
         self.hwc = views if isinstance(views, ChannelsLastViews) else None
+        self.winograd = self.hwc is not None and self.hwc.winograd and winograd.wanted()
         changed = patch_regions(graph, corners, patch, tau)
         self.regions = {k: fix(r, graph[k].shape, sizes and sizes[k]) for k, r in changed.items()}
         del changed  # four arrays per query and layer, not needed past this point
         # the calibrated cost model's frontier: maintained chains, then one full call
-        self.cut = choose(graph, set(prefix(graph)), self.regions, calibration.load())
+        self.cal = calibration.load()
+        self.cut = choose(graph, set(prefix(graph)), self.regions, self.cal, self.winograd)
         self.incremental = self.cut.keep | {graph.inputs[0]}
         self.steps = [self._step(list(c)) for c in self.cut.chains[:self.cut.k]]
         used_outside = {i for n in graph.nodes if n.name not in self.incremental
@@ -125,7 +127,8 @@ class IncrementalPlan:
         sides = tuple((i, n) for i, n, _ in sides)
         step.segment = None if head.op in NO_SEGMENT or cheap else self._segment(
             chain, shapes, sides, step.channels_last)
-        if step.channels_last and self.hwc.winograd and winograd.eligible(head, self.graph):
+        if self.winograd and step.channels_last and winograd_pays(self.cal, self.graph, head,
+                                                                  region):
             step.winograd = self._cached(("winograd", head.name), lambda: Winograd(
                 head, self.graph))
             step.rest = self._segment(chain, [(head.shape[0], region.h, region.w)] + shapes[1:],
@@ -357,19 +360,6 @@ def _with_sides(n: Node, sides: list[str], weights) -> list[Node]:
     spatial = set(spatial_params(n, weights))
     return [replace(n, inputs=n.inputs + tuple(sides),
                     params=tuple(p for p in n.params if p not in spatial))]
-
-
-def region_sizes(graph: Graph, corners: np.ndarray, patch, tau: float | None = None,
-                 block: int = 4096) -> dict[str, tuple[int, int]]:
-    """Every layer's fixed region size over all ``corners``, computed ``block`` queries at a
-    time, so that plans over blocks of the queries share their shapes (and segments) while
-    none holds the per-query regions of all of them."""
-    out: dict[str, tuple[int, int]] = {}
-    for s in range(0, len(corners), block):
-        for k, r in patch_regions(graph, corners[s:s + block], patch, tau).items():
-            h, w = fixed_size(r)
-            out[k] = (max(h, out.get(k, (1, 1))[0]), max(w, out.get(k, (1, 1))[1]))
-    return out
 
 
 def read_views(graph: Graph) -> list[str]:

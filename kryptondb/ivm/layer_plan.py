@@ -20,9 +20,9 @@ import numpy as np
 from kryptondb.graph.ir import GLOBAL, Graph, Op
 from kryptondb.graph.shapes import node_flops
 from kryptondb.ivm.cost import centre_regions, prefix
+from kryptondb.ivm.gather import ChannelsLastViews
 from kryptondb.ivm.incremental import IncrementalPlan, region_sizes
 from kryptondb.ivm.regions import fix
-from kryptondb.runtime import winograd
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,11 @@ class LayerPlan:
 
 
 def layer_plan(graph: Graph, patch: tuple[int, int], tau: float | None = None,
-               corners: np.ndarray | None = None) -> LayerPlan:
+               corners: np.ndarray | None = None, winograd: bool = False) -> LayerPlan:
     """The plan of ``patch`` (h, w) at the centre of ``graph``'s input, exact or with ``tau``;
     with a scan's ``corners`` (n, 2), at the one nearest the centre, every region of the size
-    the executor's plans give it over all of them (``region_sizes``)."""
+    the executor's plans give it over all of them (``region_sizes``); ``winograd``: as a
+    backend that runs eligible heads by Winograd plans it (runtime/winograd.py)."""
     _, h, w = graph.input_shape
     centre = np.array([[(h - patch[0]) // 2, (w - patch[1]) // 2]])
     sizes = None
@@ -85,7 +86,8 @@ def layer_plan(graph: Graph, patch: tuple[int, int], tau: float | None = None,
         sizes = region_sizes(graph, corners, patch, tau)
         centre = corners[np.argmin(np.abs(corners - centre).sum(axis=1))][None]
     views = {n: np.broadcast_to(np.float32(0), graph[n].shape) for n in prefix(graph)}
-    plan = IncrementalPlan(graph, centre, patch, views, tau, sizes)
+    plan = IncrementalPlan(graph, centre, patch, ChannelsLastViews(views) if winograd else views,
+                           tau, sizes)
     exact = centre_regions(graph, patch) if tau is not None else None
     rows = []
     for k, step in enumerate(plan.steps):
@@ -115,7 +117,7 @@ def _row(graph: Graph, plan: IncrementalPlan, step, name: str, segment: int,
     return LayerRow(name, n.op.value, n.attr("kernel") if windowed else None,
                     n.attr("stride") if windowed else None, tuple(n.shape), (r.h, r.w), context,
                     full, int(np.ceil(full * share)), segment, capped, step.name,
-                    name == step.head.name and winograd.eligible(n, graph))
+                    name == step.head.name and step.winograd is not None)
 
 
 def _size(region, shape) -> tuple[int, int]:

@@ -98,14 +98,14 @@ def scan(n, stats: dict | None = None) -> dict:
         out["measured"] = _scan_measured(stats)
     if picked == "naive":
         return out | _naive(graph)
-    plan = layer_plan(graph, grid.window, n.arg("tau"), grid.inside(grid.corners()))
+    plan = layer_plan(graph, grid.window, n.arg("tau"), grid.inside(grid.corners()),
+                      runs_winograd(n.arg("backend")) and n.arg("winograd") is not False)
     out |= {"frontier": list(plan.frontier), "frontier_reason": plan.frontier_reason,
             "suffix": {"layers": plan.suffix_layers, "flops": plan.suffix_flops,
                        "measured": _measured(stats, SUFFIX, plan.suffix_flops - plan.tail_flops)}
             | _tail(plan, n.arg("batch"), stats),
             "full_flops": plan.full_flops, "incremental_flops": plan.incremental_flops,
-            "layers": _layers(plan, stats, runs_winograd(n.arg("backend"))
-                              and n.arg("winograd") is not False)}
+            "layers": _layers(plan, stats)}
     return out
 
 
@@ -136,10 +136,9 @@ def _naive(graph) -> dict:
             "full_flops": int(full), "incremental_flops": None, "layers": []}
 
 
-def _layers(plan: LayerPlan, stats: dict | None, winograd: bool) -> list[dict]:
+def _layers(plan: LayerPlan, stats: dict | None) -> list[dict]:
     """The plan's rows; the measured counters of a segment (one backend call per batch) sit on
-    its first layer, with the segment's FLOPs. ``winograd``: whether the scan's backend runs
-    eligible heads by Winograd."""
+    its first layer, with the segment's FLOPs."""
     flops: dict[int, int] = {}
     for r in plan.rows:
         flops[r.segment] = flops.get(r.segment, 0) + r.incremental_flops
@@ -153,7 +152,7 @@ def _layers(plan: LayerPlan, stats: dict | None, winograd: bool) -> list[dict]:
                     "region": list(r.region), "share": r.share,
                     "context": json_value(r.context), "full_flops": r.full_flops,
                     "incremental_flops": r.incremental_flops, "segment": r.segment,
-                    "capped": r.capped, "winograd": r.winograd and winograd,
+                    "capped": r.capped, "winograd": r.winograd,
                     "measured": _measured(stats, step, flops[r.segment]) if step else None})
     return out
 

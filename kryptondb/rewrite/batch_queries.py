@@ -28,7 +28,7 @@ from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, transform
 from kryptondb.plan.option_ranges import DEFAULT_MEMORY_MB
 from kryptondb.plan.values import Classes
-from kryptondb.runtime.backends import usable_cores
+from kryptondb.runtime.backends import runs_winograd, usable_cores
 
 # The naive plan's batch: onnxruntime's throughput (2 threads, median ms per position, by batch)
 # peaks at 16-32 and falls beyond as a batch's activations leave the caches: the 3x32x32 CNN of
@@ -40,6 +40,8 @@ MAX_INCREMENTAL_BATCH = 64  # larger batches of small contexts gained nothing, c
 BLOCK = 4096  # positions per incremental plan when the budget allows (fewer: more plans)
 MIN_BLOCK = 256  # a smaller block only when nothing else fits: each block builds a plan
 PLAN_BYTES = 96  # per position and layer of an incremental plan: regions, starts, temporaries
+
+WINOGRAD = "Winograd weights and tiles"  # a footprint's fixed part a plan can do without
 
 
 @dataclass(frozen=True)
@@ -131,15 +133,16 @@ def naive_footprint(graph, positions: int, alloc: Allocator = ONNXRUNTIME) -> Fo
 
 
 def incremental_footprint(graph, corners: np.ndarray, patch, tau=None,
-                          alloc: Allocator = ONNXRUNTIME) -> Footprint:
-    """The incremental plan over ``corners``: the views it reads, its per-position regions,
-    and per position in flight the new regions of every step (all kept to the end of a
-    batch) plus the larger of the busiest step (its contexts, side maps and segment) and the
-    global part (the frontier's full maps and the suffix)."""
+                          alloc: Allocator = ONNXRUNTIME, winograd: bool = False) -> Footprint:
+    """The incremental plan over ``corners`` (``winograd``: on a backend that runs eligible
+    heads by Winograd): the views it reads, its per-position regions, and per position in
+    flight the new regions of every step (all kept to the end of a batch) plus the larger of
+    the busiest step (its contexts, side maps and segment) and the global part (the
+    frontier's full maps and the suffix); Winograd's weights and, per core, one call's tiles."""
     sizes = region_sizes(graph, corners, patch, tau, BLOCK)
     views = {n: np.broadcast_to(np.float32(0), graph[n].shape) for n in prefix(graph)}
     if alloc is ONNXRUNTIME:  # its scans gather windowed layers' contexts channels-last
-        views = ChannelsLastViews(views)
+        views = ChannelsLastViews(views, winograd)
     plan = IncrementalPlan(graph, corners[:1], patch, views, tau, sizes)
     ph, pw = (patch, patch) if isinstance(patch, (int, np.integer)) else patch
     kept = nbytes((graph.input_shape[0], ph, pw)) + sum(
@@ -157,9 +160,9 @@ def incremental_footprint(graph, corners: np.ndarray, patch, tau=None,
     if plan.hwc is not None:
         fixed["views, channels last"] = sum(nbytes(graph[n].shape) for n in
                                             {s.inputs[0] for s in plan.steps if s.channels_last})
-    if wino := [s.winograd for s in plan.steps if s.winograd is not None]:
-        fixed[WINOGRAD] = sum(w.u.nbytes for w in wino) + \
-            usable_cores() * max(w.scratch_bytes for w in wino)  # a call per worker at once
+    if wino := [s for s in plan.steps if s.winograd is not None]:
+        fixed[WINOGRAD] = sum(s.winograd.weight_bytes for s in wino) + usable_cores() * max(
+            s.winograd.scratch_bytes(s.winograd.tiles(*s.contexts[0][:2])) for s in wino)
     per_position = PLAN_BYTES * len(prefix(graph))
     # the views pass: the model run with every view as an output, then each copied into the
     # table and freed
@@ -205,16 +208,16 @@ def choose(fp: Footprint, budget: int, positions: int, cap: int) -> Choice | Non
     return None
 
 
-def choose_lean(fp: Footprint, budget: int, positions: int,
+def choose_lean(fp: Footprint, lean, budget: int, positions: int,
                 cap: int) -> tuple[Choice | None, Footprint]:
-    """``choose``, and where nothing fits, the plan without Winograd's weights and tiles
-    (runtime/winograd.py) if that fits: (the choice, the footprint it was made on)."""
+    """``choose``, and where nothing fits, the plan without Winograd (runtime/winograd.py),
+    whose footprint ``lean()`` gives, if that fits: (the choice, the footprint it was made on;
+    without Winograd's, the lean one whether it fits or not)."""
     choice = choose(fp, budget, positions, cap)
-    if choice is None and WINOGRAD in fp.fixed:
-        lean = replace(fp, fixed={k: v for k, v in fp.fixed.items() if k != WINOGRAD})
-        if (fits := choose(lean, budget, positions, cap)) is not None:
-            return fits, lean
-    return choice, fp
+    if choice is not None or WINOGRAD not in fp.fixed:
+        return choice, fp
+    fp = lean()
+    return choose(fp, budget, positions, cap), fp
 
 
 def _largest_block(fp: Footprint, budget: int, batch: int, target: int) -> int | None:
@@ -236,14 +239,16 @@ def scan_corners(n: PlanNode) -> np.ndarray:
     return np.concatenate([g.corners() for g in grids])
 
 
-def footprint(graph, n: PlanNode, mode: str | None = None) -> Footprint:
-    """The footprint of the OcclusionScan ``n`` (in ``mode``, default its own), over all its
-    inputs and targets."""
+def footprint(graph, n: PlanNode, mode: str | None = None, winograd: bool = True) -> Footprint:
+    """The footprint of the OcclusionScan ``n`` (in ``mode``, default its own; with
+    Winograd where its backend runs it, unless ``winograd`` is False), over all its inputs and
+    targets."""
     mode = mode or n.arg("mode")
     alloc = NUMPY if n.arg("backend") == "numpy" else ONNXRUNTIME
     corners = scan_corners(n)
     if mode == "incremental":
-        fp = incremental_footprint(graph, corners, n.arg("grid").window, n.arg("tau"), alloc)
+        fp = incremental_footprint(graph, corners, n.arg("grid").window, n.arg("tau"), alloc,
+                                   winograd and runs_winograd(n.arg("backend") or "onnxruntime"))
     else:
         fp = naive_footprint(graph, len(corners), alloc)
     return _inputs_and_targets(fp, n.arg("inputs") or 1, _targets(graph, n))
@@ -254,7 +259,7 @@ def _inputs_and_targets(fp: Footprint, inputs: int, targets: int) -> Footprint:
     scores of every input and target stay to the end."""
     if (inputs, targets) == (1, 1):
         return fp
-    fixed = {k: v * inputs for k, v in fp.fixed.items()}
+    fixed = {k: v if k == WINOGRAD else v * inputs for k, v in fp.fixed.items()}  # one set
     fixed["heatmap"] *= targets
     more_views = fp.fixed.get("views", 0) * (inputs - 1)
     return replace(fp, fixed=fixed, materialize=fp.materialize + more_views if fp.materialize
@@ -284,28 +289,21 @@ def batch_queries(plan: PlanNode, ctx) -> PlanNode:
     return transform(plan, visit)
 
 
-WINOGRAD = "Winograd weights and tiles"  # a footprint's fixed part a plan can do without
-
-
 def _plan_scan(n: PlanNode, ctx) -> PlanNode:
     graph = ctx.model(n.arg("model")).graph
     budget_mb = ctx.options.memory_mb
     positions = n.arg("grid").count
     fp = footprint(graph, n)
+    lean = lambda: footprint(graph, n, winograd=False)  # noqa: E731
     if ctx.options.batch:  # BATCH fixes it; MEMORY, when given too, must hold it
-        block = positions if not fp.per_position else max(ctx.options.batch, BLOCK)
-        est = fp.bytes(ctx.options.batch, min(block, positions))
-        if budget_mb is not None and est > budget_mb << 20:
-            raise _fail(ctx, f"BATCH {ctx.options.batch} needs about {_mb(est)} MB, more than "
-                             f"MEMORY {budget_mb} MB")
-        return _with_choice(n, fp, Choice(ctx.options.batch, min(block, positions), est), budget_mb)
+        return _fixed_batch(n, fp, lean, ctx, budget_mb)
     budget = (budget_mb or DEFAULT_MEMORY_MB) << 20
     incremental = n.arg("mode") == "incremental"
     cap = MAX_INCREMENTAL_BATCH if incremental else MAX_BATCH
-    choice, lean = choose_lean(fp, budget, positions, cap)
+    choice, used = choose_lean(fp, lean, budget, positions, cap)
     if choice is not None:
-        chosen = _with_choice(n, lean, choice, budget >> 20, cap)
-        return chosen if lean is fp else chosen.with_args(winograd=False)
+        return _winograd_arg(_with_choice(n, used, choice, budget >> 20, cap), fp, used)
+    fp = used  # without Winograd: the least the incremental plan needs
     forced = ctx.options.incremental or ctx.options.approximate is not None
     if incremental and not forced:  # the cost model's choice: fall back to the naive plan
         naive_fp = footprint(graph, n, "naive")
@@ -317,6 +315,26 @@ def _plan_scan(n: PlanNode, ctx) -> PlanNode:
     raise _fail(ctx, f"MEMORY {budget >> 20} MB is below the {_mb(fp.bytes(1, 1))} MB this "
                      f"{'incremental' if fp.per_position else 'naive'} scan needs for one "
                      f"position at a time ({_parts(fp)})")
+
+
+def _fixed_batch(n: PlanNode, fp: Footprint, lean, ctx, budget_mb: int | None) -> PlanNode:
+    """BATCH fixes it; MEMORY, when given too, must hold it (without Winograd if need be)."""
+    batch, positions = ctx.options.batch, n.arg("grid").count
+    block = positions if not fp.per_position else max(batch, BLOCK)
+    est, used = fp.bytes(batch, min(block, positions)), fp
+    if budget_mb is not None and est > budget_mb << 20 and WINOGRAD in fp.fixed:
+        used = lean()
+        est = used.bytes(batch, min(block, positions))
+    if budget_mb is not None and est > budget_mb << 20:
+        raise _fail(ctx, f"BATCH {batch} needs about {_mb(est)} MB, more than "
+                         f"MEMORY {budget_mb} MB")
+    chosen = _with_choice(n, used, Choice(batch, min(block, positions), est), budget_mb)
+    return _winograd_arg(chosen, fp, used)
+
+
+def _winograd_arg(n: PlanNode, fp: Footprint, used: Footprint) -> PlanNode:
+    """``winograd=False`` where the plan fits only without Winograd (runtime/winograd.py)."""
+    return n if used is fp else n.with_args(winograd=False)
 
 
 def _with_choice(n: PlanNode, fp: Footprint, c: Choice, budget_mb: int | None,

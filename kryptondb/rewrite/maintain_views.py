@@ -26,6 +26,7 @@ from kryptondb.ivm import calibration
 from kryptondb.ivm.cost import FLOPS_PER_S, prefix, theoretical
 from kryptondb.ivm.frontier import centre_cut
 from kryptondb.ivm.incremental import segments_built
+from kryptondb.runtime.backends import runs_winograd
 from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, node, transform
 
@@ -83,7 +84,7 @@ def predicted_seconds(graph, window, backend: str, positions: tuple[int, int]) -
     per position, ``ivm/frontier.py``'s costs on the calibration's cores; the setup, one full
     inference per input (its views) and the sessions."""
     cal = calibration.load()
-    cut, cores = centre_cut(graph, window, cal=cal), cal.cores
+    cut, cores = centre_cut(graph, window, cal=cal, winograd=runs_winograd(backend)), cal.cores
     count, inputs = positions
     setup, sessions = setup_flops(graph, backend, 0)
     views = inputs * (cut.naive + cal.call_s)

@@ -7,16 +7,16 @@ transformed once, U = G g G^T (16 x Cin x Cout); per call the tiles are transfor
 memory-bound), the 16 products are 16 matrix multiplications (T x Cin) @ (Cin x Cout) over the
 T tiles of the whole batch, and the output transform adds them back into 2x2 tiles.
 
-On small maps with many channels this runs the layer 1.4-1.8x faster than onnxruntime's direct
-convolution on one core (512 channels on a 6x6 context: 14 vs 25 ms for 31 contexts); with
-fewer channels the transforms cost more than the multiplies save (128 channels: 0.8x), so
-plans use it only from ``MIN_CHANNELS`` channels in and out. Results differ from the direct
-form by float rounding (relative 1e-6: the transforms' coefficients are 0, +-1 and +-1/2).
+With many channels this runs the layer 1.4-1.8x faster than onnxruntime's direct convolution
+on one core (``bench/winograd.py``: 512 channels on 6x6 contexts, 15 vs 27 ms for 31 of them);
+with fewer channels the transforms, which are memory-bound, cost about what the multiplies
+save (128 channels: 1.03x, 64: 0.70x), so plans use it only from ``MIN_CHANNELS`` channels in
+and out. Results differ from the direct form by float rounding (relative 4-5e-7 on random
+layers: the transforms' coefficients are 0, +-1 and +-1/2).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 import time
@@ -26,9 +26,12 @@ import numpy as np
 from kryptondb.graph.ir import Graph, Node, Op
 from kryptondb.runtime.base import SESSIONS
 
-MIN_CHANNELS = 256  # measured: 512 channels 1.45-1.76x, 256 1.05-1.19x, 128 0.81x, 64 0.53x
-
-TILES = 256  # tiles per product call: (16, 256, 512) floats in and out are 8 MB each
+# bench/winograd.py: 512 channels 1.57-1.75x, 256 1.07-1.38x, 128 1.03x, 64 0.70x
+MIN_CHANNELS = 256
+# tiles per product call (more where one context has more): a bounded working set, (16, 256,
+# 512) floats in and out, 8 MB each, instead of the whole batch's (85 MB each for 32 20x20
+# contexts, 1.37x where it is 1.59x in calls of 256)
+TILES = 256
 
 _G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
 
@@ -45,16 +48,21 @@ def eligible(node: Node, graph: Graph, min_channels: int | None = None) -> bool:
     return node.attr("groups", 1) == 1 and min(cin, cout) >= least
 
 
+def wanted() -> bool:
+    """False where the environment variable KRYPTONDB_WINOGRAD is 0 (to compare)."""
+    return os.environ.get("KRYPTONDB_WINOGRAD") != "0"
+
+
 def enabled(backend) -> bool:
     """Whether plans on ``backend`` run eligible layers this way: backends that say so
-    (onnxruntime), unless the environment variable KRYPTONDB_WINOGRAD is 0 (to compare)."""
-    return getattr(backend, "winograd", False) and os.environ.get("KRYPTONDB_WINOGRAD") != "0"
+    (onnxruntime), unless KRYPTONDB_WINOGRAD is 0."""
+    return bool(getattr(backend, "winograd", False)) and wanted()
 
 
 def weights(w: np.ndarray) -> np.ndarray:
     """U = G g G^T per channel pair, laid out (16, Cin, Cout) for the products (computed in
     float64, stored float32)."""
-    u = np.einsum("ai,ocij,bj->abco", _G, w.astype(np.float64), _G)
+    u = np.einsum("ai,ocij,bj->abco", _G, w.astype(np.float64), _G, optimize=True)
     return np.ascontiguousarray(u.reshape(16, w.shape[1], w.shape[0]), dtype=np.float32)
 
 
@@ -105,45 +113,66 @@ class Winograd:
     """One layer's Winograd form: call it on channels-last contexts (B, H, W, Cin) for the
     layer's output (B, Cout, H - 2, W - 2). The 16 products run in one onnxruntime MatMul on
     one thread (an incremental plan runs a batch per core; NumPy's BLAS would start its own
-    threads on each), one session per shape of weights, built on first use."""
+    threads on each), one session per shape of weights, built on first use; the transformed
+    weights too (a plan that only estimates its memory never makes them)."""
 
     def __init__(self, node: Node, graph: Graph):
         self.name = node.name
-        self.u = weights(graph.param(node, 0))
+        self._w = graph.param(node, 0)
+        self.cout, self.cin = self._w.shape[:2]
         self.bias = np.ascontiguousarray(graph.param(node, 1), dtype=np.float32)
+        self._u: np.ndarray | None = None
+        self._lock = threading.Lock()
 
     @property
-    def scratch_bytes(self) -> int:
-        """What one call holds besides its contexts and output, at most: the tiles of
-        ``TILES`` positions transformed, their products, the output transform's rows."""
-        cin, cout = self.u.shape[1:]
-        return 4 * 16 * TILES * (cin + 2 * cout)
+    def u(self) -> np.ndarray:
+        """The transformed weights (16, Cin, Cout), made on first use."""
+        if self._u is None:
+            with self._lock:  # two workers must not both make 17 MB of them
+                if self._u is None:
+                    self._u = weights(self._w)
+        return self._u
+
+    @property
+    def weight_bytes(self) -> int:
+        return 4 * 16 * self.cin * self.cout
+
+    def scratch_bytes(self, tiles: int) -> int:
+        """What one call on ``tiles`` tiles holds besides its contexts and output, at most:
+        the tiles transformed (16 floats per channel in) and the row pass before (8), the
+        products (16 per channel out), the output transform's rows (8) and tiles (4)."""
+        return 4 * tiles * (24 * self.cin + 28 * self.cout)
+
+    def tiles(self, h: int, w: int) -> int:
+        """Tiles per call on contexts of h x w: ``TILES``, or one context's where larger."""
+        return max(TILES, ((h - 1) // 2) * ((w - 1) // 2))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         b, h, w, _ = x.shape
-        out = np.empty((b, len(self.bias), h - 2, w - 2), np.float32)
+        out = np.empty((b, self.cout, h - 2, w - 2), np.float32)
         step = max(1, TILES // max(1, ((h - 1) // 2) * ((w - 1) // 2)))
-        for s in range(0, b, step):  # a few contexts at a time: their tiles stay in cache
-            v, th, tw = input_tiles(x[s:s + step])
-            m = session(*self.u.shape[1:]).run(None, {"v": v, "u": self.u})[0]
-            out[s:s + step] = output(m, len(v[0]) // (th * tw), th, tw, h - 2, w - 2, self.bias)
+        products = session(self.cin, self.cout)
+        for s in range(0, b, step):  # a few contexts at a time (TILES)
+            part = x[s:s + step]
+            v, th, tw = input_tiles(part)
+            m = products.run(None, {"v": v, "u": self.u})[0]
+            out[s:s + step] = output(m, len(part), th, tw, h - 2, w - 2, self.bias)
         return out
 
 
-
 _LOCK = threading.Lock()
-
-
-@functools.lru_cache(maxsize=None)
-def _cached_session(cin: int, cout: int):
-    return _matmul_session(cin, cout)
+_SESSIONS: dict[tuple[int, int], object] = {}
 
 
 def session(cin: int, cout: int):
     """The products' session for weights of (cin, cout) channels (shared by every layer, plan
     and thread: onnxruntime runs a session from several threads at once)."""
+    if (cin, cout) in _SESSIONS:
+        return _SESSIONS[cin, cout]
     with _LOCK:  # two workers must not build the same session twice
-        return _cached_session(cin, cout)
+        if (cin, cout) not in _SESSIONS:
+            _SESSIONS[cin, cout] = _matmul_session(cin, cout)
+        return _SESSIONS[cin, cout]
 
 
 def _matmul_session(cin: int, cout: int):
