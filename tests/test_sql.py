@@ -308,7 +308,8 @@ def test_ctrl_c_stops_a_statement_as_keyboard_interrupt():
               "    print(c.execute('SELECT 7 AS v').to_arrow().to_pylist())\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120)
-    assert out.stdout.strip() == "[{'v': 7}]", out.stderr
+    # failed once in 40+ runs (fresh-check, 2026-12-01) with no output at all: say how it ended
+    assert out.stdout.strip() == "[{'v': 7}]", (out.returncode, out.stderr)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
