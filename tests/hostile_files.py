@@ -166,8 +166,8 @@ def _calibration_variants() -> dict[str, bytes]:
 
     doc = json.loads(DEFAULT_PATH.read_text())
     bad = {"empty": [], "negative": [[4, -1.0]], "text": [[4, "fast"]], "flat": 3}
-    return {f"winograd_{k}.json": json.dumps(doc | {"rates": doc["rates"] | {"winograd": v}})
-            .encode() for k, v in bad.items()}
+    return {f"{kind}_{k}.json": json.dumps(doc | {"rates": doc["rates"] | {kind: v}}).encode()
+            for k, v in bad.items() for kind in ("winograd", "winograd512")}
 
 
 def hostile_files(world: World) -> dict[str, Path]:

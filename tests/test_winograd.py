@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 import kryptondb
 from kryptondb.graph.builder import Builder
 from kryptondb.ivm import calibration as C
-from kryptondb.ivm.frontier import chain_seconds
+from kryptondb.ivm.frontier import chain_seconds, winograd_seconds
 from kryptondb.ivm.regions import FixedRegion
 from kryptondb.runtime import winograd
 from kryptondb.runtime.backends import runs_winograd
@@ -176,14 +176,56 @@ def test_a_tight_memory_budget_plans_without_winograd():
 
 
 def test_calibration_files_with_and_without_winograd_rates():
+    """A file without ``winograd512`` reads it as ``winograd``; without both, as ``conv``;
+    broken rows of either are errors naming the kind."""
     doc = C.default().to_json()
-    assert "winograd" in doc["rates"]
-    old = doc | {"rates": {k: v for k, v in doc["rates"].items() if k != "winograd"}}
-    assert C.from_json(old, "old").rate("winograd", 49) == C.from_json(old, "old").rate("conv", 49)
-    for bad in ([], [[4, -1.0]], "fast"):
-        with pytest.raises(C.CalibrationError,
-                           match="winograd" if bad != "fast" else "not a calibration file"):
-            C.from_json(doc | {"rates": doc["rates"] | {"winograd": bad}}, "bad")
+    assert {"winograd", "winograd512"} <= set(doc["rates"])
+
+    def without(*kinds):
+        return C.from_json(doc | {"rates": {k: v for k, v in doc["rates"].items()
+                                            if k not in kinds}}, "old")
+    one = without("winograd512")
+    assert one.rate("winograd512", 49) == one.rate("winograd", 49) != one.rate("conv", 49)
+    none = without("winograd", "winograd512")
+    assert none.rate("winograd512", 49) == none.rate("winograd", 49) == none.rate("conv", 49)
+    for kind in ("winograd", "winograd512"):
+        for bad in ([], [[4, -1.0]], "fast"):
+            with pytest.raises(C.CalibrationError,
+                               match="winograd" if bad != "fast" else "not a calibration file"):
+                C.from_json(doc | {"rates": doc["rates"] | {kind: bad}}, "bad")
+
+
+def test_winograd_rates_by_channels():
+    """Read log-log between the widths measured (256: 1e11, 512: 4e11), the nearest outside
+    them; a 3x3 head of 384 channels (in 512, out 384) is priced at the rate between."""
+    rates = {k: ((1, 5e10),) for k in C.KINDS}
+    cal = C.Calibration({**rates, "winograd": ((1, 1e11),), "winograd512": ((1, 4e11),)},
+                        0.0, float("inf"), 0.0, float("inf"), batch=1)
+    assert cal.winograd_rate(36, 256) == pytest.approx(1e11)
+    assert cal.winograd_rate(36, 362) == pytest.approx(2e11, rel=1e-3)  # 256 * sqrt(2)
+    assert cal.winograd_rate(36, 1024) == cal.winograd_rate(36, 512) == pytest.approx(4e11)
+    assert cal.winograd_rate(36, 128) == pytest.approx(1e11)
+    b = Builder("wide", (512, 8, 8), seed=0)
+    g = b.build(b.conv("input", "c", 384, 3, 1, 0, bias=True))
+    r = FixedRegion(6, 6, np.zeros(1, int), np.zeros(1, int))
+    flops = 2 * 512 * 384 * 9 * 36
+    assert winograd_seconds(cal, g, g["c"], r) == pytest.approx(
+        flops / cal.winograd_rate(36, 384))
+
+
+def test_calibrate_measures_winograd_as_plans_call_it(monkeypatch):
+    """Each Winograd width at its channels, on calls of at least TILES tiles (or a batch)."""
+    from kryptondb.ivm import calibrate
+
+    seen = []
+    monkeypatch.setattr(calibrate, "_timed",
+                        lambda backend, g, items: seen.append((g, items)) or 1.0)
+    for kind, width in C.WINOGRAD_WIDTHS.items():
+        seen.clear()
+        calibrate.rates(None, kind, 0.0, sides=(3, 8, 40))
+        assert [g.input_shape for g, _ in seen] == [(width, s + 2, s + 2) for s in (4, 8, 40)]
+        assert [n for _, n in seen] == [min(calibrate.BATCH, -(-winograd.TILES // (s // 2) ** 2))
+                                        for s in (4, 8, 40)]
 
 
 def test_a_plan_without_winograd_reaches_the_executor(calls, tmp_path):

@@ -4,7 +4,8 @@ and the frontier copies' bandwidth. About half a minute on 2 cores.
 
 Every layer runs on a context with padding 0, as the incremental plan's segments do, in calls of
 ``BATCH`` items (fewer on large maps, where one item is plenty of work and the rate no longer
-depends on the count); a call's time, less the call overhead, over its FLOPs is the rate.
+depends on the count; by Winograd, enough contexts for ``TILES`` tiles, the products' size in
+plans, whatever the FLOPs); a call's time, less the call overhead, over its FLOPs is the rate.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 from kryptondb.graph.builder import Builder
 from kryptondb.graph.ir import Graph
 from kryptondb.graph.shapes import node_flops
-from kryptondb.ivm.calibration import KINDS, OPTIONAL, Calibration, dumps, machine_path
+from kryptondb.ivm.calibration import (KINDS, OPTIONAL, WINOGRAD_WIDTHS, Calibration, dumps,
+                                       machine_path)
 from kryptondb.ivm.gather import NewValues, PaddedView, gather
 from kryptondb.runtime import winograd
 from kryptondb.runtime.backends import OnnxRuntimeBackend, usable_cores
@@ -31,10 +33,10 @@ CHANNELS = 128
 
 def _layer(kind: str, side: int) -> Graph:
     """One ``kind`` layer computing side x side output pixels from a padless context."""
-    k = {"conv": 3, "depthwise": 3, "pool": 3, "winograd": 3}.get(kind, 1)
-    c = {"gemm": 512, "winograd": winograd.MIN_CHANNELS}.get(kind, CHANNELS)
+    k = 3 if kind in ("conv", "depthwise", "pool", *WINOGRAD_WIDTHS) else 1
+    c = {"gemm": 512, **WINOGRAD_WIDTHS}.get(kind, CHANNELS)
     b = Builder(f"calibrate:{kind}:{side}", (c, side + k - 1, side + k - 1))
-    if kind in ("conv", "winograd"):
+    if kind == "conv" or kind in WINOGRAD_WIDTHS:
         out = b.conv("input", "op", c, 3, bias=True)
     elif kind == "conv1x1":
         out = b.conv("input", "op", c, 1, bias=True)
@@ -51,10 +53,11 @@ def _layer(kind: str, side: int) -> Graph:
 
 def _timed(backend, graph: Graph, items: int, reps: int = 7) -> float:
     """Least seconds of one call on ``items`` random items (after a warm-up call): the least,
-    not the median, since other processes on the machine only ever add time. A ``winograd``
-    layer runs as plans run it: on channels-last contexts, by runtime/winograd.py."""
+    not the median, since other processes on the machine only ever add time. A Winograd layer
+    (``winograd``, ``winograd512``) runs as plans run it: on channels-last contexts, by
+    runtime/winograd.py."""
     x = np.random.default_rng(0).standard_normal((items, *graph.input_shape), np.float32)
-    if graph.name.startswith("calibrate:winograd:"):
+    if graph.name.split(":")[1] in WINOGRAD_WIDTHS:
         call, x = winograd.Winograd(graph["op"], graph), x.transpose(0, 2, 3, 1).copy()
         run = lambda: call(x)  # noqa: E731
     else:
@@ -77,13 +80,16 @@ def call_overhead(backend) -> float:
 def rates(backend, kind: str, call_s: float, sides=SIDES) -> tuple:
     """((pixels, FLOPs per second), ...) of ``kind`` at each output side."""
     out = []
+    wino = kind in WINOGRAD_WIDTHS
     # Winograd computes whole 2x2 tiles: even sides (the cost model counts an odd side's extra)
-    sides = {"gemm": (1,), "winograd": sorted({s + s % 2 for s in sides})}.get(kind, sides)
+    sides = (1,) if kind == "gemm" else sorted({s + s % 2 for s in sides}) if wino else sides
     for side in sides:
         g = _layer(kind, side)
         op = g["op"]
         flops = node_flops(op, [g[i].shape for i in op.inputs], g.weights)
         items = int(max(1, min(BATCH, CALL_FLOPS // max(1, flops))))
+        if wino:  # as plans call it: a batch of contexts, at least TILES tiles per product
+            items = min(BATCH, -(-winograd.TILES // (side // 2) ** 2))
         t = _timed(backend, g, items)
         out.append((side * side, items * flops / max(t - call_s, 0.1 * t)))
     return tuple(out)

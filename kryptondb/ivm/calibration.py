@@ -4,8 +4,9 @@ A calibration says, per core (one onnxruntime thread, as the incremental plan's 
 
 - ``rates``: FLOPs per second of each kind of layer (``KINDS``) by the output pixels one item
   computes (a region of h x w, or a whole map), read log-log between the measured sizes: small
-  contexts run well below full-image throughput; and, where measured, ``winograd``: a 3x3
-  convolution by Winograd's F(2x2, 3x3) (runtime/winograd.py), in the direct form's FLOPs;
+  contexts run well below full-image throughput; and, where measured, ``winograd`` and
+  ``winograd512``: a 3x3 convolution by Winograd's F(2x2, 3x3) (runtime/winograd.py) with 256
+  and 512 channels in and out, in the direct form's FLOPs (``winograd_rate``);
 - ``call_s``: the fixed cost of one backend call (feeding, dispatch), whatever its size;
 - ``gather_bytes_per_s`` and ``gather_item_s``: the gather, by bytes copied and per item;
 - ``copy_bytes_per_s``: the frontier maps written into copies of the views;
@@ -33,8 +34,11 @@ from kryptondb.files import read_regular
 SCHEMA = "kryptondb.calibration/1"
 KINDS = ("conv", "conv1x1", "depthwise", "pool", "elementwise", "gemm")
 # kinds a calibration may lack (written before they were measured), read as another kind's rates:
-# a 3x3 convolution by Winograd (runtime/winograd.py) as a direct one
-OPTIONAL = {"winograd": "conv"}
+# a 3x3 convolution by Winograd (runtime/winograd.py) as a direct one, at 512 channels as at 256
+OPTIONAL = {"winograd": "conv", "winograd512": "winograd"}
+# the channels (in and out) each Winograd kind is measured at: its products' share of the work
+# grows with them (one core, 32 contexts per call: 512 channels 145-170 GFLOP/s, 256 120-150)
+WINOGRAD_WIDTHS = {"winograd": 256, "winograd512": 512}
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "calibration.json"
 
 
@@ -69,8 +73,11 @@ class Calibration:
 
     def rate(self, kind: str, pixels: int) -> float:
         """FLOPs per second of a ``kind`` layer computing ``pixels`` output pixels per item."""
-        points = self.rates.get(kind) or self.rates.get(OPTIONAL.get(kind)) or \
-            self.rates["elementwise"]
+        points = self.rates.get(kind)
+        while not points and kind in OPTIONAL:  # a kind not measured: the one it falls back to
+            kind = OPTIONAL[kind]
+            points = self.rates.get(kind)
+        points = points or self.rates["elementwise"]
         xs = [p for p, _ in points]
         k = bisect.bisect_left(xs, pixels)
         if k == 0:
@@ -83,6 +90,14 @@ class Calibration:
 
     def seconds(self, kind: str, flops: float, pixels: int) -> float:
         return flops / self.rate(kind, max(1, pixels))
+
+    def winograd_rate(self, pixels: int, channels: int) -> float:
+        """FLOPs per second (the direct form's) of a 3x3 convolution by Winograd computing
+        ``pixels`` per item with ``channels`` (the fewer of in and out): read log-log between
+        the widths measured (``WINOGRAD_WIDTHS``), at the nearest one outside them."""
+        (k0, c0), (k1, c1) = WINOGRAD_WIDTHS.items()
+        t = min(1.0, max(0.0, math.log(channels / c0) / math.log(c1 / c0)))
+        return self.rate(k0, pixels) ** (1 - t) * self.rate(k1, pixels) ** t
 
     def to_json(self, machine: dict | None = None) -> dict:
         return {"schema": SCHEMA, "machine": machine or {},

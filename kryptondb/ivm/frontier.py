@@ -201,9 +201,8 @@ def chain_seconds(cal: Calibration, graph: Graph, chain, regions,
     gather = sum(moved) / cal.gather_bytes_per_s + len(moved) * cal.gather_item_s
     compute = 0.0
     for n in chain:
-        share = r.h * r.w / (n.shape[1] * n.shape[2])
         compute += winograd_seconds(cal, graph, n, r) if n is head and wino else \
-            cal.seconds(kind(n, graph), flops(graph, n) * share, r.h * r.w)
+            direct_seconds(cal, graph, n, r)
     calls = int(head.op not in NO_SEGMENT and not (len(chain) == 1 and not head.params and
                                                    head.op in (Op.ADD, Op.CONCAT)))
     calls += int(wino and len(chain) > 1)  # the nodes after a Winograd head: a second call
@@ -216,17 +215,23 @@ def winograd_pays(cal: Calibration, graph: Graph, n: Node, r: FixedRegion) -> bo
     whole 2x2 tiles are mostly waste), always where it did not."""
     if not winograd_module.eligible(n, graph):
         return False
-    direct = cal.seconds(kind(n, graph), flops(graph, n) * r.h * r.w / (n.shape[1] * n.shape[2]),
-                         r.h * r.w)
-    return "winograd" not in cal.rates or winograd_seconds(cal, graph, n, r) < direct
+    return "winograd" not in cal.rates or \
+        winograd_seconds(cal, graph, n, r) < direct_seconds(cal, graph, n, r)
+
+
+def direct_seconds(cal: Calibration, graph: Graph, n: Node, r: FixedRegion) -> float:
+    """One core's seconds per position of layer ``n`` on its region, as onnxruntime runs it."""
+    share = r.h * r.w / (n.shape[1] * n.shape[2])
+    return cal.seconds(kind(n, graph), flops(graph, n) * share, r.h * r.w)
 
 
 def winograd_seconds(cal: Calibration, graph: Graph, n: Node, r: FixedRegion) -> float:
     """One core's seconds per position of a 3x3 convolution head by Winograd: the direct
-    form's FLOPs on the region grown to whole 2x2 tiles, at the calibration's ``winograd`` rate
-    (its direct one where it has none)."""
+    form's FLOPs on the region grown to whole 2x2 tiles, at the calibration's Winograd rate for
+    its channels (its direct one where it has none)."""
     h, w = r.h + r.h % 2, r.w + r.w % 2
-    return cal.seconds("winograd", flops(graph, n) * h * w / (n.shape[1] * n.shape[2]), h * w)
+    rate = cal.winograd_rate(h * w, min(graph.param(n, 0).shape[:2]))
+    return flops(graph, n) * h * w / (n.shape[1] * n.shape[2]) / rate
 
 
 def choose(graph: Graph, candidates: set[str], regions: dict[str, FixedRegion],
