@@ -6,7 +6,11 @@ threads that wait for each other, more than KryptonDB's single-threaded workers)
 loop (``loop_setup`` and ``_ort_loop``'s heatmap loop) and the KQL query run in turns, which
 goes first alternating, ``--reps`` times each after one untimed run of both; the table gives
 each rep's ratio and the medians. ``--without-winograd`` adds a third side: the same query with
-KRYPTONDB_WINOGRAD=0 (the same plan, its Winograd layers by the direct convolution).
+KRYPTONDB_WINOGRAD=0 (the plan KryptonDB makes without Winograd). The small models of
+``bench/obe.py --small`` (cnn32, squeezenet) run at their own patch and stride there, the
+per-query overhead measured without the drift between children:
+
+    python bench/paired.py --model cnn32 --reps 25 --options NAIVE
 
     python bench/paired.py --model resnet18 --stride 4 --reps 5 \\
         --options "APPROXIMATE TAU 0.5 DRILLDOWN 0.25 TARGET 3"
@@ -28,8 +32,10 @@ import obe  # noqa: E402
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="resnet18", help="a zoo model (default resnet18)")
-    p.add_argument("--stride", type=int, default=8)
+    p.add_argument("--model", default="resnet18", help="a zoo model, or one of bench/obe.py's "
+                   f"small ones ({', '.join(obe.SMALL_MODELS)}); default resnet18")
+    p.add_argument("--patch", type=int, help="default 16 (cnn32: 4)")
+    p.add_argument("--stride", type=int, help="default 8 (cnn32: 2)")
     p.add_argument("--reps", type=int, default=5, help="turns of each (default 5)")
     p.add_argument("--options", default="INCREMENTAL", help="the query's plan options "
                    "(default INCREMENTAL)")
@@ -41,8 +47,10 @@ def main(argv=None) -> int:
 
     import kryptondb
 
-    spec = dict(model=args.model, engine="onnxruntime-loop", patch=16, stride=args.stride,
-                batch=64, reps=1)
+    patch, stride = obe.SMALL_GRID.get(args.model, (16, 8))
+    args.patch, args.stride = args.patch or patch, args.stride or stride
+    spec = dict(model=args.model, engine="onnxruntime-loop", patch=args.patch,
+                stride=args.stride, batch=64, reps=1)
     sess, name, x, _, corners, occlude = obe.loop_setup(spec)
     cls = int(sess.run(None, {name: x})[0].argmax())
 
@@ -56,7 +64,9 @@ def main(argv=None) -> int:
 
     con = kryptondb.connect()
     con.execute(f"LOAD IMAGE '{kryptondb.bundled_image()}' AS img")
-    q = (f"EXPLAIN OCCLUSION OF IMAGE img USING MODEL {args.model} PATCH 16 STRIDE "
+    if obe._model_path(args.model):  # a small model: its ONNX file
+        con.execute(f"CREATE MODEL {args.model} FROM '{obe._model_path(args.model)}'")
+    q = (f"EXPLAIN OCCLUSION OF IMAGE img USING MODEL {args.model} PATCH {args.patch} STRIDE "
          f"{args.stride} ON cpu {args.options}")
     con.execute(q), loop()  # untimed: sessions, views, plans (a bad query fails first)
 
@@ -84,15 +94,16 @@ def main(argv=None) -> int:
             took[side] = time.perf_counter() - t
         rows.append(took)
         C.progress(f"rep {r}: " + ", ".join(f"{k} {v:.2f} s" for k, v in took.items()))
-    print(f"\n{args.model}, patch 16, stride {args.stride}, {len(corners)} positions: {q}\n")
+    print(f"\n{args.model}, patch {args.patch}, stride {args.stride}, {len(corners)} positions: "
+          f"{q}\n")
     sides = [k for k in turns if k != "loop"]
     print(f"{'rep':>4}  {'loop s':>8}" + "".join(f"  {k + ' s':>14}  {'speedup':>7}" for k in sides))
     for k, took in enumerate(rows):
-        print(f"{k:>4}  {took['loop']:8.2f}" + "".join(
-            f"  {took[s]:14.2f}  {took['loop'] / took[s]:6.2f}x" for s in sides))
+        print(f"{k:>4}  {took['loop']:8.4g}" + "".join(
+            f"  {took[s]:14.4g}  {took['loop'] / took[s]:6.2f}x" for s in sides))
     med = {k: C.median([t[k] for t in rows]) for k in turns}
-    print(f"{'med':>4}  {med['loop']:8.2f}" + "".join(
-        f"  {med[s]:14.2f}  {med['loop'] / med[s]:6.2f}x" for s in sides))
+    print(f"{'med':>4}  {med['loop']:8.4g}" + "".join(
+        f"  {med[s]:14.4g}  {med['loop'] / med[s]:6.2f}x" for s in sides))
     for s in sides:
         print(f"{s}: median of the ratios {C.median([t['loop'] / t[s] for t in rows]):.2f}x")
     C.write_json(args.json, {"benchmark": "paired", "args": vars(args),
