@@ -21,9 +21,9 @@ from test_obe_naive import _tiny_graph, tiny_connection
 import kryptondb
 from kryptondb.runtime.backends import FED_BYTES, OnnxRuntimeBackend, get_backend
 from kryptondb.errors import PlanError
-from kryptondb.ivm.cost import prefix
+from kryptondb.ivm.cost import prefix, region_sizes
 from kryptondb.ivm.gather import PaddedView, gather
-from kryptondb.ivm.incremental import IncrementalPlan, base_views, read_views, region_sizes
+from kryptondb.ivm.incremental import IncrementalPlan, base_views, read_views
 from kryptondb.graph.builder import Builder
 from kryptondb.obe.occlusion import Grid, occluded_batch
 from kryptondb.plan.ops import OCCLUSION_SCANS

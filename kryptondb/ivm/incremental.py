@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from kryptondb.ivm import calibration
-from kryptondb.ivm.cost import patch_regions, prefix, region_sizes  # noqa: F401 (its home was here)
+from kryptondb.ivm.cost import patch_regions, prefix
 from kryptondb.ivm.frontier import NO_SEGMENT, choose, is_pointwise, merge_extras, winograd_pays
 from kryptondb.ivm.counters import SUFFIX, TAIL, count
 from kryptondb.ivm.gather import (ChannelsLast, ChannelsLastViews, NewValues, PaddedView, gather,

@@ -19,9 +19,9 @@ import numpy as np
 
 from kryptondb.graph.ir import GLOBAL, Graph, Op
 from kryptondb.graph.shapes import node_flops
-from kryptondb.ivm.cost import centre_regions, prefix
+from kryptondb.ivm.cost import centre_regions, prefix, region_sizes
 from kryptondb.ivm.gather import ChannelsLastViews
-from kryptondb.ivm.incremental import IncrementalPlan, region_sizes
+from kryptondb.ivm.incremental import IncrementalPlan
 from kryptondb.ivm.regions import fix
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kryptondb.ivm.cost import theoretical
+from kryptondb.ivm.cost import region_sizes, theoretical
 from kryptondb.ivm.gather import ChannelsLastViews, PaddedView, gather
-from kryptondb.ivm.incremental import IncrementalPlan, base_views, read_views, region_sizes
+from kryptondb.ivm.incremental import IncrementalPlan, base_views, read_views
 from kryptondb.ivm.tail import tail_batch
 from kryptondb.obe.spec import ScanSpec
 from kryptondb.obe.strategy import Incremental, Runtime, add

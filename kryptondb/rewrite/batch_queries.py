@@ -20,9 +20,9 @@ import numpy as np
 
 from kryptondb.errors import PlanError
 from kryptondb.graph.ir import WINDOWED, Op as GraphOp
-from kryptondb.ivm.cost import prefix
+from kryptondb.ivm.cost import prefix, region_sizes
 from kryptondb.ivm.gather import ChannelsLastViews
-from kryptondb.ivm.incremental import IncrementalPlan, read_views, region_sizes
+from kryptondb.ivm.incremental import IncrementalPlan, read_views
 from kryptondb.ivm.tail import TAIL_PER_BATCH
 from kryptondb.plan.ops import Op
 from kryptondb.plan.nodes import PlanNode, transform
