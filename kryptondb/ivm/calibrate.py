@@ -87,9 +87,9 @@ def rates(backend, kind: str, call_s: float, sides=SIDES) -> tuple:
         g = _layer(kind, side)
         op = g["op"]
         flops = node_flops(op, [g[i].shape for i in op.inputs], g.weights)
-        items = int(max(1, min(BATCH, CALL_FLOPS // max(1, flops))))
-        if wino:  # as plans call it: a batch of contexts, at least TILES tiles per product
-            items = min(BATCH, -(-winograd.TILES // (side // 2) ** 2))
+        # by Winograd as plans call it: a batch of contexts, at least TILES tiles per product
+        items = min(BATCH, -(-winograd.TILES // winograd.context_tiles(side + 2, side + 2))) \
+            if wino else int(max(1, min(BATCH, CALL_FLOPS // max(1, flops))))
         t = _timed(backend, g, items)
         out.append((side * side, items * flops / max(t - call_s, 0.1 * t)))
     return tuple(out)

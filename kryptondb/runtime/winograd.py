@@ -67,7 +67,7 @@ def weights(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(u.reshape(16, w.shape[1], w.shape[0]), dtype=np.float32)
 
 
-def _per_context(h: int, w: int) -> int:
+def context_tiles(h: int, w: int) -> int:
     """2x2 output tiles covering one h x w context's (h - 2) x (w - 2) outputs."""
     return ((h - 1) // 2) * ((w - 1) // 2)
 
@@ -151,12 +151,12 @@ class Winograd:
 
     def tiles(self, h: int, w: int) -> int:
         """Tiles per call on contexts of h x w: ``TILES``, or one context's where larger."""
-        return max(TILES, _per_context(h, w))
+        return max(TILES, context_tiles(h, w))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         b, h, w, _ = x.shape
         out = np.empty((b, self.cout, h - 2, w - 2), np.float32)
-        step = max(1, TILES // max(1, _per_context(h, w)))
+        step = max(1, TILES // max(1, context_tiles(h, w)))
         products = session(self.cin, self.cout)
         for s in range(0, b, step):  # a few contexts at a time (TILES)
             part = x[s:s + step]
