@@ -2,7 +2,11 @@
 onnxruntime loop (and Captum's Occlusion when torch, captum and onnx2torch are installed),
 on the same weights, image, patch, stride and fill, in one run.
 
-Each (model, engine) is measured in its own child process so its peak RSS is its own.
+Each (model, engine) is measured in its own child process so its peak RSS is its own. With
+--rounds N (the default with --small: 5) every engine's child runs N times, the engines in turns,
+and each row pools its children's repetitions: on small graphs one process's slow spell on this
+shared machine otherwise decides the ratio (a 3x32x32 CNN's naive/loop read 0.60x to 1.76x across
+single runs of the same code, 1.02x in one process).
 Targets: the naive plan (NAIVE) on the onnxruntime backend within 1.3x of the onnxruntime loop;
 the exact incremental plan (the default) achieving >= 0.7 of the theoretical speedup over the
 loop, with peak RSS at most 2x the loop's.
@@ -238,6 +242,8 @@ def _args(argv=None):
     p.add_argument("--batch", type=int, default=64, help="positions per inference batch (all "
                    "engines use the same)")
     p.add_argument("--reps", type=int, default=3, help="heatmaps per engine; the median is shown")
+    p.add_argument("--rounds", type=int, default=None, metavar="N", help="child processes per "
+                   "engine, run in turns, their repetitions pooled (default 1; 5 with --small)")
     p.add_argument("--captum-reps", type=int, default=1, help="timed Captum runs (default 1)")
     p.add_argument("--small", action="store_true", help="per-query overhead: "
                    f"{' '.join(SMALL_ENGINES)} on {' '.join(SMALL_MODELS)} unless --models is "
@@ -258,6 +264,9 @@ def _args(argv=None):
     if args.engines is None:
         args.engines = ["onnxruntime-loop", "kryptondb-exact", *APPROXIMATE] \
             if args.approximate else list(SMALL_ENGINES) if args.small else list(ENGINES)
+    args.rounds = args.rounds or (5 if args.small else 1)
+    if args.rounds < 1 or args.reps < 1:
+        p.error("--rounds and --reps must be >= 1")
     if args.small and args.models == list(DEFAULT_MODELS):
         args.models = list(SMALL_MODELS)
     if args.approximate and args.models == list(DEFAULT_MODELS):
@@ -272,23 +281,43 @@ def main(argv=None) -> int:
     results, rows = [], []
     for model in args.models:
         base = naive = None
-        for engine in args.engines:
-            C.progress(f"{model}: {engine}")
-            patch, stride = SMALL_GRID.get(model, (args.patch, args.stride))
-            spec = dict(model=model, engine=engine, patch=patch, stride=stride,
-                        batch=args.batch, reps=args.reps, captum_reps=args.captum_reps,
-                        tuning_db=args.tuning_db)
-            r = C.run_child(__file__, spec, timeout=3600)
-            r.update(model=model, engine=engine)
+        for r in _measure(args, model):
             results.append(r)
-            base = base or (r if engine == "onnxruntime-loop" and "times" in r else None)
-            naive = naive or (r if engine == "kryptondb-naive" and "times" in r else None)
+            base = base or (r if r["engine"] == "onnxruntime-loop" and "times" in r else None)
+            naive = naive or (r if r["engine"] == "kryptondb-naive" and "times" in r else None)
             rows.append(_row(r, base, naive))
     _print(args, rows, results)
     C.write_json(args.json, {"benchmark": "obe", "args": vars(args), "machine":
                              C.machine_info(), "results": results})
     print(f"\nJSON: {args.json}")
     return 0
+
+
+def _measure(args, model: str) -> list[dict]:
+    """Each engine's result on one model: --rounds children each, the engines in turns."""
+    patch, stride = SMALL_GRID.get(model, (args.patch, args.stride))
+    children: dict[str, list[dict]] = {e: [] for e in args.engines}
+    for rnd in range(args.rounds):
+        for engine in args.engines:
+            tag = f" (round {rnd + 1}/{args.rounds})" * (args.rounds > 1)
+            C.progress(f"{model}: {engine}{tag}")
+            spec = dict(model=model, engine=engine, patch=patch, stride=stride,
+                        batch=args.batch, reps=args.reps, captum_reps=args.captum_reps,
+                        tuning_db=args.tuning_db)
+            children[engine].append(C.run_child(__file__, spec, timeout=3600))
+    return [_pool(model, e, children[e]) for e in args.engines]
+
+
+def _pool(model: str, engine: str, children: list[dict]) -> dict:
+    """One row from an engine's children: the first's result, every child's times pooled, the
+    largest peak RSS; with several, each child's median too (its round)."""
+    bad = next((c for c in children if "times" not in c), None)
+    r = dict(bad or children[0], model=model, engine=engine)
+    if bad is None and len(children) > 1:
+        r.update(times=[t for c in children for t in c["times"]],
+                 round_medians=[C.median(c["times"]) for c in children],
+                 peak_rss_mib=max(c.get("peak_rss_mib", 0) for c in children))
+    return r
 
 
 TARGETS = {("vgg16", "tau0.5+drill"): 10, ("resnet18", "tau0.5+drill"): 10,
@@ -302,6 +331,8 @@ def _row(r: dict, base: dict | None, naive: dict | None = None) -> list:
         return [r["model"], r["engine"], "-", "-", "-", "-", r.get("skipped") or r.get("error")]
     med = C.median(r["times"])
     ratio = med / C.median(base["times"]) if base else None
+    if base and len(r.get("round_medians", ())) == len(base.get("round_medians", ())) > 1:
+        r["ratio_per_round"] = [x / y for x, y in zip(r["round_medians"], base["round_medians"])]
     check, diff = "", None
     if base and "heatmap" in r and r is not base:
         diff = float(np.abs(np.asarray(r["heatmap"]) - np.asarray(base["heatmap"])).max())
@@ -344,7 +375,9 @@ def _row(r: dict, base: dict | None, naive: dict | None = None) -> list:
 
 def _print(args, rows, results) -> None:
     print(f"\nOcclusion heatmap, bundled chelsea.png, patch {args.patch}, stride {args.stride}, "
-          f"batch {args.batch}, gray fill, median of {args.reps}")
+          f"batch {args.batch}, gray fill, median of {args.reps}" +
+          (f" in each of {args.rounds} child processes per engine, run in turns, pooled"
+           if args.rounds > 1 else ""))
     print("baseline: hand-written NumPy occlusion + onnxruntime InferenceSession, batched\n")
     print(C.format_table(["model", "engine", "s/heatmap", "x loop", "ms/position",
                           "peak RSS MiB", "check"], rows,
