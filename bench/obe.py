@@ -3,10 +3,10 @@ onnxruntime loop (and Captum's Occlusion when torch, captum and onnx2torch are i
 on the same weights, image, patch, stride and fill, in one run.
 
 Each (model, engine) is measured in its own child process so its peak RSS is its own. With
---rounds N (the default with --small: 5) every engine's child runs N times, the engines in turns,
-and each row pools its children's repetitions: on small graphs one process's slow spell on this
-shared machine otherwise decides the ratio (a 3x32x32 CNN's naive/loop read 0.60x to 1.76x across
-single runs of the same code, 1.02x in one process).
+--rounds N every engine's child runs N times, the engines in turns, and each row pools its
+children's repetitions; the 3x32x32 CNN (whose heatmap takes ~45 ms) gets 5 by default: one
+process's slow spell on this shared machine otherwise decides its ratio (naive/loop read 0.60x
+to 1.76x across single runs of the same code, 1.02x within one process).
 Targets: the naive plan (NAIVE) on the onnxruntime backend within 1.3x of the onnxruntime loop;
 the exact incremental plan (the default) achieving >= 0.7 of the theoretical speedup over the
 loop, with peak RSS at most 2x the loop's.
@@ -30,6 +30,7 @@ DEFAULT_PLAN = "kryptondb-default"  # no NAIVE / INCREMENTAL: the planner's choi
 SMALL_MODELS = ("cnn32", "squeezenet")
 SMALL_ENGINES = ("onnxruntime-loop", "kryptondb-naive", DEFAULT_PLAN)
 SMALL_GRID = {"cnn32": (4, 2)}
+SMALL_ROUNDS = 5  # child processes per engine on SMALL_GRID's models unless --rounds is given
 # approximate engines (--approximate): the query options each one adds
 APPROXIMATE = {
     "tau0.5": "APPROXIMATE TAU 0.5",
@@ -243,7 +244,8 @@ def _args(argv=None):
                    "engines use the same)")
     p.add_argument("--reps", type=int, default=3, help="heatmaps per engine; the median is shown")
     p.add_argument("--rounds", type=int, default=None, metavar="N", help="child processes per "
-                   "engine, run in turns, their repetitions pooled (default 1; 5 with --small)")
+                   "engine, run in turns, their repetitions pooled (default 1; "
+                   f"{SMALL_ROUNDS} on {' '.join(SMALL_GRID)})")
     p.add_argument("--captum-reps", type=int, default=1, help="timed Captum runs (default 1)")
     p.add_argument("--small", action="store_true", help="per-query overhead: "
                    f"{' '.join(SMALL_ENGINES)} on {' '.join(SMALL_MODELS)} unless --models is "
@@ -264,8 +266,7 @@ def _args(argv=None):
     if args.engines is None:
         args.engines = ["onnxruntime-loop", "kryptondb-exact", *APPROXIMATE] \
             if args.approximate else list(SMALL_ENGINES) if args.small else list(ENGINES)
-    args.rounds = args.rounds or (5 if args.small else 1)
-    if args.rounds < 1 or args.reps < 1:
+    if (args.rounds is not None and args.rounds < 1) or args.reps < 1:
         p.error("--rounds and --reps must be >= 1")
     if args.small and args.models == list(DEFAULT_MODELS):
         args.models = list(SMALL_MODELS)
@@ -296,10 +297,11 @@ def main(argv=None) -> int:
 def _measure(args, model: str) -> list[dict]:
     """Each engine's result on one model: --rounds children each, the engines in turns."""
     patch, stride = SMALL_GRID.get(model, (args.patch, args.stride))
+    rounds = args.rounds or (SMALL_ROUNDS if model in SMALL_GRID else 1)
     children: dict[str, list[dict]] = {e: [] for e in args.engines}
-    for rnd in range(args.rounds):
+    for rnd in range(rounds):
         for engine in args.engines:
-            tag = f" (round {rnd + 1}/{args.rounds})" * (args.rounds > 1)
+            tag = f" (round {rnd + 1}/{rounds})" * (rounds > 1)
             C.progress(f"{model}: {engine}{tag}")
             spec = dict(model=model, engine=engine, patch=patch, stride=stride,
                         batch=args.batch, reps=args.reps, captum_reps=args.captum_reps,
@@ -375,9 +377,10 @@ def _row(r: dict, base: dict | None, naive: dict | None = None) -> list:
 
 def _print(args, rows, results) -> None:
     print(f"\nOcclusion heatmap, bundled chelsea.png, patch {args.patch}, stride {args.stride}, "
-          f"batch {args.batch}, gray fill, median of {args.reps}" +
-          (f" in each of {args.rounds} child processes per engine, run in turns, pooled"
-           if args.rounds > 1 else ""))
+          f"batch {args.batch}, gray fill, median of {args.reps}")
+    if any(len(r.get("round_medians", ())) > 1 for r in results):
+        print("rows with rounds pool the repetitions of that many child processes per engine, "
+              "run in turns (--rounds)")
     print("baseline: hand-written NumPy occlusion + onnxruntime InferenceSession, batched\n")
     print(C.format_table(["model", "engine", "s/heatmap", "x loop", "ms/position",
                           "peak RSS MiB", "check"], rows,

@@ -176,8 +176,9 @@ def test_a_tight_memory_budget_plans_without_winograd():
 
 
 def test_calibration_files_with_and_without_winograd_rates():
-    """A file without ``winograd512`` reads it as ``winograd``; without both, as ``conv``;
-    broken rows of either are errors naming the kind."""
+    """A file without ``winograd512`` reads it as ``winograd``; without both, as ``conv`` (and
+    plans price Winograd's layers as direct ones); with either, Winograd is priced; broken rows
+    of either are errors naming the kind."""
     doc = C.default().to_json()
     assert {"winograd", "winograd512"} <= set(doc["rates"])
 
@@ -188,6 +189,8 @@ def test_calibration_files_with_and_without_winograd_rates():
     assert one.rate("winograd512", 49) == one.rate("winograd", 49) != one.rate("conv", 49)
     none = without("winograd", "winograd512")
     assert none.rate("winograd512", 49) == none.rate("winograd", 49) == none.rate("conv", 49)
+    assert one.prices_winograd and without("winograd").prices_winograd
+    assert not none.prices_winograd
     for kind in ("winograd", "winograd512"):
         for bad in ([], [[4, -1.0]], "fast"):
             with pytest.raises(C.CalibrationError,

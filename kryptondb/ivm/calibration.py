@@ -91,6 +91,12 @@ class Calibration:
     def seconds(self, kind: str, flops: float, pixels: int) -> float:
         return flops / self.rate(kind, max(1, pixels))
 
+    @property
+    def prices_winograd(self) -> bool:
+        """Whether Winograd was measured (at either width): else plans price its layers as
+        onnxruntime's direct form runs them."""
+        return any(k in self.rates for k in WINOGRAD_WIDTHS)
+
     def winograd_rate(self, pixels: int, channels: int) -> float:
         """FLOPs per second (the direct form's) of a 3x3 convolution by Winograd computing
         ``pixels`` per item with ``channels`` (the fewer of in and out): read log-log between

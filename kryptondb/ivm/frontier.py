@@ -190,7 +190,7 @@ def chain_seconds(cal: Calibration, graph: Graph, chain, regions,
     it (runtime/winograd.py)."""
     head = chain[0]
     r: FixedRegion = regions[head.name]
-    wino = winograd and "winograd" in cal.rates and winograd_pays(cal, graph, head, r)
+    wino = winograd and cal.prices_winograd and winograd_pays(cal, graph, head, r)
     if head.op in WINDOWED or head.op in UPSAMPLING or head.op is Op.PAD:
         src = graph[head.inputs[0]].shape
         ctx = read_in(head, r, src[1:])
@@ -215,7 +215,7 @@ def winograd_pays(cal: Calibration, graph: Graph, n: Node, r: FixedRegion) -> bo
     whole 2x2 tiles are mostly waste), always where it did not."""
     if not winograd_module.eligible(n, graph):
         return False
-    return "winograd" not in cal.rates or \
+    return not cal.prices_winograd or \
         winograd_seconds(cal, graph, n, r) < direct_seconds(cal, graph, n, r)
 
 
