@@ -139,6 +139,8 @@ def test_winograd_off(calls, monkeypatch, how):
     assert "r.c2" in {s.head.name for s in plan.steps}  # an eligible head, maintained
     assert runs_winograd("onnxruntime") is (how != "environment")
     assert not runs_winograd("numpy") and not runs_winograd("cupy")
+    assert runs_winograd(None) is runs_winograd("ORT") is runs_winograd("onnxruntime")
+    assert not runs_winograd("onnxruntime", allowed=False)  # a plan's winograd=False
 
 
 def test_the_cost_model_prices_winograd_heads_at_their_rate():

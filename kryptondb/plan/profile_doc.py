@@ -99,7 +99,7 @@ def scan(n, stats: dict | None = None) -> dict:
     if picked == "naive":
         return out | _naive(graph)
     plan = layer_plan(graph, grid.window, n.arg("tau"), grid.inside(grid.corners()),
-                      runs_winograd(n.arg("backend")) and n.arg("winograd") is not False)
+                      runs_winograd(n.arg("backend"), n.arg("winograd")))
     out |= {"frontier": list(plan.frontier), "frontier_reason": plan.frontier_reason,
             "suffix": {"layers": plan.suffix_layers, "flops": plan.suffix_flops,
                        "measured": _measured(stats, SUFFIX, plan.suffix_flops - plan.tail_flops)}

@@ -248,7 +248,7 @@ def footprint(graph, n: PlanNode, mode: str | None = None, winograd: bool = True
     corners = scan_corners(n)
     if mode == "incremental":
         fp = incremental_footprint(graph, corners, n.arg("grid").window, n.arg("tau"), alloc,
-                                   winograd and runs_winograd(n.arg("backend") or "onnxruntime"))
+                                   winograd and runs_winograd(n.arg("backend"), n.arg("winograd")))
     else:
         fp = naive_footprint(graph, len(corners), alloc)
     return _inputs_and_targets(fp, n.arg("inputs") or 1, _targets(graph, n))

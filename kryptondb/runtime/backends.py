@@ -17,7 +17,8 @@ import numpy as np
 
 from kryptondb.errors import BackendError
 from kryptondb.graph.ir import Graph, Op
-from kryptondb.runtime.base import SESSIONS, Backend, channels_first, check_feeds  # noqa: F401
+from kryptondb.runtime.base import (SESSIONS, Backend, channels_first, check_feeds,  # noqa: F401
+                                    ort_options)
 from kryptondb.runtime.gpu import cupy_backend
 from kryptondb.runtime import winograd
 from kryptondb.runtime.numpy_ops import KERNELS
@@ -107,18 +108,13 @@ class OnnxRuntimeBackend(Backend):
     def _make_session(self, graph, outputs):
         import onnxruntime as ort  # ~25 ms to import; only onnxruntime sessions need it
 
-        opts = ort.SessionOptions()
+        opts = ort_options(self.threads, self.spinning)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if any(n.op is Op.PAD for n in graph.nodes):
             # onnxruntime folds a Pad into the pool after it, changing the result (MaxPool pads
             # with -inf, not the Pad's value; ceil-mode sizes shift): keep the graph as written
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         opts.log_severity_level = 3  # opset-17 shape inference warns on ceil-mode pools; harmless
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
-        if not self.spinning:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            opts.enable_cpu_mem_arena = False  # dozens of idle per-layer arenas add up
         if self.borrow:
             proto, borrowed = _borrowing(opts, graph, to_onnx(graph, outputs, FED_BYTES))
         else:
@@ -202,13 +198,22 @@ _ALIASES = {"ort": "onnxruntime", "cpu": "onnxruntime", "reference": "numpy", "g
 _INSTANCES: dict[str, Backend] = {}
 
 
-def runs_winograd(name: str | Backend | None) -> bool:
-    """Whether incremental plans on the backend ``name`` run large 3x3 convolutions by
-    Winograd (runtime/winograd.py), without starting the backend (a GPU's)."""
+def runs_winograd(name: str | Backend | None, allowed: bool | None = True) -> bool:
+    """Whether incremental plans on the backend ``name`` (None: the default, onnxruntime) run
+    large 3x3 convolutions by Winograd (runtime/winograd.py), without starting the backend (a
+    GPU's); never where ``allowed`` is False (a plan's ``winograd`` argument: memory too tight
+    for it), the one value a scan may carry that turns it off."""
+    if allowed is False:
+        return False
     if isinstance(name, Backend):
         return winograd.enabled(name)
-    key = _ALIASES.get(str(name).lower(), str(name).lower())
-    return winograd.enabled(_BACKENDS.get(key))
+    return winograd.enabled(_BACKENDS.get(_key(name or "onnxruntime")))
+
+
+def _key(name: str) -> str:
+    """A backend's name as _BACKENDS spells it (aliases resolved, any case)."""
+    key = str(name).lower()
+    return _ALIASES.get(key, key)
 
 
 def get_backend(name: str | Backend = "onnxruntime") -> Backend:
@@ -216,7 +221,7 @@ def get_backend(name: str | Backend = "onnxruntime") -> Backend:
     'gpu'). 'cupy' without CuPy or a CUDA device: a BackendError saying which is missing."""
     if isinstance(name, Backend):
         return name
-    key = _ALIASES.get(str(name).lower(), str(name).lower())
+    key = _key(name)
     if key not in _BACKENDS:
         raise BackendError(f"no backend {name!r}; known: {', '.join(sorted(_BACKENDS))}")
     if key not in _INSTANCES:

@@ -31,6 +31,21 @@ class SetupClock:
 SESSIONS = SetupClock()
 
 
+def ort_options(threads: int | None = None, spinning: bool = True):
+    """onnxruntime SessionOptions on ``threads`` (None: its default); without ``spinning``
+    its idle workers sleep and it keeps no memory arena (for the many small sessions a plan
+    keeps alive: idle spinners starve the busy one, idle arenas add up)."""
+    import onnxruntime as ort  # ~25 ms to import; only onnxruntime sessions need it
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.enable_cpu_mem_arena = False
+    return opts
+
+
 class Backend:
     name = "abstract"
     # A backend that keeps the incremental plans' views on its device gathers contexts there:

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from kryptondb.graph.ir import Graph, Node, Op
-from kryptondb.runtime.base import SESSIONS
+from kryptondb.runtime.base import SESSIONS, ort_options
 
 # bench/winograd.py: 512 channels 1.57-1.75x, 256 1.07-1.38x, 128 1.03x, 64 0.70x
 MIN_CHANNELS = 256
@@ -197,11 +197,7 @@ def _matmul_session(cin: int, cout: int):
                               [v, u], [m])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, onnx.IR_VERSION)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.enable_cpu_mem_arena = False
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
+    sess = ort.InferenceSession(model.SerializeToString(), ort_options(1, spinning=False),
                                 providers=["CPUExecutionProvider"])
     SESSIONS.add(time.perf_counter() - t)
     return sess
