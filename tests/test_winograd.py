@@ -37,37 +37,67 @@ def _layer(cin: int, cout: int, seed: int = 0):
 
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(st.integers(1, 9), st.integers(3, 13), st.integers(3, 13), st.integers(1, 12),
-       st.integers(1, 12), st.integers(0, 100))
-def test_winograd_equals_the_direct_convolution(batch, h, w, cin, cout, seed):
-    """Any context size (odd sizes: the last tile row or column is computed and dropped), any
-    batch (several calls of TILES tiles), any channels."""
+       st.integers(1, 12), st.integers(0, 100), st.sampled_from([None, "F2", "F4"]))
+def test_winograd_equals_the_direct_convolution(batch, h, w, cin, cout, seed, form):
+    """Any context size (sides the tiles do not divide: the last tile row or column is
+    computed and dropped), any batch (several calls of TILES tiles), any channels, in either
+    form or the one chosen for the size."""
     node, g = _layer(cin, cout, seed)
     x = np.random.default_rng(seed).standard_normal((batch, h, w, cin)).astype(np.float32)
     ref = _direct(x, g.param(node, 0), g.param(node, 1))
-    out = winograd.Winograd(node, g)(x)
+    out = winograd.Winograd(node, g)(x, getattr(winograd, form) if form else None)
     assert out.shape == ref.shape and out.dtype == np.float32
     assert np.abs(out - ref).max() <= TOLERANCE * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("side, calls", [(6, 4), (12, 7)])
-def test_winograd_splits_large_batches_into_calls_of_tiles(monkeypatch, side, calls):
-    """7 contexts: of 6x6 (4 tiles), 2 per call of TILES 8; of 12x12 (25 tiles), one per call."""
+@pytest.mark.parametrize("f", [winograd.F2, winograd.F4], ids=["F2", "F4"])
+def test_each_form_is_a_minimal_filtering_algorithm(f):
+    """In one dimension, A^T [(G g) . (B^T d)] is the correlation of d (m + 2 values) with g
+    (3): in float64, to rounding."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        g, d = rng.standard_normal(3), rng.standard_normal(f.n)
+        ref = np.array([d[i:i + 3] @ g for i in range(f.m)])
+        assert np.allclose(f.at @ ((f.g @ g) * (f.bt @ d)), ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("h, w, m", [(9, 9, 4), (10, 10, 4), (13, 10, 4), (18, 17, 4),
+                                     (11, 11, 2), (8, 8, 2), (6, 6, 2), (9, 8, 2), (16, 16, 2)])
+def test_the_form_by_context_size(h, w, m):
+    """F(4x4, 3x3) where its tiles cover both sides' outputs as tightly as F(2x2, 3x3)'s (4k - 1
+    or 4k of them, from 7); its weights, 36 per channel pair, counted for such contexts only."""
+    assert winograd.form(h, w).m == m
+    node, g = _layer(3, 5)
+    assert winograd.Winograd(node, g).weight_bytes(h, w) == 4 * (m + 2) ** 2 * 3 * 5
+    assert winograd.context_tiles(h, w) == -(-(h - 2) // m) * -(-(w - 2) // m)
+
+
+@pytest.mark.parametrize("side, per_context", [(6, 4), (12, 25), (9, 4)])
+def test_winograd_splits_large_batches_into_calls_of_tiles(monkeypatch, side, per_context):
+    """7 contexts, TILES 8: of 6x6 (4 tiles of 2x2), 2 per call; of 12x12 (25 of 2x2), one per
+    call; of 9x9 (4 tiles of 4x4, 5 per call in this form), one per call."""
     node, g = _layer(4, 5)
     monkeypatch.setattr(winograd, "TILES", 8)
     sizes: list[int] = []
-    products = winograd.session(4, 5)
+    session = winograd.session
 
     class Counted:
+        def __init__(self, products, cin, cout):
+            self.products = session(products, cin, cout)
+
         def run(self, outputs, feeds):
             sizes.append(feeds["v"].shape[1])
-            return products.run(outputs, feeds)
+            return self.products.run(outputs, feeds)
 
-    monkeypatch.setattr(winograd, "session", lambda cin, cout: Counted())
+    monkeypatch.setattr(winograd, "session", Counted)
     x = np.random.default_rng(1).standard_normal((7, side, side, 4)).astype(np.float32)
     ref = _direct(x, g.param(node, 0), g.param(node, 1))
     assert np.abs(winograd.Winograd(node, g)(x) - ref).max() <= TOLERANCE * np.abs(ref).max()
-    assert len(sizes) == calls and sum(sizes) == 7 * ((side - 1) // 2) ** 2
-    assert winograd.Winograd(node, g).tiles(side, side) == max(8, ((side - 1) // 2) ** 2)
+    per_call = {6: 2, 12: 1, 9: 1}[side]
+    assert len(sizes) == -(-7 // per_call) and sum(sizes) == 7 * per_context
+    assert winograd.call_tiles(winograd.form(side, side)) == (5 if side == 9 else 8)
+    assert winograd.Winograd(node, g).tiles(side, side) == max(8 if side != 9 else 5,
+                                                               per_context)
 
 
 @pytest.mark.parametrize("conv, ok", [
@@ -99,18 +129,27 @@ def _residual_net() -> "kryptondb.graph.ir.Graph":
     return b.build(b.linear(b.flatten(b.global_pool(x)), "fc", 5))
 
 
+class _Seen(list):
+    """The layers' names called, and (``forms``) each call's form (its tiles' side)."""
+
+    def __init__(self):
+        super().__init__()
+        self.forms: list[int] = []
+
+
 @pytest.fixture
 def calls(monkeypatch):
     """Every Winograd layer's calls, counted; eligible from one channel (the small graphs
     here), on nominal FLOP counts (every layer maintained)."""
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     monkeypatch.setenv("KRYPTONDB_CALIBRATION", C.NOMINAL)
-    seen: list[str] = []
+    seen = _Seen()
     call = winograd.Winograd.__call__
 
-    def counted(self, x):
+    def counted(self, x, f=None):
         seen.append(self.name)
-        return call(self, x)
+        seen.forms.append((f or winograd.form(*x.shape[1:3])).m)
+        return call(self, x, f)
 
     monkeypatch.setattr(winograd.Winograd, "__call__", counted)
     return seen
@@ -126,6 +165,21 @@ def test_plans_on_onnxruntime_run_eligible_heads_by_winograd_and_stay_exact(call
     assert wino["r.c2"].rest is not None and "r.add" in wino["r.c2"].chain
     assert set(calls) == set(wino)
     assert err <= TOLERANCE
+
+
+def test_plans_run_f4_where_the_contexts_fit_it(calls):
+    """Each step runs the form for its contexts' size: on an 11x11 input with a 3x3 window,
+    the stem's 7x7 contexts (5x5 outputs) by F(2x2, 3x3), the next head's 9x9 (7x7 outputs)
+    by F(4x4, 3x3), the last one's 11x11 (9x9) by F(2x2, 3x3) again; exact."""
+    b = Builder("w4", (3, 11, 11), seed=5, bias_std=0.5)
+    x = b.act(b.conv("input", "stem", 6, 3, 1, 1, bias=True), "relu")
+    x = b.act(b.conv(x, "c1", 6, 3, 1, 1, bias=True), "relu")
+    x = b.act(b.add(b.conv(x, "c2", 6, 3, 1, 1, bias=True), x, "add"), "relu")
+    err, plan = _exact(b.build(b.linear(b.flatten(b.global_pool(x)), "fc", 5)), 3, 2,
+                       "onnxruntime")
+    assert err <= TOLERANCE
+    assert [s.contexts[0][:2] for s in plan.steps] == [(7, 7), (9, 9), (11, 11)]
+    assert set(zip(calls, calls.forms)) == {("stem", 2), ("c1", 4), ("c2", 2)}
 
 
 @pytest.mark.parametrize("how", ["numpy backend", "plan off", "environment"])
@@ -230,7 +284,7 @@ def test_calibrate_measures_winograd_as_plans_call_it(monkeypatch):
         calibrate.rates(None, kind, 0.0, sides=(3, 8, 40))
         assert [g.input_shape for g, _ in seen] == [(width, s + 2, s + 2) for s in (4, 8, 40)]
         assert [n for _, n in seen] == [min(calibrate.BATCH, -(-winograd.TILES // (s // 2) ** 2))
-                                        for s in (4, 8, 40)]
+                                        for s in (4, 8, 40)]  # F(2x2, 3x3)'s tiles
 
 
 def test_a_plan_without_winograd_reaches_the_executor(calls, tmp_path):

@@ -10,6 +10,7 @@ plans, whatever the FLOPs); a call's time, less the call overhead, over its FLOP
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -55,11 +56,12 @@ def _timed(backend, graph: Graph, items: int, reps: int = 7) -> float:
     """Least seconds of one call on ``items`` random items (after a warm-up call): the least,
     not the median, since other processes on the machine only ever add time. A Winograd layer
     (``winograd``, ``winograd512``) runs as plans run it: on channels-last contexts, by
-    runtime/winograd.py."""
+    runtime/winograd.py, in its F(2x2, 3x3) form at every size (plans price the F(4x4, 3x3)
+    form, which some sizes run, at F(2x2, 3x3)'s rate: an upper bound on its time)."""
     x = np.random.default_rng(0).standard_normal((items, *graph.input_shape), np.float32)
     if graph.name.split(":")[1] in WINOGRAD_WIDTHS:
         call, x = winograd.Winograd(graph["op"], graph), x.transpose(0, 2, 3, 1).copy()
-        run = lambda: call(x)  # noqa: E731
+        run = lambda: call(x, winograd.F2)  # noqa: E731
     else:
         run = lambda: backend.run(graph, {graph.inputs[0]: x})  # noqa: E731
     run()
@@ -88,8 +90,9 @@ def rates(backend, kind: str, call_s: float, sides=SIDES) -> tuple:
         op = g["op"]
         flops = node_flops(op, [g[i].shape for i in op.inputs], g.weights)
         # by Winograd as plans call it: a batch of contexts, at least TILES tiles per product
-        items = min(BATCH, -(-winograd.TILES // winograd.context_tiles(side + 2, side + 2))) \
-            if wino else int(max(1, min(BATCH, CALL_FLOPS // max(1, flops))))
+        tiles = math.prod(winograd.F2.tiles(side + 2, side + 2))
+        items = min(BATCH, -(-winograd.TILES // tiles)) if wino else \
+            int(max(1, min(BATCH, CALL_FLOPS // max(1, flops))))
         t = _timed(backend, g, items)
         out.append((side * side, items * flops / max(t - call_s, 0.1 * t)))
     return tuple(out)

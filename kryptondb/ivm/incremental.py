@@ -57,7 +57,7 @@ class Step:
     box: tuple | None = None
     chain: tuple[str, ...] = ()  # the head and the pointwise nodes fused after it
     channels_last: bool = False  # the head's context is gathered and fed (B, rh, rw, C)
-    # a 3x3 convolution head by Winograd's F(2x2, 3x3) on backends that take it
+    # a 3x3 convolution head by Winograd (F(2x2, 3x3) or F(4x4, 3x3)) on backends that take it
     # (runtime/winograd.py), then ``rest``: the fused nodes after it (None: the head alone)
     winograd: Winograd | None = None
     rest: Graph | None = None

@@ -6,8 +6,11 @@ formatted by kryptondb/format.py."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from kryptondb.format import fmt_bytes, fmt_count, fmt_flops, fmt_percent, fmt_rate, fmt_time
 from kryptondb.orv.features import Chain
+from kryptondb.runtime.winograd import form
 
 HEAD = ("seg", "layer", "op", "kernel", "stride", "map", "region", "share", "context", "full",
         "incremental")
@@ -32,9 +35,8 @@ def scan_lines(scan: dict, table: bool) -> list[str]:
     cap = f", tau {scan['tau']:g} caps the regions marked *" if scan["tau"] is not None else ""
     out.append(f"per layer, for the position nearest the centre{cap}:")
     out += ["  " + line for line in _table(scan["layers"])]
-    if any(r.get("winograd") for r in scan["layers"]):
-        out.append("Conv(W): by Winograd's F(2x2, 3x3), 2.25x fewer multiplies than the FLOPs "
-                   "shown (docs/ivm.md#winograd)")
+    if wino := [r for r in scan["layers"] if r.get("winograd")]:
+        out.append(_winograd_legend(wino))
     out.append(f"frontier: [{','.join(scan['frontier'])}]: {scan['frontier_reason']}")
     suffix = scan["suffix"]
     out.append(f"suffix: {suffix['layers']} layers in full, {fmt_flops(suffix['flops'])} per "
@@ -67,6 +69,15 @@ def _predicted(choice: dict) -> list[str]:
     return [f"predicted: naive {fmt_flops(flops['naive'])}, incremental "
             f"{fmt_flops(flops['incremental'])} with setup (~{fmt_time(secs['naive'])} vs "
             f"~{fmt_time(secs['incremental'])} by the cost model)"]
+
+
+def _winograd_legend(rows: list[dict]) -> str:
+    """What Conv(W) means: the forms the marked layers run (by their context's size), each
+    with its multiplies against the direct form's FLOPs the table shows."""
+    forms = sorted(Counter(form(*r["context"]).m for r in rows).items(), reverse=True)
+    return "Conv(W): by Winograd (docs/ivm.md#winograd), with fewer multiplies than the FLOPs " \
+        "shown: " + "; ".join(f"F({m}x{m}, 3x3) on {k} of them, {9 * m * m / (m + 2) ** 2:g}x "
+                              "fewer" for m, k in forms)
 
 
 def _row(r: dict) -> list[str]:

@@ -161,8 +161,8 @@ def incremental_footprint(graph, corners: np.ndarray, patch, tau=None,
         fixed["views, channels last"] = sum(nbytes(graph[n].shape) for n in
                                             {s.inputs[0] for s in plan.steps if s.channels_last})
     if wino := [s for s in plan.steps if s.winograd is not None]:
-        fixed[WINOGRAD] = sum(s.winograd.weight_bytes for s in wino) + usable_cores() * max(
-            s.winograd.scratch_bytes(s.winograd.tiles(*s.contexts[0][:2])) for s in wino)
+        fixed[WINOGRAD] = sum(s.winograd.weight_bytes(*s.contexts[0][:2]) for s in wino) + \
+            usable_cores() * max(s.winograd.scratch_bytes(*s.contexts[0][:2]) for s in wino)
     per_position = PLAN_BYTES * len(prefix(graph))
     # the views pass: the model run with every view as an output, then each copied into the
     # table and freed

@@ -1,26 +1,32 @@
-"""3x3 convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016).
+"""3x3 convolutions by Winograd's minimal filtering F(2x2, 3x3) and F(4x4, 3x3) (Lavin and
+Gray, 2016).
 
-Each 2x2 output tile of a 3x3 convolution (stride 1, no padding: an incremental plan's
-context holds its padding) comes from a 4x4 input tile d as A^T [(G g G^T) . (B^T d B)] A:
-16 multiplies per channel pair where the direct form takes 36. Per layer the weights are
-transformed once, U = G g G^T (16 x Cin x Cout); per call the tiles are transformed (NumPy,
-memory-bound), the 16 products are 16 matrix multiplications (T x Cin) @ (Cin x Cout) over T
-tiles of the batch at a time (``TILES``), and the output transform adds them back into 2x2
-tiles.
+Each m x m output tile of a 3x3 convolution (stride 1, no padding: an incremental plan's
+context holds its padding) comes from an n x n input tile d (n = m + 2) as
+A^T [(G g G^T) . (B^T d B)] A: n^2 multiplies per channel pair where the direct form takes
+9 m^2 (F(2x2): 16 for 36; F(4x4): 36 for 144). Per layer and form the weights are transformed
+once, U = G g G^T (n^2 x Cin x Cout); per call the tiles are transformed (NumPy,
+memory-bound), the n^2 products are matrix multiplications (T x Cin) @ (Cin x Cout) over T
+tiles of the batch at a time (``call_tiles``), and the output transform adds them back into
+m x m tiles. ``form`` picks F(4x4, 3x3) where its tiles cover the outputs as tightly as
+F(2x2, 3x3)'s (7x7 outputs: 2x2 tiles of 4x4 where F(2x2) needs 4x4 of 2x2).
 
 With many channels this runs the layer 1.4-1.8x faster than onnxruntime's direct convolution
-on one core (``bench/winograd.py``: 512 channels on 6x6 contexts, 15 vs 27 ms for 31 of them);
-with fewer channels the transforms, which are memory-bound, cost about what the multiplies
-save (128 channels: 1.03x, 64: 0.70x), so plans use it only from ``MIN_CHANNELS`` channels in
-and out. Results differ from the direct form by float rounding (relative 4-5e-7 on random
-layers: the transforms' coefficients are 0, +-1 and +-1/2).
+on one core (``bench/winograd.py``: 512 channels on 6x6 contexts, 15 vs 29 ms for 31 of them;
+on 9x9, by F(4x4), 87 vs 146 ms for 64); with fewer channels the transforms, which are
+memory-bound, cost about what the multiplies save (128 channels: 0.85-1.03x, 64: 0.5-0.7x),
+so plans use it only from ``MIN_CHANNELS`` channels in and out. Results differ from the direct
+form by float rounding (relative 4-5e-7 of the output's largest magnitude in F(2x2), whose
+coefficients are 0, +-1 and +-1/2; 2.5-3.3e-6 in F(4x4)).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,12 +35,52 @@ from kryptondb.runtime.base import SESSIONS, ort_options
 
 # bench/winograd.py: 512 channels 1.57-1.75x, 256 1.07-1.38x, 128 1.03x, 64 0.70x
 MIN_CHANNELS = 256
-# tiles per product call (more where one context has more): a bounded working set, (16, 256,
-# 512) floats in and out, 8 MB each, instead of the whole batch's (85 MB each for 32 20x20
-# contexts, 1.37x where it is 1.59x in calls of 256)
+# F(2x2) tiles per product call (more where one context has more): a bounded working set,
+# (16, 256, 512) floats in and out, 8 MB each, instead of the whole batch's (85 MB each for 32
+# 20x20 contexts, 1.37x where it is 1.59x in calls of 256); F(4x4): ``call_tiles``
 TILES = 256
 
-_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
+@dataclass(frozen=True, eq=False)
+class Form:
+    """Winograd's F(m x m, 3x3): an output tile of m x m from an (m + 2) x (m + 2) input tile
+    d as A^T [(G g G^T) . (B^T d B)] A, (m + 2)^2 multiplies per channel pair."""
+
+    m: int
+    bt: np.ndarray  # B^T, (n, n) with n = m + 2
+    g: np.ndarray  # G, (n, 3)
+    at: np.ndarray  # A^T, (m, n)
+
+    @property
+    def n(self) -> int:
+        return self.m + 2
+
+    def tiles(self, h: int, w: int) -> tuple[int, int]:
+        """m x m output tiles covering an h x w context's (h - 2) x (w - 2) outputs."""
+        return -(-(h - 2) // self.m), -(-(w - 2) // self.m)
+
+
+# F(2x2, 3x3): points 0, 1, -1 and infinity (Lavin and Gray)
+F2 = Form(2, np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float),
+          np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]),
+          np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float))
+# F(4x4, 3x3): points 0, -1, 1, 1/2, -2 and infinity, which round less than Lavin and Gray's
+# 0, +-1, +-2 (a 512-channel layer on ReLU'd inputs: 3.9e-6 of the output's largest magnitude
+# against 1.0e-5; F(2x2, 3x3): 6.8e-7)
+F4 = Form(4, np.array([[1, -1.5, -2, 1.5, 1, 0], [0, 1, -2.5, .5, 1, 0], [0, -1, .5, 2.5, 1, 0],
+                       [0, -2, -1, 2, 1, 0], [0, .5, -1, -.5, 1, 0], [0, 1, -1.5, -2, 1.5, 1]]),
+          np.array([[1, 0, 0], [-1 / 3, 1 / 3, -1 / 3], [1 / 3, 1 / 3, 1 / 3],
+                    [-16 / 15, -8 / 15, -4 / 15], [1 / 15, -2 / 15, 4 / 15], [0, 0, 1]]),
+          np.array([[1, 1, 1, 1, 1, 0], [0, -1, 1, .5, -2, 0], [0, 1, 1, .25, 4, 0],
+                    [0, -1, 1, .125, -8, 1]]))
+
+
+def form(h: int, w: int) -> Form:
+    """The form for h x w contexts: F(4x4, 3x3) where its tiles cover the outputs as tightly as
+    F(2x2, 3x3)'s (4k - 1 or 4k outputs a side: 1.78x fewer multiplies) from 7 outputs a side,
+    else F(2x2, 3x3). Measured on one core (bench/winograd.py): 512 channels on 9x9 contexts
+    1.3-1.4x, 256 on 13x13 1.2-1.3x; on 6x6 (4x4 outputs) its products are too short to gain
+    (0.90-1.05x) what its weights, 2.25x as large, cost in memory."""
+    return F4 if all(s - 2 >= 7 and (s - 2) % 4 in (0, 3) for s in (h, w)) else F2
 
 
 def eligible(node: Node, graph: Graph, min_channels: int | None = None) -> bool:
@@ -60,56 +106,74 @@ def enabled(backend) -> bool:
     return bool(getattr(backend, "winograd", False)) and wanted()
 
 
-def weights(w: np.ndarray) -> np.ndarray:
-    """U = G g G^T per channel pair, laid out (16, Cin, Cout) for the products (computed in
+def weights(w: np.ndarray, f: Form = F2) -> np.ndarray:
+    """U = G g G^T per channel pair, laid out (n^2, Cin, Cout) for the products (computed in
     float64, stored float32)."""
-    u = np.einsum("ai,ocij,bj->abco", _G, w.astype(np.float64), _G, optimize=True)
-    return np.ascontiguousarray(u.reshape(16, w.shape[1], w.shape[0]), dtype=np.float32)
+    u = np.einsum("ai,ocij,bj->abco", f.g, w.astype(np.float64), f.g, optimize=True)
+    return np.ascontiguousarray(u.reshape(f.n ** 2, w.shape[1], w.shape[0]), dtype=np.float32)
+
+
+def call_tiles(f: Form) -> int:
+    """Tiles per product call in form ``f``: ``TILES`` of F(2x2, 3x3); two thirds as many of
+    F(4x4, 3x3), 2.25x as large (170: 1.5x F(2x2)'s scratch, within 4% of 256's speed; 113,
+    F(2x2)'s scratch, was 10-15% slower, measured in turns on 512 and 256 channels)."""
+    return TILES if f.m == 2 else TILES * 2 // 3
 
 
 def context_tiles(h: int, w: int) -> int:
-    """2x2 output tiles covering one h x w context's (h - 2) x (w - 2) outputs."""
-    return ((h - 1) // 2) * ((w - 1) // 2)
+    """Output tiles covering one h x w context's (h - 2) x (w - 2) outputs, in its form."""
+    return math.prod(form(h, w).tiles(h, w))
 
 
-def input_tiles(x: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """(16, B * th * tw, C): B^T d B for every 4x4 tile (stride 2) of the channels-last
+def input_tiles(x: np.ndarray, f: Form = F2) -> tuple[np.ndarray, int, int]:
+    """(n^2, B * th * tw, C): B^T d B for every n x n tile (stride m) of the channels-last
     contexts x (B, H, W, C), the map zero-extended to whole tiles; and (th, tw)."""
     b, h, w, c = x.shape
-    th, tw = (h - 1) // 2, (w - 1) // 2  # 2x2 output tiles covering (h - 2) x (w - 2)
-    if 2 * th + 2 > h or 2 * tw + 2 > w:
-        x = np.pad(x, ((0, 0), (0, 2 * th + 2 - h), (0, 2 * tw + 2 - w), (0, 0)))
-    r = [x[:, i:i + 2 * th:2] for i in range(4)]  # tile row i of every tile: (B, th, W, C)
-    rows = _b_transform(r)
-    v = np.empty((4, 4, b, th, tw, c), np.float32)
-    for a in range(4):
-        cols = [rows[a][:, :, j:j + 2 * tw:2] for j in range(4)]
-        _b_transform(cols, v[a])
-    return v.reshape(16, b * th * tw, c), th, tw
+    th, tw = f.tiles(h, w)
+    if f.m * th + 2 > h or f.m * tw + 2 > w:
+        x = np.pad(x, ((0, 0), (0, f.m * th + 2 - h), (0, f.m * tw + 2 - w), (0, 0)))
+    rows = np.empty((f.n, b, th, x.shape[2], c), np.float32)
+    _combine(f.bt, [x[:, i:i + f.m * th:f.m] for i in range(f.n)], rows)
+    v = np.empty((f.n, f.n, b, th, tw, c), np.float32)
+    for a in range(f.n):
+        _combine(f.bt, [rows[a][:, :, j:j + f.m * tw:f.m] for j in range(f.n)], v[a])
+    return v.reshape(f.n ** 2, b * th * tw, c), th, tw
 
 
-def _b_transform(d: list[np.ndarray], out=None) -> list[np.ndarray]:
-    """B^T applied along one tile axis: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3."""
-    if out is None:
-        return [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
-    np.subtract(d[0], d[2], out=out[0])
-    np.add(d[1], d[2], out=out[1])
-    np.subtract(d[2], d[1], out=out[2])
-    np.subtract(d[1], d[3], out=out[3])
-    return list(out)
+def _combine(mat: np.ndarray, d: list, out) -> None:
+    """out[a] = sum over k of mat[a, k] d[k], for each row a of ``mat``: one pass per term
+    (two for a coefficient other than +-1), the first two terms in one where they can be."""
+    scratch = None
+    for a, row in enumerate(mat):
+        terms = sorted(((float(c), d[k]) for k, c in enumerate(row) if c), key=lambda t: t[0] != 1)
+        (c0, x0), rest = terms[0], terms[1:]
+        if c0 == 1 and rest and abs(rest[0][0]) == 1:
+            (np.add if rest[0][0] == 1 else np.subtract)(x0, rest[0][1], out=out[a])
+            rest = rest[1:]
+        elif c0 == 1:
+            np.copyto(out[a], x0)
+        else:
+            np.multiply(x0, np.float32(c0), out=out[a])
+        for c, x in rest:
+            if abs(c) == 1:
+                (np.add if c == 1 else np.subtract)(out[a], x, out=out[a])
+                continue
+            scratch = np.empty(out[a].shape, np.float32) if scratch is None else scratch
+            np.multiply(x, np.float32(c), out=scratch)
+            np.add(out[a], scratch, out=out[a])
 
 
-def output(m: np.ndarray, b: int, th: int, tw: int, h: int, w: int,
-           bias: np.ndarray) -> np.ndarray:
-    """(B, Cout, h, w) from the products m (16, B * th * tw, Cout): A^T m A per tile (rows
-    m0 + m1 + m2 and m1 - m2 - m3 along each axis), plus the bias."""
-    m = m.reshape(4, 4, b, th, tw, -1)
-    rows = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]  # (4, B, th, tw, Cout) each
-    y = np.empty((b, th, 2, tw, 2, m.shape[-1]), np.float32)
-    for a, s in enumerate(rows):
-        np.add(s[0] + s[1], s[2], out=y[:, :, a, :, 0])
-        np.subtract(s[1] - s[2], s[3], out=y[:, :, a, :, 1])
-    y = y.reshape(b, 2 * th, 2 * tw, -1)[:, :h, :w].transpose(0, 3, 1, 2)
+def output(m: np.ndarray, b: int, th: int, tw: int, h: int, w: int, bias: np.ndarray,
+           f: Form = F2) -> np.ndarray:
+    """(B, Cout, h, w) from the products m (n^2, B * th * tw, Cout): A^T m A per tile, plus
+    the bias."""
+    m = m.reshape(f.n, f.n, b, th, tw, -1)
+    y = np.empty((b, th, f.m, tw, f.m, m.shape[-1]), np.float32)
+    rows = np.empty((f.n, b, th, tw, m.shape[-1]), np.float32)  # one output row of tiles
+    for i in range(f.m):
+        _combine(f.at[i:i + 1], list(m), [rows])  # (n, B, th, tw, C): A^T's row i
+        _combine(f.at, list(rows), [y[:, :, i, :, j] for j in range(f.m)])
+    y = y.reshape(b, f.m * th, f.m * tw, -1)[:, :h, :w].transpose(0, 3, 1, 2)
     out = np.empty(y.shape, np.float32)
     np.add(y, bias.reshape(1, -1, 1, 1), out=out)
     return out
@@ -117,82 +181,89 @@ def output(m: np.ndarray, b: int, th: int, tw: int, h: int, w: int,
 
 class Winograd:
     """One layer's Winograd form: call it on channels-last contexts (B, H, W, Cin) for the
-    layer's output (B, Cout, H - 2, W - 2). The 16 products run in one onnxruntime MatMul on
-    one thread (an incremental plan runs a batch per core; NumPy's BLAS would start its own
-    threads on each), one session per shape of weights, built on first use; the transformed
-    weights too (a plan that only estimates its memory never makes them)."""
+    layer's output (B, Cout, H - 2, W - 2), in the form for their size (``form``). The n^2
+    products run in one onnxruntime MatMul on one thread (an incremental plan runs a batch per
+    core; NumPy's BLAS would start its own threads on each), one session per shape, built on
+    first use; the transformed weights too, per form (a plan that only estimates its memory
+    never makes them)."""
 
     def __init__(self, node: Node, graph: Graph):
         self.name = node.name
         self._w = graph.param(node, 0)
         self.cout, self.cin = self._w.shape[:2]
         self.bias = np.ascontiguousarray(graph.param(node, 1), dtype=np.float32)
-        self._u: np.ndarray | None = None
+        self._u: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
-    @property
-    def u(self) -> np.ndarray:
-        """The transformed weights (16, Cin, Cout), made on first use."""
-        if self._u is None:
-            with self._lock:  # two workers must not both make 17 MB of them
-                if self._u is None:
-                    self._u = weights(self._w)
-        return self._u
+    def u(self, f: Form = F2) -> np.ndarray:
+        """The transformed weights (n^2, Cin, Cout) of form ``f``, made on first use."""
+        if f.m not in self._u:
+            with self._lock:  # two workers must not both make 17-38 MB of them
+                if f.m not in self._u:
+                    self._u[f.m] = weights(self._w, f)
+        return self._u[f.m]
 
-    @property
-    def weight_bytes(self) -> int:
-        return 4 * 16 * self.cin * self.cout
+    def weight_bytes(self, h: int, w: int) -> int:
+        """The transformed weights calls on h x w contexts use."""
+        return 4 * form(h, w).n ** 2 * self.cin * self.cout
 
-    def scratch_bytes(self, tiles: int) -> int:
-        """What one call on ``tiles`` tiles holds besides its contexts and output, at most:
-        the tiles transformed (16 floats per channel in) and the row pass before (8), the
-        products (16 per channel out), the output transform's rows (8) and tiles (4)."""
-        return 4 * tiles * (24 * self.cin + 28 * self.cout)
+    def scratch_bytes(self, h: int, w: int) -> int:
+        """What one call on h x w contexts holds besides its contexts and output, at most: per
+        tile (``tiles``), the tiles transformed (n^2 floats per channel in), the row pass
+        before (n m) and its scratch (m); the products (n^2 per channel out), the output
+        transform's row (n), its scratch (n) and the tiles (m^2)."""
+        f = form(h, w)
+        per_in, per_out = f.n * f.n + f.n * f.m + f.m, f.n * f.n + 2 * f.n + f.m * f.m
+        return 4 * self.tiles(h, w) * (per_in * self.cin + per_out * self.cout)
 
     def tiles(self, h: int, w: int) -> int:
-        """Tiles per call on contexts of h x w: ``TILES``, or one context's where larger."""
-        return max(TILES, context_tiles(h, w))
+        """Tiles per call on contexts of h x w: ``call_tiles``, or one context's where larger."""
+        return max(call_tiles(form(h, w)), context_tiles(h, w))
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, f: Form | None = None) -> np.ndarray:
+        """The layer's output on contexts x, in form ``f`` (default: the form for their size)."""
         b, h, w, _ = x.shape
+        f = f or form(h, w)
         out = np.empty((b, self.cout, h - 2, w - 2), np.float32)
-        step = max(1, TILES // max(1, context_tiles(h, w)))
-        products = session(self.cin, self.cout)
-        for s in range(0, b, step):  # a few contexts at a time (TILES)
+        step = max(1, call_tiles(f) // math.prod(f.tiles(h, w)))
+        products, u = session(f.n ** 2, self.cin, self.cout), self.u(f)
+        for s in range(0, b, step):  # a few contexts at a time (call_tiles)
             part = x[s:s + step]
-            v, th, tw = input_tiles(part)
-            m = products.run(None, {"v": v, "u": self.u})[0]
-            out[s:s + step] = output(m, len(part), th, tw, h - 2, w - 2, self.bias)
+            v, th, tw = input_tiles(part, f)
+            m = products.run(None, {"v": v, "u": u})[0]
+            out[s:s + step] = output(m, len(part), th, tw, h - 2, w - 2, self.bias, f)
         return out
 
 
 _LOCK = threading.Lock()
-_SESSIONS: dict[tuple[int, int], object] = {}
+_SESSIONS: dict[tuple[int, int, int], object] = {}
 
 
-def session(cin: int, cout: int):
-    """The products' session for weights of (cin, cout) channels (shared by every layer, plan
-    and thread: onnxruntime runs a session from several threads at once)."""
-    if (cin, cout) in _SESSIONS:
-        return _SESSIONS[cin, cout]
+def session(products: int, cin: int, cout: int):
+    """The session of ``products`` matrix products on weights of (cin, cout) channels (shared
+    by every layer, plan and thread: onnxruntime runs a session from several threads at once)."""
+    key = (products, cin, cout)
+    if key in _SESSIONS:
+        return _SESSIONS[key]
     with _LOCK:  # two workers must not build the same session twice
-        if (cin, cout) not in _SESSIONS:
-            _SESSIONS[cin, cout] = _matmul_session(cin, cout)
-        return _SESSIONS[cin, cout]
+        if key not in _SESSIONS:
+            _SESSIONS[key] = _matmul_session(*key)
+        return _SESSIONS[key]
 
 
-def _matmul_session(cin: int, cout: int):
-    """An onnxruntime session computing v (16, T, cin) @ u (16, cin, cout) on one thread. u is
-    fed at each run, not an initializer: as one, the session would hold two more copies of it
-    (the model's and a packed one: 34 MB for 512 channels) for no measurable gain."""
+def _matmul_session(products: int, cin: int, cout: int):
+    """An onnxruntime session computing v (n^2, T, cin) @ u (n^2, cin, cout) on one thread. u
+    is fed at each run, not an initializer: as one, the session would hold two more copies of
+    it (the model's and a packed one: 34 MB for 512 channels and 16 products) for no
+    measurable gain."""
     import onnx  # ~55 ms to import: only a plan's first Winograd layer builds a session
     import onnxruntime as ort  # ~25 ms, likewise
     from onnx import TensorProto, helper  # part of onnx, imported above
 
     t = time.perf_counter()
-    v = helper.make_tensor_value_info("v", TensorProto.FLOAT, [16, "t", cin])
-    u = helper.make_tensor_value_info("u", TensorProto.FLOAT, [16, cin, cout])
-    m = helper.make_tensor_value_info("m", TensorProto.FLOAT, [16, "t", cout])
+    v = helper.make_tensor_value_info("v", TensorProto.FLOAT, [products, "t", cin])
+    u = helper.make_tensor_value_info("u", TensorProto.FLOAT, [products, cin, cout])
+    m = helper.make_tensor_value_info("m", TensorProto.FLOAT, [products, "t", cout])
     graph = helper.make_graph([helper.make_node("MatMul", ["v", "u"], ["m"])], "winograd",
                               [v, u], [m])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
