@@ -303,6 +303,8 @@ def _measure(args, model: str) -> list[dict]:
     children: dict[str, list[dict]] = {e: [] for e in args.engines}
     for rnd in range(rounds):
         for engine in args.engines:
+            if rnd and "times" not in children[engine][0]:
+                continue  # skipped or failed: once is enough
             tag = f" (round {rnd + 1}/{rounds})" * (rounds > 1)
             C.progress(f"{model}: {engine}{tag}")
             spec = dict(model=model, engine=engine, patch=patch, stride=stride,

@@ -1,6 +1,8 @@
-"""Winograd's F(2x2, 3x3) for large 3x3 convolutions in incremental plans
+"""Winograd's F(2x2, 3x3) and F(4x4, 3x3) for large 3x3 convolutions in incremental plans
 (kryptondb/runtime/winograd.py): the layer equals the direct convolution for any context size,
-batch and channels; plans on onnxruntime use it for eligible heads (with the nodes fused after
+batch and channels in either form; each form is a minimal filtering algorithm; the form follows
+the contexts' size; a call allocates at most what the memory estimate counts; plans on
+onnxruntime use it for eligible heads (with the nodes fused after
 them: residual Adds, ReLU) and stay equal to full inference; the NumPy reference, a plan told
 not to, or KRYPTONDB_WINOGRAD=0 never use it; the cost model prices it; a memory budget too
 tight for its weights plans without them."""
@@ -100,6 +102,28 @@ def test_winograd_splits_large_batches_into_calls_of_tiles(monkeypatch, side, pe
                                                                per_context)
 
 
+@pytest.mark.parametrize("c, side, items", [(64, 9, 84), (64, 13, 20), (64, 6, 128),
+                                             (32, 16, 9), (48, 11, 30)])
+def test_scratch_bytes_bound_a_calls_allocations(c, side, items):
+    """What a call allocates at its peak besides its output (tracemalloc: NumPy's buffers and
+    the products onnxruntime returns), in either form, over several chunks, is at most what
+    the memory estimate counts for it."""
+    import tracemalloc
+
+    node, g = _layer(c, c)
+    wino = winograd.Winograd(node, g)
+    x = np.random.default_rng(0).standard_normal((items, side, side, c)).astype(np.float32)
+    wino(x)  # the weights and the session: not the call's
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        y = wino(x)
+        peak = tracemalloc.get_traced_memory()[1] - base - y.nbytes
+    finally:
+        tracemalloc.stop()
+    assert 0.5 * wino.scratch_bytes(side, side) < peak <= wino.scratch_bytes(side, side)
+
+
 @pytest.mark.parametrize("conv, ok", [
     (dict(k=3, s=1, d=1, groups=1, c=256), True),
     (dict(k=3, s=1, d=1, groups=1, c=128), False),  # too few channels to pay
@@ -144,14 +168,19 @@ def calls(monkeypatch):
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     monkeypatch.setenv("KRYPTONDB_CALIBRATION", C.NOMINAL)
     seen = _Seen()
-    call = winograd.Winograd.__call__
+    call, tiles = winograd.Winograd.__call__, winograd.input_tiles
 
     def counted(self, x, f=None):
         seen.append(self.name)
-        seen.forms.append((f or winograd.form(*x.shape[1:3])).m)
         return call(self, x, f)
 
+    def formed(x, f=winograd.F2):  # the form the call ran (its first chunk's)
+        if len(seen.forms) < len(seen):
+            seen.forms.append(f.m)
+        return tiles(x, f)
+
     monkeypatch.setattr(winograd.Winograd, "__call__", counted)
+    monkeypatch.setattr(winograd, "input_tiles", formed)
     return seen
 
 

@@ -90,9 +90,8 @@ def rates(backend, kind: str, call_s: float, sides=SIDES) -> tuple:
         op = g["op"]
         flops = node_flops(op, [g[i].shape for i in op.inputs], g.weights)
         # by Winograd as plans call it: a batch of contexts, at least TILES tiles per product
-        tiles = math.prod(winograd.F2.tiles(side + 2, side + 2))
-        items = min(BATCH, -(-winograd.TILES // tiles)) if wino else \
-            int(max(1, min(BATCH, CALL_FLOPS // max(1, flops))))
+        items = min(BATCH, -(-winograd.TILES // math.prod(winograd.F2.tiles(side + 2, side + 2)))
+                    ) if wino else int(max(1, min(BATCH, CALL_FLOPS // max(1, flops))))
         t = _timed(backend, g, items)
         out.append((side * side, items * flops / max(t - call_s, 0.1 * t)))
     return tuple(out)

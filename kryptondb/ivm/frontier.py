@@ -228,7 +228,9 @@ def direct_seconds(cal: Calibration, graph: Graph, n: Node, r: FixedRegion) -> f
 def winograd_seconds(cal: Calibration, graph: Graph, n: Node, r: FixedRegion) -> float:
     """One core's seconds per position of a 3x3 convolution head by Winograd: the direct
     form's FLOPs on the region grown to whole 2x2 tiles, at the calibration's Winograd rate for
-    its channels (its direct one where it has none)."""
+    its channels (its direct one where it has none). Both are F(2x2, 3x3)'s, deliberately
+    also for the sizes that run F(4x4, 3x3) (runtime/winograd.form), which the calibration
+    does not measure: there this is an upper bound (those run 1.2-1.3x faster)."""
     h, w = r.h + r.h % 2, r.w + r.w % 2
     rate = cal.winograd_rate(h * w, min(graph.param(n, 0).shape[:2]))
     return flops(graph, n) * h * w / (n.shape[1] * n.shape[2]) / rate

@@ -74,10 +74,10 @@ def _predicted(choice: dict) -> list[str]:
 def _winograd_legend(rows: list[dict]) -> str:
     """What Conv(W) means: the forms the marked layers run (by their context's size), each
     with its multiplies against the direct form's FLOPs the table shows."""
-    forms = sorted(Counter(form(*r["context"]).m for r in rows).items(), reverse=True)
+    forms = Counter(form(*r["context"]) for r in rows)
     return "Conv(W): by Winograd (docs/ivm.md#winograd), with fewer multiplies than the FLOPs " \
-        "shown: " + "; ".join(f"F({m}x{m}, 3x3) on {k} of them, {9 * m * m / (m + 2) ** 2:g}x "
-                              "fewer" for m, k in forms)
+        "shown: " + "; ".join(f"F({f.m}x{f.m}, 3x3) on {k} of them, {f.fewer:g}x fewer"
+                              for f, k in sorted(forms.items(), key=lambda fk: -fk[0].m))
 
 
 def _row(r: dict) -> list[str]:

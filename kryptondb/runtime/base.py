@@ -57,7 +57,7 @@ class Backend:
     # inputs, this says which prefer them.
     channels_last = False
     # Whether incremental plans run large 3x3 convolutions on channels-last contexts by
-    # Winograd's F(2x2, 3x3) with this backend's help (runtime/winograd.py).
+    # Winograd's F(2x2, 3x3) or F(4x4, 3x3) with this backend's help (runtime/winograd.py).
     winograd = False
 
     def run(self, graph: Graph, feeds: Mapping[str, np.ndarray],

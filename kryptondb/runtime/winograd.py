@@ -54,6 +54,11 @@ class Form:
     def n(self) -> int:
         return self.m + 2
 
+    @property
+    def fewer(self) -> float:
+        """How many times fewer multiplies than the direct form: 9 m^2 / n^2."""
+        return 9 * self.m ** 2 / self.n ** 2
+
     def tiles(self, h: int, w: int) -> tuple[int, int]:
         """m x m output tiles covering an h x w context's (h - 2) x (w - 2) outputs."""
         return -(-(h - 2) // self.m), -(-(w - 2) // self.m)
@@ -65,13 +70,18 @@ F2 = Form(2, np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]
           np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float))
 # F(4x4, 3x3): points 0, -1, 1, 1/2, -2 and infinity, which round less than Lavin and Gray's
 # 0, +-1, +-2 (a 512-channel layer on ReLU'd inputs: 3.9e-6 of the output's largest magnitude
-# against 1.0e-5; F(2x2, 3x3): 6.8e-7)
+# against 1.0e-5, F(2x2, 3x3) 6.8e-7; bench/winograd.py's random inputs: 2.5-3.3e-6)
 F4 = Form(4, np.array([[1, -1.5, -2, 1.5, 1, 0], [0, 1, -2.5, .5, 1, 0], [0, -1, .5, 2.5, 1, 0],
                        [0, -2, -1, 2, 1, 0], [0, .5, -1, -.5, 1, 0], [0, 1, -1.5, -2, 1.5, 1]]),
           np.array([[1, 0, 0], [-1 / 3, 1 / 3, -1 / 3], [1 / 3, 1 / 3, 1 / 3],
                     [-16 / 15, -8 / 15, -4 / 15], [1 / 15, -2 / 15, 4 / 15], [0, 0, 1]]),
           np.array([[1, 1, 1, 1, 1, 0], [0, -1, 1, .5, -2, 0], [0, 1, 1, .25, 4, 0],
                     [0, -1, 1, .125, -8, 1]]))
+
+
+for _f in (F2, F4):
+    for _a in (_f.bt, _f.g, _f.at):
+        _a.setflags(write=False)
 
 
 def form(h: int, w: int) -> Form:
@@ -192,29 +202,43 @@ class Winograd:
         self._w = graph.param(node, 0)
         self.cout, self.cin = self._w.shape[:2]
         self.bias = np.ascontiguousarray(graph.param(node, 1), dtype=np.float32)
-        self._u: dict[int, np.ndarray] = {}
+        self._u: tuple[Form, np.ndarray] | None = None
         self._lock = threading.Lock()
 
     def u(self, f: Form = F2) -> np.ndarray:
-        """The transformed weights (n^2, Cin, Cout) of form ``f``, made on first use."""
-        if f.m not in self._u:
+        """The transformed weights (n^2, Cin, Cout) of form ``f``, made on first use. One form's
+        are kept: the other's, if made before, are dropped (a plan's step runs one form, and
+        the memory estimate counts that one's; plans alternating forms make them again, ~10 ms
+        for 512 channels)."""
+        kept = self._u
+        if kept is None or kept[0] is not f:
             with self._lock:  # two workers must not both make 17-38 MB of them
-                if f.m not in self._u:
-                    self._u[f.m] = weights(self._w, f)
-        return self._u[f.m]
+                kept = self._u
+                if kept is None or kept[0] is not f:
+                    kept = self._u = (f, weights(self._w, f))
+        return kept[1]  # this call's: another thread may replace self._u meanwhile
 
     def weight_bytes(self, h: int, w: int) -> int:
         """The transformed weights calls on h x w contexts use."""
         return 4 * form(h, w).n ** 2 * self.cin * self.cout
 
     def scratch_bytes(self, h: int, w: int) -> int:
-        """What one call on h x w contexts holds besides its contexts and output, at most: per
-        tile (``tiles``), the tiles transformed (n^2 floats per channel in), the row pass
-        before (n m) and its scratch (m); the products (n^2 per channel out), the output
-        transform's row (n), its scratch (n) and the tiles (m^2)."""
+        """What one call on h x w contexts holds at once besides its contexts and output: the
+        most of its three phases (``__call__`` frees each chunk's tiles and products before the
+        next). Transforming the input: the contexts extended to whole tiles, the row pass and
+        its scratch, the tiles transformed (n^2 floats per tile and channel) and their scratch;
+        the products: the tiles and the products (n^2 per channel out); transforming the
+        output: the products, one output row of tiles and its scratch (n each), the tiles
+        (m^2), a column's scratch (1) and the chunk's output."""
         f = form(h, w)
-        per_in, per_out = f.n * f.n + f.n * f.m + f.m, f.n * f.n + 2 * f.n + f.m * f.m
-        return 4 * self.tiles(h, w) * (per_in * self.cin + per_out * self.cout)
+        th, tw = f.tiles(h, w)
+        step = max(1, call_tiles(f) // (th * tw))
+        t, wide, high = step * th * tw, f.m * tw + 2, f.m * th + 2
+        pad = step * high * wide if high > h or wide > w else 0
+        tiles_in = pad + (f.n + 1) * step * th * wide + (f.n ** 2 + 1) * t
+        tiles_out = (f.n ** 2 + 2 * f.n + f.m ** 2 + 1) * t + step * (h - 2) * (w - 2)
+        return 4 * max(tiles_in * self.cin, f.n ** 2 * t * (self.cin + self.cout),
+                       tiles_out * self.cout)
 
     def tiles(self, h: int, w: int) -> int:
         """Tiles per call on contexts of h x w: ``call_tiles``, or one context's where larger."""
@@ -231,7 +255,9 @@ class Winograd:
             part = x[s:s + step]
             v, th, tw = input_tiles(part, f)
             m = products.run(None, {"v": v, "u": u})[0]
+            del v  # freed before the output transform, as scratch_bytes counts
             out[s:s + step] = output(m, len(part), th, tw, h - 2, w - 2, self.bias, f)
+            del m  # ... and before the next chunk's input transform
         return out
 
 
