@@ -130,9 +130,10 @@ def call_tiles(f: Form) -> int:
     return TILES if f.m == 2 else TILES * 2 // 3
 
 
-def context_tiles(h: int, w: int) -> int:
-    """Output tiles covering one h x w context's (h - 2) x (w - 2) outputs, in its form."""
-    return math.prod(form(h, w).tiles(h, w))
+def contexts_per_call(f: Form, h: int, w: int) -> int:
+    """Contexts of h x w per product call in form ``f``: as many as ``call_tiles`` holds, at
+    least one."""
+    return max(1, call_tiles(f) // math.prod(f.tiles(h, w)))
 
 
 def input_tiles(x: np.ndarray, f: Form = F2) -> tuple[np.ndarray, int, int]:
@@ -232,7 +233,7 @@ class Winograd:
         (m^2), a column's scratch (1) and the chunk's output."""
         f = form(h, w)
         th, tw = f.tiles(h, w)
-        step = max(1, call_tiles(f) // (th * tw))
+        step = contexts_per_call(f, h, w)
         t, wide, high = step * th * tw, f.m * tw + 2, f.m * th + 2
         pad = step * high * wide if high > h or wide > w else 0
         tiles_in = pad + (f.n + 1) * step * th * wide + (f.n ** 2 + 1) * t
@@ -240,16 +241,12 @@ class Winograd:
         return 4 * max(tiles_in * self.cin, f.n ** 2 * t * (self.cin + self.cout),
                        tiles_out * self.cout)
 
-    def tiles(self, h: int, w: int) -> int:
-        """Tiles per call on contexts of h x w: ``call_tiles``, or one context's where larger."""
-        return max(call_tiles(form(h, w)), context_tiles(h, w))
-
     def __call__(self, x: np.ndarray, f: Form | None = None) -> np.ndarray:
         """The layer's output on contexts x, in form ``f`` (default: the form for their size)."""
         b, h, w, _ = x.shape
         f = f or form(h, w)
         out = np.empty((b, self.cout, h - 2, w - 2), np.float32)
-        step = max(1, call_tiles(f) // math.prod(f.tiles(h, w)))
+        step = contexts_per_call(f, h, w)
         products, u = session(f.n ** 2, self.cin, self.cout), self.u(f)
         for s in range(0, b, step):  # a few contexts at a time (call_tiles)
             part = x[s:s + step]
