@@ -11,8 +11,12 @@ from kryptondb.errors import ShapeError
 from kryptondb.graph.builder import Builder
 from kryptondb.graph.ir import Graph
 from kryptondb.graph.ops import input_node
-from kryptondb.ivm.gather import ChannelsLast, NewValues, PaddedView, gather, margins
+from kryptondb.ivm.gather import (ChannelsLast, ChannelsLastViews, NewValues, PaddedView, gather,
+                                  margins)
+from kryptondb.ivm.incremental import IncrementalPlan, base_views
+from kryptondb.obe.occlusion import Grid, occluded_batch
 from kryptondb.runtime.backends import get_backend
+from kryptondb.runtime.base import NHWC
 
 
 @settings(max_examples=60, deadline=None)
@@ -53,3 +57,35 @@ def test_a_channels_last_input_computes_what_the_channels_first_one_does(backend
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ShapeError, match=r"must be N x 7 x 7 x 3, got 2 x 3 x 7 x 7"):
         be.run(g, {"x": x})
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_an_output_asked_for_channels_last_is_the_output_transposed(backend):
+    ref, _ = _conv_graph(False)
+    x = np.random.default_rng(1).standard_normal((2, 3, 7, 7)).astype(np.float32)
+    out = get_backend(backend).run(ref, {"input": x}, [ref.output, ref.output + NHWC])
+    assert out[ref.output + NHWC].shape == (2, 5, 5, 4)
+    np.testing.assert_array_equal(out[ref.output + NHWC], out[ref.output].transpose(0, 2, 3, 1))
+
+
+def test_steps_whose_readers_all_gather_channels_last_hand_their_values_on_so():
+    """c1 is read by a 3x3 convolution only (channels-last contexts): its values come back
+    channels-last; c2 feeds a 1x1 convolution the values as they are, and c3 is the frontier:
+    both stay channels-first; the heatmap is the full inference's either way."""
+    b = Builder("layouts", (3, 16, 16), seed=3, bias_std=0.5)
+    x = b.act(b.conv("input", "c1", 8, 3, pad=1, bias=True), "relu")
+    x = b.act(b.conv(x, "c2", 8, 3, pad=1, bias=True), "relu")
+    x = b.act(b.conv(x, "c3", 6, 1, bias=True), "relu")
+    g = b.build(b.linear(b.flatten(b.global_pool(x)), "fc", 5))
+    rng = np.random.default_rng(2)
+    img = rng.standard_normal(g.input_shape).astype(np.float32)
+    fill = np.zeros(g.input_shape, np.float32)
+    corners = Grid(16, 16, 4, 3).corners()
+    be = get_backend("onnxruntime")
+    plan = IncrementalPlan(g, corners, 4, ChannelsLastViews(base_views(g, img, be)))
+    assert [s.chain[0] for s in plan.steps][:2] == ["c1", "c2"]
+    assert [s.out_last for s in plan.steps] == [True] + [False] * (len(plan.steps) - 1)
+    pv = np.stack([fill[:, y:y + 4, c:c + 4] for y, c in corners])
+    out = plan.run(np.arange(len(corners)), pv, be, {})
+    want = be.run(g, {g.inputs[0]: occluded_batch(img, fill, corners, 4)})[g.output]
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)

@@ -22,12 +22,14 @@ from kryptondb.ivm.frontier import NO_SEGMENT, choose, is_pointwise, merge_extra
 from kryptondb.ivm.counters import SUFFIX, TAIL, count
 from kryptondb.ivm.gather import (ChannelsLast, ChannelsLastViews, NewValues, PaddedView, gather,
                                   margins, overlay)
+from kryptondb.ivm.layout import channels_last_outputs
 from kryptondb.ivm.step_ops import crop, merge, resampled
 from kryptondb.ivm.tail import tail_cut
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, read_in, spatial_params
 from kryptondb.graph.ir import WINDOWED, Graph, Node, Op, input_node, make_node
 from kryptondb.graph.ops import UPSAMPLING
 from kryptondb.runtime import winograd
+from kryptondb.runtime.base import NHWC
 from kryptondb.runtime.numpy_ops import avgpool_divisor
 from kryptondb.runtime.winograd import Winograd
 
@@ -61,6 +63,7 @@ class Step:
     # (runtime/winograd.py), then ``rest``: the fused nodes after it (None: the head alone)
     winograd: Winograd | None = None
     rest: Graph | None = None
+    out_last: bool = False  # its segment's output comes back channels-last (ivm/layout.py)
 
 
 class IncrementalPlan:
@@ -96,6 +99,7 @@ class IncrementalPlan:
             list(head), [self.out] if cut else graph.outputs)) if rest else None
         self.tail = self._cached(("tail", cut[1]), lambda: graph.segment(
             list(cut[1]), graph.outputs)) if cut else None
+        channels_last_outputs(self.steps, self.frontier)
 
     # -- building ---------------------------------------------------------------------------
     def _step(self, chain: list[Node]) -> Step:
@@ -284,8 +288,10 @@ class IncrementalPlan:
                 feeds = dict(zip(step.rest.inputs, [out] + bufs[1:]))
                 out = backend.run(step.rest, feeds)[step.rest.output]
         else:
-            feeds = dict(zip(step.segment.inputs, bufs))
-            out = backend.run(step.segment, feeds)[step.segment.output]
+            name = step.segment.output + (NHWC if step.out_last else "")
+            out = backend.run(step.segment, dict(zip(step.segment.inputs, bufs)), [name])[name]
+            if step.out_last:  # (B, h, w, C) read as (B, C, h, w); the gathers copy its rows
+                out = out.transpose(0, 3, 1, 2)
         if step.box is not None:  # NumPy code, as Resize's
             out = crop(backend.host(out), r.y[idx] - ys[idx], r.x[idx] - xs[idx], r.h, r.w)
         count(stats, step.name, len(idx), moved, t2 - t, time.perf_counter() - t2)

@@ -17,8 +17,8 @@ import numpy as np
 
 from kryptondb.errors import BackendError
 from kryptondb.graph.ir import Graph, Op
-from kryptondb.runtime.base import (SESSIONS, Backend, channels_first, check_feeds,  # noqa: F401
-                                    ort_options)
+from kryptondb.runtime.base import (SESSIONS, Backend, as_asked, channels_first,  # noqa: F401
+                                    check_feeds, ort_options, plain)
 from kryptondb.runtime.gpu import cupy_backend
 from kryptondb.runtime import winograd
 from kryptondb.runtime.numpy_ops import KERNELS
@@ -39,6 +39,7 @@ class NumpyBackend(Backend):
 
     def run(self, graph, feeds, outputs=None):
         outputs = tuple(outputs or graph.outputs)
+        names = plain(outputs)
         values = channels_first(graph, check_feeds(graph, feeds))
         remaining = {k: len(v) for k, v in graph.consumers().items()}
         for node in graph.nodes:
@@ -48,9 +49,9 @@ class NumpyBackend(Backend):
             values[node.name] = np.asarray(KERNELS[node.op](node, graph, xs), dtype=np.float32)
             for i in node.inputs:
                 remaining[i] -= 1
-                if remaining[i] == 0 and i not in outputs:
+                if remaining[i] == 0 and i not in names:
                     del values[i]
-        return {k: values[k] for k in outputs}
+        return as_asked(values, outputs)
 
 
 class OnnxRuntimeBackend(Backend):

@@ -96,6 +96,23 @@ def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray], xp=np) -> dict:
     return out
 
 
+# An output asked for as ``name + NHWC`` comes back channels-last, (N, H, W, C): incremental
+# plans take a layer's new values so where every reader gathers them into channels-last
+# contexts (ivm/incremental.py); onnxruntime folds the transpose into its NCHWc ReorderOutput.
+NHWC = "::nhwc"
+
+
+def plain(outputs: Sequence[str]) -> tuple[str, ...]:
+    """The graph's names of ``outputs`` (an NHWC one without its suffix)."""
+    return tuple(o.removesuffix(NHWC) for o in outputs)
+
+
+def as_asked(values: dict, outputs: Sequence[str], xp=np) -> dict:
+    """``values`` (by graph name) under the names asked for, NHWC ones transposed."""
+    return {o: xp.ascontiguousarray(values[o.removesuffix(NHWC)].transpose(0, 2, 3, 1))
+            if o.endswith(NHWC) else values[o] for o in outputs}
+
+
 def channels_first(graph: Graph, values: dict, xp=np) -> dict:
     """``values`` with every channels-last input (N, H, W, C) as the graph reads it
     (N, C, H, W), for backends that run nodes one by one."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from kryptondb.errors import BackendError
 from kryptondb.graph.ir import Graph, Op
-from kryptondb.runtime.base import Backend, channels_first, check_feeds
+from kryptondb.runtime.base import Backend, as_asked, channels_first, check_feeds, plain
 from kryptondb.runtime import windowed
 from kryptondb.runtime.numpy_ops import KERNELS
 from kryptondb.runtime.xp_ops import XP_OPS, activation
@@ -87,7 +87,8 @@ class XpBackend(Backend):
 
     # -- running ----------------------------------------------------------------------------
     def run(self, graph, feeds, outputs=None):
-        outputs = tuple(outputs or graph.outputs)
+        asked = tuple(outputs or graph.outputs)
+        outputs = plain(asked)
         on_host = all(isinstance(v, np.ndarray) for v in feeds.values())
         values = channels_first(graph, check_feeds(graph, feeds, self.xp), self.xp)
         remaining = {k: len(v) for k, v in graph.consumers().items()}
@@ -101,7 +102,8 @@ class XpBackend(Backend):
                 remaining[i] -= 1
                 if remaining[i] == 0 and i not in outputs:
                     del values[i]
-        return {k: self.host(values[k]) if on_host else values[k] for k in outputs}
+        values = as_asked(values, asked, self.xp)
+        return {k: self.host(values[k]) if on_host else values[k] for k in asked}
 
     def _fused(self, graph: Graph, outputs: tuple[str, ...]) -> dict[str, str]:
         """conv -> the activation fused into its bias kernel: the convolution's only user,

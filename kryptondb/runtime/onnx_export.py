@@ -12,6 +12,7 @@ import numpy as np
 
 from kryptondb.graph.ir import Graph, Node, Op
 from kryptondb.graph.ops import fed_shape
+from kryptondb.runtime.base import NHWC
 from kryptondb.graph.resample import Taps, node_taps
 
 if TYPE_CHECKING:
@@ -265,6 +266,14 @@ def onnx_input(node: Node) -> str:
     return node.name + "::nhwc" if node.attr("channels_last") else node.name
 
 
+def _asked_shape(graph: Graph, output: str) -> tuple[int, ...]:
+    """An output's per-sample shape as asked for: (H, W, C) for an NHWC one."""
+    if output.endswith(NHWC):
+        c, h, w = graph[output.removesuffix(NHWC)].shape
+        return (h, w, c)
+    return graph[output].shape
+
+
 def to_onnx(graph: Graph, outputs: Sequence[str] | None = None,
             fed_from: int | None = None) -> onnx.ModelProto:
     """An ONNX model computing ``outputs`` (default: the graph's) with a batch axis ``N``;
@@ -281,11 +290,14 @@ def to_onnx(graph: Graph, outputs: Sequence[str] | None = None,
         if n.op is not Op.INPUT:
             _emit_node(e, n)
     outs = list(outputs or graph.outputs)
+    for o in outs:  # an NHWC output: folded into onnxruntime's NCHWc ReorderOutput
+        if o.endswith(NHWC):
+            e.emit("Transpose", [o.removesuffix(NHWC)], o, perm=[0, 2, 3, 1])
     fed = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v)) for k, v in e.fed.items()]
     g = helper.make_graph(
         e.nodes, graph.name or "kryptondb",
         [_value_info(onnx_input(n), fed_shape(n)) for n in ins] + fed,
-        [_value_info(o, graph[o].shape) for o in outs], e.inits)
+        [_value_info(o, _asked_shape(graph, o)) for o in outs], e.inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="kryptondb")
     model.ir_version = IR_VERSION
