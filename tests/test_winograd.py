@@ -9,6 +9,8 @@ tight for its weights plans without them."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -330,3 +332,29 @@ def test_a_plan_without_winograd_reaches_the_executor(calls, tmp_path):
     off, _ = _run_with(con, q, batch=8, winograd=False)
     assert calls == []
     np.testing.assert_allclose(on.probability, off.probability, atol=1e-6)
+
+
+def test_calibrate_times_winograd_on_every_core_at_once():
+    """The runs start together, one thread each (a plan's chunks run side by side); each runs
+    once to warm up and once per rep."""
+    import threading
+
+    from kryptondb.ivm import calibrate
+
+    inside, together, calls, lock = [0], [], [], threading.Lock()
+
+    def run():
+        with lock:
+            inside[0] += 1
+            calls.append(threading.get_ident())
+        deadline = time.monotonic() + 1.0  # the warm-ups run one after the other: alone
+        while inside[0] < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        together.append(inside[0] == 2)
+        time.sleep(0.002)
+        with lock:
+            inside[0] -= 1
+
+    assert calibrate._side_by_side([run, run], reps=3) > 0
+    assert len(calls) == 2 * 4 and len(set(calls[2:])) == 2
+    assert together == [False, False] + [True] * 6

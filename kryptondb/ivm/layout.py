@@ -11,8 +11,9 @@ transpose into the layout conversion its convolutions make anyway) and hands it 
 read otherwise stay channels-first: a merge or a 1x1 convolution fed the new values as they
 are, a frontier map written into a full view, a Winograd step (its own output layout). So do
 chains with more than a windowed layer and activations (a residual Add, side maps, a
-LayerNorm): onnxruntime moves the output transpose up through such ops, and on ConvNeXt's
-LayerNorm and scale it then broadcast the scale along the wrong axis.
+LayerNorm): with the output transposed, onnxruntime's graph optimizations failed on
+ConvNeXt's LayerNorm and scale (a Mul broadcast along the wrong axis; the same graph runs
+with them off).
 """
 
 from __future__ import annotations
