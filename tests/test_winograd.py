@@ -9,6 +9,7 @@ tight for its weights plans without them."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -337,8 +338,6 @@ def test_a_plan_without_winograd_reaches_the_executor(calls, tmp_path):
 def test_calibrate_times_winograd_on_every_core_at_once():
     """The runs start together, one thread each (a plan's chunks run side by side); each runs
     once to warm up and once per rep."""
-    import threading
-
     from kryptondb.ivm import calibrate
 
     inside, together, calls, lock = [0], [], [], threading.Lock()

@@ -1,6 +1,7 @@
 """Measuring a calibration (``kryptondb calibrate``): one representative layer of every kind,
-on one onnxruntime thread (Winograd's on every core at once, as plans run it), at output sizes from 1x1 to 112x112; the call overhead; the gather's
-and the frontier copies' bandwidth. About half a minute on 2 cores.
+on one onnxruntime thread (Winograd's on every core at once, as plans run it), at output sizes
+from 1x1 to 112x112; the call overhead; the gather's and the frontier copies' bandwidth. About
+half a minute on 2 cores.
 
 Every layer runs on a context with padding 0, as the incremental plan's segments do, in calls of
 ``BATCH`` items (fewer on large maps, where one item is plenty of work and the rate no longer

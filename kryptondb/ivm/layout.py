@@ -2,7 +2,7 @@
 
 A windowed layer's context is gathered channels-last, (B, rh, rw, C), on backends that prefer
 it (ivm/gather.py), and its readers' new values are written into it. Written from the
-(B, C, h, w) a backend call returns, that copy transposes every value, and it costs 1.2-2.7x
+(B, C, h, w) a backend call returns, that copy transposes every value, and it costs 1.2-5x
 the copy of the context itself (288 channels, 16x16 new values in 18x18 contexts: 1.8 ms
 against 0.34 for 19 of them). A step whose every reader gathers channels-last therefore asks
 its segment for its output channels-last (runtime/base.py's NHWC; onnxruntime folds the

@@ -12,8 +12,8 @@ import numpy as np
 
 from kryptondb.graph.ir import Graph, Node, Op
 from kryptondb.graph.ops import fed_shape
-from kryptondb.runtime.base import NHWC
 from kryptondb.graph.resample import Taps, node_taps
+from kryptondb.runtime.base import NHWC
 
 if TYPE_CHECKING:
     import onnx
@@ -262,8 +262,8 @@ def _value_info(name: str, shape) -> onnx.ValueInfoProto:
 
 def onnx_input(node: Node) -> str:
     """The exported model's input for a graph input: a channels-last one is fed under its
-    own name + "::nhwc" and transposed to the graph's name inside the model."""
-    return node.name + "::nhwc" if node.attr("channels_last") else node.name
+    own name + NHWC and transposed to the graph's name inside the model."""
+    return node.name + NHWC if node.attr("channels_last") else node.name
 
 
 def _asked_shape(graph: Graph, output: str) -> tuple[int, ...]:
