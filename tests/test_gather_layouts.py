@@ -68,14 +68,17 @@ def test_an_output_asked_for_channels_last_is_the_output_transposed(backend):
     np.testing.assert_array_equal(out[ref.output + NHWC], out[ref.output].transpose(0, 2, 3, 1))
 
 
-def test_steps_whose_readers_all_gather_channels_last_hand_their_values_on_so():
+@pytest.mark.parametrize("suffix", ["", NHWC], ids=["names", "names-ending-in-nhwc"])
+def test_steps_whose_readers_all_gather_channels_last_hand_their_values_on_so(suffix):
     """c1 is read by a 3x3 convolution only (channels-last contexts): its values come back
     channels-last; c2 feeds a 1x1 convolution the values as they are, and c3 is the frontier:
-    both stay channels-first; the heatmap is the full inference's either way."""
+    both stay channels-first; the heatmap is the full inference's either way. A model's own
+    names may end in the suffix that asks for a value channels-last (an imported file names
+    them): they are still that model's tensors, as they are."""
     b = Builder("layouts", (3, 16, 16), seed=3, bias_std=0.5)
-    x = b.act(b.conv("input", "c1", 8, 3, pad=1, bias=True), "relu")
-    x = b.act(b.conv(x, "c2", 8, 3, pad=1, bias=True), "relu")
-    x = b.act(b.conv(x, "c3", 6, 1, bias=True), "relu")
+    x = b.act(b.conv("input", "c1" + suffix, 8, 3, pad=1, bias=True), "relu", "r1" + suffix)
+    x = b.act(b.conv(x, "c2" + suffix, 8, 3, pad=1, bias=True), "relu", "r2" + suffix)
+    x = b.act(b.conv(x, "c3" + suffix, 6, 1, bias=True), "relu", "r3" + suffix)
     g = b.build(b.linear(b.flatten(b.global_pool(x)), "fc", 5))
     rng = np.random.default_rng(2)
     img = rng.standard_normal(g.input_shape).astype(np.float32)
@@ -83,9 +86,15 @@ def test_steps_whose_readers_all_gather_channels_last_hand_their_values_on_so():
     corners = Grid(16, 16, 4, 3).corners()
     be = get_backend("onnxruntime")
     plan = IncrementalPlan(g, corners, 4, ChannelsLastViews(base_views(g, img, be)))
-    assert [s.chain[0] for s in plan.steps][:2] == ["c1", "c2"]
+    assert [s.chain[0] for s in plan.steps][:2] == ["c1" + suffix, "c2" + suffix]
     assert [s.out_last for s in plan.steps] == [True] + [False] * (len(plan.steps) - 1)
     pv = np.stack([fill[:, y:y + 4, c:c + 4] for y, c in corners])
     out = plan.run(np.arange(len(corners)), pv, be, {})
-    want = be.run(g, {g.inputs[0]: occluded_batch(img, fill, corners, 4)})[g.output]
+    batch = {g.inputs[0]: occluded_batch(img, fill, corners, 4)}
+    want = be.run(g, batch)[g.output]
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+    for backend in (be, get_backend("numpy")):  # the model's r2, and r2 asked channels-last
+        got = backend.run(g, batch, ["r2" + suffix, "r2" + suffix + NHWC])
+        assert got["r2" + suffix].shape == (len(corners), 8, 16, 16)
+        np.testing.assert_array_equal(got["r2" + suffix + NHWC],
+                                      got["r2" + suffix].transpose(0, 2, 3, 1))

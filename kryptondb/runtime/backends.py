@@ -39,7 +39,7 @@ class NumpyBackend(Backend):
 
     def run(self, graph, feeds, outputs=None):
         outputs = tuple(outputs or graph.outputs)
-        names = plain(outputs)
+        names = plain(graph, outputs)
         values = channels_first(graph, check_feeds(graph, feeds))
         remaining = {k: len(v) for k, v in graph.consumers().items()}
         for node in graph.nodes:
@@ -51,7 +51,7 @@ class NumpyBackend(Backend):
                 remaining[i] -= 1
                 if remaining[i] == 0 and i not in names:
                     del values[i]
-        return as_asked(values, outputs)
+        return as_asked(graph, values, outputs)
 
 
 class OnnxRuntimeBackend(Backend):

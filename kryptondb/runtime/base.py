@@ -99,18 +99,28 @@ def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray], xp=np) -> dict:
 # An output asked for as ``name + NHWC`` comes back channels-last, (N, H, W, C): incremental
 # plans take a layer's new values so where every reader gathers them into channels-last
 # contexts (ivm/incremental.py); onnxruntime folds the transpose into its NCHWc ReorderOutput.
+# A model's own tensor may end in NHWC too (names come from imported files): a name the graph
+# has is always that tensor, as it is.
 NHWC = "::nhwc"
 
 
-def plain(outputs: Sequence[str]) -> tuple[str, ...]:
+def nhwc_source(graph: Graph, output: str) -> str | None:
+    """The graph's name whose value ``output`` asks for channels-last, or None where it asks
+    for a value as it is."""
+    if output in graph or not output.endswith(NHWC):
+        return None
+    return output.removesuffix(NHWC)
+
+
+def plain(graph: Graph, outputs: Sequence[str]) -> tuple[str, ...]:
     """The graph's names of ``outputs`` (an NHWC one without its suffix)."""
-    return tuple(o.removesuffix(NHWC) for o in outputs)
+    return tuple(nhwc_source(graph, o) or o for o in outputs)
 
 
-def as_asked(values: dict, outputs: Sequence[str], xp=np) -> dict:
+def as_asked(graph: Graph, values: dict, outputs: Sequence[str], xp=np) -> dict:
     """``values`` (by graph name) under the names asked for, NHWC ones transposed."""
-    return {o: xp.ascontiguousarray(values[o.removesuffix(NHWC)].transpose(0, 2, 3, 1))
-            if o.endswith(NHWC) else values[o] for o in outputs}
+    return {o: xp.ascontiguousarray(values[src].transpose(0, 2, 3, 1))
+            if (src := nhwc_source(graph, o)) else values[o] for o in outputs}
 
 
 def channels_first(graph: Graph, values: dict, xp=np) -> dict:

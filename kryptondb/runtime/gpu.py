@@ -88,7 +88,7 @@ class XpBackend(Backend):
     # -- running ----------------------------------------------------------------------------
     def run(self, graph, feeds, outputs=None):
         asked = tuple(outputs or graph.outputs)
-        outputs = plain(asked)
+        outputs = plain(graph, asked)
         on_host = all(isinstance(v, np.ndarray) for v in feeds.values())
         values = channels_first(graph, check_feeds(graph, feeds, self.xp), self.xp)
         remaining = {k: len(v) for k, v in graph.consumers().items()}
@@ -102,7 +102,7 @@ class XpBackend(Backend):
                 remaining[i] -= 1
                 if remaining[i] == 0 and i not in outputs:
                     del values[i]
-        values = as_asked(values, asked, self.xp)
+        values = as_asked(graph, values, asked, self.xp)
         return {k: self.host(values[k]) if on_host else values[k] for k in asked}
 
     def _fused(self, graph: Graph, outputs: tuple[str, ...]) -> dict[str, str]:

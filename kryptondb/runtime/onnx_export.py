@@ -13,7 +13,7 @@ import numpy as np
 from kryptondb.graph.ir import Graph, Node, Op
 from kryptondb.graph.ops import fed_shape
 from kryptondb.graph.resample import Taps, node_taps
-from kryptondb.runtime.base import NHWC
+from kryptondb.runtime.base import NHWC, nhwc_source
 
 if TYPE_CHECKING:
     import onnx
@@ -268,8 +268,8 @@ def onnx_input(node: Node) -> str:
 
 def _asked_shape(graph: Graph, output: str) -> tuple[int, ...]:
     """An output's per-sample shape as asked for: (H, W, C) for an NHWC one."""
-    if output.endswith(NHWC):
-        c, h, w = graph[output.removesuffix(NHWC)].shape
+    if src := nhwc_source(graph, output):
+        c, h, w = graph[src].shape
         return (h, w, c)
     return graph[output].shape
 
@@ -291,8 +291,8 @@ def to_onnx(graph: Graph, outputs: Sequence[str] | None = None,
             _emit_node(e, n)
     outs = list(outputs or graph.outputs)
     for o in outs:  # an NHWC output: folded into onnxruntime's NCHWc ReorderOutput
-        if o.endswith(NHWC):
-            e.emit("Transpose", [o.removesuffix(NHWC)], o, perm=[0, 2, 3, 1])
+        if src := nhwc_source(graph, o):
+            e.emit("Transpose", [src], o, perm=[0, 2, 3, 1])
     fed = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v)) for k, v in e.fed.items()]
     g = helper.make_graph(
         e.nodes, graph.name or "kryptondb",
