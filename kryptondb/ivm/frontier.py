@@ -4,7 +4,8 @@ The layers an incremental plan can maintain form chains, one backend call per ba
 windowed or merging head and the pointwise layers fused after it). Keeping the first k chains
 costs, per position: each chain's gather (bytes and per item), its layers on their regions at
 the measured throughput of that region size (a large 3x3 convolution at Winograd's,
-runtime/winograd.py), and its share of a call's overhead; then the
+runtime/winograd.py), and its share of a call's overhead (a sibling that reads the context of
+an earlier chain, its layers only: they share one gather and call, ivm/siblings.py); then the
 frontier maps written into copies of the views, and every later layer in full in one call
 (the suffix). ``choose`` predicts that for every k (0: nothing maintained) and keeps the
 cheapest (the fewest chains within the calibration's ``tie`` of it), so a layer is maintained only where that is predicted cheaper than handing it, and
@@ -184,13 +185,16 @@ class Cut:
 
 
 def chain_seconds(cal: Calibration, graph: Graph, chain, regions,
-                  winograd: bool = False) -> float:
+                  winograd: bool = False, shared: bool = False) -> float:
     """One core's seconds per position of a maintained chain: gather, compute, call share;
     with ``winograd`` (the plan runs it), an eligible head by Winograd where ``cal`` measured
-    it (runtime/winograd.py)."""
+    it (runtime/winograd.py); ``shared``: a sibling's gather and call run it (no cost of its
+    own but its compute)."""
     head = chain[0]
     r: FixedRegion = regions[head.name]
     wino = winograd and cal.prices_winograd and winograd_pays(cal, graph, head, r)
+    if shared:
+        return sum(direct_seconds(cal, graph, n, r) for n in chain)
     if head.op in WINDOWED or head.op in UPSAMPLING or head.op is Op.PAD:
         src = graph[head.inputs[0]].shape
         ctx = read_in(head, r, src[1:])
@@ -207,6 +211,24 @@ def chain_seconds(cal: Calibration, graph: Graph, chain, regions,
                                                    head.op in (Op.ADD, Op.CONCAT)))
     calls += int(wino and len(chain) > 1)  # the nodes after a Winograd head: a second call
     return gather + compute + calls * cal.call_s / cal.batch
+
+
+def shared_context(graph: Graph, chain, regions) -> tuple | None:
+    """What a chain's windowed head gathers (its input, context size and starts for every
+    query, and pad value where the context leaves the map): chains with equal keys run as one
+    gather and call (ivm/siblings.py). None for a head that never shares (not windowed, more
+    inputs, a transposed convolution's box, a fused residual Add)."""
+    head = chain[0]
+    if head.op not in WINDOWED or head.op is Op.CONV_TRANSPOSE or len(head.inputs) != 1 or \
+            merge_extras(chain):
+        return None
+    shape = graph[head.inputs[0]].shape
+    ctx = read_in(head, regions[head.name], shape[1:])
+    value = -np.inf if head.op is Op.MAXPOOL else float(head.attr("value", 0.0))
+    leaves = (ctx.ys < 0).any() or (ctx.xs < 0).any() or \
+        (ctx.ys + ctx.rh > shape[1]).any() or (ctx.xs + ctx.rw > shape[2]).any()
+    return (head.inputs[0], ctx.rh, ctx.rw, ctx.ys.tobytes(), ctx.xs.tobytes(),
+            value if leaves else None)
 
 
 def winograd_pays(cal: Calibration, graph: Graph, n: Node, r: FixedRegion) -> bool:
@@ -246,11 +268,16 @@ def choose(graph: Graph, candidates: set[str], regions: dict[str, FixedRegion],
     call = cal.call_s / cal.batch
     inp = graph.inputs[0]
     naive = call + sum(full.values()) + 4 * math.prod(graph[inp].shape) / cal.copy_bytes_per_s
-    seconds, kept, maintained = [], {inp}, 0.0
+    seconds, kept, maintained, gathered = [], {inp}, 0.0, set()
     for k in range(len(every) + 1):
         if k:
-            kept |= {n.name for n in every[k - 1]}
-            maintained += chain_seconds(cal, graph, every[k - 1], regions, winograd)
+            chain = every[k - 1]
+            kept |= {n.name for n in chain}
+            key = None if winograd and winograd_pays(cal, graph, chain[0], regions[
+                chain[0].name]) else shared_context(graph, chain, regions)
+            maintained += chain_seconds(cal, graph, chain, regions, winograd,
+                                        key is not None and key in gathered)
+            gathered.add(key)
         rest = [n for n in graph.nodes if n.name not in kept]
         used = {i for n in rest for i in n.inputs} | set(graph.outputs)
         copies = sum(4 * math.prod(graph[f].shape) for f in kept if f in used)

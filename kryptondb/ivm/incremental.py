@@ -23,7 +23,8 @@ from kryptondb.ivm.counters import SUFFIX, TAIL, count
 from kryptondb.ivm.gather import (ChannelsLast, ChannelsLastViews, NewValues, PaddedView, gather,
                                   margins, overlay)
 from kryptondb.ivm.layout import channels_last_outputs
-from kryptondb.ivm.step_ops import crop, merge, resampled
+from kryptondb.ivm.siblings import Siblings, run_siblings, schedule
+from kryptondb.ivm.step_ops import crop, merge, padless, resampled
 from kryptondb.ivm.tail import tail_cut
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, read_in, spatial_params
 from kryptondb.graph.ir import WINDOWED, Graph, Node, Op, input_node, make_node
@@ -100,6 +101,7 @@ class IncrementalPlan:
         self.tail = self._cached(("tail", cut[1]), lambda: graph.segment(
             list(cut[1]), graph.outputs)) if cut else None
         channels_last_outputs(self.steps, self.frontier)
+        self.schedule = schedule(self.steps, graph, self._cached, self.contexts)  # siblings.py
 
     # -- building ---------------------------------------------------------------------------
     def _step(self, chain: list[Node]) -> Step:
@@ -218,7 +220,7 @@ class IncrementalPlan:
         nodes = [input_node(i, s, channels_last and k == 0)
                  for k, (i, s) in enumerate(zip(ins, shapes))]
         nodes += [input_node(i, s) for (i, _), s in zip(sides, shapes[len(ins):])]
-        body = chain[1:] if rest else [replace(_padless(head), inputs=tuple(own))] + chain[1:]
+        body = chain[1:] if rest else [replace(padless(head), inputs=tuple(own))] + chain[1:]
         for n in body:
             nodes += _with_sides(n, [i for i, owner in sides if owner == n.name],
                                  self.graph.weights)
@@ -258,12 +260,15 @@ class IncrementalPlan:
             owners = None
         inp = self.regions[g.inputs[0]]
         new = {g.inputs[0]: (patch_values, inp.y[idx], inp.x[idx])}
-        for step in self.steps:
-            new[step.name] = self._run_step(step, idx, new, segments, stats, owners)
+        for step in self.schedule:
+            if isinstance(step, Siblings):
+                new.update(run_siblings(step, idx, new, segments, stats, owners))
+            else:
+                new[step.name] = self._run_step(step, idx, new, segments, stats, owners)
         return self._finish(idx, new, backend, stats, owners, keep)
 
-    def _run_step(self, step: Step, idx, new, backend, stats, owners=None):
-        t = time.perf_counter()
+    def contexts(self, step: Step, idx, new, backend, owners=None) -> tuple[list, int]:
+        """A step's gathered contexts for the queries ``idx`` (and bytes moved)."""
         bufs, moved, fetch = [], 0, backend.gather or gather
         for src, (rh, rw, ys, xs, pv) in zip(step.inputs, step.contexts):
             vals, ny, nx = new[src]
@@ -273,6 +278,12 @@ class IncrementalPlan:
             else:
                 bufs.append(fetch(pv, ys[idx], xs[idx], rh, rw, NewValues(vals, ny, nx, owners)))
                 moved += bufs[-1].nbytes
+        return bufs, moved
+
+    def _run_step(self, step: Step, idx, new, backend, stats, owners=None):
+        t = time.perf_counter()
+        bufs, moved = self.contexts(step, idx, new, backend, owners)
+        fetch = backend.gather or gather
         r = step.region
         h, w, ys, xs = step.box or (r.h, r.w, r.y, r.x)
         bufs += [fetch(pv, ys[idx], xs[idx], h, w) for pv in step.sides]
@@ -343,16 +354,6 @@ class IncrementalPlan:
                     np.zeros(last.sum(), int), np.arange(last.sum()))
             kept[name] = full
         return out, kept
-
-
-def _padless(head: Node) -> Node:
-    """The head as the segment applies it to a gathered context, which holds the padding."""
-    if head.op is Op.CONV_TRANSPOSE:
-        return head.with_attrs(pads=(0, 0, 0, 0), output_padding=(0, 0))
-    if head.op not in WINDOWED:
-        return head
-    node = head.with_attrs(pads=(0, 0, 0, 0), ceil_mode=0)
-    return node.with_attrs(count_include_pad=1) if head.op is Op.AVGPOOL else node
 
 
 def _with_sides(n: Node, sides: list[str], weights) -> list[Node]:

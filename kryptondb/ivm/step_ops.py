@@ -1,13 +1,14 @@
 """What a step computes in NumPy, without a backend segment: a lone merge of gathered buffers
 (Add, Concat; Pad, whose gather is the whole op), a Resize's new region from its taps, and the
-region cropped out of a transposed convolution's stride-aligned box."""
+region cropped out of a transposed convolution's stride-aligned box; and a head as a segment
+applies it to a gathered context."""
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from kryptondb.graph.ir import Node, Op
+from kryptondb.graph.ir import WINDOWED, Node, Op
 from kryptondb.graph.resample import Taps, node_taps
 from kryptondb.runtime.numpy_ops import interpolate
 
@@ -43,3 +44,13 @@ def merge(head: Node, bufs: list[np.ndarray]) -> np.ndarray:
     if head.op is Op.CONCAT:
         return np.concatenate(bufs, axis=head.attr("axis") + 1)
     return bufs[0]  # Pad: the gathered context is the padded map
+
+
+def padless(head: Node) -> Node:
+    """The head as the segment applies it to a gathered context, which holds the padding."""
+    if head.op is Op.CONV_TRANSPOSE:
+        return head.with_attrs(pads=(0, 0, 0, 0), output_padding=(0, 0))
+    if head.op not in WINDOWED:
+        return head
+    node = head.with_attrs(pads=(0, 0, 0, 0), ceil_mode=0)
+    return node.with_attrs(count_include_pad=1) if head.op is Op.AVGPOOL else node

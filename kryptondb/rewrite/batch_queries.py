@@ -147,7 +147,8 @@ def incremental_footprint(graph, corners: np.ndarray, patch, tau=None,
     ph, pw = (patch, patch) if isinstance(patch, (int, np.integer)) else patch
     kept = nbytes((graph.input_shape[0], ph, pw)) + sum(
         nbytes((graph[s.name].shape[0], s.region.h, s.region.w)) for s in plan.steps)
-    busiest = max((_step_bytes(plan, s, alloc) for s in plan.steps), default=0)
+    # a group of siblings (ivm/siblings.py) is one segment's run
+    busiest = max((_step_bytes(plan, s, alloc) for s in plan.schedule), default=0)
     item = kept + max(busiest, _finish_bytes(plan, alloc)) + \
         8 * math.prod(graph[graph.output].shape)
     if plan.tail is not None:  # tail inputs wait (up to a tail call's and a batch's), are
@@ -172,7 +173,8 @@ def incremental_footprint(graph, corners: np.ndarray, patch, tau=None,
 
 
 def _step_bytes(plan, step, alloc: Allocator) -> int:
-    """One position's bytes while a step runs: its gathered inputs and the segment's run."""
+    """One position's bytes while a step (or siblings) runs: its gathered inputs and the
+    segment's run."""
     if step.segment is not None:
         return peak_live(step.segment, alloc)
     ins = sum(nbytes((plan.views[s].shape[0], c[0], c[1]))
