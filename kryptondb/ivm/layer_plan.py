@@ -90,9 +90,9 @@ def layer_plan(graph: Graph, patch: tuple[int, int], tau: float | None = None,
                            tau, sizes)
     exact = centre_regions(graph, patch) if tau is not None else None
     rows = []
-    for k, step in enumerate(plan.steps):
-        for name in step.chain:
-            rows.append(_row(graph, plan, step, name, k, exact))
+    for k, item in enumerate(plan.schedule):  # siblings (ivm/siblings.py): one segment
+        for step in getattr(item, "members", (item,)):
+            rows += [_row(graph, plan, step, name, k, exact) for name in step.chain]
     rest = [n for n in graph.nodes if n.name not in plan.incremental]
     tail = [n for n in plan.tail.nodes if n.op is not Op.INPUT] if plan.tail else []
     return LayerPlan(tuple(rows), tuple(plan.frontier), _why(plan, rest), len(rest),

@@ -26,7 +26,6 @@ import numpy as np
 from kryptondb.graph.ir import Graph, Node, Op
 from kryptondb.graph.ops import input_node
 from kryptondb.ivm.counters import count
-from kryptondb.ivm.frontier import flops
 from kryptondb.ivm.step_ops import padless
 from kryptondb.runtime.base import NHWC
 
@@ -34,12 +33,11 @@ from kryptondb.runtime.base import NHWC
 @dataclass
 class Siblings:
     """Steps that run as one backend call on one gathered context: ``segment`` reads it and
-    yields every member's output; ``shares``: each member's part of the call's FLOPs (the
-    call's time is split by them in EXPLAIN ANALYZE's per-layer counters)."""
+    yields every member's output. A run's counters (EXPLAIN ANALYZE) hold the call under the
+    first member's name, as a segment's under its step's."""
 
     members: tuple  # ivm.incremental.Step, in plan order
     segment: Graph
-    shares: tuple[float, ...]
     contexts: Callable  # IncrementalPlan.contexts: a step's gathered contexts
 
     @property
@@ -52,26 +50,26 @@ def schedule(steps: list, graph: Graph, cached, contexts) -> list:
     context, one ``Siblings`` at its first member's place; ``cached(key, build)``: the plan's
     segment cache; ``contexts``: its gather (``Siblings.contexts``)."""
     groups: list[list] = []
-    open_: dict = {}
+    by_input: dict[str, list[list]] = {}  # groups that later steps may join, by their input
     for step in steps:
-        key = _key(step)
-        if key is not None and (g := next((g for g in open_.get(key[0], ())
-                                            if _same(g[0], step)), None)) is not None:
+        src = _shareable(step)
+        g = next((g for g in by_input.get(src, ()) if _same(g[0], step)), None)
+        if g is not None:
             g.append(step)
             continue
         groups.append([step])
-        if key is not None:
-            open_.setdefault(key[0], []).append(groups[-1])
+        if src is not None:
+            by_input.setdefault(src, []).append(groups[-1])
     return [g[0] if len(g) == 1 else _siblings(g, graph, cached, contexts) for g in groups]
 
 
-def _key(step):
-    """(input, ...) for a step that may share its context, None for one that may not."""
+def _shareable(step) -> str | None:
+    """The input of a step that may share its context, None for one that may not."""
     if step.segment is None or step.winograd is not None or step.box is not None or \
             step.sides or len(step.contexts) != 1 or len(step.head.inputs) != 1 or \
             step.head.op is Op.RESIZE:
         return None
-    return (step.inputs[0],)
+    return step.inputs[0]
 
 
 def _same(a, b) -> bool:
@@ -86,11 +84,7 @@ def _siblings(members: list, graph: Graph, cached, contexts) -> Siblings:
     first = members[0]  # plans on one model share segments: the context's shape is the key's
     key = ("siblings", tuple(m.chain for m in members), first.contexts[0][:2],
            first.channels_last)
-    segment = cached(key, lambda: _segment(members, graph))
-    work = [sum(flops(graph, graph[n]) for n in m.chain) * m.region.h * m.region.w /
-            max(1, graph[m.name].shape[1] * graph[m.name].shape[2]) for m in members]
-    total = sum(work) or 1.0
-    return Siblings(tuple(members), segment, tuple(w / total for w in work), contexts)
+    return Siblings(tuple(members), cached(key, lambda: _segment(members, graph)), contexts)
 
 
 def _segment(members: list, graph: Graph) -> Graph:
@@ -111,17 +105,13 @@ def _segment(members: list, graph: Graph) -> Graph:
 
 def run_siblings(group: Siblings, idx, new, backend, stats, owners=None) -> dict:
     """Every member's new values (as ``IncrementalPlan._run_step`` gives one step's) from one
-    gather and one call; each member counts the call, with its share of the call's time."""
+    gather and one call."""
     t = time.perf_counter()
     bufs, moved = group.contexts(group.first, idx, new, backend, owners)
     t2 = time.perf_counter()
     names = [m.name + (NHWC if m.out_last else "") for m in group.members]
     res = backend.run(group.segment, {group.segment.inputs[0]: bufs[0]}, names)
-    compute, out = time.perf_counter() - t2, {}
-    for k, (m, name, share) in enumerate(zip(group.members, names, group.shares)):
-        # channels-last: (B, h, w, C) read as (B, C, h, w), as a lone step's
-        v = res[name].transpose(0, 3, 1, 2) if m.out_last else res[name]
-        out[m.name] = v, m.region.y[idx], m.region.x[idx]
-        count(stats, m.name, len(idx), moved if k == 0 else 0, t2 - t if k == 0 else 0.0,
-              compute * share)
-    return out
+    count(stats, group.first.name, len(idx), moved, t2 - t, time.perf_counter() - t2)
+    # channels-last: (B, h, w, C) read as (B, C, h, w), as a lone step's
+    return {m.name: (res[n].transpose(0, 3, 1, 2) if m.out_last else res[n],
+                     m.region.y[idx], m.region.x[idx]) for m, n in zip(group.members, names)}

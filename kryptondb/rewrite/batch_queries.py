@@ -169,7 +169,7 @@ def incremental_footprint(graph, corners: np.ndarray, patch, tau=None,
     # table and freed
     materialize = stored + peak_live(graph, alloc) + 2 * x
     return Footprint(fixed, per_position, item, materialize, tuple(plan.frontier),
-                     len(plan.steps))
+                     len(plan.schedule))
 
 
 def _step_bytes(plan, step, alloc: Allocator) -> int:
