@@ -7,6 +7,7 @@ import pytest
 from kryptondb.graph.builder import Builder
 from kryptondb.graph.ir import Graph
 from kryptondb.ivm.gather import ChannelsLastViews
+from kryptondb.ivm.frontier import shared_context
 from kryptondb.ivm.incremental import IncrementalPlan, base_views
 from kryptondb.ivm.layer_plan import layer_plan
 from kryptondb.ivm.siblings import Siblings
@@ -100,3 +101,29 @@ def test_plans_of_other_patch_sizes_on_one_model_get_their_own_sibling_segments(
         out = plan.run(np.arange(len(corners)), pv, be, {})
         want = be.run(g, {g.inputs[0]: occluded_batch(img, fill, corners, patch)})[g.output]
         np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_whether_steps_share_a_call_does_not_depend_on_the_queries(pad):
+    """Decided by the heads: a plan over border positions (contexts that leave the map), one
+    over interior ones and EXPLAIN's centre patch group alike; padded, a convolution (pad 0)
+    and a max pool (pad -inf) never share."""
+    g = _inception(pad)
+    img = np.random.default_rng(4).standard_normal(g.input_shape).astype(np.float32)
+    border, inner = Grid(20, 20, 5, 3).corners(), np.array([[7, 7], [8, 6]])
+    assert _groups(_plan(g, "onnxruntime", border, 5, img)) == \
+        _groups(_plan(g, "onnxruntime", inner, 5, img))
+    seg = {r.name: r.segment for r in layer_plan(g, (5, 5), corners=border).rows}
+    assert (seg["r.3x3"] == seg["r.pool"]) == (pad == 0)
+
+
+def test_an_average_pool_with_a_divisor_map_prices_as_no_sibling():
+    """Excluding padding, a pool's border outputs divide by fewer: its step reads a divisor
+    map besides its context (a side map), so it never shares, and the cost model knows."""
+    b = Builder("pools", (3, 12, 12), seed=2)
+    x = b.conv("input", "c", 4, 3, pad=1)
+    y = b.pool(x, "avg", 3, 1, pad=1, count_include_pad=False, name="p")
+    z = b.conv(x, "d", 4, 3, pad=1)
+    g = b.build(b.linear(b.flatten(b.global_pool(b.concat([y, z], "cat"))), "fc", 3))
+    assert shared_context(g, [g["p"]]) is None
+    assert shared_context(g, [g["d"]]) is not None

@@ -26,7 +26,7 @@ from kryptondb.graph.shapes import node_flops
 from kryptondb.ivm import calibration
 from kryptondb.ivm.calibration import Calibration
 from kryptondb.ivm.cost import centre_regions, memo, prefix
-from kryptondb.ivm.regions import FixedRegion, fix, read_in
+from kryptondb.ivm.regions import FixedRegion, fix, read_in, spatial_params
 from kryptondb.runtime import winograd as winograd_module
 
 NO_SEGMENT = (Op.PAD, Op.RESIZE)  # steps computed by the gather itself, nothing fused after
@@ -213,22 +213,26 @@ def chain_seconds(cal: Calibration, graph: Graph, chain, regions,
     return gather + compute + calls * cal.call_s / cal.batch
 
 
-def shared_context(graph: Graph, chain, regions) -> tuple | None:
-    """What a chain's windowed head gathers (its input, context size and starts for every
-    query, and pad value where the context leaves the map): chains with equal keys run as one
-    gather and call (ivm/siblings.py). None for a head that never shares (not windowed, more
-    inputs, a transposed convolution's box, a fused residual Add)."""
+def shared_context(graph: Graph, chain) -> tuple | None:
+    """What a chain's head gathers, decided by the heads alone: its input, window (kernel,
+    stride, dilation, pads, ceil mode; a pointwise head's is its region), whether it is fed
+    as it is or channels-last, and where it pads, its pad value. Heads with equal keys read
+    the same input's changed region through the same window, so they gather the same
+    context for every query, and run as one gather and call (ivm/siblings.py). None for a
+    chain that never shares: more inputs, a fused residual Add, a transposed convolution's
+    box, a Pad or Resize, side maps (spatial constants, an AveragePool's divisor map)."""
     head = chain[0]
-    if head.op not in WINDOWED or head.op is Op.CONV_TRANSPOSE or len(head.inputs) != 1 or \
-            merge_extras(chain):
+    if len(head.inputs) != 1 or merge_extras(chain) or head.op in NO_SEGMENT or \
+            head.op is Op.CONV_TRANSPOSE or any(spatial_params(n, graph.weights) for n in chain):
         return None
-    shape = graph[head.inputs[0]].shape
-    ctx = read_in(head, regions[head.name], shape[1:])
+    if head.op not in WINDOWED or is_pointwise(head, graph):
+        return (head.inputs[0], "region")
+    pads, ceil = tuple(head.attr("pads")), bool(head.attr("ceil_mode", 0))
+    if head.op is Op.AVGPOOL and (ceil or any(pads) and not head.attr("count_include_pad", 0)):
+        return None  # a divisor map may correct it (IncrementalPlan._pool_factor)
     value = -np.inf if head.op is Op.MAXPOOL else float(head.attr("value", 0.0))
-    leaves = (ctx.ys < 0).any() or (ctx.xs < 0).any() or \
-        (ctx.ys + ctx.rh > shape[1]).any() or (ctx.xs + ctx.rw > shape[2]).any()
-    return (head.inputs[0], ctx.rh, ctx.rw, ctx.ys.tobytes(), ctx.xs.tobytes(),
-            value if leaves else None)
+    return (head.inputs[0], head.attr("kernel"), head.attr("stride"),
+            head.attr("dilation", (1, 1)), pads, ceil, value if any(pads) or ceil else None)
 
 
 def winograd_pays(cal: Calibration, graph: Graph, n: Node, r: FixedRegion) -> bool:
@@ -274,7 +278,7 @@ def choose(graph: Graph, candidates: set[str], regions: dict[str, FixedRegion],
             chain = every[k - 1]
             kept |= {n.name for n in chain}
             key = None if winograd and winograd_pays(cal, graph, chain[0], regions[
-                chain[0].name]) else shared_context(graph, chain, regions)
+                chain[0].name]) else shared_context(graph, chain)
             maintained += chain_seconds(cal, graph, chain, regions, winograd,
                                         key is not None and key in gathered)
             gathered.add(key)

@@ -8,11 +8,12 @@ context is gathered and converted once. Measured with onnxruntime on one core, 1
 (bench: the three 1x1 convolutions of Mixed_5d, 288 channels at 14x14): 7.5 ms as three
 sessions, 4.7 ms as one session with three outputs.
 
-Steps group when they read one input, gathered with the same geometry (size, per-query
-starts, layout, and pad value where the context leaves the map) and apply a plain chain to
-it: no side maps, no fused residual Add, no Winograd head, no box to crop. A group runs where
-its first member stood; its later members only need the input, which is ready there. The
-cost model prices members as the separate steps they would be (an upper bound).
+Steps group when their heads read one input through the same window, fed the same way, with
+the same pad value where they pad (``frontier.shared_context``, decided by the heads, so the
+plans of any query set, EXPLAIN's centre patch included, group alike), and apply a plain chain
+to it: no side maps, no fused residual Add, no Winograd head, no box to crop. A group runs where
+its first member stood; its later members only need the input, which is ready there. The cost
+model prices a later member without a gather or call of its own.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from typing import Callable
 
 import numpy as np
 
-from kryptondb.graph.ir import Graph, Node, Op
+from kryptondb.graph.ir import Graph, Node
 from kryptondb.graph.ops import input_node
 from kryptondb.ivm.counters import count
+from kryptondb.ivm.frontier import shared_context
 from kryptondb.ivm.step_ops import padless
 from kryptondb.runtime.base import NHWC
 
@@ -47,37 +49,38 @@ class Siblings:
 
 def schedule(steps: list, graph: Graph, cached, contexts) -> list:
     """The order a plan runs its ``steps`` in: each step alone, or where siblings share a
-    context, one ``Siblings`` at its first member's place; ``cached(key, build)``: the plan's
-    segment cache; ``contexts``: its gather (``Siblings.contexts``)."""
+    context (``frontier.shared_context``, the cost model's key), one ``Siblings`` at its first
+    member's place; ``cached(key, build)``: the plan's segment cache; ``contexts``: its
+    gather (``Siblings.contexts``)."""
     groups: list[list] = []
-    by_input: dict[str, list[list]] = {}  # groups that later steps may join, by their input
+    by_key: dict[tuple, list] = {}  # the group a later step with this key joins
     for step in steps:
-        src = _shareable(step)
-        g = next((g for g in by_input.get(src, ()) if _same(g[0], step)), None)
-        if g is not None:
+        key = _shareable(step, graph)
+        g = by_key.get(key) if key is not None else None
+        if g is not None and _same(g[0], step):
             g.append(step)
             continue
         groups.append([step])
-        if src is not None:
-            by_input.setdefault(src, []).append(groups[-1])
+        if key is not None:
+            by_key[key] = groups[-1]
     return [g[0] if len(g) == 1 else _siblings(g, graph, cached, contexts) for g in groups]
 
 
-def _shareable(step) -> str | None:
-    """The input of a step that may share its context, None for one that may not."""
+def _shareable(step, graph: Graph) -> tuple | None:
+    """A step's sharing key; None for one whose segment is not the chain on its context
+    alone (a NumPy merge, a Winograd head, side maps, a box to crop)."""
     if step.segment is None or step.winograd is not None or step.box is not None or \
-            step.sides or len(step.contexts) != 1 or len(step.head.inputs) != 1 or \
-            step.head.op is Op.RESIZE:
+            step.sides or len(step.contexts) != 1:
         return None
-    return step.inputs[0]
+    key = shared_context(graph, [graph[n] for n in step.chain])
+    return key and key + (step.channels_last,)
 
 
 def _same(a, b) -> bool:
-    """``a`` and ``b`` gather the same context for every query."""
-    (ah, aw, ays, axs, apv), (bh, bw, bys, bxs, bpv) = a.contexts[0], b.contexts[0]
-    return (ah, aw) == (bh, bw) and apv.channels_last == bpv.channels_last and \
-        apv.margin == bpv.margin and (not any(apv.margin) or apv.value == bpv.value) and \
-        np.array_equal(ays, bys) and np.array_equal(axs, bxs)
+    """``a`` and ``b`` gather the same context for every query (so their keys promise; a
+    check, not the decision)."""
+    (ah, aw, ays, axs, _), (bh, bw, bys, bxs, _) = a.contexts[0], b.contexts[0]
+    return (ah, aw) == (bh, bw) and np.array_equal(ays, bys) and np.array_equal(axs, bxs)
 
 
 def _siblings(members: list, graph: Graph, cached, contexts) -> Siblings:
