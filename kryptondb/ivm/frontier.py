@@ -27,6 +27,7 @@ from kryptondb.ivm import calibration
 from kryptondb.ivm.calibration import Calibration
 from kryptondb.ivm.cost import centre_regions, memo, prefix
 from kryptondb.ivm.regions import FixedRegion, fix, read_in, spatial_params
+from kryptondb.ivm.step_ops import pool_factor
 from kryptondb.runtime import winograd as winograd_module
 
 NO_SEGMENT = (Op.PAD, Op.RESIZE)  # steps computed by the gather itself, nothing fused after
@@ -227,9 +228,9 @@ def shared_context(graph: Graph, chain) -> tuple | None:
         return None
     if head.op not in WINDOWED or is_pointwise(head, graph):
         return (head.inputs[0], "region")
+    if head.op is Op.AVGPOOL and pool_factor(head, graph) is not None:
+        return None  # its step reads a divisor map
     pads, ceil = tuple(head.attr("pads")), bool(head.attr("ceil_mode", 0))
-    if head.op is Op.AVGPOOL and (ceil or any(pads) and not head.attr("count_include_pad", 0)):
-        return None  # a divisor map may correct it (IncrementalPlan._pool_factor)
     value = -np.inf if head.op is Op.MAXPOOL else float(head.attr("value", 0.0))
     return (head.inputs[0], head.attr("kernel"), head.attr("stride"),
             head.attr("dilation", (1, 1)), pads, ceil, value if any(pads) or ceil else None)

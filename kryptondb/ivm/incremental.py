@@ -24,14 +24,13 @@ from kryptondb.ivm.gather import (ChannelsLast, ChannelsLastViews, NewValues, Pa
                                   margins, overlay)
 from kryptondb.ivm.layout import channels_last_outputs
 from kryptondb.ivm.siblings import Siblings, run_siblings, schedule
-from kryptondb.ivm.step_ops import crop, merge, padless, resampled
+from kryptondb.ivm.step_ops import crop, merge, padless, pool_factor, resampled
 from kryptondb.ivm.tail import tail_cut
 from kryptondb.ivm.regions import FixedRegion, as_map, fix, read_in, spatial_params
 from kryptondb.graph.ir import WINDOWED, Graph, Node, Op, input_node, make_node
 from kryptondb.graph.ops import UPSAMPLING
 from kryptondb.runtime import winograd
 from kryptondb.runtime.base import NHWC
-from kryptondb.runtime.numpy_ops import avgpool_divisor
 from kryptondb.runtime.winograd import Winograd
 
 
@@ -172,24 +171,14 @@ class IncrementalPlan:
         """Maps whose value depends on where an output pixel lies in its map, which the
         segment reads at each query's region besides its contexts: (segment input, node, the
         full C' x H x W map). Per chain node: the spatial constants of an Add/Mul, and an
-        AveragePool's divisor correction (see ``_pool_factor``)."""
+        AveragePool's divisor correction (see ``step_ops.pool_factor``)."""
         out = []
         for n in chain:
-            if n.op is Op.AVGPOOL and (f := self._pool_factor(n)) is not None:
+            if n.op is Op.AVGPOOL and (f := pool_factor(n, self.graph)) is not None:
                 out.append((f"{n.name}::factor", n.name, f))
             out += [(f"{n.name}::{p}", n.name, as_map(self.graph.weights[p], n.shape))
                     for p in spatial_params(n, self.graph.weights)]
         return out
-
-    def _pool_factor(self, node: Node) -> np.ndarray | None:
-        """(1, Ho, Wo): kh*kw / the pool's divisor at each output, or None where it is 1
-        everywhere. The segment pools a zero-padded context dividing by kh*kw; windows that
-        exclude padding (count_include_pad=0) or reach past it (ceil mode) divide by fewer,
-        and the factor, applied to the pool's own output before anything fused after it,
-        restores them."""
-        d = avgpool_divisor(node, self.graph[node.inputs[0]].shape[1:], node.shape)[0]
-        kh, kw = node.attr("kernel")
-        return None if (d == kh * kw).all() else (kh * kw / d).astype(np.float32)
 
     def _segment(self, chain: list[Node], shapes, sides: tuple[tuple[str, str], ...],
                  channels_last: bool = False, rest: bool = False) -> Graph:

@@ -1,16 +1,16 @@
 """What a step computes in NumPy, without a backend segment: a lone merge of gathered buffers
 (Add, Concat; Pad, whose gather is the whole op), a Resize's new region from its taps, and the
 region cropped out of a transposed convolution's stride-aligned box; and a head as a segment
-applies it to a gathered context."""
+applies it to a gathered context, with an AveragePool's divisor correction."""
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from kryptondb.graph.ir import WINDOWED, Node, Op
+from kryptondb.graph.ir import WINDOWED, Graph, Node, Op
 from kryptondb.graph.resample import Taps, node_taps
-from kryptondb.runtime.numpy_ops import interpolate
+from kryptondb.runtime.numpy_ops import avgpool_divisor, interpolate
 
 
 def resampled(step, idx: np.ndarray, buf: np.ndarray) -> np.ndarray:
@@ -54,3 +54,14 @@ def padless(head: Node) -> Node:
         return head
     node = head.with_attrs(pads=(0, 0, 0, 0), ceil_mode=0)
     return node.with_attrs(count_include_pad=1) if head.op is Op.AVGPOOL else node
+
+
+def pool_factor(node: Node, graph: Graph) -> np.ndarray | None:
+    """(1, Ho, Wo): kh*kw / an AveragePool's divisor at each output, or None where it is 1
+    everywhere. The segment pools a zero-padded context dividing by kh*kw; windows that
+    exclude padding (count_include_pad=0) or reach past it (ceil mode) divide by fewer, and
+    the factor, applied to the pool's own output before anything fused after it, restores
+    them (a side map of its step: IncrementalPlan._sides)."""
+    d = avgpool_divisor(node, graph[node.inputs[0]].shape[1:], node.shape)[0]
+    kh, kw = node.attr("kernel")
+    return None if (d == kh * kw).all() else (kh * kw / d).astype(np.float32)
