@@ -165,6 +165,12 @@ def test_calibrate_writes_what_load_reads(tmp_path, monkeypatch):
 def test_the_calibrate_command_writes_its_file(tmp_path, monkeypatch, capsys):
     """``kryptondb calibrate -o FILE`` (the measurement itself cut to two sizes here)."""
     monkeypatch.setattr(measuring, "SIDES", (1, 2))
+    monkeypatch.delenv("KRYPTONDB_CALIBRATION", raising=False)
     assert main(["calibrate", "-o", str(tmp_path / "m.json")]) == 0
-    assert "calibration written to" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "calibration written to" in said and "from now on" not in said
+    assert f"KRYPTONDB_CALIBRATION={tmp_path / 'm.json'}" in said  # how to use it, not a claim
     assert C.read(tmp_path / "m.json").cores >= 1
+    monkeypatch.setenv("KRYPTONDB_CALIBRATION", str(tmp_path / "m.json"))  # where it reads
+    assert main(["calibrate", "-o", str(tmp_path / "m.json")]) == 0
+    assert "the planner reads it from now on" in capsys.readouterr().out

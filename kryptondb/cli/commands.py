@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 import sys
 import time
 import webbrowser
@@ -17,6 +18,7 @@ import kryptondb
 from kryptondb.connection import terminal_progress
 from kryptondb.errors import KryptonError
 from kryptondb.ivm.calibrate import calibrate
+from kryptondb.ivm.calibration import machine_path
 from kryptondb.lang import parse
 from kryptondb.lang.parser import split_statements
 from kryptondb.model.zoo import ZOO
@@ -160,7 +162,11 @@ def _calibrate(args) -> int:
     say = _say(args)
     say("measuring (about half a minute; keep the machine otherwise idle) ...")
     path = calibrate(args.output, say)
-    say(f"calibration written to {path}; the planner reads it from now on")
+    if os.path.abspath(path) == os.path.abspath(machine_path()):
+        say(f"calibration written to {path}; the planner reads it from now on")
+    else:  # -o elsewhere: the planner reads it only where told to
+        say(f"calibration written to {path}; the planner reads it where "
+            f"KRYPTONDB_CALIBRATION={shlex.quote(path)} is set")
     return 0
 
 

@@ -144,7 +144,8 @@ def parser() -> argparse.ArgumentParser:
                    "the calibration the planner reads from then on (docs/ivm.md).")
     cal.add_argument("-o", "--output", type=output_file, metavar="FILE.json", default=None,
                      help="where it goes (default: $KRYPTONDB_CALIBRATION, else "
-                     "~/.cache/kryptondb/calibration.json)")
+                     "~/.cache/kryptondb/calibration.json, which the planner reads; it reads "
+                     "another file where KRYPTONDB_CALIBRATION names it)")
     p.commands = {"demo": demo, "predict": pred, "recognize": rec, "describe": desc,
                   "models": models, "plan": plan, "calibrate": cal}  # for errors that name the command's usage
     return p
