@@ -24,6 +24,7 @@ from kryptondb.graph.ir import Graph, Node, input_node
 from kryptondb.model.onnx_checks import label as _label
 from kryptondb.model.onnx_converters import CONVERTERS as _BASIC
 from kryptondb.model.onnx_files import load_onnx_proto, to_array
+from kryptondb.model.onnx_names import rename_reserved
 from kryptondb.graph.shapes import infer_shape
 
 CONVERTERS = _BASIC | onnx_layout.CONVERTERS | onnx_upsample.CONVERTERS
@@ -85,6 +86,7 @@ def import_onnx(path, seed: int = 0, name: str | None = None) -> Imported:
 
 
 def _convert(proto, seed, label, path) -> Imported:
+    renamed = rename_reserved(proto.graph)  # names KryptonDB derives its own from (::)
     ctx = _Ctx(proto)
     ctx.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
     for init in proto.graph.initializer:
@@ -106,8 +108,9 @@ def _convert(proto, seed, label, path) -> Imported:
     onnx_layout.check_outputs(ctx)
     nodes = drop_dead(fold_batchnorm(ctx.nodes, ctx.weights, keep=outputs), outputs)
     graph = Graph.build(label, nodes, outputs, ctx.weights)
-    seeded = {k: ctx.consts[k] for k in ctx.placeholders}
-    return Imported(graph, tuple(ctx.placeholders), seeded)
+    # placeholders by their names in the file, which with_seeded_weights fills
+    seeded = {renamed.get(k, k): ctx.consts[k] for k in ctx.placeholders}
+    return Imported(graph, tuple(seeded), seeded)
 
 
 def _data_input(ctx: _Ctx, seed: int) -> str:
