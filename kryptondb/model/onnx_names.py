@@ -26,6 +26,8 @@ def rename_reserved(graph) -> dict[str, str]:
     names |= {v.name for group in tensors for v in group}
     names.discard("")  # an omitted optional input
     bad = sorted(n for n in names if reserved(n))
+    if not bad:  # nearly every file: leave the graph untouched
+        return {}
     taken, new = names - set(bad), {}
     for old in bad:
         name = old.replace(":", "_")
