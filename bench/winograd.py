@@ -42,9 +42,12 @@ def measure(channels: int, side: int, items: int, reps: int) -> dict:
     direct = Graph.build("bench:direct", [input_node("x", (channels, side, side), True),
                                           replace(g["c"], inputs=("x",))], "c", g.weights)
     x = np.random.default_rng(0).standard_normal((items, side, side, channels), np.float32)
-    backend, wino = OnnxRuntimeBackend(threads=1), winograd.Winograd(g["c"], g)
+    # one Winograd per form: a Winograd keeps one form's transformed weights, so one object
+    # run in both forms in turns would make them again in half its calls, as no plan does
+    backend = OnnxRuntimeBackend(threads=1)
+    f2, f4 = winograd.Winograd(g["c"], g), winograd.Winograd(g["c"], g)
     runs = {"direct": lambda: backend.run(direct, {"x": x})["c"],
-            "F2": lambda: wino(x, winograd.F2), "F4": lambda: wino(x, winograd.F4)}
+            "F2": lambda: f2(x, winograd.F2), "F4": lambda: f4(x, winograd.F4)}
     out = {k: f() for k, f in runs.items()}  # untimed: sessions
     times: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(reps):
